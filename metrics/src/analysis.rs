@@ -1,0 +1,423 @@
+//! The per-frame pixel work: an optional box downscale to the analysis resolution, then two fused passes (colour
+//! pass over RGB, neighbourhood pass over grey) that produce every data metric at once. Buffers live in
+//! `PixelScratch` and are reused frame after frame, so the hot path does not allocate once warmed up.
+
+use crate::decode::RgbImage;
+
+/// How frames are analysed. Recorded in every baseline: statistics computed under different settings are not
+/// comparable (sharpness and noise depend on scale), so comparing them is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalysisSettings {
+    /// Frames whose longer side exceeds this are box-averaged by the smallest integer factor k that brings the
+    /// longer side to at most `max_side` (e.g. 1920x1080 -> 960x540 at the default 1280). 0 = never downscale.
+    pub max_side: u32,
+    /// Grey level at or below which a pixel counts as clipped shadow (`dark_fraction`).
+    pub dark_level: u8,
+    /// Grey level at or above which a pixel counts as clipped highlight (`bright_fraction`).
+    pub bright_level: u8,
+}
+
+impl Default for AnalysisSettings {
+    fn default() -> Self {
+        AnalysisSettings {
+            max_side: 1280,
+            dark_level: 10,
+            bright_level: 245,
+        }
+    }
+}
+
+impl AnalysisSettings {
+    /// Integer downscale factor for a frame of this size.
+    pub fn factor(&self, width: usize, height: usize) -> usize {
+        let side = width.max(height);
+        if self.max_side == 0 || side <= self.max_side as usize {
+            1
+        } else {
+            side.div_ceil(self.max_side as usize)
+        }
+    }
+}
+
+/// Reusable buffers for one scoring worker.
+#[derive(Debug, Default)]
+pub struct PixelScratch {
+    pub(crate) analysis: RgbImage,
+    pub(crate) grey: Vec<u8>,
+    /// Row sums used by the box downscale.
+    row_acc: Vec<u32>,
+}
+
+/// Everything the fused passes measured on one frame, from which the data metrics are read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PixelStats {
+    pub pixels: u64,
+    pub sum_r: u64,
+    pub sum_g: u64,
+    pub sum_b: u64,
+    /// Sum of r^2 + g^2 + b^2.
+    pub sum_sq: u64,
+    /// Sum of OpenCV 8-bit HSV saturation (0..255).
+    pub sum_s: u64,
+    pub red_px: u64,
+    pub green_px: u64,
+    pub blue_px: u64,
+    /// Colourfulness opponent channels, kept doubled to stay integral: rg = r - g, yb2 = r + g - 2b.
+    pub sum_rg: i64,
+    pub sum_rg_sq: u64,
+    pub sum_yb2: i64,
+    pub sum_yb2_sq: u64,
+    pub grey_hist: [u32; 256],
+    /// Laplacian (3x3, OpenCV ksize=1 kernel) over interior pixels: count, sum, sum of squares.
+    pub lap_n: u64,
+    pub lap_sum: i64,
+    pub lap_sum_sq: u64,
+    /// Immerkaer noise operator: sum of absolute responses over interior pixels.
+    pub noise_abs_sum: u64,
+}
+
+impl Default for PixelStats {
+    fn default() -> Self {
+        PixelStats {
+            pixels: 0,
+            sum_r: 0,
+            sum_g: 0,
+            sum_b: 0,
+            sum_sq: 0,
+            sum_s: 0,
+            red_px: 0,
+            green_px: 0,
+            blue_px: 0,
+            sum_rg: 0,
+            sum_rg_sq: 0,
+            sum_yb2: 0,
+            sum_yb2_sq: 0,
+            grey_hist: [0; 256],
+            lap_n: 0,
+            lap_sum: 0,
+            lap_sum_sq: 0,
+            noise_abs_sum: 0,
+        }
+    }
+}
+
+const HSV_SHIFT: u32 = 12;
+
+/// OpenCV's `sdiv_table` and `hdiv_table180` for 8-bit RGB->HSV, built once at compile time would need const
+/// float math; they are small, so they are built on first use per scratch instead.
+#[derive(Debug)]
+pub(crate) struct HsvTables {
+    sdiv: [i32; 256],
+    hdiv: [i32; 256],
+}
+
+impl HsvTables {
+    pub(crate) fn new() -> HsvTables {
+        let mut sdiv = [0i32; 256];
+        let mut hdiv = [0i32; 256];
+        for i in 1..256 {
+            sdiv[i] = ((255u32 << HSV_SHIFT) as f64 / i as f64).round_ties_even() as i32;
+            hdiv[i] = ((180u32 << HSV_SHIFT) as f64 / (6.0 * i as f64)).round_ties_even() as i32;
+        }
+        HsvTables { sdiv, hdiv }
+    }
+}
+
+fn hsv_tables() -> &'static HsvTables {
+    static TABLES: std::sync::OnceLock<HsvTables> = std::sync::OnceLock::new();
+    TABLES.get_or_init(HsvTables::new)
+}
+
+/// OpenCV's exact 8-bit RGB->HSV (H in 0..180, S and V in 0..255), as `cv2.cvtColor(rgb, COLOR_RGB2HSV)`.
+#[inline(always)]
+pub fn opencv_hsv(r: u8, g: u8, b: u8) -> (i32, i32, i32) {
+    let t = hsv_tables();
+    let (r, g, b) = (i32::from(r), i32::from(g), i32::from(b));
+    let v = r.max(g).max(b);
+    let vmin = r.min(g).min(b);
+    let diff = v - vmin;
+    let s = (diff * t.sdiv[v as usize] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
+    let h = opencv_hue(r, g, b, v, diff, t);
+    (h, s, v)
+}
+
+#[inline(always)]
+fn opencv_hue(r: i32, g: i32, b: i32, v: i32, diff: i32, t: &HsvTables) -> i32 {
+    let h = if v == r {
+        g - b
+    } else if v == g {
+        b - r + 2 * diff
+    } else {
+        r - g + 4 * diff
+    };
+    let h = (h * t.hdiv[diff as usize] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
+    if h < 0 { h + 180 } else { h }
+}
+
+/// OpenCV's fixed-point BT.601 grey (`COLOR_RGB2GRAY` in OpenCV 4.x/5.x, checked on all 2^24 colours):
+/// (9798 R + 19235 G + 3735 B + 2^14) >> 15.
+#[inline(always)]
+pub fn opencv_grey(r: u8, g: u8, b: u8) -> u8 {
+    ((u32::from(r) * 9798 + u32::from(g) * 19235 + u32::from(b) * 3735 + 16384) >> 15) as u8
+}
+
+/// Box-averages `src` by `k` into `dst` (rounding to nearest); trailing rows/columns that do not fill a whole
+/// k x k block are dropped, so every analysis pixel averages exactly k*k source pixels.
+pub fn box_downscale(src: &RgbImage, k: usize, dst: &mut RgbImage, row_acc: &mut Vec<u32>) {
+    let (w, h) = (src.width / k, src.height / k);
+    dst.reset(w, h);
+    let area = (k * k) as u32;
+    let half = area / 2;
+    row_acc.clear();
+    row_acc.resize(w * 3, 0);
+    let src_stride = src.width * 3;
+    for oy in 0..h {
+        row_acc.fill(0);
+        for dy in 0..k {
+            let row = &src.data[(oy * k + dy) * src_stride..][..w * k * 3];
+            for (acc, block) in row_acc.chunks_exact_mut(3).zip(row.chunks_exact(3 * k)) {
+                for px in block.chunks_exact(3) {
+                    acc[0] += u32::from(px[0]);
+                    acc[1] += u32::from(px[1]);
+                    acc[2] += u32::from(px[2]);
+                }
+            }
+        }
+        let out = &mut dst.data[oy * w * 3..][..w * 3];
+        for (o, a) in out.iter_mut().zip(row_acc.iter()) {
+            *o = ((a + half) / area) as u8;
+        }
+    }
+}
+
+impl PixelScratch {
+    /// Brings `src` to the analysis resolution (or borrows it when no downscale is needed).
+    pub fn analysis_view<'a>(
+        &'a mut self,
+        src: &'a RgbImage,
+        settings: &AnalysisSettings,
+    ) -> &'a RgbImage {
+        let k = settings.factor(src.width, src.height);
+        if k == 1 {
+            src
+        } else {
+            box_downscale(src, k, &mut self.analysis, &mut self.row_acc);
+            &self.analysis
+        }
+    }
+}
+
+/// Runs both fused passes over an analysis-resolution image. `grey` is filled as a side effect.
+pub fn pixel_stats(img: &RgbImage, grey: &mut Vec<u8>) -> PixelStats {
+    let mut st = PixelStats {
+        pixels: img.pixels() as u64,
+        ..PixelStats::default()
+    };
+    colour_pass(img, grey, &mut st);
+    neighbourhood_pass(grey, img.width, img.height, &mut st);
+    st
+}
+
+fn colour_pass(img: &RgbImage, grey: &mut Vec<u8>, st: &mut PixelStats) {
+    let t = hsv_tables();
+    grey.clear();
+    grey.resize(img.pixels(), 0);
+    // Per-row partial sums in narrower types would be faster still; u64 keeps every image size exact.
+    let (mut sr, mut sg, mut sb, mut ssq, mut ss) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut srg, mut syb) = (0i64, 0i64);
+    let (mut srg2, mut syb2) = (0u64, 0u64);
+    let (mut red, mut green, mut blue) = (0u64, 0u64, 0u64);
+    let mut hist = [0u32; 256];
+    for (px, gout) in img.data.chunks_exact(3).zip(grey.iter_mut()) {
+        let (r, g, b) = (px[0], px[1], px[2]);
+        let (ri, gi, bi) = (i32::from(r), i32::from(g), i32::from(b));
+        sr += r as u64;
+        sg += g as u64;
+        sb += b as u64;
+        ssq += (ri * ri + gi * gi + bi * bi) as u64;
+        let y = opencv_grey(r, g, b);
+        *gout = y;
+        hist[y as usize] += 1;
+        let rg = ri - gi;
+        let yb = ri + gi - 2 * bi;
+        srg += rg as i64;
+        syb += yb as i64;
+        srg2 += (rg * rg) as u64;
+        syb2 += (yb * yb) as u64;
+        let v = ri.max(gi).max(bi);
+        let diff = v - ri.min(gi).min(bi);
+        let s = (diff * t.sdiv[v as usize] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
+        ss += s as u64;
+        // Encord's colour boxes need S >= 50 and V >= 40; hue is only computed for those pixels.
+        if s >= 50 && v >= 40 {
+            let h = opencv_hue(ri, gi, bi, v, diff, t);
+            if h <= 10 || (170..=179).contains(&h) {
+                red += 1;
+            } else if (35..=75).contains(&h) {
+                green += 1;
+            } else if (90..=130).contains(&h) {
+                blue += 1;
+            }
+        }
+    }
+    st.sum_r = sr;
+    st.sum_g = sg;
+    st.sum_b = sb;
+    st.sum_sq = ssq;
+    st.sum_s = ss;
+    st.sum_rg = srg;
+    st.sum_yb2 = syb;
+    st.sum_rg_sq = srg2;
+    st.sum_yb2_sq = syb2;
+    st.red_px = red;
+    st.green_px = green;
+    st.blue_px = blue;
+    st.grey_hist = hist;
+}
+
+fn neighbourhood_pass(grey: &[u8], w: usize, h: usize, st: &mut PixelStats) {
+    if w < 3 || h < 3 {
+        return;
+    }
+    let (mut lap_sum, mut lap_sq, mut noise) = (0i64, 0u64, 0u64);
+    for y in 1..h - 1 {
+        let up = &grey[(y - 1) * w..y * w];
+        let mid = &grey[y * w..(y + 1) * w];
+        let down = &grey[(y + 1) * w..(y + 2) * w];
+        // Row-local i32 accumulators keep the inner loop narrow enough to vectorise; a row of 65k pixels
+        // cannot overflow them (|lap| <= 1020, lap^2 <= 1_040_400 needs u64 though, so squares stay wide).
+        let mut row_lap = 0i32;
+        let mut row_sq = 0u64;
+        let mut row_noise = 0u32;
+        for x in 1..w - 1 {
+            let c = i32::from(mid[x]);
+            let n = i32::from(up[x]);
+            let s = i32::from(down[x]);
+            let wv = i32::from(mid[x - 1]);
+            let e = i32::from(mid[x + 1]);
+            let lap = n + s + wv + e - 4 * c;
+            row_lap += lap;
+            row_sq += (lap * lap) as u64;
+            let diag = i32::from(up[x - 1])
+                + i32::from(up[x + 1])
+                + i32::from(down[x - 1])
+                + i32::from(down[x + 1]);
+            // Immerkaer mask [1 -2 1; -2 4 -2; 1 -2 1] = diagonals - 2 * edges + 4 * centre.
+            let resp = diag - 2 * (n + s + wv + e) + 4 * c;
+            row_noise += resp.unsigned_abs();
+        }
+        lap_sum += i64::from(row_lap);
+        lap_sq += row_sq;
+        noise += u64::from(row_noise);
+    }
+    st.lap_n = ((w - 2) * (h - 2)) as u64;
+    st.lap_sum = lap_sum;
+    st.lap_sum_sq = lap_sq;
+    st.noise_abs_sum = noise;
+}
+
+/// Data metric values derived from `PixelStats`. Definitions are in METRICS.md; keep the two in step.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct DataMetrics {
+    pub brightness: f64,
+    pub contrast: f64,
+    pub sharpness: f64,
+    pub saturation: f64,
+    pub colorfulness: f64,
+    pub entropy: f64,
+    pub red: f64,
+    pub green: f64,
+    pub blue: f64,
+    pub red_mean: f64,
+    pub green_mean: f64,
+    pub blue_mean: f64,
+    pub dark_fraction: f64,
+    pub bright_fraction: f64,
+    pub noise: f64,
+}
+
+/// Laplacian standard deviation that maps to sharpness 1.0 (Encord's normaliser: 8 * 255).
+pub const SHARPNESS_SCALE: f64 = 8.0 * 255.0;
+
+impl DataMetrics {
+    pub fn from_stats(st: &PixelStats, settings: &AnalysisSettings) -> DataMetrics {
+        let n = st.pixels.max(1) as f64;
+        let n3 = 3.0 * n;
+        let total = (st.sum_r + st.sum_g + st.sum_b) as f64;
+        let mean = total / n3;
+        let var = (st.sum_sq as f64 / n3 - mean * mean).max(0.0);
+        let lap_var = if st.lap_n > 0 {
+            let m = st.lap_sum as f64 / st.lap_n as f64;
+            (st.lap_sum_sq as f64 / st.lap_n as f64 - m * m).max(0.0)
+        } else {
+            0.0
+        };
+        let sharpness = (lap_var.sqrt() / SHARPNESS_SCALE).min(1.0);
+        let (mrg, myb) = (st.sum_rg as f64 / n, st.sum_yb2 as f64 / n / 2.0);
+        let vrg = (st.sum_rg_sq as f64 / n - mrg * mrg).max(0.0);
+        let vyb = (st.sum_yb2_sq as f64 / n / 4.0 - myb * myb).max(0.0);
+        let colorfulness = (vrg + vyb).sqrt() + 0.3 * (mrg * mrg + myb * myb).sqrt();
+        let mut entropy = 0.0;
+        for &c in st.grey_hist.iter().filter(|&&c| c > 0) {
+            let p = f64::from(c) / n;
+            entropy -= p * p.log2();
+        }
+        let dark: u64 = st.grey_hist[..=settings.dark_level as usize]
+            .iter()
+            .map(|&c| u64::from(c))
+            .sum();
+        let bright: u64 = st.grey_hist[settings.bright_level as usize..]
+            .iter()
+            .map(|&c| u64::from(c))
+            .sum();
+        let noise = if st.lap_n > 0 {
+            (std::f64::consts::PI / 2.0).sqrt() * st.noise_abs_sum as f64
+                / (6.0 * st.lap_n as f64)
+                / 255.0
+        } else {
+            0.0
+        };
+        let rel = |c: u64| {
+            if total > 0.0 {
+                c as f64 / total
+            } else {
+                1.0 / 3.0
+            }
+        };
+        DataMetrics {
+            brightness: mean / 255.0,
+            contrast: var.sqrt() / 255.0,
+            sharpness,
+            saturation: st.sum_s as f64 / n / 255.0,
+            colorfulness,
+            entropy: entropy.max(0.0),
+            red: st.red_px as f64 / n,
+            green: st.green_px as f64 / n,
+            blue: st.blue_px as f64 / n,
+            red_mean: rel(st.sum_r),
+            green_mean: rel(st.sum_g),
+            blue_mean: rel(st.sum_b),
+            dark_fraction: dark as f64 / n,
+            bright_fraction: bright as f64 / n,
+            noise,
+        }
+    }
+}
+
+impl PixelScratch {
+    /// Like `analysis_view`, but also hands out the grey buffer so both can be borrowed at once.
+    pub(crate) fn analysis_view_split<'a>(
+        &'a mut self,
+        src: &'a RgbImage,
+        settings: &AnalysisSettings,
+    ) -> (&'a RgbImage, &'a mut Vec<u8>) {
+        let k = settings.factor(src.width, src.height);
+        if k == 1 {
+            (src, &mut self.grey)
+        } else {
+            box_downscale(src, k, &mut self.analysis, &mut self.row_acc);
+            (&self.analysis, &mut self.grey)
+        }
+    }
+}

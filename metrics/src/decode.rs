@@ -1,0 +1,330 @@
+//! Turns the bytes a camera sent into RGB8 pixels, inside limits: a frame is the first thing in the pipeline that
+//! comes from outside, so every failure here is a typed `DecodeError` and nothing panics or allocates without bound.
+
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+
+/// Why a frame's pixels could not be obtained. The `reason()` strings are stable: they label rejection counters.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("empty image: no bytes")]
+    Empty,
+    #[error("encoded image is {size} bytes, over the limit of {limit} bytes")]
+    TooManyBytes { size: usize, limit: usize },
+    #[error("image is {width}x{height} pixels, over the limit of {limit} pixels")]
+    TooManyPixels { width: u64, height: u64, limit: u64 },
+    #[error("unsupported image format: {0}")]
+    UnsupportedFormat(String),
+    #[error("truncated image: the data ends before the image does")]
+    Truncated,
+    #[error("corrupt image: {0}")]
+    Corrupt(String),
+    #[error("raw image: {0}")]
+    BadRawImage(String),
+}
+
+impl DecodeError {
+    /// Short, stable reason label (for counters and JSON output).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Empty => "empty_image",
+            DecodeError::TooManyBytes { .. } => "image_too_many_bytes",
+            DecodeError::TooManyPixels { .. } => "image_too_many_pixels",
+            DecodeError::UnsupportedFormat(_) => "unsupported_format",
+            DecodeError::Truncated => "truncated_image",
+            DecodeError::Corrupt(_) => "corrupt_image",
+            DecodeError::BadRawImage(_) => "bad_raw_image",
+        }
+    }
+}
+
+/// Limits applied before and during decoding (decompression bombs, oversize uploads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecodeLimits {
+    /// Largest accepted encoded size in bytes.
+    pub max_encoded_bytes: usize,
+    /// Largest accepted width * height, checked from the header before any pixel is decoded.
+    pub max_pixels: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        // 64 MiB covers any camera JPEG; 50 MP covers 8K frames with room to spare.
+        DecodeLimits {
+            max_encoded_bytes: 64 << 20,
+            max_pixels: 50_000_000,
+        }
+    }
+}
+
+/// Pixel layout of a raw (unencoded) frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawFormat {
+    Rgb8,
+    Gray8,
+}
+
+/// An RGB8 image, row-major, tightly packed. Buffers are reused across frames.
+#[derive(Debug, Default, Clone)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+impl RgbImage {
+    pub fn pixels(&self) -> usize {
+        self.width * self.height
+    }
+
+    /// Re-sizes in place, keeping the allocation when it is large enough.
+    pub fn reset(&mut self, width: usize, height: usize) {
+        self.width = width;
+        self.height = height;
+        self.data.resize(width * height * 3, 0);
+    }
+
+    pub fn from_rgb(width: usize, height: usize, data: Vec<u8>) -> Option<RgbImage> {
+        (data.len() == width.checked_mul(height)?.checked_mul(3)?).then_some(RgbImage {
+            width,
+            height,
+            data,
+        })
+    }
+}
+
+/// Detected container format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Jpeg,
+    Png,
+}
+
+/// Sniffs the format from magic bytes.
+pub fn detect_format(bytes: &[u8]) -> Result<ImageFormat, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Ok(ImageFormat::Jpeg);
+    }
+    if bytes.starts_with(&[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A]) {
+        return Ok(ImageFormat::Png);
+    }
+    let what = if bytes.starts_with(b"GIF8") {
+        "GIF"
+    } else if bytes.starts_with(b"BM") {
+        "BMP"
+    } else if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        "WebP"
+    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        "TIFF"
+    } else {
+        "unknown (expected JPEG or PNG)"
+    };
+    Err(DecodeError::UnsupportedFormat(what.to_string()))
+}
+
+fn check_pixels(width: usize, height: usize, limits: &DecodeLimits) -> Result<(), DecodeError> {
+    let (w, h) = (width as u64, height as u64);
+    if w == 0 || h == 0 {
+        return Err(DecodeError::Corrupt(format!(
+            "image has zero size ({w}x{h})"
+        )));
+    }
+    if w.saturating_mul(h) > limits.max_pixels {
+        return Err(DecodeError::TooManyPixels {
+            width: w,
+            height: h,
+            limit: limits.max_pixels,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes JPEG or PNG bytes into `out` (RGB8), reusing its allocation.
+pub fn decode_into(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    out: &mut RgbImage,
+) -> Result<ImageFormat, DecodeError> {
+    if bytes.len() > limits.max_encoded_bytes {
+        return Err(DecodeError::TooManyBytes {
+            size: bytes.len(),
+            limit: limits.max_encoded_bytes,
+        });
+    }
+    let format = detect_format(bytes)?;
+    match format {
+        ImageFormat::Jpeg => decode_jpeg(bytes, limits, out)?,
+        ImageFormat::Png => decode_png(bytes, limits, out)?,
+    }
+    Ok(format)
+}
+
+fn side_limit(limits: &DecodeLimits) -> usize {
+    // The decoders take side limits; the pixel-count limit is checked separately after the header is read.
+    usize::try_from(limits.max_pixels)
+        .unwrap_or(usize::MAX)
+        .clamp(1, 1 << 24)
+}
+
+fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits, out: &mut RgbImage) -> Result<(), DecodeError> {
+    let side = side_limit(limits);
+    let options = DecoderOptions::new_fast()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_strict_mode(true)
+        .set_max_width(side)
+        .set_max_height(side);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(jpeg_error)?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| DecodeError::Corrupt("JPEG header has no frame".into()))?;
+    let (width, height) = (usize::from(info.width), usize::from(info.height));
+    check_pixels(width, height, limits)?;
+    let needed = decoder
+        .output_buffer_size()
+        .ok_or_else(|| DecodeError::Corrupt("JPEG size unknown".into()))?;
+    if needed != width * height * 3 {
+        return Err(DecodeError::Corrupt(format!(
+            "JPEG output is {needed} bytes for {width}x{height} RGB"
+        )));
+    }
+    out.reset(width, height);
+    decoder.decode_into(&mut out.data).map_err(jpeg_error)
+}
+
+fn jpeg_error(e: zune_jpeg::errors::DecodeErrors) -> DecodeError {
+    use zune_jpeg::errors::DecodeErrors as E;
+    match e {
+        E::ExhaustedData => DecodeError::Truncated,
+        E::IoErrors(_) => DecodeError::Truncated,
+        E::Unsupported(s) => DecodeError::UnsupportedFormat(format!("JPEG variant: {s:?}")),
+        E::LargeDimensions(n) => DecodeError::Corrupt(format!("JPEG dimension {n} too large")),
+        other => {
+            let msg = other.to_string();
+            // zune reports running out of bytes in several ways; the user-facing reason should say "truncated".
+            if msg.contains("No more bytes") || msg.contains("EOF") || msg.contains("end of") {
+                DecodeError::Truncated
+            } else {
+                DecodeError::Corrupt(format!("JPEG: {msg}"))
+            }
+        }
+    }
+}
+
+fn decode_png(bytes: &[u8], limits: &DecodeLimits, out: &mut RgbImage) -> Result<(), DecodeError> {
+    let side = side_limit(limits);
+    let options = DecoderOptions::new_fast()
+        .png_set_strip_to_8bit(true)
+        .set_strict_mode(true)
+        .set_max_width(side)
+        .set_max_height(side);
+    let mut decoder = zune_png::PngDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(png_error)?;
+    let (width, height) = decoder
+        .dimensions()
+        .ok_or_else(|| DecodeError::Corrupt("PNG has no IHDR".into()))?;
+    check_pixels(width, height, limits)?;
+    let colorspace = decoder
+        .colorspace()
+        .ok_or_else(|| DecodeError::Corrupt("PNG colour type unknown".into()))?;
+    let channels = colorspace.num_components();
+    let decoded = match decoder.decode().map_err(png_error)? {
+        zune_core::result::DecodingResult::U8(v) => v,
+        _ => {
+            return Err(DecodeError::UnsupportedFormat(
+                "PNG with more than 8 bits per sample".into(),
+            ));
+        }
+    };
+    if decoded.len() != width * height * channels {
+        return Err(DecodeError::Corrupt(format!(
+            "PNG decoded to {} bytes, expected {}",
+            decoded.len(),
+            width * height * channels
+        )));
+    }
+    out.reset(width, height);
+    match channels {
+        1 | 2 => {
+            for (dst, src) in out
+                .data
+                .chunks_exact_mut(3)
+                .zip(decoded.chunks_exact(channels))
+            {
+                dst.fill(src[0]);
+            }
+        }
+        3 => out.data.copy_from_slice(&decoded),
+        // Alpha is ignored: the metrics describe what the camera saw, not how a viewer would composite it.
+        4 => {
+            for (dst, src) in out.data.chunks_exact_mut(3).zip(decoded.chunks_exact(4)) {
+                dst.copy_from_slice(&src[..3]);
+            }
+        }
+        n => {
+            return Err(DecodeError::UnsupportedFormat(format!(
+                "PNG with {n} channels"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn png_error(e: zune_png::error::PngDecodeErrors) -> DecodeError {
+    use zune_png::error::PngDecodeErrors as E;
+    match e {
+        E::IoErrors(_) => DecodeError::Truncated,
+        E::UnsupportedAPNGImage => DecodeError::UnsupportedFormat("animated PNG".into()),
+        other => {
+            let msg = other.to_string();
+            if msg.contains("No more bytes") || msg.contains("EOF") || msg.contains("end of") {
+                DecodeError::Truncated
+            } else {
+                DecodeError::Corrupt(format!("PNG: {msg}"))
+            }
+        }
+    }
+}
+
+/// Copies a raw frame into `out` after checking its declared size against its byte length.
+pub fn raw_into(
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+    format: RawFormat,
+    limits: &DecodeLimits,
+    out: &mut RgbImage,
+) -> Result<(), DecodeError> {
+    if width == 0 || height == 0 {
+        return Err(DecodeError::BadRawImage(format!(
+            "zero size ({width}x{height})"
+        )));
+    }
+    check_pixels(width, height, limits)?;
+    let channels = match format {
+        RawFormat::Rgb8 => 3,
+        RawFormat::Gray8 => 1,
+    };
+    let expected = width * height * channels;
+    if pixels.len() != expected {
+        return Err(DecodeError::BadRawImage(format!(
+            "{width}x{height} {format:?} needs {expected} bytes, got {}",
+            pixels.len()
+        )));
+    }
+    out.reset(width, height);
+    match format {
+        RawFormat::Rgb8 => out.data.copy_from_slice(pixels),
+        RawFormat::Gray8 => {
+            for (dst, &g) in out.data.chunks_exact_mut(3).zip(pixels) {
+                dst.fill(g);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! Fixed-edge histograms. Edges come from a baseline (its quantiles), so a histogram of production values is
+//! comparable with the baseline at any time, merges with another by adding counts, and a sliding window is the
+//! merge of its sub-windows. Values beyond the baseline's range land in open tail bins whose distance to the range
+//! is summed, so the Wasserstein distance stays exact in the tails.
+
+use serde::{Deserialize, Serialize};
+
+/// Quantile of sorted data, exactly as numpy's default (`method="linear"`, Hyndman-Fan type 7).
+pub fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let h = (n - 1) as f64 * p;
+    let lo = h.floor();
+    let t = h - lo;
+    let i = (lo as usize).min(n - 1);
+    let (a, b) = (sorted[i], sorted[(i + 1).min(n - 1)]);
+    // numpy's _lerp: the two-sided form keeps the result monotone and exact at t = 0 and t = 1.
+    let d = b - a;
+    if t >= 0.5 {
+        b - d * (1.0 - t)
+    } else {
+        a + d * t
+    }
+}
+
+/// Where values of one metric fall. Bin `0` is the lower tail (v < edges[0]); bins `1..=K` are
+/// [edges[i-1], edges[i]); bin `K+1` holds v == edges[K] (the baseline maximum); bin `K+2` is the upper tail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BinLayout {
+    edges: Vec<f64>,
+    /// PSI/JS bins ("coarse"): the baseline deciles plus the two tails. `coarse_of[bin]` maps every fine bin.
+    coarse_cuts: Vec<f64>,
+    coarse_of: Vec<u16>,
+    /// Subtracted from values before summing squares, for numerically stable variance of large values.
+    center: f64,
+    /// Encord's IQR fences: [severe_lo, moderate_lo, moderate_hi, severe_hi].
+    fences: [f64; 4],
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum LayoutError {
+    #[error("edges are empty")]
+    NoEdges,
+    #[error("edge {index} is not finite ({value})")]
+    NotFinite { index: usize, value: f64 },
+    #[error("edges are not strictly increasing at index {index} ({prev} then {value})")]
+    NotIncreasing { index: usize, prev: f64, value: f64 },
+    #[error("psi_cuts[{index}] = {value} is not one of the edges")]
+    CutNotAnEdge { index: usize, value: f64 },
+    #[error("quartiles {0:?} are not finite and ordered")]
+    BadQuartiles([f64; 3]),
+    #[error("too many bins ({0}); at most 65000")]
+    TooManyBins(usize),
+}
+
+impl BinLayout {
+    /// Builds a layout from baseline edges, PSI cut points (a subset of the edges) and quartiles (Q1, Q2, Q3).
+    pub fn new(
+        edges: Vec<f64>,
+        psi_cuts: &[f64],
+        quartiles: [f64; 3],
+    ) -> Result<BinLayout, LayoutError> {
+        if edges.is_empty() {
+            return Err(LayoutError::NoEdges);
+        }
+        if edges.len() > 65_000 {
+            return Err(LayoutError::TooManyBins(edges.len()));
+        }
+        for (index, &value) in edges.iter().enumerate() {
+            if !value.is_finite() {
+                return Err(LayoutError::NotFinite { index, value });
+            }
+            if index > 0 && value <= edges[index - 1] {
+                return Err(LayoutError::NotIncreasing {
+                    index,
+                    prev: edges[index - 1],
+                    value,
+                });
+            }
+        }
+        let first = edges[0];
+        let mut cuts: Vec<f64> = Vec::new();
+        for (index, &value) in psi_cuts.iter().enumerate() {
+            if edges.binary_search_by(|e| e.total_cmp(&value)).is_err() {
+                return Err(LayoutError::CutNotAnEdge { index, value });
+            }
+            if value > first && cuts.last().is_none_or(|&c| value > c) {
+                cuts.push(value);
+            }
+        }
+        let [q1, q2, q3] = quartiles;
+        if !(q1.is_finite() && q2.is_finite() && q3.is_finite() && q1 <= q2 && q2 <= q3) {
+            return Err(LayoutError::BadQuartiles(quartiles));
+        }
+        let iqr = q3 - q1;
+        let fences = [
+            q1 - 2.5 * iqr,
+            q1 - 1.5 * iqr,
+            q3 + 1.5 * iqr,
+            q3 + 2.5 * iqr,
+        ];
+        let k = edges.len() - 1;
+        let mut coarse_of = Vec::with_capacity(k + 3);
+        coarse_of.push(0u16);
+        for i in 1..=k + 1 {
+            // Fine bin i starts at edges[i-1] (bin K+1, the maximum's, starts at edges[K]); no cut lies strictly
+            // inside a fine bin because cuts are edges.
+            let left = edges[i - 1];
+            coarse_of.push(1 + cuts.iter().filter(|&&c| c <= left).count() as u16);
+        }
+        coarse_of.push(cuts.len() as u16 + 2);
+        Ok(BinLayout {
+            edges,
+            coarse_cuts: cuts,
+            coarse_of,
+            center: q2,
+            fences,
+        })
+    }
+
+    pub fn edges(&self) -> &[f64] {
+        &self.edges
+    }
+
+    /// Interior PSI cut points actually used (deduplicated deciles above the minimum).
+    pub fn coarse_cuts(&self) -> &[f64] {
+        &self.coarse_cuts
+    }
+
+    /// Number of fine bins including tails and the maximum's bin.
+    pub fn bins(&self) -> usize {
+        self.edges.len() + 2
+    }
+
+    /// Number of PSI/JS bins including tails.
+    pub fn coarse_bins(&self) -> usize {
+        self.coarse_cuts.len() + 3
+    }
+
+    pub fn fences(&self) -> [f64; 4] {
+        self.fences
+    }
+
+    #[inline]
+    pub fn bin_of(&self, v: f64) -> usize {
+        let k = self.edges.len() - 1;
+        if v < self.edges[0] {
+            0
+        } else if v > self.edges[k] {
+            k + 2
+        } else if v == self.edges[k] {
+            k + 1
+        } else {
+            self.edges.partition_point(|&e| e <= v)
+        }
+    }
+
+    #[inline]
+    pub fn coarse_of(&self, bin: usize) -> usize {
+        usize::from(self.coarse_of[bin])
+    }
+}
+
+/// Counts of one metric's values against a `BinLayout`, plus the moments and tail distances the statistics need.
+/// Everything is additive, so `merge` is exact for counts (and exact up to float rounding for the sums).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub counts: Vec<u64>,
+    pub n: u64,
+    /// Frames on which the metric was undefined (e.g. confidence on a frame without detections).
+    pub missing: u64,
+    /// Sum and sum of squares of (v - layout.center).
+    pub sum: f64,
+    pub sum_sq: f64,
+    /// Sum of (edges[0] - v) over lower-tail values and of (v - edges[K]) over upper-tail values.
+    pub tail_lo_dist: f64,
+    pub tail_hi_dist: f64,
+    pub min: f64,
+    pub max: f64,
+    pub outliers_moderate: u64,
+    pub outliers_severe: u64,
+}
+
+impl Histogram {
+    pub fn new(layout: &BinLayout) -> Histogram {
+        Histogram {
+            counts: vec![0; layout.bins()],
+            n: 0,
+            missing: 0,
+            sum: 0.0,
+            sum_sq: 0.0,
+            tail_lo_dist: 0.0,
+            tail_hi_dist: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            outliers_moderate: 0,
+            outliers_severe: 0,
+        }
+    }
+
+    /// Records one value (`None` or non-finite counts as missing).
+    #[inline]
+    pub fn record(&mut self, layout: &BinLayout, v: Option<f64>) {
+        let Some(v) = v.filter(|v| v.is_finite()) else {
+            self.missing += 1;
+            return;
+        };
+        let bin = layout.bin_of(v);
+        self.counts[bin] += 1;
+        self.n += 1;
+        let c = v - layout.center;
+        self.sum += c;
+        self.sum_sq += c * c;
+        let k = layout.edges.len() - 1;
+        if bin == 0 {
+            self.tail_lo_dist += layout.edges[0] - v;
+        } else if bin == k + 2 {
+            self.tail_hi_dist += v - layout.edges[k];
+        }
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        let [slo, mlo, mhi, shi] = layout.fences;
+        if v < mlo || v > mhi {
+            self.outliers_moderate += 1;
+            if v < slo || v > shi {
+                self.outliers_severe += 1;
+            }
+        }
+    }
+
+    /// Adds `other` (same layout) into `self`.
+    pub fn merge(&mut self, other: &Histogram) {
+        debug_assert_eq!(self.counts.len(), other.counts.len());
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.n += other.n;
+        self.missing += other.missing;
+        self.sum += other.sum;
+        self.sum_sq += other.sum_sq;
+        self.tail_lo_dist += other.tail_lo_dist;
+        self.tail_hi_dist += other.tail_hi_dist;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.outliers_moderate += other.outliers_moderate;
+        self.outliers_severe += other.outliers_severe;
+    }
+
+    /// Empties the histogram, keeping its allocation (for reusing sub-window slots).
+    pub fn clear(&mut self) {
+        self.counts.fill(0);
+        self.n = 0;
+        self.missing = 0;
+        self.sum = 0.0;
+        self.sum_sq = 0.0;
+        self.tail_lo_dist = 0.0;
+        self.tail_hi_dist = 0.0;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
+        self.outliers_moderate = 0;
+        self.outliers_severe = 0;
+    }
+
+    pub fn mean(&self, layout: &BinLayout) -> Option<f64> {
+        (self.n > 0).then(|| layout.center + self.sum / self.n as f64)
+    }
+
+    /// Population standard deviation.
+    pub fn std(&self) -> Option<f64> {
+        (self.n > 0).then(|| {
+            let m = self.sum / self.n as f64;
+            (self.sum_sq / self.n as f64 - m * m).max(0.0).sqrt()
+        })
+    }
+
+    /// Proportions per PSI/JS bin.
+    pub fn coarse_proportions(&self, layout: &BinLayout, out: &mut Vec<f64>) {
+        out.clear();
+        out.resize(layout.coarse_bins(), 0.0);
+        if self.n == 0 {
+            return;
+        }
+        for (bin, &c) in self.counts.iter().enumerate() {
+            out[layout.coarse_of(bin)] += c as f64;
+        }
+        let n = self.n as f64;
+        out.iter_mut().for_each(|p| *p /= n);
+    }
+}
+
+/// A sliding window made of a ring of sub-window histograms: `advance` drops the oldest sub-window, and
+/// `window` merges the live ones (so the window never needs subtraction and stays exact).
+#[derive(Debug, Clone)]
+pub struct SlidingHistogram {
+    slots: Vec<Histogram>,
+    head: usize,
+}
+
+impl SlidingHistogram {
+    pub fn new(layout: &BinLayout, sub_windows: usize) -> SlidingHistogram {
+        SlidingHistogram {
+            slots: vec![Histogram::new(layout); sub_windows.max(1)],
+            head: 0,
+        }
+    }
+
+    /// The sub-window currently being filled.
+    pub fn current(&mut self) -> &mut Histogram {
+        &mut self.slots[self.head]
+    }
+
+    /// Starts a new sub-window, forgetting the oldest one.
+    pub fn advance(&mut self) {
+        self.head = (self.head + 1) % self.slots.len();
+        self.slots[self.head].clear();
+    }
+
+    /// Merges all live sub-windows into `out` (cleared first), oldest first.
+    pub fn window_into(&self, out: &mut Histogram) {
+        out.clear();
+        let k = self.slots.len();
+        for i in 1..=k {
+            out.merge(&self.slots[(self.head + i) % k]);
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! framewatch-metrics: the pure core of framewatch. Decoding inside limits, per-frame quality metrics (data,
+//! prediction, custom), fixed-edge histograms and sliding windows, drift statistics and the baseline format.
+//! No runtime, no sockets, no clocks, no global mutable state: everything here is a function of its inputs.
+//!
+//! Metric definitions, ranges and their Encord Active equivalents: `METRICS.md` in this crate.
+
+pub mod analysis;
+pub mod baseline;
+pub mod catalog;
+pub mod custom;
+pub mod decode;
+pub mod drift;
+pub mod histogram;
+pub mod phash;
+pub mod prediction;
+pub mod score;
+pub mod stats;
+
+pub use analysis::AnalysisSettings;
+pub use baseline::{Baseline, BaselineBuilder, BaselineError, ComparableSettings};
+pub use catalog::{FrameContext, FrameMetric, MetricInfo, MetricKind, MetricRegistry, catalog};
+pub use decode::{DecodeError, DecodeLimits, RawFormat, RgbImage};
+pub use drift::{DriftAccumulator, DriftReport, DriftThresholds, FailRule, Verdict};
+pub use prediction::{Detection, PredictionError, PredictionSettings};
+pub use score::{FramePixels, ScoreError, ScoreSettings, ScoredFrame, Scorer};
+
+/// Version written into baselines.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

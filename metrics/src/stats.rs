@@ -1,0 +1,234 @@
+//! Drift statistics between a baseline histogram and a current one: PSI, two-sample KS with its asymptotic
+//! p-value, Jensen-Shannon distance, normalised Wasserstein-1, IQR outlier shares, and chi-square homogeneity for
+//! categoricals. Pure functions; definitions and choices are documented in METRICS.md.
+
+use crate::histogram::{BinLayout, Histogram};
+
+/// Proportion that replaces an empty bin in PSI (Evidently's choice), so ln(0) never appears. Not renormalised.
+pub const PSI_EPSILON: f64 = 1e-4;
+
+/// Population stability index over the PSI bins (baseline deciles + tails): sum (c - r) * ln(c / r).
+pub fn psi(reference: &[f64], current: &[f64]) -> f64 {
+    reference
+        .iter()
+        .zip(current)
+        .map(|(&r, &c)| {
+            let (r, c) = (
+                if r > 0.0 { r } else { PSI_EPSILON },
+                if c > 0.0 { c } else { PSI_EPSILON },
+            );
+            (c - r) * (c / r).ln()
+        })
+        .sum::<f64>()
+        .max(0.0)
+}
+
+/// Jensen-Shannon distance, base 2 (so it lies in [0, 1]): sqrt of the JS divergence.
+pub fn js_distance(p: &[f64], q: &[f64]) -> f64 {
+    let mut div = 0.0;
+    for (&a, &b) in p.iter().zip(q) {
+        let m = 0.5 * (a + b);
+        if a > 0.0 {
+            div += 0.5 * a * (a / m).log2();
+        }
+        if b > 0.0 {
+            div += 0.5 * b * (b / m).log2();
+        }
+    }
+    div.clamp(0.0, 1.0).sqrt()
+}
+
+/// Kolmogorov's limiting survival function Q_KS(lambda) = 2 sum_{j>=1} (-1)^(j-1) exp(-2 j^2 lambda^2).
+/// For small lambda the alternating series converges slowly, so the Jacobi theta form is used there
+/// (as scipy's cephes `kolmogorov` does). Always returns in [0, 1]; lambda <= 0 gives 1.
+pub fn kolmogorov_sf(lambda: f64) -> f64 {
+    if lambda.is_nan() || lambda <= 0.0 {
+        return 1.0;
+    }
+    if lambda < 1.0 {
+        // 1 - CDF, CDF = sqrt(2 pi)/lambda * sum_k exp(-(2k-1)^2 pi^2 / (8 lambda^2)).
+        let w = std::f64::consts::PI * std::f64::consts::PI / (8.0 * lambda * lambda);
+        let mut cdf = 0.0;
+        for k in 1..=20u32 {
+            let j = f64::from(2 * k - 1);
+            let term = (-j * j * w).exp();
+            cdf += term;
+            if term < 1e-18 * cdf {
+                break;
+            }
+        }
+        let cdf = (2.0 * std::f64::consts::PI).sqrt() / lambda * cdf;
+        (1.0 - cdf).clamp(0.0, 1.0)
+    } else {
+        let mut sum = 0.0;
+        let mut sign = 1.0;
+        for j in 1..=100u32 {
+            let j = f64::from(j);
+            let term = (-2.0 * j * j * lambda * lambda).exp();
+            sum += sign * term;
+            if term < 1e-18 {
+                break;
+            }
+            sign = -sign;
+        }
+        (2.0 * sum).clamp(0.0, 1.0)
+    }
+}
+
+/// Asymptotic two-sample KS p-value with Stephens' small-sample correction (Numerical Recipes 14.3):
+/// Ne = n m / (n + m), lambda = (sqrt(Ne) + 0.12 + 0.11 / sqrt(Ne)) * D. Constant time for any n; D = 0 gives 1.
+pub fn ks_p_value(d: f64, n: u64, m: u64) -> f64 {
+    if n == 0 || m == 0 || d.is_nan() {
+        return 1.0;
+    }
+    let (n, m) = (n as f64, m as f64);
+    let ne = n * m / (n + m);
+    let s = ne.sqrt();
+    kolmogorov_sf((s + 0.12 + 0.11 / s) * d)
+}
+
+/// KS statistic from two histograms on the same layout: max |F_ref - F_cur| over bin boundaries. This is a lower
+/// bound of the statistic on the raw values, low by at most the largest baseline bin mass (1 % with 100 bins).
+pub fn ks_statistic(reference: &Histogram, current: &Histogram) -> f64 {
+    if reference.n == 0 || current.n == 0 {
+        return 0.0;
+    }
+    let (n, m) = (reference.n as f64, current.n as f64);
+    let (mut fr, mut fc, mut d) = (0u64, 0u64, 0.0f64);
+    for (&r, &c) in reference.counts.iter().zip(&current.counts) {
+        fr += r;
+        fc += c;
+        d = d.max((fr as f64 / n - fc as f64 / m).abs());
+    }
+    d.min(1.0)
+}
+
+/// Wasserstein-1 distance between the two histograms, treating values as uniform inside each fine bin and using
+/// the summed tail distances beyond the baseline range (exact there when only one side has tail values).
+pub fn wasserstein(layout: &BinLayout, reference: &Histogram, current: &Histogram) -> f64 {
+    if reference.n == 0 || current.n == 0 {
+        return 0.0;
+    }
+    let (n, m) = (reference.n as f64, current.n as f64);
+    let edges = layout.edges();
+    let k = edges.len() - 1;
+    let mut w = (current.tail_lo_dist / m - reference.tail_lo_dist / n).abs()
+        + (current.tail_hi_dist / m - reference.tail_hi_dist / n).abs();
+    // CDF difference at the left edge of fine bin 1 (after the lower tail).
+    let mut a = current.counts[0] as f64 / m - reference.counts[0] as f64 / n;
+    for i in 1..=k {
+        let b = a + current.counts[i] as f64 / m - reference.counts[i] as f64 / n;
+        let width = edges[i] - edges[i - 1];
+        w += width
+            * if a * b >= 0.0 {
+                0.5 * (a.abs() + b.abs())
+            } else {
+                0.5 * (a * a + b * b) / (a.abs() + b.abs())
+            };
+        a = b;
+    }
+    w
+}
+
+/// Chi-square test of homogeneity on a 2 x K table (baseline counts vs current counts per category).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ChiSquare {
+    pub statistic: f64,
+    pub dof: u64,
+    pub p_value: f64,
+    /// Cramer's V = sqrt(chi2 / N): an effect size in [0, 1] that does not grow with the sample size.
+    pub cramers_v: f64,
+}
+
+/// `pairs` are (baseline count, current count) per category; categories with both counts zero are ignored.
+pub fn chi_square_homogeneity(pairs: impl IntoIterator<Item = (u64, u64)>) -> Option<ChiSquare> {
+    let pairs: Vec<(f64, f64)> = pairs
+        .into_iter()
+        .filter(|&(a, b)| a + b > 0)
+        .map(|(a, b)| (a as f64, b as f64))
+        .collect();
+    let (ra, rb): (f64, f64) = pairs
+        .iter()
+        .fold((0.0, 0.0), |(x, y), &(a, b)| (x + a, y + b));
+    if ra == 0.0 || rb == 0.0 {
+        return None;
+    }
+    let total = ra + rb;
+    let mut stat = 0.0;
+    for &(a, b) in &pairs {
+        let col = a + b;
+        let (ea, eb) = (ra * col / total, rb * col / total);
+        stat += (a - ea).powi(2) / ea + (b - eb).powi(2) / eb;
+    }
+    let dof = pairs.len().saturating_sub(1) as u64;
+    let p_value = if dof == 0 {
+        1.0
+    } else {
+        use statrs::distribution::{ChiSquared, ContinuousCDF};
+        ChiSquared::new(dof as f64).map_or(f64::NAN, |d| d.sf(stat))
+    };
+    Some(ChiSquare {
+        statistic: stat,
+        dof,
+        p_value,
+        cramers_v: (stat / total).sqrt().min(1.0),
+    })
+}
+
+/// Every statistic of one metric's current window against its baseline.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct MetricDrift {
+    pub n: u64,
+    pub mean: Option<f64>,
+    pub baseline_mean: f64,
+    pub psi: f64,
+    pub ks_statistic: f64,
+    pub ks_p_value: f64,
+    pub js_distance: f64,
+    /// Wasserstein-1 / baseline standard deviation; `None` when the baseline has zero spread.
+    pub wasserstein_norm: Option<f64>,
+    pub outliers_moderate: f64,
+    pub outliers_severe: f64,
+}
+
+/// Compares `current` with `reference` (both on `layout`). `scratch` holds the PSI bins between calls.
+pub fn compare(
+    layout: &BinLayout,
+    reference: &Histogram,
+    baseline_mean: f64,
+    baseline_std: f64,
+    current: &Histogram,
+    scratch: &mut (Vec<f64>, Vec<f64>),
+) -> MetricDrift {
+    let (p, q) = scratch;
+    reference.coarse_proportions(layout, p);
+    current.coarse_proportions(layout, q);
+    let has = current.n > 0 && reference.n > 0;
+    let d = ks_statistic(reference, current);
+    let w = wasserstein(layout, reference, current);
+    let share = |x: u64| {
+        if current.n > 0 {
+            x as f64 / current.n as f64
+        } else {
+            0.0
+        }
+    };
+    MetricDrift {
+        n: current.n,
+        mean: current.mean(layout),
+        baseline_mean,
+        psi: if has { psi(p, q) } else { 0.0 },
+        ks_statistic: d,
+        ks_p_value: ks_p_value(d, reference.n, current.n),
+        js_distance: if has { js_distance(p, q) } else { 0.0 },
+        wasserstein_norm: if baseline_std > 0.0 {
+            Some(w / baseline_std)
+        } else if w == 0.0 {
+            Some(0.0)
+        } else {
+            None
+        },
+        outliers_moderate: share(current.outliers_moderate),
+        outliers_severe: share(current.outliers_severe),
+    }
+}
