@@ -20,11 +20,7 @@ pub struct AnalysisSettings {
 
 impl Default for AnalysisSettings {
     fn default() -> Self {
-        AnalysisSettings {
-            max_side: 1280,
-            dark_level: 10,
-            bright_level: 245,
-        }
+        AnalysisSettings { max_side: 1280, dark_level: 10, bright_level: 245 }
     }
 }
 
@@ -32,11 +28,7 @@ impl AnalysisSettings {
     /// Integer downscale factor for a frame of this size.
     pub fn factor(&self, width: usize, height: usize) -> usize {
         let side = width.max(height);
-        if self.max_side == 0 || side <= self.max_side as usize {
-            1
-        } else {
-            side.div_ceil(self.max_side as usize)
-        }
+        if self.max_side == 0 || side <= self.max_side as usize { 1 } else { side.div_ceil(self.max_side as usize) }
     }
 }
 
@@ -193,11 +185,7 @@ pub fn box_downscale(src: &RgbImage, k: usize, dst: &mut RgbImage, row_acc: &mut
 
 impl PixelScratch {
     /// Brings `src` to the analysis resolution (or borrows it when no downscale is needed).
-    pub fn analysis_view<'a>(
-        &'a mut self,
-        src: &'a RgbImage,
-        settings: &AnalysisSettings,
-    ) -> &'a RgbImage {
+    pub fn analysis_view<'a>(&'a mut self, src: &'a RgbImage, settings: &AnalysisSettings) -> &'a RgbImage {
         let k = settings.factor(src.width, src.height);
         if k == 1 {
             src
@@ -210,10 +198,7 @@ impl PixelScratch {
 
 /// Runs both fused passes over an analysis-resolution image. `grey` is filled as a side effect.
 pub fn pixel_stats(img: &RgbImage, grey: &mut Vec<u8>) -> PixelStats {
-    let mut st = PixelStats {
-        pixels: img.pixels() as u64,
-        ..PixelStats::default()
-    };
+    let mut st = PixelStats { pixels: img.pixels() as u64, ..PixelStats::default() };
     colour_pass(img, grey, &mut st);
     neighbourhood_pass(grey, img.width, img.height, &mut st);
     st
@@ -299,10 +284,7 @@ fn neighbourhood_pass(grey: &[u8], w: usize, h: usize, st: &mut PixelStats) {
             let lap = n + s + wv + e - 4 * c;
             row_lap += lap;
             row_sq += (lap * lap) as u64;
-            let diag = i32::from(up[x - 1])
-                + i32::from(up[x + 1])
-                + i32::from(down[x - 1])
-                + i32::from(down[x + 1]);
+            let diag = i32::from(up[x - 1]) + i32::from(up[x + 1]) + i32::from(down[x - 1]) + i32::from(down[x + 1]);
             // Immerkaer mask [1 -2 1; -2 4 -2; 1 -2 1] = diagonals - 2 * edges + 4 * centre.
             let resp = diag - 2 * (n + s + wv + e) + 4 * c;
             row_noise += resp.unsigned_abs();
@@ -363,27 +345,15 @@ impl DataMetrics {
             let p = f64::from(c) / n;
             entropy -= p * p.log2();
         }
-        let dark: u64 = st.grey_hist[..=settings.dark_level as usize]
-            .iter()
-            .map(|&c| u64::from(c))
-            .sum();
-        let bright: u64 = st.grey_hist[settings.bright_level as usize..]
-            .iter()
-            .map(|&c| u64::from(c))
-            .sum();
+        let dark: u64 = st.grey_hist[..=settings.dark_level as usize].iter().map(|&c| u64::from(c)).sum();
+        let bright: u64 = st.grey_hist[settings.bright_level as usize..].iter().map(|&c| u64::from(c)).sum();
         let noise = if st.lap_n > 0 {
-            (std::f64::consts::PI / 2.0).sqrt() * st.noise_abs_sum as f64
-                / (6.0 * st.lap_n as f64)
-                / 255.0
+            (std::f64::consts::PI / 2.0).sqrt() * st.noise_abs_sum as f64 / (6.0 * st.lap_n as f64) / 255.0
         } else {
             0.0
         };
         let rel = |c: u64| {
-            if total > 0.0 {
-                c as f64 / total
-            } else {
-                1.0 / 3.0
-            }
+            if total > 0.0 { c as f64 / total } else { 1.0 / 3.0 }
         };
         DataMetrics {
             brightness: mean / 255.0,

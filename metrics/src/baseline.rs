@@ -81,11 +81,7 @@ pub enum BaselineError {
     #[error("baseline version {found} is not supported (this framewatch reads version {VERSION})")]
     UnsupportedVersion { found: u32 },
     #[error("metrics.{metric}.{field}: {problem}")]
-    Invalid {
-        metric: String,
-        field: &'static str,
-        problem: String,
-    },
+    Invalid { metric: String, field: &'static str, problem: String },
     #[error("metrics.{metric}: {source}")]
     Layout { metric: String, source: LayoutError },
     #[error("the baseline holds no metric with values")]
@@ -118,11 +114,7 @@ pub struct Baseline {
 }
 
 fn invalid(metric: &str, field: &'static str, problem: impl Into<String>) -> BaselineError {
-    BaselineError::Invalid {
-        metric: metric.to_string(),
-        field,
-        problem: problem.into(),
-    }
+    BaselineError::Invalid { metric: metric.to_string(), field, problem: problem.into() }
 }
 
 impl Baseline {
@@ -132,9 +124,7 @@ impl Baseline {
         match header.get("format").and_then(|f| f.as_str()) {
             Some(FORMAT) => {}
             other => {
-                return Err(BaselineError::WrongFormat(
-                    other.unwrap_or("<missing>").to_string(),
-                ));
+                return Err(BaselineError::WrongFormat(other.unwrap_or("<missing>").to_string()));
             }
         }
         match header.get("version").and_then(|v| v.as_u64()) {
@@ -157,12 +147,7 @@ impl Baseline {
         if metrics.is_empty() {
             return Err(BaselineError::Empty);
         }
-        Ok(Baseline {
-            provenance: file.provenance,
-            settings: file.settings,
-            metrics,
-            categoricals: file.categoricals,
-        })
+        Ok(Baseline { provenance: file.provenance, settings: file.settings, metrics, categoricals: file.categoricals })
     }
 
     pub fn to_file(&self) -> BaselineFile {
@@ -207,10 +192,7 @@ impl Baseline {
             Ok(())
         } else {
             let show = |s: &ComparableSettings| serde_json::to_string(s).unwrap_or_default();
-            Err(BaselineError::SettingsMismatch {
-                baseline: show(&self.settings),
-                current: show(current),
-            })
+            Err(BaselineError::SettingsMismatch { baseline: show(&self.settings), current: show(current) })
         }
     }
 }
@@ -219,12 +201,7 @@ fn validate_metric(name: &str, m: MetricBaselineFile) -> Result<MetricBaseline, 
     if m.n == 0 {
         return Err(invalid(name, "n", "must be at least 1"));
     }
-    for (field, v) in [
-        ("mean", m.mean),
-        ("std", m.std),
-        ("min", m.min),
-        ("max", m.max),
-    ] {
+    for (field, v) in [("mean", m.mean), ("std", m.std), ("min", m.min), ("max", m.max)] {
         if !v.is_finite() {
             return Err(invalid(name, field, format!("{v} is not finite")));
         }
@@ -233,11 +210,7 @@ fn validate_metric(name: &str, m: MetricBaselineFile) -> Result<MetricBaseline, 
         return Err(invalid(name, "std", "is negative"));
     }
     if m.min > m.max {
-        return Err(invalid(
-            name,
-            "min",
-            format!("{} is above max {}", m.min, m.max),
-        ));
+        return Err(invalid(name, "min", format!("{} is above max {}", m.min, m.max)));
     }
     if m.edges.first() != Some(&m.min) || m.edges.last() != Some(&m.max) {
         return Err(invalid(name, "edges", "must start at min and end at max"));
@@ -246,55 +219,28 @@ fn validate_metric(name: &str, m: MetricBaselineFile) -> Result<MetricBaseline, 
         return Err(invalid(
             name,
             "counts",
-            format!(
-                "has {} entries, expected edges + 2 = {}",
-                m.counts.len(),
-                m.edges.len() + 2
-            ),
+            format!("has {} entries, expected edges + 2 = {}", m.counts.len(), m.edges.len() + 2),
         ));
     }
-    let total: u64 = m
-        .counts
-        .iter()
-        .try_fold(0u64, |a, &c| a.checked_add(c))
-        .unwrap_or(u64::MAX);
+    let total: u64 = m.counts.iter().try_fold(0u64, |a, &c| a.checked_add(c)).unwrap_or(u64::MAX);
     if total != m.n {
-        return Err(invalid(
-            name,
-            "counts",
-            format!("sum to {total}, but n is {}", m.n),
-        ));
+        return Err(invalid(name, "counts", format!("sum to {total}, but n is {}", m.n)));
     }
     if m.counts[0] != 0 || m.counts[m.counts.len() - 1] != 0 {
-        return Err(invalid(
-            name,
-            "counts",
-            "tail bins (first and last) must be 0 in a baseline",
-        ));
+        return Err(invalid(name, "counts", "tail bins (first and last) must be 0 in a baseline"));
     }
     if !(m.quartiles[0] >= m.min && m.quartiles[2] <= m.max) {
         return Err(invalid(name, "quartiles", "must lie within [min, max]"));
     }
-    let layout = BinLayout::new(m.edges, &m.psi_cuts, m.quartiles).map_err(|source| {
-        BaselineError::Layout {
-            metric: name.to_string(),
-            source,
-        }
-    })?;
+    let layout = BinLayout::new(m.edges, &m.psi_cuts, m.quartiles)
+        .map_err(|source| BaselineError::Layout { metric: name.to_string(), source })?;
     let mut histogram = Histogram::new(&layout);
     histogram.counts = m.counts;
     histogram.n = m.n;
     histogram.missing = m.missing;
     histogram.min = m.min;
     histogram.max = m.max;
-    Ok(MetricBaseline {
-        layout,
-        histogram,
-        mean: m.mean,
-        std: m.std,
-        quartiles: m.quartiles,
-        missing: m.missing,
-    })
+    Ok(MetricBaseline { layout, histogram, mean: m.mean, std: m.std, quartiles: m.quartiles, missing: m.missing })
 }
 
 /// Collects scored frames and turns them into a `Baseline`. Holds every value (8 bytes per metric per frame)
@@ -317,11 +263,7 @@ pub const DEFAULT_FINE_BINS: u32 = 100;
 impl BaselineBuilder {
     /// `names` are the metric names in registry order (the order of the value slices passed to `add`).
     /// `fine_bins` must be a positive multiple of 10 (so the deciles are among the edges); it is rounded up.
-    pub fn new(
-        names: Vec<String>,
-        settings: ComparableSettings,
-        fine_bins: u32,
-    ) -> BaselineBuilder {
+    pub fn new(names: Vec<String>, settings: ComparableSettings, fine_bins: u32) -> BaselineBuilder {
         let fine_bins = fine_bins.max(10).div_ceil(10) * 10;
         BaselineBuilder {
             values: vec![Vec::new(); names.len()],
@@ -335,18 +277,9 @@ impl BaselineBuilder {
         }
     }
 
-    pub fn add<'a>(
-        &mut self,
-        values: &[Option<f64>],
-        class_labels: impl IntoIterator<Item = &'a str>,
-    ) {
+    pub fn add<'a>(&mut self, values: &[Option<f64>], class_labels: impl IntoIterator<Item = &'a str>) {
         self.scored += 1;
-        for ((vals, missing), v) in self
-            .values
-            .iter_mut()
-            .zip(self.missing.iter_mut())
-            .zip(values)
-        {
+        for ((vals, missing), v) in self.values.iter_mut().zip(self.missing.iter_mut()).zip(values) {
             match v.filter(|v| v.is_finite()) {
                 Some(v) => vals.push(v),
                 None => *missing += 1,
@@ -368,16 +301,12 @@ impl BaselineBuilder {
         source: String,
     ) -> Result<Baseline, BaselineError> {
         let mut metrics = BTreeMap::new();
-        for ((name, mut vals), missing) in self.names.into_iter().zip(self.values).zip(self.missing)
-        {
+        for ((name, mut vals), missing) in self.names.into_iter().zip(self.values).zip(self.missing) {
             if vals.is_empty() {
                 continue;
             }
             vals.sort_by(f64::total_cmp);
-            metrics.insert(
-                name.clone(),
-                metric_from_sorted(&name, &vals, missing, self.fine_bins)?,
-            );
+            metrics.insert(name.clone(), metric_from_sorted(&name, &vals, missing, self.fine_bins)?);
         }
         if metrics.is_empty() {
             return Err(BaselineError::Empty);
@@ -412,19 +341,13 @@ pub fn metric_from_sorted(
     fine_bins: u32,
 ) -> Result<MetricBaseline, BaselineError> {
     let fine = fine_bins.max(10);
-    let mut edges: Vec<f64> = (0..=fine)
-        .map(|i| quantile_sorted(sorted, f64::from(i) / f64::from(fine)))
-        .collect();
+    let mut edges: Vec<f64> = (0..=fine).map(|i| quantile_sorted(sorted, f64::from(i) / f64::from(fine))).collect();
     edges.dedup();
-    let psi_cuts: Vec<f64> = (1..10)
-        .map(|i| quantile_sorted(sorted, f64::from(i * fine / 10) / f64::from(fine)))
-        .collect();
+    let psi_cuts: Vec<f64> =
+        (1..10).map(|i| quantile_sorted(sorted, f64::from(i * fine / 10) / f64::from(fine))).collect();
     let quartiles = [0.25, 0.5, 0.75].map(|p| quantile_sorted(sorted, p));
-    let layout =
-        BinLayout::new(edges, &psi_cuts, quartiles).map_err(|source| BaselineError::Layout {
-            metric: name.to_string(),
-            source,
-        })?;
+    let layout = BinLayout::new(edges, &psi_cuts, quartiles)
+        .map_err(|source| BaselineError::Layout { metric: name.to_string(), source })?;
     let mut histogram = Histogram::new(&layout);
     for &v in sorted {
         histogram.record(&layout, Some(v));
@@ -433,12 +356,5 @@ pub fn metric_from_sorted(
     let n = sorted.len() as f64;
     let mean = sorted.iter().sum::<f64>() / n;
     let std = (sorted.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    Ok(MetricBaseline {
-        layout,
-        histogram,
-        mean,
-        std,
-        quartiles,
-        missing,
-    })
+    Ok(MetricBaseline { layout, histogram, mean, std, quartiles, missing })
 }

@@ -59,9 +59,7 @@ pub trait FrameMetric: Send + Sync + fmt::Debug {
 pub enum RegistryError {
     #[error("metric name {0:?} is already registered")]
     Duplicate(String),
-    #[error(
-        "metric name {0:?} is not lower_snake_case ASCII (a-z, 0-9, _; starting with a letter)"
-    )]
+    #[error("metric name {0:?} is not lower_snake_case ASCII (a-z, 0-9, _; starting with a letter)")]
     BadName(String),
 }
 
@@ -75,10 +73,7 @@ pub struct MetricRegistry {
 impl MetricRegistry {
     /// An empty registry.
     pub fn empty() -> MetricRegistry {
-        MetricRegistry {
-            metrics: Vec::new(),
-            index: HashMap::new(),
-        }
+        MetricRegistry { metrics: Vec::new(), index: HashMap::new() }
     }
 
     /// The built-in catalog only.
@@ -102,9 +97,7 @@ impl MetricRegistry {
     pub fn register(&mut self, metric: impl FrameMetric + 'static) -> Result<usize, RegistryError> {
         let name = metric.info().name;
         let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid {
             return Err(RegistryError::BadName(name.to_string()));
         }
@@ -140,11 +133,7 @@ impl MetricRegistry {
     /// Computes every metric into `out` (cleared first; `out[i]` belongs to metric `i`).
     pub fn compute_all(&self, frame: &FrameContext<'_>, out: &mut Vec<Option<f64>>) {
         out.clear();
-        out.extend(
-            self.metrics
-                .iter()
-                .map(|m| m.compute(frame).filter(|v| v.is_finite())),
-        );
+        out.extend(self.metrics.iter().map(|m| m.compute(frame).filter(|v| v.is_finite())));
     }
 }
 
@@ -162,9 +151,7 @@ struct Builtin {
 
 impl fmt::Debug for Builtin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builtin")
-            .field("name", &self.info.name)
-            .finish()
+        f.debug_struct("Builtin").field("name", &self.info.name).finish()
     }
 }
 
@@ -238,22 +225,10 @@ const BUILTINS: &[Builtin] = &[
         "sqrt(variance of the 3x3 Laplacian of grey over interior pixels) / (8*255), clamped to 1.",
         |f| f.data.map(|d| d.sharpness)
     ),
-    data!(
-        "blur",
-        "ratio",
-        "[0, 1]",
-        Some("Blur"),
-        "1 - sharpness.",
-        |f| f.data.map(|d| 1.0 - d.sharpness)
-    ),
-    data!(
-        "saturation",
-        "ratio",
-        "[0, 1]",
-        None,
-        "Mean HSV saturation (OpenCV 8-bit S) / 255.",
-        |f| f.data.map(|d| d.saturation)
-    ),
+    data!("blur", "ratio", "[0, 1]", Some("Blur"), "1 - sharpness.", |f| f.data.map(|d| 1.0 - d.sharpness)),
+    data!("saturation", "ratio", "[0, 1]", None, "Mean HSV saturation (OpenCV 8-bit S) / 255.", |f| f
+        .data
+        .map(|d| d.saturation)),
     data!(
         "colorfulness",
         "0-255 opponent units",
@@ -262,14 +237,9 @@ const BUILTINS: &[Builtin] = &[
         "Hasler-Suesstrunk: sqrt(var(rg)+var(yb)) + 0.3*sqrt(mean(rg)^2+mean(yb)^2), rg=R-G, yb=(R+G)/2-B.",
         |f| f.data.map(|d| d.colorfulness)
     ),
-    data!(
-        "entropy",
-        "bits",
-        "[0, 8]",
-        None,
-        "Shannon entropy of the 256-bin grey histogram.",
-        |f| f.data.map(|d| d.entropy)
-    ),
+    data!("entropy", "bits", "[0, 8]", None, "Shannon entropy of the 256-bin grey histogram.", |f| f
+        .data
+        .map(|d| d.entropy)),
     data!(
         "red",
         "ratio",
@@ -302,22 +272,12 @@ const BUILTINS: &[Builtin] = &[
         "Relative red intensity: sum(R) / (sum(R)+sum(G)+sum(B)); 1/3 for a neutral frame.",
         |f| f.data.map(|d| d.red_mean)
     ),
-    data!(
-        "green_mean",
-        "ratio",
-        "[0, 1]",
-        None,
-        "Relative green intensity: sum(G) / (sum(R)+sum(G)+sum(B)).",
-        |f| f.data.map(|d| d.green_mean)
-    ),
-    data!(
-        "blue_mean",
-        "ratio",
-        "[0, 1]",
-        None,
-        "Relative blue intensity: sum(B) / (sum(R)+sum(G)+sum(B)).",
-        |f| f.data.map(|d| d.blue_mean)
-    ),
+    data!("green_mean", "ratio", "[0, 1]", None, "Relative green intensity: sum(G) / (sum(R)+sum(G)+sum(B)).", |f| f
+        .data
+        .map(|d| d.green_mean)),
+    data!("blue_mean", "ratio", "[0, 1]", None, "Relative blue intensity: sum(B) / (sum(R)+sum(G)+sum(B)).", |f| f
+        .data
+        .map(|d| d.blue_mean)),
     data!(
         "dark_fraction",
         "ratio",
@@ -334,46 +294,13 @@ const BUILTINS: &[Builtin] = &[
         "Share of pixels whose grey level is >= bright_level (default 245): clipped highlights.",
         |f| f.data.map(|d| d.bright_fraction)
     ),
-    data!(
-        "noise",
-        "ratio",
-        "[0, ~0.5]",
-        None,
-        "Immerkaer (1996) noise sigma estimate on grey, / 255.",
-        |f| f.data.map(|d| d.noise)
-    ),
-    data!(
-        "width",
-        "pixels",
-        "[1, inf)",
-        Some("Width"),
-        "Frame width as sent.",
-        |f| size(f).map(|s| s.0)
-    ),
-    data!(
-        "height",
-        "pixels",
-        "[1, inf)",
-        Some("Height"),
-        "Frame height as sent.",
-        |f| size(f).map(|s| s.1)
-    ),
-    data!(
-        "area",
-        "pixels",
-        "[1, inf)",
-        Some("Area"),
-        "width * height.",
-        |f| size(f).map(|s| s.0 * s.1)
-    ),
-    data!(
-        "aspect_ratio",
-        "ratio",
-        "(0, inf)",
-        Some("Aspect Ratio"),
-        "width / height.",
-        |f| size(f).map(|s| s.0 / s.1)
-    ),
+    data!("noise", "ratio", "[0, ~0.5]", None, "Immerkaer (1996) noise sigma estimate on grey, / 255.", |f| f
+        .data
+        .map(|d| d.noise)),
+    data!("width", "pixels", "[1, inf)", Some("Width"), "Frame width as sent.", |f| size(f).map(|s| s.0)),
+    data!("height", "pixels", "[1, inf)", Some("Height"), "Frame height as sent.", |f| size(f).map(|s| s.1)),
+    data!("area", "pixels", "[1, inf)", Some("Area"), "width * height.", |f| size(f).map(|s| s.0 * s.1)),
+    data!("aspect_ratio", "ratio", "(0, inf)", Some("Aspect Ratio"), "width / height.", |f| size(f).map(|s| s.0 / s.1)),
     data!(
         "bytes_per_pixel",
         "bytes",
@@ -382,14 +309,9 @@ const BUILTINS: &[Builtin] = &[
         "Encoded size / (width*height): lower means harder compression. Undefined for raw frames.",
         |f| Some(f.encoded_bytes? as f64 / size(f).map(|s| s.0 * s.1)?)
     ),
-    pred!(
-        "object_count",
-        "count",
-        "[0, inf)",
-        Some("Object Count"),
-        "Number of detections on the frame.",
-        |f| Some(f.predictions.object_count)
-    ),
+    pred!("object_count", "count", "[0, inf)", Some("Object Count"), "Number of detections on the frame.", |f| Some(
+        f.predictions.object_count
+    )),
     pred!(
         "confidence_mean",
         "ratio",
@@ -398,22 +320,8 @@ const BUILTINS: &[Builtin] = &[
         "Mean detection confidence.",
         |f| f.predictions.confidence_mean
     ),
-    pred!(
-        "confidence_min",
-        "ratio",
-        "[0, 1]",
-        None,
-        "Lowest detection confidence.",
-        |f| f.predictions.confidence_min
-    ),
-    pred!(
-        "confidence_max",
-        "ratio",
-        "[0, 1]",
-        None,
-        "Highest detection confidence.",
-        |f| f.predictions.confidence_max
-    ),
+    pred!("confidence_min", "ratio", "[0, 1]", None, "Lowest detection confidence.", |f| f.predictions.confidence_min),
+    pred!("confidence_max", "ratio", "[0, 1]", None, "Highest detection confidence.", |f| f.predictions.confidence_max),
     pred!(
         "low_confidence_fraction",
         "ratio",

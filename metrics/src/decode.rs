@@ -52,10 +52,7 @@ pub struct DecodeLimits {
 impl Default for DecodeLimits {
     fn default() -> Self {
         // 64 MiB covers any camera JPEG; 50 MP covers 8K frames with room to spare.
-        DecodeLimits {
-            max_encoded_bytes: 64 << 20,
-            max_pixels: 50_000_000,
-        }
+        DecodeLimits { max_encoded_bytes: 64 << 20, max_pixels: 50_000_000 }
     }
 }
 
@@ -87,11 +84,7 @@ impl RgbImage {
     }
 
     pub fn from_rgb(width: usize, height: usize, data: Vec<u8>) -> Option<RgbImage> {
-        (data.len() == width.checked_mul(height)?.checked_mul(3)?).then_some(RgbImage {
-            width,
-            height,
-            data,
-        })
+        (data.len() == width.checked_mul(height)?.checked_mul(3)?).then_some(RgbImage { width, height, data })
     }
 }
 
@@ -130,31 +123,18 @@ pub fn detect_format(bytes: &[u8]) -> Result<ImageFormat, DecodeError> {
 fn check_pixels(width: usize, height: usize, limits: &DecodeLimits) -> Result<(), DecodeError> {
     let (w, h) = (width as u64, height as u64);
     if w == 0 || h == 0 {
-        return Err(DecodeError::Corrupt(format!(
-            "image has zero size ({w}x{h})"
-        )));
+        return Err(DecodeError::Corrupt(format!("image has zero size ({w}x{h})")));
     }
     if w.saturating_mul(h) > limits.max_pixels {
-        return Err(DecodeError::TooManyPixels {
-            width: w,
-            height: h,
-            limit: limits.max_pixels,
-        });
+        return Err(DecodeError::TooManyPixels { width: w, height: h, limit: limits.max_pixels });
     }
     Ok(())
 }
 
 /// Decodes JPEG or PNG bytes into `out` (RGB8), reusing its allocation.
-pub fn decode_into(
-    bytes: &[u8],
-    limits: &DecodeLimits,
-    out: &mut RgbImage,
-) -> Result<ImageFormat, DecodeError> {
+pub fn decode_into(bytes: &[u8], limits: &DecodeLimits, out: &mut RgbImage) -> Result<ImageFormat, DecodeError> {
     if bytes.len() > limits.max_encoded_bytes {
-        return Err(DecodeError::TooManyBytes {
-            size: bytes.len(),
-            limit: limits.max_encoded_bytes,
-        });
+        return Err(DecodeError::TooManyBytes { size: bytes.len(), limit: limits.max_encoded_bytes });
     }
     let format = detect_format(bytes)?;
     match format {
@@ -166,9 +146,7 @@ pub fn decode_into(
 
 fn side_limit(limits: &DecodeLimits) -> usize {
     // The decoders take side limits; the pixel-count limit is checked separately after the header is read.
-    usize::try_from(limits.max_pixels)
-        .unwrap_or(usize::MAX)
-        .clamp(1, 1 << 24)
+    usize::try_from(limits.max_pixels).unwrap_or(usize::MAX).clamp(1, 1 << 24)
 }
 
 fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits, out: &mut RgbImage) -> Result<(), DecodeError> {
@@ -180,18 +158,12 @@ fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits, out: &mut RgbImage) -> Resul
         .set_max_height(side);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     decoder.decode_headers().map_err(jpeg_error)?;
-    let info = decoder
-        .info()
-        .ok_or_else(|| DecodeError::Corrupt("JPEG header has no frame".into()))?;
+    let info = decoder.info().ok_or_else(|| DecodeError::Corrupt("JPEG header has no frame".into()))?;
     let (width, height) = (usize::from(info.width), usize::from(info.height));
     check_pixels(width, height, limits)?;
-    let needed = decoder
-        .output_buffer_size()
-        .ok_or_else(|| DecodeError::Corrupt("JPEG size unknown".into()))?;
+    let needed = decoder.output_buffer_size().ok_or_else(|| DecodeError::Corrupt("JPEG size unknown".into()))?;
     if needed != width * height * 3 {
-        return Err(DecodeError::Corrupt(format!(
-            "JPEG output is {needed} bytes for {width}x{height} RGB"
-        )));
+        return Err(DecodeError::Corrupt(format!("JPEG output is {needed} bytes for {width}x{height} RGB")));
     }
     out.reset(width, height);
     decoder.decode_into(&mut out.data).map_err(jpeg_error)
@@ -225,20 +197,14 @@ fn decode_png(bytes: &[u8], limits: &DecodeLimits, out: &mut RgbImage) -> Result
         .set_max_height(side);
     let mut decoder = zune_png::PngDecoder::new_with_options(ZCursor::new(bytes), options);
     decoder.decode_headers().map_err(png_error)?;
-    let (width, height) = decoder
-        .dimensions()
-        .ok_or_else(|| DecodeError::Corrupt("PNG has no IHDR".into()))?;
+    let (width, height) = decoder.dimensions().ok_or_else(|| DecodeError::Corrupt("PNG has no IHDR".into()))?;
     check_pixels(width, height, limits)?;
-    let colorspace = decoder
-        .colorspace()
-        .ok_or_else(|| DecodeError::Corrupt("PNG colour type unknown".into()))?;
+    let colorspace = decoder.colorspace().ok_or_else(|| DecodeError::Corrupt("PNG colour type unknown".into()))?;
     let channels = colorspace.num_components();
     let decoded = match decoder.decode().map_err(png_error)? {
         zune_core::result::DecodingResult::U8(v) => v,
         _ => {
-            return Err(DecodeError::UnsupportedFormat(
-                "PNG with more than 8 bits per sample".into(),
-            ));
+            return Err(DecodeError::UnsupportedFormat("PNG with more than 8 bits per sample".into()));
         }
     };
     if decoded.len() != width * height * channels {
@@ -251,11 +217,7 @@ fn decode_png(bytes: &[u8], limits: &DecodeLimits, out: &mut RgbImage) -> Result
     out.reset(width, height);
     match channels {
         1 | 2 => {
-            for (dst, src) in out
-                .data
-                .chunks_exact_mut(3)
-                .zip(decoded.chunks_exact(channels))
-            {
+            for (dst, src) in out.data.chunks_exact_mut(3).zip(decoded.chunks_exact(channels)) {
                 dst.fill(src[0]);
             }
         }
@@ -267,9 +229,7 @@ fn decode_png(bytes: &[u8], limits: &DecodeLimits, out: &mut RgbImage) -> Result
             }
         }
         n => {
-            return Err(DecodeError::UnsupportedFormat(format!(
-                "PNG with {n} channels"
-            )));
+            return Err(DecodeError::UnsupportedFormat(format!("PNG with {n} channels")));
         }
     }
     Ok(())
@@ -301,9 +261,7 @@ pub fn raw_into(
     out: &mut RgbImage,
 ) -> Result<(), DecodeError> {
     if width == 0 || height == 0 {
-        return Err(DecodeError::BadRawImage(format!(
-            "zero size ({width}x{height})"
-        )));
+        return Err(DecodeError::BadRawImage(format!("zero size ({width}x{height})")));
     }
     check_pixels(width, height, limits)?;
     let channels = match format {

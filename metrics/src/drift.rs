@@ -28,12 +28,7 @@ pub struct DriftThresholds {
 
 impl Default for DriftThresholds {
     fn default() -> Self {
-        DriftThresholds {
-            min_frames: 100,
-            psi: 0.25,
-            ks_statistic: 0.2,
-            cramers_v: 0.1,
-        }
+        DriftThresholds { min_frames: 100, psi: 0.25, ks_statistic: 0.2, cramers_v: 0.1 }
     }
 }
 
@@ -63,20 +58,10 @@ impl<'b> DriftAccumulator<'b> {
                 Some((key.as_str(), Histogram::new(&m.layout)))
             })
             .collect();
-        Ok(DriftAccumulator {
-            baseline,
-            slots,
-            classes: BTreeMap::new(),
-            scored: 0,
-            rejected: BTreeMap::new(),
-        })
+        Ok(DriftAccumulator { baseline, slots, classes: BTreeMap::new(), scored: 0, rejected: BTreeMap::new() })
     }
 
-    pub fn add<'a>(
-        &mut self,
-        values: &[Option<f64>],
-        class_labels: impl IntoIterator<Item = &'a str>,
-    ) {
+    pub fn add<'a>(&mut self, values: &[Option<f64>], class_labels: impl IntoIterator<Item = &'a str>) {
         self.scored += 1;
         for (slot, v) in self.slots.iter_mut().zip(values) {
             if let Some((name, h)) = slot {
@@ -108,34 +93,22 @@ impl<'b> DriftAccumulator<'b> {
         }
         let mut categoricals = BTreeMap::new();
         if let Some(base) = self.baseline.categoricals.get(CLASS_CATEGORICAL) {
-            let keys: std::collections::BTreeSet<&String> =
-                base.keys().chain(self.classes.keys()).collect();
+            let keys: std::collections::BTreeSet<&String> = base.keys().chain(self.classes.keys()).collect();
             let pairs: Vec<(u64, u64)> = keys
                 .iter()
-                .map(|k| {
-                    (
-                        base.get(*k).copied().unwrap_or(0),
-                        self.classes.get(*k).copied().unwrap_or(0),
-                    )
-                })
+                .map(|k| (base.get(*k).copied().unwrap_or(0), self.classes.get(*k).copied().unwrap_or(0)))
                 .collect();
             let n: u64 = self.classes.values().sum();
             if let Some(chi) = chi_square_homogeneity(pairs) {
-                let drift =
-                    (n >= thresholds.min_frames).then_some(chi.cramers_v >= thresholds.cramers_v);
+                let drift = (n >= thresholds.min_frames).then_some(chi.cramers_v >= thresholds.cramers_v);
                 categoricals.insert(
                     CLASS_CATEGORICAL.to_string(),
-                    CategoricalReport {
-                        n,
-                        counts: self.classes.clone(),
-                        chi_square: chi,
-                        drift,
-                    },
+                    CategoricalReport { n, counts: self.classes.clone(), chi_square: chi, drift },
                 );
             }
         }
-        let drifted = metrics.values().any(|m| m.drift == Some(true))
-            || categoricals.values().any(|c| c.drift == Some(true));
+        let drifted =
+            metrics.values().any(|m| m.drift == Some(true)) || categoricals.values().any(|c| c.drift == Some(true));
         DriftReport {
             frames: FrameCounts {
                 scored: self.scored,
@@ -225,10 +198,7 @@ const STATISTICS: &[(&str, Statistic)] = &[
 
 impl Statistic {
     pub fn name(self) -> &'static str {
-        STATISTICS
-            .iter()
-            .find(|(_, s)| *s == self)
-            .map_or("?", |(n, _)| n)
+        STATISTICS.iter().find(|(_, s)| *s == self).map_or("?", |(n, _)| n)
     }
 
     fn of_metric(self, m: &MetricDrift) -> Option<f64> {
@@ -301,13 +271,7 @@ impl fmt::Display for FailRule {
         if let Some(m) = &self.metric {
             write!(f, "{m}.")?;
         }
-        write!(
-            f,
-            "{}{}{}",
-            self.statistic.name(),
-            self.comparison.symbol(),
-            self.threshold
-        )
+        write!(f, "{}{}{}", self.statistic.name(), self.comparison.symbol(), self.threshold)
     }
 }
 
@@ -316,11 +280,7 @@ pub enum RuleParseError {
     #[error("rule {0:?} has no comparison: write e.g. psi>0.25 (operators: > >= < <=)")]
     NoOperator(String),
     #[error("rule {rule:?}: unknown statistic {stat:?}; known: {known}")]
-    UnknownStatistic {
-        rule: String,
-        stat: String,
-        known: String,
-    },
+    UnknownStatistic { rule: String, stat: String, known: String },
     #[error("rule {rule:?}: threshold {value:?} is not a finite number")]
     BadThreshold { rule: String, value: String },
 }
@@ -349,42 +309,25 @@ impl FromStr for FailRule {
             .parse()
             .ok()
             .filter(|v: &f64| v.is_finite())
-            .ok_or_else(|| RuleParseError::BadThreshold {
-                rule: rule.to_string(),
-                value: rhs.to_string(),
-            })?;
+            .ok_or_else(|| RuleParseError::BadThreshold { rule: rule.to_string(), value: rhs.to_string() })?;
         let (metric, stat) = match lhs.rsplit_once('.') {
             Some((m, st)) => (Some(m.trim().to_string()), st.trim()),
             None => (None, lhs),
         };
-        let statistic = STATISTICS
-            .iter()
-            .find(|(n, _)| *n == stat)
-            .map(|(_, s)| *s)
-            .ok_or_else(|| RuleParseError::UnknownStatistic {
+        let statistic = STATISTICS.iter().find(|(n, _)| *n == stat).map(|(_, s)| *s).ok_or_else(|| {
+            RuleParseError::UnknownStatistic {
                 rule: rule.to_string(),
                 stat: stat.to_string(),
-                known: STATISTICS
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
-        Ok(FailRule {
-            metric,
-            statistic,
-            comparison,
-            threshold,
-        })
+                known: STATISTICS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+            }
+        })?;
+        Ok(FailRule { metric, statistic, comparison, threshold })
     }
 }
 
 /// Parses a comma-separated rule list.
 pub fn parse_rules(s: &str) -> Result<Vec<FailRule>, RuleParseError> {
-    s.split(',')
-        .filter(|r| !r.trim().is_empty())
-        .map(str::parse)
-        .collect()
+    s.split(',').filter(|r| !r.trim().is_empty()).map(str::parse).collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -413,10 +356,7 @@ impl DriftReport {
                 && !self.metrics.contains_key(name)
                 && !self.categoricals.contains_key(name)
             {
-                return Err(UnknownRuleMetric {
-                    rule: rule.to_string(),
-                    metric: name.clone(),
-                });
+                return Err(UnknownRuleMetric { rule: rule.to_string(), metric: name.clone() });
             }
             let wanted = |name: &str| rule.metric.as_deref().is_none_or(|m| m == name);
             for (name, m) in self.metrics.iter().filter(|(n, _)| wanted(n)) {
@@ -426,11 +366,7 @@ impl DriftReport {
                 if let Some(v) = rule.statistic.of_metric(&m.stats)
                     && rule.comparison.holds(v, rule.threshold)
                 {
-                    failures.push(RuleFailure {
-                        rule: rule.to_string(),
-                        metric: name.clone(),
-                        value: v,
-                    });
+                    failures.push(RuleFailure { rule: rule.to_string(), metric: name.clone(), value: v });
                 }
             }
             for (name, c) in self.categoricals.iter().filter(|(n, _)| wanted(n)) {
@@ -440,11 +376,7 @@ impl DriftReport {
                 if let Some(v) = rule.statistic.of_categorical(&c.chi_square)
                     && rule.comparison.holds(v, rule.threshold)
                 {
-                    failures.push(RuleFailure {
-                        rule: rule.to_string(),
-                        metric: name.clone(),
-                        value: v,
-                    });
+                    failures.push(RuleFailure { rule: rule.to_string(), metric: name.clone(), value: v });
                 }
             }
         }

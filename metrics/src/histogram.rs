@@ -18,11 +18,7 @@ pub fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
     let (a, b) = (sorted[i], sorted[(i + 1).min(n - 1)]);
     // numpy's _lerp: the two-sided form keeps the result monotone and exact at t = 0 and t = 1.
     let d = b - a;
-    if t >= 0.5 {
-        b - d * (1.0 - t)
-    } else {
-        a + d * t
-    }
+    if t >= 0.5 { b - d * (1.0 - t) } else { a + d * t }
 }
 
 /// Where values of one metric fall. Bin `0` is the lower tail (v < edges[0]); bins `1..=K` are
@@ -57,11 +53,7 @@ pub enum LayoutError {
 
 impl BinLayout {
     /// Builds a layout from baseline edges, PSI cut points (a subset of the edges) and quartiles (Q1, Q2, Q3).
-    pub fn new(
-        edges: Vec<f64>,
-        psi_cuts: &[f64],
-        quartiles: [f64; 3],
-    ) -> Result<BinLayout, LayoutError> {
+    pub fn new(edges: Vec<f64>, psi_cuts: &[f64], quartiles: [f64; 3]) -> Result<BinLayout, LayoutError> {
         if edges.is_empty() {
             return Err(LayoutError::NoEdges);
         }
@@ -73,11 +65,7 @@ impl BinLayout {
                 return Err(LayoutError::NotFinite { index, value });
             }
             if index > 0 && value <= edges[index - 1] {
-                return Err(LayoutError::NotIncreasing {
-                    index,
-                    prev: edges[index - 1],
-                    value,
-                });
+                return Err(LayoutError::NotIncreasing { index, prev: edges[index - 1], value });
             }
         }
         let first = edges[0];
@@ -95,12 +83,7 @@ impl BinLayout {
             return Err(LayoutError::BadQuartiles(quartiles));
         }
         let iqr = q3 - q1;
-        let fences = [
-            q1 - 2.5 * iqr,
-            q1 - 1.5 * iqr,
-            q3 + 1.5 * iqr,
-            q3 + 2.5 * iqr,
-        ];
+        let fences = [q1 - 2.5 * iqr, q1 - 1.5 * iqr, q3 + 1.5 * iqr, q3 + 2.5 * iqr];
         let k = edges.len() - 1;
         let mut coarse_of = Vec::with_capacity(k + 3);
         coarse_of.push(0u16);
@@ -111,13 +94,7 @@ impl BinLayout {
             coarse_of.push(1 + cuts.iter().filter(|&&c| c <= left).count() as u16);
         }
         coarse_of.push(cuts.len() as u16 + 2);
-        Ok(BinLayout {
-            edges,
-            coarse_cuts: cuts,
-            coarse_of,
-            center: q2,
-            fences,
-        })
+        Ok(BinLayout { edges, coarse_cuts: cuts, coarse_of, center: q2, fences })
     }
 
     pub fn edges(&self) -> &[f64] {
@@ -300,10 +277,7 @@ pub struct SlidingHistogram {
 
 impl SlidingHistogram {
     pub fn new(layout: &BinLayout, sub_windows: usize) -> SlidingHistogram {
-        SlidingHistogram {
-            slots: vec![Histogram::new(layout); sub_windows.max(1)],
-            head: 0,
-        }
+        SlidingHistogram { slots: vec![Histogram::new(layout); sub_windows.max(1)], head: 0 }
     }
 
     /// The sub-window currently being filled.

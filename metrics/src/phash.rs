@@ -10,8 +10,7 @@ fn cos_table() -> &'static [[f64; SIDE]; KEEP] {
         let mut t = [[0.0; SIDE]; KEEP];
         for (u, row) in t.iter_mut().enumerate() {
             for (x, c) in row.iter_mut().enumerate() {
-                *c = (std::f64::consts::PI * (2 * x + 1) as f64 * u as f64 / (2 * SIDE) as f64)
-                    .cos();
+                *c = (std::f64::consts::PI * (2 * x + 1) as f64 * u as f64 / (2 * SIDE) as f64).cos();
             }
         }
         t
@@ -64,9 +63,7 @@ pub fn perceptual_hash(grey: &[u8], width: usize, height: usize) -> u64 {
     let mut sorted = coeffs;
     sorted.sort_by(f64::total_cmp);
     let median = (sorted[31] + sorted[32]) / 2.0;
-    coeffs
-        .iter()
-        .fold(0u64, |acc, &c| (acc << 1) | u64::from(c > median))
+    coeffs.iter().fold(0u64, |acc, &c| (acc << 1) | u64::from(c > median))
 }
 
 /// Number of differing bits between two hashes (0 = same scene, ~32 = unrelated).

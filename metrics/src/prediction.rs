@@ -23,16 +23,8 @@ pub struct Detection {
 pub enum PredictionError {
     #[error("detection {index}: confidence {value} is not a number in [0, 1]")]
     BadConfidence { index: usize, value: f32 },
-    #[error(
-        "detection {index}: box ({x_min}, {y_min}, {x_max}, {y_max}) is not a normalised box with min <= max"
-    )]
-    BadBox {
-        index: usize,
-        x_min: f32,
-        y_min: f32,
-        x_max: f32,
-        y_max: f32,
-    },
+    #[error("detection {index}: box ({x_min}, {y_min}, {x_max}, {y_max}) is not a normalised box with min <= max")]
+    BadBox { index: usize, x_min: f32, y_min: f32, x_max: f32, y_max: f32 },
     #[error("detection {index}: class probability {value} is not a number in [0, 1]")]
     BadProbability { index: usize, value: f32 },
     #[error("{count} detections on one frame, over the limit of {limit}")]
@@ -63,29 +55,19 @@ pub struct PredictionSettings {
 
 impl Default for PredictionSettings {
     fn default() -> Self {
-        PredictionSettings {
-            low_confidence_min: 0.5,
-            low_confidence_max: 0.8,
-            max_detections: 2000,
-        }
+        PredictionSettings { low_confidence_min: 0.5, low_confidence_max: 0.8, max_detections: 2000 }
     }
 }
 
 /// Checks every detection; the first problem found is returned.
 pub fn validate(dets: &[Detection], settings: &PredictionSettings) -> Result<(), PredictionError> {
     if dets.len() > settings.max_detections {
-        return Err(PredictionError::TooMany {
-            count: dets.len(),
-            limit: settings.max_detections,
-        });
+        return Err(PredictionError::TooMany { count: dets.len(), limit: settings.max_detections });
     }
     let unit = |v: f32| v.is_finite() && (0.0..=1.0).contains(&v);
     for (index, d) in dets.iter().enumerate() {
         if !unit(d.confidence) {
-            return Err(PredictionError::BadConfidence {
-                index,
-                value: d.confidence,
-            });
+            return Err(PredictionError::BadConfidence { index, value: d.confidence });
         }
         let ok_box = unit(d.x_min)
             && unit(d.y_min)
@@ -164,17 +146,13 @@ pub fn prediction_metrics(
     image_size: Option<(usize, usize)>,
     settings: &PredictionSettings,
 ) -> PredictionMetrics {
-    let mut m = PredictionMetrics {
-        object_count: dets.len() as f64,
-        ..PredictionMetrics::default()
-    };
+    let mut m = PredictionMetrics { object_count: dets.len() as f64, ..PredictionMetrics::default() };
     if dets.is_empty() {
         return m;
     }
     let n = dets.len() as f64;
     let (sx, sy) = image_size.map_or((1.0, 1.0), |(w, h)| (w as f64, h as f64));
-    let (mut csum, mut cmin, mut cmax, mut low) =
-        (0.0f64, f64::INFINITY, f64::NEG_INFINITY, 0usize);
+    let (mut csum, mut cmin, mut cmax, mut low) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY, 0usize);
     let (mut area_sum, mut aspect_sum, mut aspect_n, mut border) = (0.0f64, 0.0f64, 0usize, 0.0f64);
     let (mut ent_sum, mut margin_sum, mut prob_n) = (0.0f64, 0.0f64, 0usize);
     for d in dets {
@@ -182,8 +160,7 @@ pub fn prediction_metrics(
         csum += c;
         cmin = cmin.min(c);
         cmax = cmax.max(c);
-        if d.confidence >= settings.low_confidence_min && d.confidence < settings.low_confidence_max
-        {
+        if d.confidence >= settings.low_confidence_min && d.confidence < settings.low_confidence_max {
             low += 1;
         }
         let (bw, bh) = (f64::from(d.x_max - d.x_min), f64::from(d.y_max - d.y_min));

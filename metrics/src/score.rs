@@ -6,13 +6,9 @@ use std::sync::Arc;
 
 use crate::analysis::{AnalysisSettings, DataMetrics, PixelScratch, PixelStats, pixel_stats};
 use crate::catalog::{FrameContext, MetricRegistry};
-use crate::decode::{
-    DecodeError, DecodeLimits, ImageFormat, RawFormat, RgbImage, decode_into, raw_into,
-};
+use crate::decode::{DecodeError, DecodeLimits, ImageFormat, RawFormat, RgbImage, decode_into, raw_into};
 use crate::phash::perceptual_hash;
-use crate::prediction::{
-    Detection, PredictionError, PredictionMetrics, PredictionSettings, prediction_metrics,
-};
+use crate::prediction::{Detection, PredictionError, PredictionMetrics, PredictionSettings, prediction_metrics};
 
 /// Everything that changes how a frame is scored. The analysis and prediction parts are recorded in baselines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -80,13 +76,7 @@ pub struct Scorer {
 
 impl Scorer {
     pub fn new(registry: Arc<MetricRegistry>, settings: ScoreSettings) -> Scorer {
-        Scorer {
-            registry,
-            settings,
-            source: RgbImage::default(),
-            scratch: PixelScratch::default(),
-            values: Vec::new(),
-        }
+        Scorer { registry, settings, source: RgbImage::default(), scratch: PixelScratch::default(), values: Vec::new() }
     }
 
     pub fn registry(&self) -> &Arc<MetricRegistry> {
@@ -98,24 +88,12 @@ impl Scorer {
     }
 
     /// Scores one frame. Detections are validated first, so a frame with bad predictions costs no decode.
-    pub fn score(
-        &mut self,
-        pixels: FramePixels<'_>,
-        detections: &[Detection],
-    ) -> Result<ScoredFrame<'_>, ScoreError> {
+    pub fn score(&mut self, pixels: FramePixels<'_>, detections: &[Detection]) -> Result<ScoredFrame<'_>, ScoreError> {
         crate::prediction::validate(detections, &self.settings.prediction)?;
         let limits = self.settings.limits;
         let (format, encoded_bytes) = match pixels {
-            FramePixels::Encoded(bytes) => (
-                Some(decode_into(bytes, &limits, &mut self.source)?),
-                Some(bytes.len()),
-            ),
-            FramePixels::Raw {
-                pixels,
-                width,
-                height,
-                format,
-            } => {
+            FramePixels::Encoded(bytes) => (Some(decode_into(bytes, &limits, &mut self.source)?), Some(bytes.len())),
+            FramePixels::Raw { pixels, width, height, format } => {
                 raw_into(pixels, width, height, format, &limits, &mut self.source)?;
                 (None, None)
             }
@@ -123,16 +101,9 @@ impl Scorer {
         };
         let has_pixels = !matches!(pixels, FramePixels::None);
         let source_size = has_pixels.then_some((self.source.width, self.source.height));
-        let predictions: PredictionMetrics =
-            prediction_metrics(detections, source_size, &self.settings.prediction);
+        let predictions: PredictionMetrics = prediction_metrics(detections, source_size, &self.settings.prediction);
 
-        let Scorer {
-            registry,
-            settings,
-            source,
-            scratch,
-            values,
-        } = self;
+        let Scorer { registry, settings, source, scratch, values } = self;
         let (stats, data, phash, image);
         if has_pixels {
             let view = scratch.analysis_view_split(source, &settings.analysis);

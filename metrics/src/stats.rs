@@ -13,10 +13,7 @@ pub fn psi(reference: &[f64], current: &[f64]) -> f64 {
         .iter()
         .zip(current)
         .map(|(&r, &c)| {
-            let (r, c) = (
-                if r > 0.0 { r } else { PSI_EPSILON },
-                if c > 0.0 { c } else { PSI_EPSILON },
-            );
+            let (r, c) = (if r > 0.0 { r } else { PSI_EPSILON }, if c > 0.0 { c } else { PSI_EPSILON });
             (c - r) * (c / r).ln()
         })
         .sum::<f64>()
@@ -119,12 +116,7 @@ pub fn wasserstein(layout: &BinLayout, reference: &Histogram, current: &Histogra
     for i in 1..=k {
         let b = a + current.counts[i] as f64 / m - reference.counts[i] as f64 / n;
         let width = edges[i] - edges[i - 1];
-        w += width
-            * if a * b >= 0.0 {
-                0.5 * (a.abs() + b.abs())
-            } else {
-                0.5 * (a * a + b * b) / (a.abs() + b.abs())
-            };
+        w += width * if a * b >= 0.0 { 0.5 * (a.abs() + b.abs()) } else { 0.5 * (a * a + b * b) / (a.abs() + b.abs()) };
         a = b;
     }
     w
@@ -142,14 +134,9 @@ pub struct ChiSquare {
 
 /// `pairs` are (baseline count, current count) per category; categories with both counts zero are ignored.
 pub fn chi_square_homogeneity(pairs: impl IntoIterator<Item = (u64, u64)>) -> Option<ChiSquare> {
-    let pairs: Vec<(f64, f64)> = pairs
-        .into_iter()
-        .filter(|&(a, b)| a + b > 0)
-        .map(|(a, b)| (a as f64, b as f64))
-        .collect();
-    let (ra, rb): (f64, f64) = pairs
-        .iter()
-        .fold((0.0, 0.0), |(x, y), &(a, b)| (x + a, y + b));
+    let pairs: Vec<(f64, f64)> =
+        pairs.into_iter().filter(|&(a, b)| a + b > 0).map(|(a, b)| (a as f64, b as f64)).collect();
+    let (ra, rb): (f64, f64) = pairs.iter().fold((0.0, 0.0), |(x, y), &(a, b)| (x + a, y + b));
     if ra == 0.0 || rb == 0.0 {
         return None;
     }
@@ -167,12 +154,7 @@ pub fn chi_square_homogeneity(pairs: impl IntoIterator<Item = (u64, u64)>) -> Op
         use statrs::distribution::{ChiSquared, ContinuousCDF};
         ChiSquared::new(dof as f64).map_or(f64::NAN, |d| d.sf(stat))
     };
-    Some(ChiSquare {
-        statistic: stat,
-        dof,
-        p_value,
-        cramers_v: (stat / total).sqrt().min(1.0),
-    })
+    Some(ChiSquare { statistic: stat, dof, p_value, cramers_v: (stat / total).sqrt().min(1.0) })
 }
 
 /// Every statistic of one metric's current window against its baseline.
@@ -207,11 +189,7 @@ pub fn compare(
     let d = ks_statistic(reference, current);
     let w = wasserstein(layout, reference, current);
     let share = |x: u64| {
-        if current.n > 0 {
-            x as f64 / current.n as f64
-        } else {
-            0.0
-        }
+        if current.n > 0 { x as f64 / current.n as f64 } else { 0.0 }
     };
     MetricDrift {
         n: current.n,

@@ -37,9 +37,7 @@ fn metric_values_match_the_reference_script() {
         let lossless = entry["lossless"].as_bool().expect("lossless");
         let bytes = std::fs::read(common::fixtures().join("images").join(file)).expect("image");
         let dets = preds.get(file).cloned().unwrap_or_default();
-        let scored = scorer
-            .score(FramePixels::Encoded(&bytes), &dets)
-            .expect("score");
+        let scored = scorer.score(FramePixels::Encoded(&bytes), &dets).expect("score");
         let values = scored.values.to_vec();
         let expected = entry["metrics"].as_object().expect("metrics");
         for name in registry.names() {
@@ -47,16 +45,10 @@ fn metric_values_match_the_reference_script() {
             let want = expected.get(name).and_then(|v| v.as_f64());
             match (got, want) {
                 (Some(g), Some(w)) => {
-                    let tol = if lossless {
-                        1e-9 * w.abs().max(1.0)
-                    } else {
-                        jpeg_tolerance(name, w)
-                    };
+                    let tol = if lossless { 1e-9 * w.abs().max(1.0) } else { jpeg_tolerance(name, w) };
                     compared += 1;
                     if (g - w).abs() > tol {
-                        failures.push(format!(
-                            "{file} {name}: got {g}, reference {w} (tolerance {tol:e})"
-                        ));
+                        failures.push(format!("{file} {name}: got {g}, reference {w} (tolerance {tol:e})"));
                     }
                 }
                 (None, None) => {}
@@ -65,39 +57,19 @@ fn metric_values_match_the_reference_script() {
         }
     }
     assert!(compared > 400, "only {compared} values compared");
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
 fn hsv_and_grey_conversions_are_opencv_exact() {
     let fixture = common::read_json("reference/metrics.json");
-    let samples = fixture["colour_samples_rgb_hsv_grey"]
-        .as_array()
-        .expect("samples");
+    let samples = fixture["colour_samples_rgb_hsv_grey"].as_array().expect("samples");
     assert!(samples.len() >= 10_000);
     for s in samples {
-        let v: Vec<i64> = s
-            .as_array()
-            .expect("row")
-            .iter()
-            .map(|x| x.as_i64().expect("int"))
-            .collect();
+        let v: Vec<i64> = s.as_array().expect("row").iter().map(|x| x.as_i64().expect("int")).collect();
         let (r, g, b) = (v[0] as u8, v[1] as u8, v[2] as u8);
         let (h, sat, val) = framewatch_metrics::analysis::opencv_hsv(r, g, b);
-        assert_eq!(
-            (i64::from(h), i64::from(sat), i64::from(val)),
-            (v[3], v[4], v[5]),
-            "HSV of {r},{g},{b}"
-        );
-        assert_eq!(
-            i64::from(framewatch_metrics::analysis::opencv_grey(r, g, b)),
-            v[6],
-            "grey of {r},{g},{b}"
-        );
+        assert_eq!((i64::from(h), i64::from(sat), i64::from(val)), (v[3], v[4], v[5]), "HSV of {r},{g},{b}");
+        assert_eq!(i64::from(framewatch_metrics::analysis::opencv_grey(r, g, b)), v[6], "grey of {r},{g},{b}");
     }
 }

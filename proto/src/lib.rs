@@ -6,5 +6,4 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of every framewatch proto, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/framewatch_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/framewatch_descriptor.bin"));

@@ -27,11 +27,7 @@ impl FrameMetric for Redness {
 
     fn compute(&self, frame: &FrameContext<'_>) -> Option<f64> {
         let img = frame.image?;
-        let sum: u64 = img
-            .data
-            .chunks_exact(3)
-            .map(|px| u64::from(pixel_redness(px)))
-            .sum();
+        let sum: u64 = img.data.chunks_exact(3).map(|px| u64::from(pixel_redness(px))).sum();
         Some(sum as f64 / (img.pixels().max(1) as f64 * 255.0))
     }
 }
@@ -50,10 +46,7 @@ fn box_redness(img: &RgbImage, x0: f32, y0: f32, x1: f32, y1: f32) -> Option<f64
     let mut sum = 0u64;
     for y in cy0..cy1 {
         let row = &img.data[(y * img.width + cx0) * 3..(y * img.width + cx1) * 3];
-        sum += row
-            .chunks_exact(3)
-            .map(|p| u64::from(pixel_redness(p)))
-            .sum::<u64>();
+        sum += row.chunks_exact(3).map(|p| u64::from(pixel_redness(p))).sum::<u64>();
     }
     Some(sum as f64 / (((cx1 - cx0) * (cy1 - cy0)) as f64 * 255.0))
 }

@@ -6,15 +6,12 @@ use std::path::PathBuf;
 use framewatch_metrics::Detection;
 
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("fixtures")
 }
 
 pub fn read_json(rel: &str) -> serde_json::Value {
     let path = fixtures().join(rel);
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
@@ -30,8 +27,7 @@ pub fn photos() -> Vec<PathBuf> {
 }
 
 pub fn predictions() -> std::collections::HashMap<String, Vec<Detection>> {
-    let text =
-        std::fs::read_to_string(fixtures().join("predictions.jsonl")).expect("predictions.jsonl");
+    let text = std::fs::read_to_string(fixtures().join("predictions.jsonl")).expect("predictions.jsonl");
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {

@@ -1,0 +1,131 @@
+//! Property tests for the math: merges are associative and exact, PSI >= 0 and 0 on identical inputs, KS symmetric
+//! and in [0, 1], p-values in [0, 1]; a sliding window equals the histogram of the values it covers.
+
+use framewatch_metrics::baseline::metric_from_sorted;
+use framewatch_metrics::histogram::{BinLayout, Histogram, SlidingHistogram};
+use framewatch_metrics::stats::{js_distance, kolmogorov_sf, ks_p_value, ks_statistic, psi, wasserstein};
+use proptest::prelude::*;
+
+fn layout_from(mut base: Vec<f64>) -> BinLayout {
+    base.sort_by(f64::total_cmp);
+    metric_from_sorted("x", &base, 0, 100).expect("layout").layout
+}
+
+fn hist(layout: &BinLayout, values: &[f64]) -> Histogram {
+    let mut h = Histogram::new(layout);
+    for &v in values {
+        h.record(layout, Some(v));
+    }
+    h
+}
+
+fn values() -> impl Strategy<Value = Vec<f64>> {
+    prop_oneof![
+        proptest::collection::vec(-1e3f64..1e3, 1..300),
+        proptest::collection::vec((0u8..6).prop_map(f64::from), 1..300),
+        proptest::collection::vec(0.0f64..1.0, 1..50),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn merge_is_associative_and_equals_recording_everything(base in values(), a in values(), b in values(), c in values()) {
+        let l = layout_from(base);
+        let (ha, hb, hc) = (hist(&l, &a), hist(&l, &b), hist(&l, &c));
+        let mut left = ha.clone();
+        left.merge(&hb);
+        left.merge(&hc);
+        let mut bc = hb.clone();
+        bc.merge(&hc);
+        let mut right = ha.clone();
+        right.merge(&bc);
+        let all: Vec<f64> = a.iter().chain(&b).chain(&c).copied().collect();
+        let direct = hist(&l, &all);
+        for h in [&left, &right] {
+            prop_assert_eq!(&h.counts, &direct.counts);
+            prop_assert_eq!(h.n, direct.n);
+            prop_assert_eq!(h.outliers_moderate, direct.outliers_moderate);
+            prop_assert_eq!(h.outliers_severe, direct.outliers_severe);
+            prop_assert_eq!(h.min, direct.min);
+            prop_assert_eq!(h.max, direct.max);
+            let tol = 1e-9 * (1.0 + direct.sum_sq.abs());
+            prop_assert!((h.sum - direct.sum).abs() <= tol);
+            prop_assert!((h.sum_sq - direct.sum_sq).abs() <= tol);
+        }
+    }
+
+    #[test]
+    fn psi_is_nonnegative_and_zero_on_identical(base in values(), cur in values()) {
+        let l = layout_from(base.clone());
+        let (hb, hc) = (hist(&l, &base), hist(&l, &cur));
+        let (mut p, mut q) = (Vec::new(), Vec::new());
+        hb.coarse_proportions(&l, &mut p);
+        hc.coarse_proportions(&l, &mut q);
+        prop_assert!(psi(&p, &q) >= 0.0);
+        prop_assert_eq!(psi(&p, &p), 0.0);
+        prop_assert_eq!(psi(&q, &q), 0.0);
+        let js = js_distance(&p, &q);
+        prop_assert!((0.0..=1.0).contains(&js));
+        prop_assert!((js - js_distance(&q, &p)).abs() < 1e-12);
+        prop_assert_eq!(js_distance(&p, &p), 0.0);
+    }
+
+    #[test]
+    fn ks_is_symmetric_bounded_and_zero_on_identical(base in values(), a in values(), b in values()) {
+        let l = layout_from(base);
+        let (ha, hb) = (hist(&l, &a), hist(&l, &b));
+        let d = ks_statistic(&ha, &hb);
+        prop_assert!((0.0..=1.0).contains(&d));
+        prop_assert_eq!(d, ks_statistic(&hb, &ha));
+        prop_assert_eq!(ks_statistic(&ha, &ha), 0.0);
+        let w = wasserstein(&l, &ha, &hb);
+        prop_assert!(w >= 0.0);
+        prop_assert!((w - wasserstein(&l, &hb, &ha)).abs() <= 1e-9 * (1.0 + w));
+    }
+
+    #[test]
+    fn p_values_are_probabilities(d in 0.0f64..=1.0, n in 1u64..10_000_000, m in 1u64..10_000_000) {
+        let p = ks_p_value(d, n, m);
+        prop_assert!((0.0..=1.0).contains(&p));
+        prop_assert_eq!(ks_p_value(0.0, n, m), 1.0);
+    }
+
+    #[test]
+    fn kolmogorov_sf_is_monotone(a in 0.0f64..5.0, b in 0.0f64..5.0) {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        prop_assert!(kolmogorov_sf(lo) + 1e-12 >= kolmogorov_sf(hi));
+    }
+
+    #[test]
+    fn sliding_window_equals_the_histogram_of_its_sub_windows(base in values(), batches in proptest::collection::vec(values(), 1..12), k in 1usize..6) {
+        let l = layout_from(base);
+        let mut sliding = SlidingHistogram::new(&l, k);
+        for (i, batch) in batches.iter().enumerate() {
+            if i > 0 {
+                sliding.advance();
+            }
+            for &v in batch {
+                sliding.current().record(&l, Some(v));
+            }
+        }
+        let live: Vec<f64> = batches.iter().rev().take(k).flatten().copied().collect();
+        let mut window = Histogram::new(&l);
+        sliding.window_into(&mut window);
+        let direct = hist(&l, &live);
+        prop_assert_eq!(&window.counts, &direct.counts);
+        prop_assert_eq!(window.n, direct.n);
+    }
+}
+
+#[test]
+fn ks_p_value_is_fast_and_exact_at_the_extremes() {
+    assert_eq!(ks_p_value(0.0, 1_000_000_000, 1_000_000_000), 1.0);
+    assert_eq!(ks_p_value(1.0, 1_000_000_000, 1_000_000_000), 0.0);
+    assert!(ks_p_value(1e-9, 10, 10) > 0.999);
+    // Known values of the Kolmogorov distribution: Q(1.36) ~= 0.0494, Q(1.0) ~= 0.2700, Q(0.5) ~= 0.9639
+    assert!((kolmogorov_sf(1.358) - 0.05).abs() < 5e-4);
+    assert!((kolmogorov_sf(1.0) - 0.26999967).abs() < 1e-6);
+    assert!((kolmogorov_sf(0.5) - 0.96394524).abs() < 1e-6);
+}
