@@ -12,7 +12,10 @@ use crate::baseline::{Baseline, BaselineError, CLASS_CATEGORICAL, ComparableSett
 use crate::histogram::Histogram;
 use crate::stats::{ChiSquare, MetricDrift, chi_square_homogeneity, compare};
 
-/// When a metric counts as drifted by default. Effect sizes with a minimum sample size (REFERENCE.md §2).
+/// When a metric counts as drifted by default: a large effect (PSI or KS statistic) that is also clear of sampling
+/// noise (KS p-value, Bonferroni-sized for ~35 metrics), on at least `min_frames` values. Effect sizes decide,
+/// because on large windows every trivial shift is "significant"; the p-value only guards small samples, where PSI
+/// is biased upwards (about (bins - 1) * (1/n + 1/m) with no drift at all).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DriftThresholds {
@@ -24,11 +27,13 @@ pub struct DriftThresholds {
     pub ks_statistic: f64,
     /// Cramer's V of the class distribution at or above this is drift.
     pub cramers_v: f64,
+    /// The KS (or, for classes, chi-square) p-value must be at or below this too.
+    pub p_value: f64,
 }
 
 impl Default for DriftThresholds {
     fn default() -> Self {
-        DriftThresholds { min_frames: 100, psi: 0.25, ks_statistic: 0.2, cramers_v: 0.1 }
+        DriftThresholds { min_frames: 100, psi: 0.25, ks_statistic: 0.2, cramers_v: 0.1, p_value: 1e-3 }
     }
 }
 
@@ -45,9 +50,9 @@ pub struct DriftAccumulator<'b> {
 
 impl<'b> DriftAccumulator<'b> {
     /// `names` are the registry's metric names in order; `settings` are those the frames are scored with.
-    pub fn new(
+    pub fn new<'n>(
         baseline: &'b Baseline,
-        names: impl IntoIterator<Item = &'b str>,
+        names: impl IntoIterator<Item = &'n str>,
         settings: &ComparableSettings,
     ) -> Result<DriftAccumulator<'b>, BaselineError> {
         baseline.check_settings(settings)?;
@@ -87,7 +92,10 @@ impl<'b> DriftAccumulator<'b> {
             let drift = if stats.n < thresholds.min_frames {
                 None
             } else {
-                Some(stats.psi >= thresholds.psi || stats.ks_statistic >= thresholds.ks_statistic)
+                Some(
+                    (stats.psi >= thresholds.psi || stats.ks_statistic >= thresholds.ks_statistic)
+                        && stats.ks_p_value <= thresholds.p_value,
+                )
             };
             metrics.insert(name.to_string(), MetricReport { stats, drift });
         }
@@ -100,7 +108,8 @@ impl<'b> DriftAccumulator<'b> {
                 .collect();
             let n: u64 = self.classes.values().sum();
             if let Some(chi) = chi_square_homogeneity(pairs) {
-                let drift = (n >= thresholds.min_frames).then_some(chi.cramers_v >= thresholds.cramers_v);
+                let drift = (n >= thresholds.min_frames)
+                    .then_some(chi.cramers_v >= thresholds.cramers_v && chi.p_value <= thresholds.p_value);
                 categoricals.insert(
                     CLASS_CATEGORICAL.to_string(),
                     CategoricalReport { n, counts: self.classes.clone(), chi_square: chi, drift },

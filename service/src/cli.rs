@@ -1,0 +1,320 @@
+//! The `framewatch` command line: argument definitions and the three offline commands (score, baseline build,
+//! drift). Everything here is glue between clap, the offline scorer and the metrics crate.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use framewatch_metrics::baseline::DEFAULT_FINE_BINS;
+use framewatch_metrics::drift::parse_rules;
+use framewatch_metrics::{
+    Baseline, BaselineBuilder, ComparableSettings, DriftAccumulator, DriftThresholds, MetricRegistry, ScoreSettings,
+    Verdict,
+};
+
+use crate::offline::{FrameResult, InputFile, Predictions, collect_inputs, now_rfc3339, score_files};
+use crate::report;
+
+/// Exit code when a `--fail-on` rule is broken (distinct from 1 = error and 2 = usage error).
+pub const EXIT_RULE_FAILED: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "framewatch",
+    version,
+    about = "Data-drift monitor for computer-vision camera fleets",
+    long_about = "framewatch scores camera frames with quality metrics (brightness, contrast, sharpness, colour, \
+noise, model confidence, ...) and compares them with a training-set baseline (PSI, KS, Jensen-Shannon, Wasserstein, \
+IQR outliers).\n\nTypical offline use:\n  framewatch baseline build train_images/ --predictions train.jsonl -o baseline.json\n  \
+framewatch drift --baseline baseline.json new_images/ --predictions new.jsonl\n  \
+framewatch drift --baseline baseline.json new_images/ --fail-on 'psi>0.25,confidence_mean.mean<0.7'   # CI data gate"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Score frames: one line of metric values per image.
+    Score(ScoreArgs),
+    /// Build or inspect a training-set baseline.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
+    /// Compare frames with a baseline and report drift per metric.
+    Drift(DriftArgs),
+    /// List the metric catalog (names, units, ranges, Encord Active equivalents).
+    Metrics,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BaselineCommand {
+    /// Score every image under PATH... and write their distribution as a baseline JSON file.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// Image files (JPEG, PNG) or directories, walked recursively for *.jpg, *.jpeg, *.png.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Model predictions: JSON lines {"path": ..., "detections": [{"x_min", "y_min", "x_max", "y_max", "class",
+    /// "confidence", "class_probabilities"?}]}, boxes normalised to [0,1]. A path matches the file as given, relative
+    /// to the directory argument, or by file name.
+    #[arg(long, value_name = "FILE")]
+    pub predictions: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalysisArgs {
+    /// Analyse frames whose longer side exceeds this at a box-downscaled resolution (integer factor). 0 = never.
+    #[arg(long, value_name = "PIXELS")]
+    pub max_side: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+    /// Output format: a readable table, or one JSON object per frame.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Comma-separated metric names to show (default: a readable subset for the table, all for jsonl).
+    #[arg(long, value_delimiter = ',')]
+    pub metrics: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+    /// Where to write the baseline JSON.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Quantile bins per metric (a multiple of 10; KS from bins is within 1/bins of the exact statistic).
+    #[arg(long, default_value_t = DEFAULT_FINE_BINS)]
+    pub bins: u32,
+    /// Free text recorded in the baseline's provenance (default: the paths given).
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// Baseline JSON written by `framewatch baseline build`.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: PathBuf,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit with code 3 when any rule holds. Rules: `[metric.]statistic OP number`, comma-separated; statistics:
+    /// psi, ks_statistic, ks_p_value, js_distance, wasserstein_norm, outliers_moderate, outliers_severe, mean,
+    /// mean_delta, and for `class`: cramers_v, chi_square_p_value. `drift` = the default verdict.
+    /// Examples: 'psi>0.25'  'brightness.ks_statistic>=0.1'  'confidence_mean.mean<0.7'  'class.cramers_v>0.1'
+    #[arg(long, value_name = "RULES")]
+    pub fail_on: Option<String>,
+    /// Metrics with fewer values than this get no verdict and are not judged by rules.
+    #[arg(long, default_value_t = DriftThresholds::default().min_frames)]
+    pub min_frames: u64,
+}
+
+/// Runs the parsed command. Errors are printed by the caller.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Score(args) => score(args),
+        Command::Baseline(BaselineCommand::Build(args)) => build(args),
+        Command::Drift(args) => drift(args),
+        Command::Metrics => {
+            report::print_catalog(&MetricRegistry::standard(), &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn threads(n: Option<usize>) -> usize {
+    n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
+}
+
+fn load_inputs(input: &InputArgs) -> anyhow::Result<(Vec<InputFile>, Predictions)> {
+    let files = collect_inputs(&input.paths)?;
+    if files.is_empty() {
+        bail!("no images (*.jpg, *.jpeg, *.png) found under the given paths");
+    }
+    let preds = match &input.predictions {
+        Some(p) => Predictions::load(p)?,
+        None => Predictions::default(),
+    };
+    Ok((files, preds))
+}
+
+fn settings_with(analysis: &AnalysisArgs, base: ScoreSettings) -> ScoreSettings {
+    let mut s = base;
+    if let Some(m) = analysis.max_side {
+        s.analysis.max_side = m;
+    }
+    s
+}
+
+/// Progress on stderr when it is a terminal; hidden otherwise.
+fn progress(len: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(len as u64), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} frames {per_sec} eta {eta}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
+    let (files, preds) = load_inputs(&args.input)?;
+    let registry = Arc::new(MetricRegistry::standard());
+    let columns = report::columns(&registry, &args.metrics, args.format == Format::Table)?;
+    let settings = settings_with(&args.analysis, ScoreSettings::default());
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut table = report::ScoreTable::new(&registry, &columns);
+    let (mut scored, mut rejected) = (0u64, BTreeMap::<&'static str, u64>::new());
+    let mut io_error = None;
+    score_files(&files, &preds, &registry, settings, threads(args.input.threads), |input, result| {
+        match &result {
+            FrameResult::Scored { .. } => scored += 1,
+            FrameResult::Failed { reason, .. } => *rejected.entry(reason).or_default() += 1,
+        }
+        let written = match args.format {
+            Format::Jsonl => report::write_jsonl(&mut out, &registry, &columns, input, &result),
+            Format::Table => {
+                table.push(input, &result);
+                Ok(())
+            }
+        };
+        if let Err(e) = written {
+            io_error.get_or_insert(e);
+        }
+    });
+    if let Some(e) = io_error {
+        return Err(e).context("writing output");
+    }
+    if args.format == Format::Table {
+        table.print(&mut out)?;
+    }
+    out.flush()?;
+    report::print_frame_summary(scored, &rejected);
+    Ok(if scored == 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    if args.bins == 0 || args.bins > 10_000 {
+        bail!("--bins must be between 10 and 10000 (got {})", args.bins);
+    }
+    let (files, preds) = load_inputs(&args.input)?;
+    let registry = Arc::new(MetricRegistry::standard());
+    let settings = settings_with(&args.analysis, ScoreSettings::default());
+    let comparable = ComparableSettings { analysis: settings.analysis, prediction: settings.prediction };
+    let names: Vec<String> = registry.names().map(str::to_string).collect();
+    let mut builder = BaselineBuilder::new(names, comparable, args.bins);
+    let bar = progress(files.len());
+    let mut reasons = BTreeMap::<&'static str, u64>::new();
+    score_files(&files, &preds, &registry, settings, threads(args.input.threads), |input, result| {
+        bar.inc(1);
+        match result {
+            FrameResult::Scored { values, detections, .. } => {
+                builder.add(&values, detections.iter().map(|d| d.class_label.as_str()))
+            }
+            FrameResult::Failed { reason, message } => {
+                bar.suspend(|| eprintln!("skipped {}: {message}", input.path.display()));
+                builder.add_rejected(reason);
+                *reasons.entry(reason).or_default() += 1;
+            }
+        }
+    });
+    bar.finish_and_clear();
+    let source = args
+        .source
+        .unwrap_or_else(|| args.input.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "));
+    let baseline = builder
+        .finish(now_rfc3339(), framewatch_metrics::VERSION.to_string(), source)
+        .context("no frame could be scored, so there is no baseline to write")?;
+    std::fs::write(&args.output, baseline.to_json() + "\n")
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    report::print_frame_summary(baseline.provenance.frames_scored, &reasons);
+    eprintln!(
+        "wrote {} ({} metrics{})",
+        args.output.display(),
+        baseline.metrics.len(),
+        if baseline.categoricals.is_empty() { "" } else { ", class distribution" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn drift(args: DriftArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.baseline)
+        .with_context(|| format!("cannot read baseline {}", args.baseline.display()))?;
+    let baseline =
+        Baseline::from_json(&text).with_context(|| format!("invalid baseline {}", args.baseline.display()))?;
+    let (rules, fail_on_verdict) = match &args.fail_on {
+        Some(spec) => {
+            let keep: Vec<&str> = spec.split(',').map(str::trim).filter(|r| *r != "drift").collect();
+            (parse_rules(&keep.join(","))?, spec.split(',').any(|r| r.trim() == "drift"))
+        }
+        None => (Vec::new(), false),
+    };
+    let (files, preds) = load_inputs(&args.input)?;
+    let registry = Arc::new(MetricRegistry::standard());
+    // Score with the baseline's settings unless told otherwise; a different setting is refused below.
+    let mut settings = ScoreSettings {
+        analysis: baseline.settings.analysis,
+        prediction: baseline.settings.prediction,
+        ..Default::default()
+    };
+    settings = settings_with(&args.analysis, settings);
+    let comparable = ComparableSettings { analysis: settings.analysis, prediction: settings.prediction };
+    let mut acc = DriftAccumulator::new(&baseline, registry.names(), &comparable)?;
+    let bar = progress(files.len());
+    score_files(&files, &preds, &registry, settings, threads(args.input.threads), |input, result| {
+        bar.inc(1);
+        match result {
+            FrameResult::Scored { values, detections, .. } => {
+                acc.add(&values, detections.iter().map(|d| d.class_label.as_str()))
+            }
+            FrameResult::Failed { reason, message } => {
+                bar.suspend(|| eprintln!("skipped {}: {message}", input.path.display()));
+                acc.add_rejected(reason);
+            }
+        }
+    });
+    bar.finish_and_clear();
+    let thresholds = DriftThresholds { min_frames: args.min_frames, ..DriftThresholds::default() };
+    let mut rep = acc.report(&thresholds);
+    let failed_rules = rep.apply_rules(&rules)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &rep)?;
+        writeln!(out)?;
+    } else {
+        report::print_drift(&rep, &baseline, &mut out)?;
+    }
+    out.flush()?;
+    let fail = failed_rules > 0 || (fail_on_verdict && rep.verdict == Verdict::Drift);
+    Ok(if fail { ExitCode::from(EXIT_RULE_FAILED) } else { ExitCode::SUCCESS })
+}

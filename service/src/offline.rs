@@ -1,0 +1,220 @@
+//! Offline scoring: walks files and directories, attaches predictions, scores every frame on all cores and hands
+//! results back in input order. Used by `framewatch score`, `baseline build` and `drift`. A file that cannot be
+//! read or scored becomes an error result with a reason; it never aborts the run.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use framewatch_metrics::{Detection, FramePixels, MetricRegistry, ScoreSettings, Scorer};
+
+/// Extensions picked up when walking a directory (case-insensitive). Files named explicitly are always tried.
+const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
+
+/// One input frame: where it is, and how it is named in output and prediction lookups.
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    pub path: PathBuf,
+    /// Path relative to the directory argument it was found under (or as given, for file arguments).
+    pub relative: String,
+}
+
+/// Expands file and directory arguments into image files, sorted within each directory.
+pub fn collect_inputs(args: &[PathBuf]) -> anyhow::Result<Vec<InputFile>> {
+    let mut out = Vec::new();
+    for arg in args {
+        let meta = std::fs::metadata(arg).with_context(|| format!("cannot read {}", arg.display()))?;
+        if meta.is_dir() {
+            let before = out.len();
+            walk(arg, arg, &mut out)?;
+            out[before..].sort_by(|a: &InputFile, b| a.path.cmp(&b.path));
+        } else {
+            out.push(InputFile { path: arg.clone(), relative: arg.to_string_lossy().into_owned() });
+        }
+    }
+    Ok(out)
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<InputFile>) -> anyhow::Result<()> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let path = entry.path();
+        let ft = entry.file_type().with_context(|| format!("cannot stat {}", path.display()))?;
+        if ft.is_dir() {
+            walk(root, &path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+        {
+            let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            out.push(InputFile { path, relative });
+        }
+    }
+    Ok(())
+}
+
+/// Detections per frame, from a JSON-lines file: `{"path": "...", "detections": [...]}` per line.
+#[derive(Debug, Default)]
+pub struct Predictions {
+    by_key: HashMap<String, Arc<[Detection]>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictionLine {
+    path: String,
+    detections: Vec<Detection>,
+}
+
+impl Predictions {
+    pub fn load(path: &Path) -> anyhow::Result<Predictions> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut by_key = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let rec: PredictionLine = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not a prediction line", path.display(), i + 1))?;
+            if by_key.insert(rec.path.clone(), Arc::from(rec.detections)).is_some() {
+                bail!("{}:{}: path {:?} appears twice", path.display(), i + 1, rec.path);
+            }
+        }
+        Ok(Predictions { by_key })
+    }
+
+    /// Looks a frame up by its path as given, its path relative to the directory argument, then its file name.
+    pub fn lookup(&self, input: &InputFile) -> Option<Arc<[Detection]>> {
+        let full = input.path.to_string_lossy();
+        let name = input.path.file_name().map(|n| n.to_string_lossy());
+        [Some(full.as_ref()), Some(input.relative.as_str()), name.as_deref()]
+            .into_iter()
+            .flatten()
+            .find_map(|k| self.by_key.get(k).cloned())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+/// The outcome of scoring one file.
+#[derive(Debug)]
+pub enum FrameResult {
+    Scored {
+        values: Vec<Option<f64>>,
+        width: Option<usize>,
+        height: Option<usize>,
+        perceptual_hash: Option<u64>,
+        detections: Arc<[Detection]>,
+    },
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// Files are scored in chunks so results can be emitted in input order with bounded memory.
+const CHUNK: usize = 512;
+
+/// Scores `inputs` on `threads` workers (each with its own reusable `Scorer`) and calls `emit` in input order.
+pub fn score_files(
+    inputs: &[InputFile],
+    predictions: &Predictions,
+    registry: &Arc<MetricRegistry>,
+    settings: ScoreSettings,
+    threads: usize,
+    mut emit: impl FnMut(&InputFile, FrameResult),
+) {
+    let threads = threads.max(1);
+    let mut scorers: Vec<Scorer> = (0..threads).map(|_| Scorer::new(registry.clone(), settings)).collect();
+    let no_detections: Arc<[Detection]> = Arc::from(Vec::new());
+    for chunk in inputs.chunks(CHUNK) {
+        let slots: Vec<Mutex<Option<FrameResult>>> = chunk.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for scorer in scorers.iter_mut() {
+                let (slots, next, no_det) = (&slots, &next, &no_detections);
+                scope.spawn(move || {
+                    let mut bytes = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(input) = chunk.get(i) else { break };
+                        let dets = predictions.lookup(input).unwrap_or_else(|| no_det.clone());
+                        let result = score_one(scorer, input, dets, &mut bytes);
+                        *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                    }
+                });
+            }
+        });
+        for (input, slot) in chunk.iter().zip(slots) {
+            let result = slot.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or(FrameResult::Failed {
+                reason: "internal",
+                message: "worker did not produce a result".into(),
+            });
+            emit(input, result);
+        }
+    }
+}
+
+fn score_one(scorer: &mut Scorer, input: &InputFile, dets: Arc<[Detection]>, bytes: &mut Vec<u8>) -> FrameResult {
+    use std::io::Read;
+    bytes.clear();
+    let limit = scorer.settings().limits.max_encoded_bytes;
+    let read = std::fs::File::open(&input.path).and_then(|f| f.take(limit as u64 + 1).read_to_end(bytes));
+    if let Err(e) = read {
+        return FrameResult::Failed { reason: "unreadable_file", message: e.to_string() };
+    }
+    match scorer.score(FramePixels::Encoded(bytes), &dets) {
+        Ok(s) => FrameResult::Scored {
+            values: s.values.to_vec(),
+            width: s.width,
+            height: s.height,
+            perceptual_hash: s.perceptual_hash,
+            detections: dets,
+        },
+        Err(e) => FrameResult::Failed { reason: e.reason(), message: e.to_string() },
+    }
+}
+
+/// RFC 3339 UTC timestamp of the current time (for baseline provenance).
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_660_245), "2026-11-26T02:30:45Z");
+    }
+}
