@@ -379,3 +379,25 @@ const BUILTINS: &[Builtin] = &[
         |f| f.predictions.class_margin_mean
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_and_custom_names_are_valid_and_distinct() {
+        let mut reg = MetricRegistry::builtin();
+        assert_eq!(reg.len(), BUILTINS.len(), "a built-in failed to register");
+        crate::custom::register_all(&mut reg).expect("custom metrics register");
+        assert_eq!(reg.len(), MetricRegistry::standard().len());
+        assert_eq!(reg.register(crate::custom::Redness), Err(RegistryError::Duplicate("redness".into())));
+    }
+
+    #[test]
+    fn metrics_md_documents_every_metric() {
+        let doc = include_str!("../METRICS.md");
+        for m in MetricRegistry::standard().infos() {
+            assert!(doc.contains(&format!("| `{}` |", m.name)), "METRICS.md lacks a row for {}", m.name);
+        }
+    }
+}

@@ -119,7 +119,7 @@ impl Scorer {
             image = None;
         }
         let ctx = FrameContext {
-            image: image.as_ref().map(|v| &*v.0),
+            image: image.as_ref().map(|v| v.0),
             grey: image.as_ref().map_or(&[][..], |v| &v.1[..]),
             source_size,
             encoded_bytes,
