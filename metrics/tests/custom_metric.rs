@@ -85,7 +85,12 @@ fn redness_and_a_user_metric_flow_through_score_baseline_and_drift() {
         acc.report(&DriftThresholds::default())
     };
     let clean = run([0, 0, 0], &mut scorer);
-    assert_eq!(clean.verdict, Verdict::Ok, "{:?}", clean.metrics.iter().filter(|m| m.1.drift == Some(true)).collect::<Vec<_>>());
+    assert_eq!(
+        clean.verdict,
+        Verdict::Ok,
+        "{:?}",
+        clean.metrics.iter().filter(|m| m.1.drift == Some(true)).collect::<Vec<_>>()
+    );
     let reddened = run([40, -10, -10], &mut scorer);
     assert_eq!(reddened.metrics["redness"].drift, Some(true));
     assert!(reddened.metrics["redness"].stats.mean.expect("mean") > 0.1);
