@@ -144,7 +144,7 @@ fn opencv_hue(r: i32, g: i32, b: i32, v: i32, diff: i32, t: &HsvTables) -> i32 {
         r - g + 4 * diff
     };
     let h = (h * t.hdiv[diff as usize] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
-    if h < 0 { h + 180 } else { h }
+    h + ((h >> 31) & 180)
 }
 
 /// OpenCV's fixed-point BT.601 grey (`COLOR_RGB2GRAY` in OpenCV 4.x/5.x, checked on all 2^24 colours):
@@ -159,26 +159,56 @@ pub fn opencv_grey(r: u8, g: u8, b: u8) -> u8 {
 pub fn box_downscale(src: &RgbImage, k: usize, dst: &mut RgbImage, row_acc: &mut Vec<u32>) {
     let (w, h) = (src.width / k, src.height / k);
     dst.reset(w, h);
-    let area = (k * k) as u32;
+    if w == 0 || h == 0 {
+        return;
+    }
+    let area = (k * k) as u64;
+    // Exact rounding division by `area` as a multiply: for numerators below 2^20 (k <= 64) the reciprocal's error
+    // stays under one part in 2^12, less than the 1/area gap to the next integer.
+    let recip = (1u64 << 32) / area + 1;
     let half = area / 2;
+    let used = w * k * 3;
     row_acc.clear();
-    row_acc.resize(w * 3, 0);
+    row_acc.resize(used, 0);
     let src_stride = src.width * 3;
-    for oy in 0..h {
-        row_acc.fill(0);
-        for dy in 0..k {
-            let row = &src.data[(oy * k + dy) * src_stride..][..w * k * 3];
-            for (acc, block) in row_acc.chunks_exact_mut(3).zip(row.chunks_exact(3 * k)) {
-                for px in block.chunks_exact(3) {
-                    acc[0] += u32::from(px[0]);
-                    acc[1] += u32::from(px[1]);
-                    acc[2] += u32::from(px[2]);
+    if k == 2 {
+        // The common case (1080p at the default max_side): both rows and both columns in one pass.
+        for oy in 0..h {
+            let r0 = &src.data[2 * oy * src_stride..][..used];
+            let r1 = &src.data[(2 * oy + 1) * src_stride..][..used];
+            let out = &mut dst.data[oy * w * 3..][..w * 3];
+            for ((o, a), b) in out.chunks_exact_mut(3).zip(r0.chunks_exact(6)).zip(r1.chunks_exact(6)) {
+                for c in 0..3 {
+                    let sum = u16::from(a[c]) + u16::from(a[c + 3]) + u16::from(b[c]) + u16::from(b[c + 3]);
+                    o[c] = ((sum + 2) >> 2) as u8;
                 }
             }
         }
+        return;
+    }
+    for oy in 0..h {
+        // Vertical sums first: a straight add over whole rows, which the compiler vectorises.
+        let first = &src.data[oy * k * src_stride..][..used];
+        for (a, &b) in row_acc.iter_mut().zip(first) {
+            *a = u32::from(b);
+        }
+        for dy in 1..k {
+            let row = &src.data[(oy * k + dy) * src_stride..][..used];
+            for (a, &b) in row_acc.iter_mut().zip(row) {
+                *a += u32::from(b);
+            }
+        }
         let out = &mut dst.data[oy * w * 3..][..w * 3];
-        for (o, a) in out.iter_mut().zip(row_acc.iter()) {
-            *o = ((a + half) / area) as u8;
+        for (o, block) in out.chunks_exact_mut(3).zip(row_acc.chunks_exact(3 * k)) {
+            let mut sum = [0u32; 3];
+            for px in block.chunks_exact(3) {
+                sum[0] += px[0];
+                sum[1] += px[1];
+                sum[2] += px[2];
+            }
+            for c in 0..3 {
+                o[c] = ((u64::from(sum[c]) + half) * recip >> 32) as u8;
+            }
         }
     }
 }
@@ -204,37 +234,105 @@ pub fn pixel_stats(img: &RgbImage, grey: &mut Vec<u8>) -> PixelStats {
     st
 }
 
+/// Exact integer moments of the R, G, B channels of a run of pixels: sums, sums of squares and the cross products
+/// needed for the opponent-colour variances (rg = R - G, yb2 = R + G - 2B).
+#[derive(Debug, Default, Clone, Copy)]
+struct Moments {
+    sum: [u64; 3],
+    sq: [u64; 3],
+    rg: u64,
+    gb: u64,
+    rb: u64,
+}
+
+/// 16 interleaved RGB pixels: lane i of the accumulators always holds the same channel (i % 3), so the inner
+/// loops are plain lane-wise adds and multiplies that the compiler vectorises, with no shuffles.
+const LANES: usize = 48;
+
+fn moments(bytes: &[u8], m: &mut Moments) {
+    let mut chunks = bytes.chunks_exact(LANES);
+    // u32 lanes take at most 255^2 per chunk: flush every 4096 chunks, far below 2^32.
+    loop {
+        let (mut a1, mut a2, mut a3, mut a4) = ([0u32; LANES], [0u32; LANES], [0u32; LANES], [0u32; LANES]);
+        let mut any = false;
+        for c in chunks.by_ref().take(4096) {
+            any = true;
+            for i in 0..LANES {
+                let v = u32::from(c[i]);
+                a1[i] += v;
+                a2[i] += v * v;
+            }
+            for i in 0..LANES - 1 {
+                a3[i] += u32::from(c[i]) * u32::from(c[i + 1]);
+            }
+            for i in 0..LANES - 2 {
+                a4[i] += u32::from(c[i]) * u32::from(c[i + 2]);
+            }
+        }
+        if !any {
+            break;
+        }
+        for i in 0..LANES {
+            m.sum[i % 3] += u64::from(a1[i]);
+            m.sq[i % 3] += u64::from(a2[i]);
+            match i % 3 {
+                0 => {
+                    m.rg += u64::from(a3[i]);
+                    m.rb += u64::from(a4[i]);
+                }
+                1 => m.gb += u64::from(a3[i]),
+                _ => {}
+            }
+        }
+    }
+    for px in chunks.remainder().chunks_exact(3) {
+        let (r, g, b) = (u64::from(px[0]), u64::from(px[1]), u64::from(px[2]));
+        m.sum[0] += r;
+        m.sum[1] += g;
+        m.sum[2] += b;
+        m.sq[0] += r * r;
+        m.sq[1] += g * g;
+        m.sq[2] += b * b;
+        m.rg += r * g;
+        m.gb += g * b;
+        m.rb += r * b;
+    }
+}
+
 fn colour_pass(img: &RgbImage, grey: &mut Vec<u8>, st: &mut PixelStats) {
     let t = hsv_tables();
     grey.clear();
     grey.resize(img.pixels(), 0);
-    // Per-row partial sums in narrower types would be faster still; u64 keeps every image size exact.
-    let (mut sr, mut sg, mut sb, mut ssq, mut ss) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    let (mut srg, mut syb) = (0i64, 0i64);
-    let (mut srg2, mut syb2) = (0u64, 0u64);
+    let mut m = Moments::default();
+    moments(&img.data, &mut m);
+    let (r2, g2, b2) = (m.sq[0] as i128, m.sq[1] as i128, m.sq[2] as i128);
+    let (rg, gb, rb) = (m.rg as i128, m.gb as i128, m.rb as i128);
+    st.sum_r = m.sum[0];
+    st.sum_g = m.sum[1];
+    st.sum_b = m.sum[2];
+    st.sum_sq = m.sq[0] + m.sq[1] + m.sq[2];
+    st.sum_rg = m.sum[0] as i64 - m.sum[1] as i64;
+    st.sum_yb2 = (m.sum[0] + m.sum[1]) as i64 - 2 * m.sum[2] as i64;
+    // sum (r - g)^2 and sum (r + g - 2b)^2 expanded into the moments above: exact integers, no rounding.
+    st.sum_rg_sq = (r2 + g2 - 2 * rg) as u64;
+    st.sum_yb2_sq = (r2 + g2 + 4 * b2 + 2 * rg - 4 * rb - 4 * gb) as u64;
+
+    for (g, px) in grey.iter_mut().zip(img.data.chunks_exact(3)) {
+        let (r, gg, b) = (u32::from(px[0]), u32::from(px[1]), u32::from(px[2]));
+        *g = ((r * 9798 + gg * 19235 + b * 3735 + 16384) >> 15) as u8;
+    }
+    // Scalar part: grey histogram (two interleaved copies avoid store-to-load stalls on runs of equal grey) and
+    // OpenCV HSV saturation; hue only for pixels inside Encord's S/V box.
+    let mut hist = [[0u32; 256]; 2];
+    let mut ss = 0u64;
     let (mut red, mut green, mut blue) = (0u64, 0u64, 0u64);
-    let mut hist = [0u32; 256];
-    for (px, gout) in img.data.chunks_exact(3).zip(grey.iter_mut()) {
-        let (r, g, b) = (px[0], px[1], px[2]);
-        let (ri, gi, bi) = (i32::from(r), i32::from(g), i32::from(b));
-        sr += r as u64;
-        sg += g as u64;
-        sb += b as u64;
-        ssq += (ri * ri + gi * gi + bi * bi) as u64;
-        let y = opencv_grey(r, g, b);
-        *gout = y;
-        hist[y as usize] += 1;
-        let rg = ri - gi;
-        let yb = ri + gi - 2 * bi;
-        srg += rg as i64;
-        syb += yb as i64;
-        srg2 += (rg * rg) as u64;
-        syb2 += (yb * yb) as u64;
+    for (i, (px, &y)) in img.data.chunks_exact(3).zip(grey.iter()).enumerate() {
+        hist[i & 1][usize::from(y)] += 1;
+        let (ri, gi, bi) = (i32::from(px[0]), i32::from(px[1]), i32::from(px[2]));
         let v = ri.max(gi).max(bi);
         let diff = v - ri.min(gi).min(bi);
         let s = (diff * t.sdiv[v as usize] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
         ss += s as u64;
-        // Encord's colour boxes need S >= 50 and V >= 40; hue is only computed for those pixels.
         if s >= 50 && v >= 40 {
             let h = opencv_hue(ri, gi, bi, v, diff, t);
             if h <= 10 || (170..=179).contains(&h) {
@@ -246,19 +344,13 @@ fn colour_pass(img: &RgbImage, grey: &mut Vec<u8>, st: &mut PixelStats) {
             }
         }
     }
-    st.sum_r = sr;
-    st.sum_g = sg;
-    st.sum_b = sb;
-    st.sum_sq = ssq;
     st.sum_s = ss;
-    st.sum_rg = srg;
-    st.sum_yb2 = syb;
-    st.sum_rg_sq = srg2;
-    st.sum_yb2_sq = syb2;
     st.red_px = red;
     st.green_px = green;
     st.blue_px = blue;
-    st.grey_hist = hist;
+    for (i, h) in st.grey_hist.iter_mut().enumerate() {
+        *h = hist[0][i] + hist[1][i];
+    }
 }
 
 fn neighbourhood_pass(grey: &[u8], w: usize, h: usize, st: &mut PixelStats) {

@@ -26,14 +26,17 @@ pub fn perceptual_hash(grey: &[u8], width: usize, height: usize) -> u64 {
     let mut cells = [[0u64; SIDE]; SIDE];
     let mut counts = [[0u32; SIDE]; SIDE];
     // Images smaller than 32 px on a side map several cells onto one pixel; cells with no pixel borrow it below.
+    // Column ranges of the 32 cells: x belongs to cell cx when cx*width <= x*32 < (cx+1)*width.
+    let start = |c: usize| (c * width).div_ceil(SIDE);
     for y in 0..height {
         let cy = y * SIDE / height;
         let row = &grey[y * width..(y + 1) * width];
-        let (cell_row, count_row) = (&mut cells[cy], &mut counts[cy]);
-        for (x, &g) in row.iter().enumerate() {
-            let cx = x * SIDE / width;
-            cell_row[cx] += u64::from(g);
-            count_row[cx] += 1;
+        for cx in 0..SIDE {
+            let (x0, x1) = (start(cx), start(cx + 1));
+            if x1 > x0 {
+                cells[cy][cx] += row[x0..x1].iter().map(|&g| u64::from(g)).sum::<u64>();
+                counts[cy][cx] += (x1 - x0) as u32;
+            }
         }
     }
     let mut f = [[0.0f64; SIDE]; SIDE];
