@@ -62,6 +62,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function(format!("score_full_catalog_corpus/{src}"), |b| {
         b.iter(|| photos.iter().filter(|p| scorer.score(FramePixels::Encoded(p), &[]).is_ok()).count())
     });
+    let mut img = RgbImage::default();
+    group.bench_function(format!("decode_only_corpus/{src}"), |b| {
+        b.iter(|| photos.iter().filter(|p| decode_into(p, &DecodeLimits::default(), &mut img).is_ok()).count())
+    });
     group.finish();
 }
 

@@ -20,6 +20,12 @@ fn cos_table() -> &'static [[f64; SIDE]; KEEP] {
 /// pHash: area-average the grey image to 32x32, take the 8x8 lowest DCT-II frequencies, set bit i when
 /// coefficient i exceeds their median. Bit 63 is coefficient (0,0).
 pub fn perceptual_hash(grey: &[u8], width: usize, height: usize) -> u64 {
+    perceptual_hash_inline(grey, width, height)
+}
+
+/// `perceptual_hash`, inlined into the scorer's CPU-specific analysis function.
+#[inline(always)]
+pub(crate) fn perceptual_hash_inline(grey: &[u8], width: usize, height: usize) -> u64 {
     if width == 0 || height == 0 || grey.len() < width * height {
         return 0;
     }

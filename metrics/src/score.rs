@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::analysis::{AnalysisSettings, DataMetrics, PixelScratch, PixelStats, pixel_stats};
+use crate::analysis::{AnalysisSettings, DataMetrics, PixelScratch};
 use crate::catalog::{FrameContext, MetricRegistry};
 use crate::decode::{DecodeError, DecodeLimits, ImageFormat, RawFormat, RgbImage, decode_into, raw_into};
-use crate::phash::perceptual_hash;
 use crate::prediction::{Detection, PredictionError, PredictionMetrics, PredictionSettings, prediction_metrics};
 
 /// Everything that changes how a frame is scored. The analysis and prediction parts are recorded in baselines.
@@ -104,23 +103,20 @@ impl Scorer {
         let predictions: PredictionMetrics = prediction_metrics(detections, source_size, &self.settings.prediction);
 
         let Scorer { registry, settings, source, scratch, values } = self;
-        let (stats, data, phash, image);
-        if has_pixels {
-            let view = scratch.analysis_view_split(source, &settings.analysis);
-            let st: PixelStats = pixel_stats(view.0, view.1);
-            stats = Some(st);
-            data = Some(DataMetrics::from_stats(&st, &settings.analysis));
-            phash = Some(perceptual_hash(view.1, view.0.width, view.0.height));
-            image = Some(view);
+        let (stats, data, phash, image) = if has_pixels {
+            let (st, hash) = scratch.analyse(source, &settings.analysis);
+            (
+                Some(st),
+                Some(DataMetrics::from_stats(&st, &settings.analysis)),
+                Some(hash),
+                Some(scratch.view(source, &settings.analysis)),
+            )
         } else {
-            stats = None;
-            data = None;
-            phash = None;
-            image = None;
-        }
+            (None, None, None, None)
+        };
         let ctx = FrameContext {
-            image: image.as_ref().map(|v| v.0),
-            grey: image.as_ref().map_or(&[][..], |v| &v.1[..]),
+            image: image.map(|v| v.0),
+            grey: image.map_or(&[][..], |v| v.1),
             source_size,
             encoded_bytes,
             pixel_stats: stats.as_ref(),
