@@ -38,41 +38,47 @@ def pillow_decode(paths):
             im.convert("RGB").load()
 
 
-# Encord Active's image heuristics (REFERENCE.md section 1), one function per metric as Encord runs them, each doing
-# its own conversions on the PIL-loaded RGB array.
-def encord_brightness(a):
-    return a.mean() / 255
+# Encord Active's image heuristics as its code runs them (encord-active lib/metrics/heuristic/img_features.py, the
+# version REFERENCE.md section 1 describes): the simple metrics share one cv2.imread per image, each then converts
+# BGR->RGB itself; sharpness and blur take the Laplacian of the 3-channel image; the colour metrics threshold with
+# cv2.inRange. Area and aspect ratio read the image size.
+def _rgb(img):
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def encord_contrast(a):
-    return a.std() / 255
+def encord_brightness(img):
+    return _rgb(img).mean() / 255
 
 
-def encord_sharpness(a):
-    g = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
-    return min(np.sqrt(cv2.Laplacian(g, cv2.CV_64F).var()) / (8 * 255), 1.0)
+def encord_contrast(img):
+    return _rgb(img).std() / 255
 
 
-def encord_blur(a):
-    return 1 - encord_sharpness(a)
+def encord_sharpness(img):
+    return cv2.Laplacian(_rgb(img), cv2.CV_64F).var()
 
 
-def encord_colour(a, ranges):
-    hsv = cv2.cvtColor(a, cv2.COLOR_RGB2HSV)
-    mask = np.zeros(hsv.shape[:2], dtype=np.uint8)
+def encord_blur(img):
+    return 1 - cv2.Laplacian(_rgb(img), cv2.CV_64F).var()
+
+
+def encord_colour(img, ranges):
+    image = _rgb(img)
+    mask = None
     for lo, hi in ranges:
-        mask |= cv2.inRange(hsv, np.array([lo, 50, 40]), np.array([hi, 255, 255]))
-    return (mask > 0).mean()
+        m = cv2.inRange(image, np.array([lo, 50, 20]), np.array([hi, 255, 255]))
+        mask = m if mask is None else mask + m
+    return np.sum(mask > 0) / (image.shape[0] * image.shape[1])
 
 
 def encord_faithful(paths):
     for p in paths:
+        img = cv2.imread(p)
+        (encord_brightness(img), encord_contrast(img), encord_sharpness(img), encord_blur(img),
+         encord_colour(img, [(0, 10), (170, 179)]), encord_colour(img, [(35, 75)]), encord_colour(img, [(90, 130)]))
         with Image.open(p) as im:
-            a = np.asarray(im.convert("RGB"))
-        h, w = a.shape[:2]
-        (encord_brightness(a), encord_contrast(a), encord_sharpness(a), encord_blur(a),
-         encord_colour(a, [(0, 10), (170, 179)]), encord_colour(a, [(35, 75)]), encord_colour(a, [(90, 130)]),
-         w * h, w / h)
+            w, h = im.size
+        (w * h, w / h)
 
 
 def lean_numpy_opencv(paths):
