@@ -3,11 +3,12 @@
 use std::{env, fs, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["framewatch/v1/frame.proto"];
+    let protos = ["framewatch/v1/frame.proto", "framewatch/v1/ingest.proto", "framewatch/v1/query.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }
-    let fds = protox::compile(protos, ["."])?;
+    // Imports included, so reflection clients can resolve google.protobuf.Timestamp too.
+    let fds = protox::Compiler::new(["."])?.include_imports(true).open_files(protos)?.file_descriptor_set();
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("framewatch_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
     tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;

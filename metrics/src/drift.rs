@@ -37,6 +37,19 @@ impl Default for DriftThresholds {
     }
 }
 
+impl DriftThresholds {
+    /// The default verdict for one metric; `None` below `min_frames` values.
+    pub fn verdict(&self, s: &MetricDrift) -> Option<bool> {
+        (s.n >= self.min_frames)
+            .then_some((s.psi >= self.psi || s.ks_statistic >= self.ks_statistic) && s.ks_p_value <= self.p_value)
+    }
+
+    /// The default verdict for a categorical of `n` observations.
+    pub fn categorical_verdict(&self, n: u64, chi: &ChiSquare) -> Option<bool> {
+        (n >= self.min_frames).then_some(chi.cramers_v >= self.cramers_v && chi.p_value <= self.p_value)
+    }
+}
+
 /// Histograms of the current frames, one per baseline metric, plus class counts.
 #[derive(Debug)]
 pub struct DriftAccumulator<'b> {
@@ -89,14 +102,7 @@ impl<'b> DriftAccumulator<'b> {
         for (name, h) in self.slots.iter().flatten() {
             let m = &self.baseline.metrics[*name];
             let stats = compare(&m.layout, &m.histogram, m.mean, m.std, h, &mut scratch);
-            let drift = if stats.n < thresholds.min_frames {
-                None
-            } else {
-                Some(
-                    (stats.psi >= thresholds.psi || stats.ks_statistic >= thresholds.ks_statistic)
-                        && stats.ks_p_value <= thresholds.p_value,
-                )
-            };
+            let drift = thresholds.verdict(&stats);
             metrics.insert(name.to_string(), MetricReport { stats, drift });
         }
         let mut categoricals = BTreeMap::new();
@@ -108,8 +114,7 @@ impl<'b> DriftAccumulator<'b> {
                 .collect();
             let n: u64 = self.classes.values().sum();
             if let Some(chi) = chi_square_homogeneity(pairs) {
-                let drift = (n >= thresholds.min_frames)
-                    .then_some(chi.cramers_v >= thresholds.cramers_v && chi.p_value <= thresholds.p_value);
+                let drift = thresholds.categorical_verdict(n, &chi);
                 categoricals.insert(
                     CLASS_CATEGORICAL.to_string(),
                     CategoricalReport { n, counts: self.classes.clone(), chi_square: chi, drift },

@@ -49,6 +49,19 @@ pub enum Command {
     Drift(DriftArgs),
     /// List the metric catalog (names, units, ranges, Encord Active equivalents).
     Metrics,
+    /// Run the streaming service: gRPC ingest and queries, Prometheus /metrics, drift per slice.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration (see framewatch.example.toml); FRAMEWATCH_* environment variables override it,
+    /// e.g. FRAMEWATCH_SERVER__GRPC_ADDR=0.0.0.0:50051 or FRAMEWATCH_BASELINE=baseline.json.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Baseline JSON (overrides `baseline` in the config).
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +158,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Score(args) => score(args),
         Command::Baseline(BaselineCommand::Build(args)) => build(args),
         Command::Drift(args) => drift(args),
+        Command::Serve(args) => {
+            let mut config = crate::config::Config::load(args.config.as_deref(), std::env::vars())?;
+            if let Some(b) = args.baseline {
+                config.baseline = Some(b);
+            }
+            crate::server::serve(config)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Metrics => {
             report::print_catalog(&MetricRegistry::standard(), &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)

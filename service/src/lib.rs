@@ -1,6 +1,17 @@
-//! framewatch: streaming data-drift monitor for computer-vision camera fleets. This crate holds the command line
-//! and (soon) the service stages; the math lives in `framewatch-metrics`.
+//! framewatch: streaming data-drift monitor for computer-vision camera fleets. The offline command line and the
+//! service stages, in the order a frame meets them:
+//! `sources::grpc -> frame (validation) -> pipeline (bounded queue, scoring pool) -> store (slice windows)
+//! -> evaluate (drift vs baseline) -> export (/metrics) ; api reads the evaluation`.
 
+pub mod api;
 pub mod cli;
+pub mod config;
+pub mod evaluate;
+pub mod export;
+pub mod frame;
 pub mod offline;
+pub mod pipeline;
 pub mod report;
+pub mod server;
+pub mod sources;
+pub mod store;

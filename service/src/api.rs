@@ -1,0 +1,167 @@
+//! The query API (gRPC): slices, slice summaries, a ranked drift report and the metric catalog, all read from the
+//! latest evaluation. The one place where framewatch errors become `tonic::Status`.
+
+use std::sync::{Arc, RwLock};
+
+use framewatch_metrics::MetricRegistry;
+use framewatch_proto::v1::query_service_server::QueryService;
+use framewatch_proto::v1::{
+    CategoricalSummary, DriftEntry, DriftReport, GetDriftReportRequest, GetSliceSummaryRequest, ListMetricsRequest,
+    ListMetricsResponse, ListSlicesRequest, ListSlicesResponse, MetricDescription, MetricSummary, SliceInfo,
+    SliceSummary,
+};
+use tonic::{Request, Response, Status};
+
+use crate::evaluate::{Evaluation, MetricEval, SliceEval};
+
+#[derive(Debug, Clone)]
+pub struct QueryApi {
+    pub evaluation: Arc<RwLock<Arc<Evaluation>>>,
+    pub registry: Arc<MetricRegistry>,
+}
+
+fn ts(secs: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds: secs, nanos: 0 })
+}
+
+fn metric_summary(m: &MetricEval) -> MetricSummary {
+    let s = &m.stats;
+    MetricSummary {
+        metric: m.name.to_string(),
+        n: s.n,
+        missing: m.missing,
+        mean: s.mean,
+        baseline_mean: s.baseline_mean,
+        baseline_std: m.baseline_std,
+        psi: s.psi,
+        ks_statistic: s.ks_statistic,
+        ks_p_value: s.ks_p_value,
+        js_distance: s.js_distance,
+        wasserstein_norm: s.wasserstein_norm,
+        outliers_moderate: s.outliers_moderate,
+        outliers_severe: s.outliers_severe,
+        drift: m.drift,
+    }
+}
+
+fn slice_summary(s: &SliceEval, evaluated_at: i64) -> SliceSummary {
+    SliceSummary {
+        slice: s.key.to_string(),
+        frames: s.frames,
+        window_start: ts(s.window_start_secs),
+        window_end: ts(s.window_end_secs),
+        evaluated_at: ts(evaluated_at),
+        metrics: s.metrics.iter().map(metric_summary).collect(),
+        categoricals: s
+            .classes
+            .iter()
+            .map(|c| CategoricalSummary {
+                name: "class".into(),
+                counts: c.counts.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                chi_square: c.chi_square.statistic,
+                chi_square_p_value: c.chi_square.p_value,
+                cramers_v: c.chi_square.cramers_v,
+                drift: c.drift,
+            })
+            .collect(),
+    }
+}
+
+impl QueryApi {
+    fn current(&self) -> Arc<Evaluation> {
+        self.evaluation.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+#[tonic::async_trait]
+impl QueryService for QueryApi {
+    async fn list_slices(&self, req: Request<ListSlicesRequest>) -> Result<Response<ListSlicesResponse>, Status> {
+        let req = req.into_inner();
+        let eval = self.current();
+        let matching: Vec<&SliceEval> = eval.slices.iter().filter(|s| s.key.contains(&req.filter)).collect();
+        let start: usize = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token.parse().map_err(|_| Status::invalid_argument("page_token is not one this server issued"))?
+        };
+        let size = match req.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let page: Vec<SliceInfo> = matching
+            .iter()
+            .skip(start)
+            .take(size)
+            .map(|s| SliceInfo { key: s.key.to_string(), frames: s.frames, last_frame_time: ts(s.last_seen_secs) })
+            .collect();
+        let next = start + page.len();
+        Ok(Response::new(ListSlicesResponse {
+            next_page_token: if next < matching.len() { next.to_string() } else { String::new() },
+            total: matching.len() as u64,
+            slices: page,
+        }))
+    }
+
+    async fn get_slice_summary(&self, req: Request<GetSliceSummaryRequest>) -> Result<Response<SliceSummary>, Status> {
+        let key = req.into_inner().slice;
+        let eval = self.current();
+        let s = eval.slice(&key).ok_or_else(|| {
+            Status::not_found(format!("no slice {key:?} in the current window (ListSlices shows the live ones)"))
+        })?;
+        Ok(Response::new(slice_summary(s, eval.evaluated_at_secs)))
+    }
+
+    async fn get_drift_report(&self, req: Request<GetDriftReportRequest>) -> Result<Response<DriftReport>, Status> {
+        let req = req.into_inner();
+        let key: fn(&MetricEval) -> f64 = match req.rank_by.as_str() {
+            "" | "psi" => |m| m.stats.psi,
+            "ks_statistic" => |m| m.stats.ks_statistic,
+            "js_distance" => |m| m.stats.js_distance,
+            "wasserstein_norm" => |m| m.stats.wasserstein_norm.unwrap_or(0.0),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "rank_by {other:?}: use psi, ks_statistic, js_distance or wasserstein_norm"
+                )));
+            }
+        };
+        let eval = self.current();
+        let mut rows: Vec<(&SliceEval, &MetricEval)> = eval
+            .slices
+            .iter()
+            .filter(|s| s.key.contains(&req.slice_filter))
+            .flat_map(|s| s.metrics.iter().map(move |m| (s, m)))
+            // Windows with fewer than min_frames values have no verdict; their PSI is mostly sampling noise.
+            .filter(|(_, m)| m.drift.is_some())
+            .collect();
+        rows.sort_by(|a, b| key(b.1).total_cmp(&key(a.1)));
+        let limit = if req.limit == 0 { 20 } else { req.limit as usize };
+        Ok(Response::new(DriftReport {
+            entries: rows
+                .into_iter()
+                .take(limit)
+                .map(|(s, m)| DriftEntry { slice: s.key.to_string(), summary: Some(metric_summary(m)) })
+                .collect(),
+            evaluated_at: ts(eval.evaluated_at_secs),
+        }))
+    }
+
+    async fn list_metrics(&self, _req: Request<ListMetricsRequest>) -> Result<Response<ListMetricsResponse>, Status> {
+        Ok(Response::new(ListMetricsResponse {
+            metrics: self
+                .registry
+                .infos()
+                .map(|m| MetricDescription {
+                    name: m.name.into(),
+                    kind: format!("{:?}", m.kind).to_lowercase(),
+                    unit: m.unit.into(),
+                    range: m.range.into(),
+                    description: m.description.into(),
+                    encord_equivalent: m.encord.unwrap_or_default().into(),
+                })
+                .collect(),
+        }))
+    }
+}

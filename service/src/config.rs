@@ -1,0 +1,339 @@
+//! Service configuration: one TOML file with documented defaults, overridable by `FRAMEWATCH_*` environment
+//! variables, validated at start-up with errors that name the key. Tests build `Config` values in code.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// Baseline JSON written by `framewatch baseline build`. Required for `serve`.
+    pub baseline: Option<PathBuf>,
+    pub pipeline: PipelineConfig,
+    pub ingest: IngestConfig,
+    pub windows: WindowConfig,
+    pub slices: SliceConfig,
+    pub evaluation: EvaluationConfig,
+    pub prometheus: PrometheusConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC (ingest, queries, health, reflection). Port 0 picks a free port.
+    pub grpc_addr: SocketAddr,
+    /// HTTP: /metrics, /healthz, /readyz.
+    pub http_addr: SocketAddr,
+    /// On SIGTERM/SIGINT: health goes NOT_SERVING, in-flight frames drain for at most this long.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Frames waiting for a scoring worker. When full, ingest waits (gRPC flow control slows the client).
+    pub queue_capacity: usize,
+    /// Scoring threads; 0 = one per core.
+    pub workers: usize,
+    /// Largest accepted encoded image.
+    pub max_image_bytes: usize,
+    /// Largest accepted width * height.
+    pub max_image_pixels: u64,
+    /// Analysis resolution; must equal the baseline's (checked at start-up).
+    pub max_side: Option<u32>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            queue_capacity: 256,
+            workers: 0,
+            max_image_bytes: 16 << 20,
+            max_image_pixels: 50_000_000,
+            max_side: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Frames captured more than this far in the future (clock skew) are rejected.
+    pub max_future_secs: u64,
+    /// Frames captured longer ago than this are rejected outright (`too_old`).
+    pub max_age_secs: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { max_future_secs: 300, max_age_secs: 7 * 86_400 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Sliding window length, by capture time.
+    pub length_secs: u64,
+    /// The window slides in steps of this (sub-window size). `length_secs` must be a multiple.
+    pub step_secs: u64,
+    /// A frame captured this long before "now" still lands in its window; older frames are counted as late.
+    pub allowed_lateness_secs: u64,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig { length_secs: 900, step_secs: 60, allowed_lateness_secs: 300 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SliceConfig {
+    /// Label dimensions that form slices, alone or combined with '+': "camera_id", "site", "site+model_version".
+    /// `camera_id` and `model_version` come from the frame's fields, anything else from its labels.
+    pub dimensions: Vec<String>,
+    /// Slices defined by a metric: name = "metric < value" (operators < <= > >=).
+    pub predicates: BTreeMap<String, String>,
+    /// At most this many slices; the idlest is evicted to make room (counted and logged).
+    pub max_slices: usize,
+    /// A slice with no frame for this long is evicted.
+    pub idle_evict_secs: u64,
+}
+
+impl Default for SliceConfig {
+    fn default() -> Self {
+        SliceConfig {
+            dimensions: vec!["camera_id".into(), "site".into(), "model_version".into()],
+            predicates: BTreeMap::new(),
+            max_slices: 2000,
+            idle_evict_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvaluationConfig {
+    /// Seconds between drift evaluations.
+    pub interval_secs: f64,
+    /// Fewer values than this in a window: statistics are reported, the verdict is not.
+    pub min_frames: u64,
+    pub psi_threshold: f64,
+    pub ks_threshold: f64,
+    pub p_value: f64,
+}
+
+impl Default for EvaluationConfig {
+    fn default() -> Self {
+        EvaluationConfig { interval_secs: 5.0, min_frames: 100, psi_threshold: 0.25, ks_threshold: 0.2, p_value: 1e-3 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Slice dimensions whose slices get per-slice series on /metrics ("global" always does).
+    /// Everything stays queryable over gRPC.
+    pub export_dimensions: Vec<String>,
+    /// Upper bound on per-(slice, metric) series; slices past it are not exported (counted).
+    pub series_budget: usize,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig { export_dimensions: vec!["camera_id".into(), "site".into()], series_budget: 20_000 }
+    }
+}
+
+/// A metric predicate: `metric OP threshold`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predicate {
+    pub name: String,
+    pub metric: String,
+    pub op: framewatch_metrics::drift::Comparison,
+    pub threshold: f64,
+}
+
+pub fn parse_predicate(name: &str, text: &str) -> anyhow::Result<Predicate> {
+    use framewatch_metrics::drift::Comparison;
+    let ops = [("<=", Comparison::Le), (">=", Comparison::Ge), ("<", Comparison::Lt), (">", Comparison::Gt)];
+    for (sym, op) in ops {
+        if let Some((m, v)) = text.split_once(sym) {
+            let threshold: f64 = v.trim().parse().with_context(|| {
+                format!("slices.predicates.{name}: {:?} is not a number (write e.g. \"brightness < 0.25\")", v.trim())
+            })?;
+            return Ok(Predicate { name: name.to_string(), metric: m.trim().to_string(), op, threshold });
+        }
+    }
+    bail!("slices.predicates.{name}: {text:?} has no comparison (write e.g. \"brightness < 0.25\")")
+}
+
+impl Config {
+    /// Reads a TOML file (or starts from defaults), applies `FRAMEWATCH_*` overrides from `env`, validates.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut doc: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
+                text.parse().with_context(|| format!("{}: not valid TOML", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, value) in env {
+            if let Some(rest) = key.strip_prefix("FRAMEWATCH_") {
+                apply_override(&mut doc, rest, &value)?;
+            }
+        }
+        let cfg: Config = toml::Value::Table(doc).try_into().context("invalid configuration")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let w = &self.windows;
+        if w.step_secs == 0 || w.length_secs == 0 || !w.length_secs.is_multiple_of(w.step_secs) {
+            bail!(
+                "windows.length_secs ({}) must be a positive multiple of windows.step_secs ({})",
+                w.length_secs,
+                w.step_secs
+            );
+        }
+        if w.length_secs / w.step_secs > 1440 {
+            bail!("windows: at most 1440 steps per window (length_secs / step_secs)");
+        }
+        if w.allowed_lateness_secs > w.length_secs {
+            bail!(
+                "windows.allowed_lateness_secs ({}) cannot exceed windows.length_secs ({})",
+                w.allowed_lateness_secs,
+                w.length_secs
+            );
+        }
+        if self.pipeline.queue_capacity == 0 {
+            bail!("pipeline.queue_capacity must be at least 1");
+        }
+        if !(self.evaluation.interval_secs > 0.0 && self.evaluation.interval_secs <= 3600.0) {
+            bail!("evaluation.interval_secs must be in (0, 3600]");
+        }
+        if self.slices.max_slices == 0 {
+            bail!("slices.max_slices must be at least 1");
+        }
+        for d in self.slices.dimensions.iter().chain(&self.prometheus.export_dimensions) {
+            if d.is_empty()
+                || d.split('+').any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            {
+                bail!("slices.dimensions: {d:?} is not a label name or a '+'-joined combination of label names");
+            }
+        }
+        for (name, text) in &self.slices.predicates {
+            parse_predicate(name, text)?;
+        }
+        Ok(())
+    }
+
+    pub fn predicates(&self) -> Vec<Predicate> {
+        self.slices.predicates.iter().filter_map(|(n, t)| parse_predicate(n, t).ok()).collect()
+    }
+}
+
+/// `SERVER__GRPC_ADDR=...` sets `server.grpc_addr`; a single segment (`BASELINE`) sets a top-level key. The value
+/// is read as a TOML value when it parses as one (numbers, booleans, arrays), else as a string.
+fn apply_override(doc: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
+    let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    if path.iter().any(String::is_empty) {
+        bail!("environment variable FRAMEWATCH_{key}: empty key segment");
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let mut table = doc;
+    for seg in &path[..path.len() - 1] {
+        let entry = table.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .with_context(|| format!("environment variable FRAMEWATCH_{key}: {seg} is not a table"))?;
+    }
+    table.insert(path[path.len() - 1].clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_bind_to_loopback_and_validate() {
+        let c = Config::load(None, env(&[])).expect("defaults");
+        assert_eq!(c.server.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.server.http_addr.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.windows.length_secs, 900);
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("FRAMEWATCH_SERVER__GRPC_ADDR", "127.0.0.1:0"),
+                ("FRAMEWATCH_PIPELINE__WORKERS", "3"),
+                ("FRAMEWATCH_BASELINE", "/tmp/b.json"),
+                ("FRAMEWATCH_SLICES__DIMENSIONS", "[\"camera_id\"]"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .expect("overrides");
+        assert_eq!(c.server.grpc_addr.port(), 0);
+        assert_eq!(c.pipeline.workers, 3);
+        assert_eq!(c.baseline, Some(PathBuf::from("/tmp/b.json")));
+        assert_eq!(c.slices.dimensions, vec!["camera_id".to_string()]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = std::env::temp_dir().join(format!("fw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, "[windows]\nlength_secs = 100\nstep_secs = 60\n").expect("write");
+        let e = Config::load(Some(&p), env(&[])).expect_err("not a multiple");
+        assert!(e.to_string().contains("windows.length_secs"), "{e}");
+        std::fs::write(&p, "[server]\ngrpc_adr = \"x\"\n").expect("write");
+        let e = format!("{:#}", Config::load(Some(&p), env(&[])).expect_err("typo"));
+        assert!(e.contains("grpc_adr"), "{e}");
+        std::fs::write(&p, "[slices.predicates]\ndark = \"brightness ~ 3\"\n").expect("write");
+        let e = Config::load(Some(&p), env(&[])).expect_err("bad predicate");
+        assert!(e.to_string().contains("slices.predicates.dark"), "{e}");
+        let e =
+            format!("{:#}", Config::load(None, env(&[("FRAMEWATCH_PIPELINE__WORKERS", "many")])).expect_err("type"));
+        assert!(e.contains("workers"), "{e}");
+    }
+
+    #[test]
+    fn predicates_parse() {
+        let p = parse_predicate("dark", "brightness < 0.25").expect("parse");
+        assert_eq!((p.metric.as_str(), p.threshold), ("brightness", 0.25));
+        assert!(parse_predicate("x", "brightness <= abc").is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! Prometheus exposition. Ingest counters are ordinary prometheus-client metrics updated as frames flow; drift
+//! statistics are rendered at scrape time from the latest evaluation (a collector), so a slice that left the
+//! window disappears from /metrics instead of lingering as a stale series. Label cardinality is bounded by
+//! `prometheus.export_dimensions` and `prometheus.series_budget`.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::evaluate::Evaluation;
+use crate::store::WindowStore;
+
+type SourceLabel = [(&'static str, &'static str); 1];
+type ReasonLabels = [(&'static str, &'static str); 2];
+
+/// Ingest-side metrics, shared by every source and worker.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    pub received: Family<SourceLabel, Counter>,
+    pub accepted: Family<SourceLabel, Counter>,
+    pub rejected: Family<ReasonLabels, Counter>,
+    pub queue_depth: Gauge,
+    pub scoring_seconds: Histogram,
+}
+
+impl Telemetry {
+    /// Registers everything in `registry` (which must not already hold framewatch's metrics).
+    pub fn register(registry: &mut Registry, queue_capacity: usize) -> Telemetry {
+        let t = Telemetry {
+            received: Family::default(),
+            accepted: Family::default(),
+            rejected: Family::default(),
+            queue_depth: Gauge::default(),
+            scoring_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+        };
+        registry.register("framewatch_frames_received", "Frames received, by source", t.received.clone());
+        registry.register("framewatch_frames_accepted", "Frames scored and recorded, by source", t.accepted.clone());
+        registry.register(
+            "framewatch_frames_rejected",
+            "Frames refused, by source and reason (see README for the reasons)",
+            t.rejected.clone(),
+        );
+        registry.register("framewatch_queue_depth", "Frames waiting for a scoring worker", t.queue_depth.clone());
+        let capacity: Gauge = Gauge::default();
+        capacity.set(queue_capacity as i64);
+        registry.register("framewatch_queue_capacity", "Capacity of the scoring queue", capacity);
+        registry.register(
+            "framewatch_scoring_duration_seconds",
+            "Time to decode and score one frame (worker thread)",
+            t.scoring_seconds.clone(),
+        );
+        t
+    }
+
+    pub fn reject(&self, source: &'static str, reason: &'static str) {
+        self.rejected.get_or_create(&[("source", source), ("reason", reason)]).inc();
+    }
+}
+
+/// Renders drift statistics and store counters on each scrape.
+#[derive(Debug)]
+pub struct DriftCollector {
+    pub evaluation: Arc<RwLock<Arc<Evaluation>>>,
+    pub store: Arc<Mutex<WindowStore>>,
+    /// Slice dimensions exported per slice (e.g. "camera_id", "site"); "global" always is.
+    pub export_dimensions: Vec<String>,
+    pub series_budget: usize,
+}
+
+fn dimension_of(key: &str) -> String {
+    if key == crate::store::GLOBAL {
+        return "global".into();
+    }
+    if let Some(p) = key.strip_prefix("predicate=") {
+        return format!("predicate:{p}");
+    }
+    key.split(',').map(|kv| kv.split('=').next().unwrap_or("")).collect::<Vec<_>>().join("+")
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&'static str, String)>, f64)],
+) -> std::fmt::Result {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut fam = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        ConstGauge::new(*v).encode(fam.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for DriftCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (counters, slices) = match self.store.lock() {
+            Ok(s) => (s.counters(), s.slice_count()),
+            Err(p) => (p.get_ref().counters(), p.get_ref().slice_count()),
+        };
+        let c = ConstCounter::new(counters.late);
+        c.encode(enc.encode_descriptor(
+            "framewatch_frames_late",
+            "Frames captured before the allowed lateness: counted, not mixed into windows",
+            None,
+            c.metric_type(),
+        )?)?;
+        let ev = ConstCounter::new(counters.evicted_capacity + counters.evicted_idle);
+        ev.encode(enc.encode_descriptor(
+            "framewatch_slices_evicted",
+            "Slices forgotten (slice cap reached, or idle)",
+            None,
+            ev.metric_type(),
+        )?)?;
+        let g = ConstGauge::new(slices as i64);
+        g.encode(enc.encode_descriptor("framewatch_slices_active", "Slices held in memory", None, g.metric_type())?)?;
+
+        let eval = self.evaluation.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut budget = self.series_budget;
+        let mut skipped = 0u64;
+        let (mut frames, mut mean, mut psi, mut ks, mut js, mut wn, mut om, mut os, mut drift) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut baseline_mean = vec![];
+        for s in &eval.slices {
+            let dim = dimension_of(&s.key);
+            let exported = &*s.key == crate::store::GLOBAL
+                || dim.starts_with("predicate:")
+                || self.export_dimensions.contains(&dim);
+            if !exported {
+                continue;
+            }
+            if budget < s.metrics.len() + 1 {
+                skipped += 1;
+                continue;
+            }
+            budget -= s.metrics.len() + 1;
+            let base = vec![("slice", s.key.to_string()), ("dimension", dim.clone())];
+            frames.push((base.clone(), s.frames as f64));
+            for m in &s.metrics {
+                let mut l = base.clone();
+                l.push(("metric", m.name.to_string()));
+                if let Some(v) = m.stats.mean {
+                    mean.push((l.clone(), v));
+                }
+                psi.push((l.clone(), m.stats.psi));
+                ks.push((l.clone(), m.stats.ks_statistic));
+                js.push((l.clone(), m.stats.js_distance));
+                if let Some(w) = m.stats.wasserstein_norm {
+                    wn.push((l.clone(), w));
+                }
+                let mut lm = l.clone();
+                lm.push(("severity", "moderate".into()));
+                om.push((lm, m.stats.outliers_moderate));
+                let mut ls = l.clone();
+                ls.push(("severity", "severe".into()));
+                os.push((ls, m.stats.outliers_severe));
+                if let Some(d) = m.drift {
+                    drift.push((l, if d { 1.0 } else { 0.0 }));
+                }
+            }
+        }
+        if let Some(g) = eval.slices.iter().find(|s| &*s.key == crate::store::GLOBAL) {
+            for m in &g.metrics {
+                baseline_mean.push((vec![("metric", m.name.to_string())], m.stats.baseline_mean));
+            }
+        }
+        om.extend(os);
+        gauge(&mut enc, "framewatch_window_frames", "Frames in the slice's current window", &frames)?;
+        gauge(&mut enc, "framewatch_window_mean", "Mean of the metric over the slice's window", &mean)?;
+        gauge(&mut enc, "framewatch_baseline_mean", "Mean of the metric in the training baseline", &baseline_mean)?;
+        gauge(&mut enc, "framewatch_drift_psi", "Population stability index vs baseline (deciles + tails)", &psi)?;
+        gauge(&mut enc, "framewatch_drift_ks_statistic", "Two-sample KS statistic vs baseline", &ks)?;
+        gauge(&mut enc, "framewatch_drift_js_distance", "Jensen-Shannon distance vs baseline, base 2", &js)?;
+        gauge(&mut enc, "framewatch_drift_wasserstein_norm", "Wasserstein-1 distance / baseline std", &wn)?;
+        gauge(&mut enc, "framewatch_outlier_share", "Share of window values outside the baseline IQR fences", &om)?;
+        gauge(&mut enc, "framewatch_drift_detected", "1 when the default drift verdict holds, 0 when not", &drift)?;
+        let sk = ConstGauge::new(skipped as i64);
+        sk.encode(enc.encode_descriptor(
+            "framewatch_slices_unexported",
+            "Slices whose per-slice series were left out by prometheus.series_budget at the last scrape",
+            None,
+            sk.metric_type(),
+        )?)?;
+        let at = ConstGauge::new(eval.evaluated_at_secs as f64);
+        at.encode(enc.encode_descriptor(
+            "framewatch_last_evaluation_timestamp_seconds",
+            "When drift was last evaluated (Unix time)",
+            None,
+            at.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! gRPC ingest: a client-streaming fleet RPC with one ordered acknowledgement per frame, and a unary RPC.
+//! Validation happens here (cheap, before queueing); scoring outcomes come back from the workers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use framewatch_proto::v1::ingest_service_server::IngestService;
+use framewatch_proto::v1::{Ack, Frame};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::config::IngestConfig;
+use crate::export::Telemetry;
+use crate::frame::{Clock, Rejection, Source, from_proto};
+use crate::pipeline::{Job, Outcome, PipelineHandle};
+
+#[derive(Debug, Clone)]
+pub struct GrpcIngest {
+    pub pipeline: PipelineHandle,
+    pub telemetry: Telemetry,
+    pub clock: Arc<dyn Clock>,
+    pub config: IngestConfig,
+}
+
+/// An acknowledgement not yet known: either decided at validation, or waiting for a worker.
+enum Pending {
+    Ready(Outcome),
+    Waiting(oneshot::Receiver<Outcome>),
+}
+
+impl GrpcIngest {
+    /// Validates and queues one frame; returns what the acknowledgement will be based on.
+    async fn accept(&self, frame: Frame) -> Pending {
+        self.telemetry.received.get_or_create(&[("source", Source::Grpc.as_str())]).inc();
+        match from_proto(frame, Source::Grpc, self.clock.now(), &self.config) {
+            Err(r) => {
+                self.telemetry.reject(Source::Grpc.as_str(), r.reason);
+                Pending::Ready(Err(r))
+            }
+            Ok(f) => {
+                let (tx, rx) = oneshot::channel();
+                match self.pipeline.submit(Job { frame: f, reply: Some(tx) }).await {
+                    Ok(()) => Pending::Waiting(rx),
+                    Err(_) => {
+                        self.telemetry.reject(Source::Grpc.as_str(), "shutting_down");
+                        Pending::Ready(Err(Rejection::new("shutting_down", "framewatch is shutting down")))
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn resolve(p: Pending) -> Outcome {
+    match p {
+        Pending::Ready(o) => o,
+        Pending::Waiting(rx) => {
+            rx.await.unwrap_or_else(|_| Err(Rejection::new("internal", "the scoring worker stopped")))
+        }
+    }
+}
+
+fn ack(sequence: u64, outcome: &Outcome, accepted_total: u64, rejected_total: u64) -> Ack {
+    let (accepted, reason, message) = match outcome {
+        Ok(()) => (true, String::new(), String::new()),
+        Err(r) => (false, r.reason.to_string(), r.message.clone()),
+    };
+    Ack { sequence, accepted, reason, message, accepted_total, rejected_total }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<Ack, Status>> + Send>>;
+
+/// Acknowledgements in flight per stream; past this the stream stops reading frames until acks are consumed.
+const PENDING_ACKS: usize = 128;
+
+#[tonic::async_trait]
+impl IngestService for GrpcIngest {
+    type StreamFramesStream = AckStream;
+
+    async fn stream_frames(&self, request: Request<Streaming<Frame>>) -> Result<Response<AckStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (pending_tx, mut pending_rx) = mpsc::channel::<(u64, Pending)>(PENDING_ACKS);
+        let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(PENDING_ACKS);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut seq = 0u64;
+            loop {
+                match inbound.message().await {
+                    Ok(Some(frame)) => {
+                        let p = this.accept(frame).await;
+                        if pending_tx.send((seq, p)).await.is_err() {
+                            break; // the client stopped reading acknowledgements
+                        }
+                        seq += 1;
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%status, "ingest stream ended with an error");
+                        break;
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let (mut ok, mut bad) = (0u64, 0u64);
+            while let Some((seq, p)) = pending_rx.recv().await {
+                let outcome = resolve(p).await;
+                if outcome.is_ok() {
+                    ok += 1
+                } else {
+                    bad += 1
+                }
+                if out_tx.send(Ok(ack(seq, &outcome, ok, bad))).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn send_frame(&self, request: Request<Frame>) -> Result<Response<Ack>, Status> {
+        let outcome = resolve(self.accept(request.into_inner()).await).await;
+        let (ok, bad) = if outcome.is_ok() { (1, 0) } else { (0, 1) };
+        Ok(Response::new(ack(0, &outcome, ok, bad)))
+    }
+}

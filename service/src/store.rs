@@ -1,0 +1,438 @@
+//! The slice/window store: every scored frame lands, by capture time, in the sub-window of each slice it belongs
+//! to (global, label dimensions, metric predicates). A window is the ring of its last `steps` sub-windows, merged on
+//! demand, so late frames go where they were captured and nothing is ever subtracted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use framewatch_metrics::Baseline;
+use framewatch_metrics::histogram::{BinLayout, Histogram};
+
+use crate::config::{Config, Predicate};
+
+/// Slice key of the whole fleet.
+pub const GLOBAL: &str = "global";
+
+/// How frames are grouped and windowed (derived from `Config`).
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub step_secs: i64,
+    pub steps: usize,
+    pub allowed_lateness_secs: i64,
+    pub max_slices: usize,
+    pub idle_evict_secs: i64,
+    /// Each entry is one slice dimension: a list of label names joined with '+' in config.
+    pub dimensions: Vec<Vec<String>>,
+    /// Predicate slices with the registry index of their metric.
+    pub predicates: Vec<(Predicate, usize)>,
+}
+
+impl StoreSettings {
+    pub fn from_config(cfg: &Config, index_of: impl Fn(&str) -> Option<usize>) -> anyhow::Result<StoreSettings> {
+        let mut predicates = Vec::new();
+        for p in cfg.predicates() {
+            let i = index_of(&p.metric).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "slices.predicates.{}: unknown metric {:?} (see `framewatch metrics`)",
+                    p.name,
+                    p.metric
+                )
+            })?;
+            predicates.push((p, i));
+        }
+        Ok(StoreSettings {
+            step_secs: cfg.windows.step_secs as i64,
+            steps: (cfg.windows.length_secs / cfg.windows.step_secs) as usize,
+            allowed_lateness_secs: cfg.windows.allowed_lateness_secs as i64,
+            max_slices: cfg.slices.max_slices,
+            idle_evict_secs: cfg.slices.idle_evict_secs as i64,
+            dimensions: cfg.slices.dimensions.iter().map(|d| d.split('+').map(str::to_string).collect()).collect(),
+            predicates,
+        })
+    }
+}
+
+/// A scored frame as the store sees it.
+#[derive(Debug)]
+pub struct FrameRecord<'a> {
+    pub camera_id: &'a str,
+    pub model_version: &'a str,
+    pub labels: &'a HashMap<String, String>,
+    /// Capture time, Unix seconds.
+    pub capture_secs: i64,
+    /// Metric values in registry order.
+    pub values: &'a [Option<f64>],
+    pub classes: &'a [&'a str],
+}
+
+/// What happened to a frame offered to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Counted in this many slices.
+    Yes { slices: usize },
+    /// Captured before the allowed lateness: counted as late, not mixed into any window.
+    TooLate,
+}
+
+#[derive(Debug)]
+struct SubWindow {
+    /// Sub-window number (capture_secs / step); i64::MIN when the slot is empty.
+    index: i64,
+    frames: u64,
+    /// One per tracked metric, allocated on first use.
+    hists: Vec<Histogram>,
+    classes: HashMap<Arc<str>, u64>,
+}
+
+#[derive(Debug)]
+struct SliceState {
+    ring: Vec<SubWindow>,
+    last_seen_secs: i64,
+}
+
+/// Counters the store keeps for the exporter.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCounters {
+    pub recorded: u64,
+    pub late: u64,
+    pub evicted_capacity: u64,
+    pub evicted_idle: u64,
+}
+
+/// One tracked metric: its registry index, name and baseline layout.
+#[derive(Debug)]
+pub struct Tracked {
+    pub registry_index: usize,
+    pub name: Arc<str>,
+    pub layout: BinLayout,
+}
+
+/// A slice's merged window, ready for statistics.
+#[derive(Debug, Clone)]
+pub struct WindowSnapshot {
+    pub key: Arc<str>,
+    pub frames: u64,
+    pub last_seen_secs: i64,
+    pub window_start_secs: i64,
+    pub window_end_secs: i64,
+    /// Same order as `WindowStore::tracked()`.
+    pub hists: Vec<Histogram>,
+    pub classes: HashMap<Arc<str>, u64>,
+}
+
+#[derive(Debug)]
+pub struct WindowStore {
+    settings: StoreSettings,
+    tracked: Vec<Tracked>,
+    slices: HashMap<Arc<str>, SliceState>,
+    /// Interned class labels, so sub-windows share one allocation per label.
+    class_names: HashMap<String, Arc<str>>,
+    counters: StoreCounters,
+    /// Reused per frame: the slice keys it belongs to.
+    keys: Vec<String>,
+}
+
+impl WindowStore {
+    /// Tracks every metric that the baseline has; `index_of` maps names to registry indices.
+    pub fn new(settings: StoreSettings, baseline: &Baseline, index_of: impl Fn(&str) -> Option<usize>) -> WindowStore {
+        let tracked = baseline
+            .metrics
+            .iter()
+            .filter_map(|(name, m)| {
+                Some(Tracked {
+                    registry_index: index_of(name)?,
+                    name: Arc::from(name.as_str()),
+                    layout: m.layout.clone(),
+                })
+            })
+            .collect();
+        WindowStore {
+            settings,
+            tracked,
+            slices: HashMap::new(),
+            class_names: HashMap::new(),
+            counters: StoreCounters::default(),
+            keys: Vec::new(),
+        }
+    }
+
+    pub fn tracked(&self) -> &[Tracked] {
+        &self.tracked
+    }
+
+    pub fn settings(&self) -> &StoreSettings {
+        &self.settings
+    }
+
+    pub fn counters(&self) -> StoreCounters {
+        self.counters
+    }
+
+    pub fn slice_count(&self) -> usize {
+        self.slices.len()
+    }
+
+    /// Records one frame at wall-clock time `now_secs`.
+    pub fn record(&mut self, frame: &FrameRecord<'_>, now_secs: i64) -> Recorded {
+        let step = self.settings.step_secs;
+        if frame.capture_secs < now_secs - self.settings.allowed_lateness_secs {
+            self.counters.late += 1;
+            return Recorded::TooLate;
+        }
+        // A frame from slightly in the future (clock skew the ingest accepted) counts in the current sub-window.
+        let index = frame.capture_secs.min(now_secs).div_euclid(step);
+        let mut keys = std::mem::take(&mut self.keys);
+        slice_keys(&self.settings, frame, &mut keys);
+        let classes: Vec<Arc<str>> = frame.classes.iter().map(|c| self.intern(c)).collect();
+        for key in &keys {
+            self.record_in(key, index, frame, &classes, now_secs);
+        }
+        let n = keys.len();
+        self.keys = keys;
+        self.counters.recorded += 1;
+        Recorded::Yes { slices: n }
+    }
+
+    fn intern(&mut self, class: &str) -> Arc<str> {
+        if let Some(a) = self.class_names.get(class) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(class);
+        // Class vocabularies are small; cap the interner anyway so a hostile client cannot grow it without bound.
+        if self.class_names.len() < 10_000 {
+            self.class_names.insert(class.to_string(), a.clone());
+        }
+        a
+    }
+
+    fn record_in(&mut self, key: &str, index: i64, frame: &FrameRecord<'_>, classes: &[Arc<str>], now_secs: i64) {
+        if !self.slices.contains_key(key) {
+            if self.slices.len() >= self.settings.max_slices {
+                self.evict_idlest();
+            }
+            let ring = (0..self.settings.steps)
+                .map(|_| SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: HashMap::new() })
+                .collect();
+            self.slices.insert(Arc::from(key), SliceState { ring, last_seen_secs: now_secs });
+        }
+        let Some(slice) = self.slices.get_mut(key) else { return };
+        slice.last_seen_secs = slice.last_seen_secs.max(now_secs);
+        let steps = self.settings.steps as i64;
+        let slot = &mut slice.ring[index.rem_euclid(steps) as usize];
+        if slot.index != index {
+            if slot.index > index {
+                // The slot already holds a newer sub-window: this frame's is gone (cannot happen within lateness).
+                return;
+            }
+            slot.index = index;
+            slot.frames = 0;
+            slot.hists.iter_mut().for_each(Histogram::clear);
+            slot.classes.clear();
+        }
+        if slot.hists.is_empty() {
+            slot.hists = self.tracked.iter().map(|t| Histogram::new(&t.layout)).collect();
+        }
+        slot.frames += 1;
+        for (h, t) in slot.hists.iter_mut().zip(&self.tracked) {
+            h.record(&t.layout, frame.values.get(t.registry_index).copied().flatten());
+        }
+        for c in classes {
+            *slot.classes.entry(c.clone()).or_default() += 1;
+        }
+    }
+
+    fn evict_idlest(&mut self) {
+        let victim = self
+            .slices
+            .iter()
+            .filter(|(k, _)| &***k != GLOBAL)
+            .min_by_key(|(_, s)| s.last_seen_secs)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = victim {
+            tracing::info!(slice = %k, "slice evicted: slices.max_slices reached");
+            self.slices.remove(&k);
+            self.counters.evicted_capacity += 1;
+        }
+    }
+
+    /// Forgets slices without frames for `idle_evict_secs`.
+    pub fn evict_idle(&mut self, now_secs: i64) -> usize {
+        let limit = now_secs - self.settings.idle_evict_secs;
+        let before = self.slices.len();
+        self.slices.retain(|k, s| &**k == GLOBAL || s.last_seen_secs >= limit);
+        let n = before - self.slices.len();
+        self.counters.evicted_idle += n as u64;
+        n
+    }
+
+    pub fn slice_keys(&self) -> Vec<Arc<str>> {
+        self.slices.keys().cloned().collect()
+    }
+
+    /// Merges the live sub-windows of one slice (those within the window ending at `now_secs`).
+    pub fn snapshot(&self, key: &str, now_secs: i64) -> Option<WindowSnapshot> {
+        let (key, slice) = self.slices.get_key_value(key)?;
+        let step = self.settings.step_secs;
+        let end = now_secs.div_euclid(step);
+        let start = end - self.settings.steps as i64 + 1;
+        let mut hists: Vec<Histogram> = self.tracked.iter().map(|t| Histogram::new(&t.layout)).collect();
+        let mut classes = HashMap::new();
+        let mut frames = 0;
+        // Oldest first, so float sums are added in the same order every time.
+        let mut live: Vec<&SubWindow> =
+            slice.ring.iter().filter(|s| s.index >= start && s.index <= end && s.frames > 0).collect();
+        live.sort_by_key(|s| s.index);
+        for sub in live {
+            frames += sub.frames;
+            for (acc, h) in hists.iter_mut().zip(&sub.hists) {
+                acc.merge(h);
+            }
+            for (c, n) in &sub.classes {
+                *classes.entry(c.clone()).or_default() += n;
+            }
+        }
+        Some(WindowSnapshot {
+            key: key.clone(),
+            frames,
+            last_seen_secs: slice.last_seen_secs,
+            window_start_secs: start * step,
+            window_end_secs: (end + 1) * step,
+            hists,
+            classes,
+        })
+    }
+}
+
+/// Every slice key a frame belongs to: "global", one per configured dimension whose labels the frame has, and
+/// one per predicate it satisfies.
+fn slice_keys(settings: &StoreSettings, frame: &FrameRecord<'_>, out: &mut Vec<String>) {
+    out.clear();
+    out.push(GLOBAL.to_string());
+    'dims: for dim in &settings.dimensions {
+        let mut key = String::new();
+        for (i, label) in dim.iter().enumerate() {
+            let value = match label.as_str() {
+                "camera_id" => frame.camera_id,
+                "model_version" if !frame.model_version.is_empty() => frame.model_version,
+                other => match frame.labels.get(other) {
+                    Some(v) => v.as_str(),
+                    None => continue 'dims,
+                },
+            };
+            if value.is_empty() {
+                continue 'dims;
+            }
+            if i > 0 {
+                key.push(',');
+            }
+            key.push_str(label);
+            key.push('=');
+            key.push_str(value);
+        }
+        out.push(key);
+    }
+    for (p, idx) in &settings.predicates {
+        if let Some(v) = frame.values.get(*idx).copied().flatten()
+            && p.op.holds(v, p.threshold)
+        {
+            out.push(format!("predicate={}", p.name));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use framewatch_metrics::{BaselineBuilder, ComparableSettings};
+
+    fn baseline() -> Baseline {
+        let mut b = BaselineBuilder::new(
+            vec!["brightness".into(), "confidence_mean".into()],
+            ComparableSettings::default(),
+            100,
+        );
+        for i in 0..1000 {
+            b.add(&[Some(0.3 + (i % 100) as f64 / 250.0), Some(0.9)], ["car"]);
+        }
+        b.finish("t".into(), "v".into(), "s".into()).expect("baseline")
+    }
+
+    fn store(max_slices: usize) -> WindowStore {
+        let cfg = Config {
+            slices: crate::config::SliceConfig {
+                dimensions: vec!["camera_id".into(), "site+model_version".into()],
+                predicates: [("dark".to_string(), "brightness < 0.25".to_string())].into(),
+                max_slices,
+                idle_evict_secs: 600,
+            },
+            ..Config::default()
+        };
+        let index = |n: &str| ["brightness", "confidence_mean"].iter().position(|m| *m == n);
+        WindowStore::new(StoreSettings::from_config(&cfg, index).expect("settings"), &baseline(), index)
+    }
+
+    fn rec<'a>(cam: &'a str, labels: &'a HashMap<String, String>, t: i64, v: &'a [Option<f64>]) -> FrameRecord<'a> {
+        FrameRecord { camera_id: cam, model_version: "v1", labels, capture_secs: t, values: v, classes: &["car"] }
+    }
+
+    #[test]
+    fn frames_land_in_every_matching_slice_and_window() {
+        let mut s = store(100);
+        let labels: HashMap<String, String> = [("site".to_string(), "lot-7".to_string())].into();
+        let now = 1_000_000;
+        assert_eq!(s.record(&rec("cam-1", &labels, now, &[Some(0.2), Some(0.5)]), now), Recorded::Yes { slices: 4 });
+        assert_eq!(s.record(&rec("cam-1", &labels, now - 10, &[Some(0.5), None]), now), Recorded::Yes { slices: 3 });
+        let mut keys: Vec<String> = s.slice_keys().iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        assert_eq!(keys, ["camera_id=cam-1", "global", "predicate=dark", "site=lot-7,model_version=v1"]);
+        let g = s.snapshot(GLOBAL, now).expect("global");
+        assert_eq!(g.frames, 2);
+        assert_eq!(g.hists[0].n, 2);
+        assert_eq!((g.hists[1].n, g.hists[1].missing), (1, 1));
+        assert_eq!(g.classes.values().sum::<u64>(), 2);
+        assert_eq!(s.snapshot("predicate=dark", now).expect("dark").frames, 1);
+    }
+
+    #[test]
+    fn late_frames_go_where_captured_within_lateness_and_are_counted_beyond() {
+        let mut s = store(100);
+        let labels = HashMap::new();
+        let now = 1_000_000;
+        s.record(&rec("c", &labels, now - 200, &[Some(0.5), None]), now);
+        assert_eq!(s.record(&rec("c", &labels, now - 301, &[Some(0.5), None]), now), Recorded::TooLate);
+        assert_eq!(s.counters().late, 1);
+        // 15 minutes later the frame captured at now-200 has left the window
+        assert_eq!(s.snapshot(GLOBAL, now).expect("g").frames, 1);
+        assert_eq!(s.snapshot(GLOBAL, now + 900).expect("g").frames, 0);
+    }
+
+    #[test]
+    fn the_window_slides_by_capture_time() {
+        let mut s = store(100);
+        let labels = HashMap::new();
+        let t0 = 600_000; // a multiple of the 60 s step
+        for minute in 0..20 {
+            let t = t0 + minute * 60;
+            s.record(&rec("c", &labels, t, &[Some(0.5), None]), t);
+        }
+        // window of 15 one-minute steps ending at the last frame
+        let snap = s.snapshot(GLOBAL, t0 + 19 * 60).expect("g");
+        assert_eq!(snap.frames, 15);
+        assert_eq!(snap.window_end_secs - snap.window_start_secs, 900);
+    }
+
+    #[test]
+    fn slice_cap_evicts_the_idlest_and_idle_slices_expire() {
+        let mut s = store(3);
+        let labels = HashMap::new();
+        for (i, cam) in ["a", "b", "c", "d"].iter().enumerate() {
+            let t = 1_000 + i as i64;
+            s.record(&rec(cam, &labels, t, &[Some(0.5), None]), t);
+        }
+        assert_eq!(s.slice_count(), 3);
+        assert!(s.snapshot(GLOBAL, 1_004).is_some(), "global is never evicted");
+        assert!(s.counters().evicted_capacity >= 2);
+        assert_eq!(s.evict_idle(1_004 + 601), 2);
+        assert_eq!(s.slice_count(), 1);
+    }
+}

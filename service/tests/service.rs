@@ -1,0 +1,321 @@
+//! The service started in-process on port 0 and driven by a real gRPC client: stream frames with known drift,
+//! check acknowledgements (including every bad-input reason), the drift statistics over the query API and on
+//! /metrics, health, and graceful shutdown. Time is a manual clock, so windows do not depend on the wall clock.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use framewatch::config::Config;
+use framewatch::frame::ManualClock;
+use framewatch::server::Service;
+use framewatch_proto::v1::ingest_service_client::IngestServiceClient;
+use framewatch_proto::v1::query_service_client::QueryServiceClient;
+use framewatch_proto::v1::{
+    self, Frame, GetDriftReportRequest, GetSliceSummaryRequest, ListMetricsRequest, ListSlicesRequest,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NOW: i64 = 1_795_000_000;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn config() -> Config {
+    let mut c = Config { baseline: Some(root().join("examples/baseline.json")), ..Config::default() };
+    c.server.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+    c.server.http_addr = "127.0.0.1:0".parse().expect("addr");
+    c.server.shutdown_grace_secs = 5;
+    c.pipeline.workers = 2;
+    c.pipeline.queue_capacity = 8;
+    c.evaluation.interval_secs = 3600.0; // the test evaluates explicitly
+    c.slices.dimensions = vec!["camera_id".into(), "site".into()];
+    c.slices.predicates = [("dark".to_string(), "brightness < 0.25".to_string())].into();
+    c
+}
+
+/// Frames of one example set with their detections, as protobuf frames of one camera.
+fn frames(set: &str, camera: &str, site: &str) -> Vec<Frame> {
+    let preds: HashMap<String, Vec<serde_json::Value>> =
+        std::fs::read_to_string(root().join(format!("examples/{set}.jsonl")))
+            .expect("predictions")
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                (v["path"].as_str().expect("path").to_string(), v["detections"].as_array().cloned().unwrap_or_default())
+            })
+            .collect();
+    let mut names: Vec<_> = std::fs::read_dir(root().join("examples").join(set))
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Frame {
+            camera_id: camera.into(),
+            labels: [("site".to_string(), site.to_string())].into(),
+            capture_time: Some(prost_types::Timestamp { seconds: NOW - 200 + i as i64, nanos: 0 }),
+            content: Some(v1::frame::Content::EncodedImage(
+                std::fs::read(root().join("examples").join(set).join(name)).expect("image"),
+            )),
+            detections: preds[name]
+                .iter()
+                .map(|d| v1::Detection {
+                    x_min: d["x_min"].as_f64().expect("x") as f32,
+                    y_min: d["y_min"].as_f64().expect("y") as f32,
+                    x_max: d["x_max"].as_f64().expect("x") as f32,
+                    y_max: d["y_max"].as_f64().expect("y") as f32,
+                    class_label: d["class"].as_str().expect("class").into(),
+                    confidence: d["confidence"].as_f64().expect("conf") as f32,
+                    class_probabilities: vec![],
+                })
+                .collect(),
+            model_version: "v1".into(),
+        })
+        .collect()
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+fn bad_frames() -> Vec<(Frame, &'static str)> {
+    let ok = |f: Frame| f;
+    let base = Frame {
+        camera_id: "cam-bad".into(),
+        capture_time: Some(prost_types::Timestamp { seconds: NOW - 5, nanos: 0 }),
+        content: Some(v1::frame::Content::EncodedImage(vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3])),
+        ..Frame::default()
+    };
+    let with = |f: &dyn Fn(&mut Frame)| {
+        let mut x = base.clone();
+        f(&mut x);
+        ok(x)
+    };
+    let det = |conf: f32| v1::Detection {
+        x_min: 0.1,
+        y_min: 0.1,
+        x_max: 0.2,
+        y_max: 0.2,
+        class_label: "car".into(),
+        confidence: conf,
+        class_probabilities: vec![],
+    };
+    vec![
+        (with(&|f| f.camera_id = String::new()), "missing_camera_id"),
+        (base.clone(), "truncated_image"),
+        (with(&|f| f.content = Some(v1::frame::Content::EncodedImage(b"GIF89a....".to_vec()))), "unsupported_format"),
+        (
+            with(&|f| {
+                f.content = None;
+                f.detections = vec![det(f32::NAN)];
+            }),
+            "invalid_confidence",
+        ),
+        (
+            with(&|f| {
+                f.content = None;
+                f.detections = vec![det(1.7)];
+            }),
+            "invalid_confidence",
+        ),
+        (
+            with(&|f| f.capture_time = Some(prost_types::Timestamp { seconds: NOW + 3600, nanos: 0 })),
+            "future_timestamp",
+        ),
+        (with(&|f| f.capture_time = Some(prost_types::Timestamp { seconds: NOW - 30 * 86_400, nanos: 0 })), "too_old"),
+        (
+            with(&|f| {
+                f.capture_time = Some(prost_types::Timestamp { seconds: NOW - 3_000, nanos: 0 });
+                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
+                    values: [("brightness".to_string(), 0.5)].into(),
+                    perceptual_hash: None,
+                }));
+            }),
+            "too_late",
+        ),
+        (with(&|f| f.content = None), "empty_frame"),
+        (
+            with(&|f| {
+                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
+                    values: [("brightness".to_string(), f64::NAN)].into(),
+                    perceptual_hash: None,
+                }))
+            }),
+            "invalid_metric_value",
+        ),
+        (
+            with(&|f| {
+                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
+                    values: [("brightnes".to_string(), 0.5)].into(),
+                    perceptual_hash: None,
+                }))
+            }),
+            "unknown_metric",
+        ),
+        (
+            with(&|f| {
+                f.content = Some(v1::frame::Content::RawImage(v1::RawImage {
+                    pixel_format: 1,
+                    width: 4,
+                    height: 4,
+                    pixels: vec![0; 10],
+                }))
+            }),
+            "bad_raw_image",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_frames_drift_is_visible_over_grpc_and_metrics_and_bad_frames_are_counted() {
+    let clock = Arc::new(ManualClock::at(NOW));
+    let svc = Service::start(config(), clock.clone()).await.expect("start");
+    let url = format!("http://{}", svc.grpc_addr);
+    let mut ingest = IngestServiceClient::connect(url.clone()).await.expect("connect");
+
+    // One stream for the fleet: a daytime camera, a night camera, and bad frames in between.
+    let mut all = frames("train", "cam-day", "lot-1");
+    all.extend(frames("night", "cam-night", "lot-2"));
+    let bad = bad_frames();
+    let mut expected: Vec<Option<&str>> = vec![None; all.len()];
+    for (i, (f, reason)) in bad.iter().enumerate() {
+        let at = 10 + i * 17;
+        all.insert(at, f.clone());
+        expected.insert(at, Some(reason));
+    }
+    let n = all.len();
+    let mut acks = ingest.stream_frames(tokio_stream::iter(all)).await.expect("stream").into_inner();
+    let mut got = Vec::new();
+    while let Some(a) = acks.message().await.expect("ack") {
+        got.push(a);
+    }
+    assert_eq!(got.len(), n, "one ack per frame, even after bad ones");
+    for (i, (a, want)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(a.sequence, i as u64);
+        match want {
+            None => assert!(a.accepted, "frame {i}: {} {}", a.reason, a.message),
+            Some(r) => {
+                assert!(!a.accepted, "frame {i} should be rejected as {r}");
+                assert_eq!(a.reason, *r, "frame {i}: {}", a.message);
+                assert!(!a.message.is_empty());
+            }
+        }
+    }
+    let last = got.last().expect("acks");
+    assert_eq!((last.accepted_total, last.rejected_total), (264, bad.len() as u64));
+
+    // unary RPC too
+    let one = frames("train", "cam-unary", "lot-1").remove(0);
+    assert!(ingest.send_frame(one).await.expect("unary").into_inner().accepted);
+
+    svc.evaluate_now().await;
+    let mut query = QueryServiceClient::connect(url).await.expect("connect");
+    let summary = |slice: &str| {
+        let mut q = query.clone();
+        let slice = slice.to_string();
+        async move { q.get_slice_summary(GetSliceSummaryRequest { slice }).await.map(|r| r.into_inner()) }
+    };
+    let night = summary("camera_id=cam-night").await.expect("night summary");
+    assert_eq!(night.frames, 120);
+    let m = |s: &v1::SliceSummary, name: &str| s.metrics.iter().find(|m| m.metric == name).cloned().expect(name);
+    for metric in ["brightness", "sharpness", "confidence_mean"] {
+        assert_eq!(m(&night, metric).drift, Some(true), "{metric} drifts at night: {:?}", m(&night, metric));
+    }
+    let day = summary("camera_id=cam-day").await.expect("day summary");
+    assert_eq!(day.frames, 144);
+    assert_eq!(m(&day, "brightness").drift, Some(false));
+    assert!(m(&day, "brightness").psi < 1e-9, "the training frames are the baseline itself");
+    assert!(night.categoricals.iter().any(|c| c.name == "class" && c.drift == Some(true)));
+    assert_eq!(summary("global").await.expect("global").frames, 265);
+    let dark = summary("predicate=dark").await.expect("dark slice");
+    assert!(dark.frames >= 100, "most night frames are dark: {}", dark.frames);
+    let missing = summary("camera_id=nope").await.expect_err("unknown slice");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    let slices = query
+        .list_slices(ListSlicesRequest { filter: "camera_id=".into(), page_size: 2, page_token: String::new() })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!((slices.slices.len(), slices.total), (2, 3));
+    let rest = query
+        .list_slices(ListSlicesRequest {
+            filter: "camera_id=".into(),
+            page_size: 2,
+            page_token: slices.next_page_token,
+        })
+        .await
+        .expect("page 2")
+        .into_inner();
+    assert_eq!(rest.slices.len(), 1);
+    assert!(rest.next_page_token.is_empty());
+
+    let report = query
+        .get_drift_report(GetDriftReportRequest { rank_by: "psi".into(), limit: 5, slice_filter: "camera_id=".into() })
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(report.entries.len(), 5);
+    assert!(report.entries.iter().all(|e| e.slice == "camera_id=cam-night"), "the night camera drifts most");
+    let catalog = query.list_metrics(ListMetricsRequest {}).await.expect("catalog").into_inner();
+    assert!(catalog.metrics.iter().any(|m| m.name == "redness"));
+
+    // Prometheus exposition
+    let (status, body) = http_get(svc.http_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("framewatch_frames_rejected_total{source=\"grpc\",reason=\"missing_camera_id\"} 1"),
+        "{body}"
+    );
+    assert!(body.contains("framewatch_frames_accepted_total{source=\"grpc\"} 265"), "{body}");
+    assert!(
+        body.contains(
+            "framewatch_drift_detected{slice=\"camera_id=cam-night\",dimension=\"camera_id\",metric=\"brightness\"} 1"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("framewatch_drift_psi{slice=\"global\",dimension=\"global\",metric=\"brightness\"}"));
+    assert!(body.contains("framewatch_frames_late_total 1"), "{body}");
+    assert_eq!(http_get(svc.http_addr, "/readyz").await.0, 200);
+    assert_eq!(http_get(svc.http_addr, "/healthz").await.0, 200);
+
+    // gRPC health
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", svc.grpc_addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("channel");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let st = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "framewatch.v1.IngestService".into() })
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(st.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    // Open client connections would hold the graceful shutdown until its grace period ends.
+    drop((ingest, query, health));
+    let grpc_addr = svc.grpc_addr;
+    let started = std::time::Instant::now();
+    svc.stop().await.expect("graceful stop");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "no connection left: shutdown does not wait for the grace period"
+    );
+    assert!(
+        IngestServiceClient::connect(format!("http://{grpc_addr}")).await.is_err(),
+        "listener closed after shutdown"
+    );
+}
