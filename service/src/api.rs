@@ -6,19 +6,48 @@ use std::sync::{Arc, RwLock};
 use framewatch_metrics::MetricRegistry;
 use framewatch_proto::v1::query_service_server::QueryService;
 use framewatch_proto::v1::{
-    CategoricalSummary, DriftEntry, DriftReport, GetDriftReportRequest, GetSliceSummaryRequest, ListMetricsRequest,
-    ListMetricsResponse, ListSlicesRequest, ListSlicesResponse, MetricDescription, MetricSummary, SliceInfo,
-    SliceSummary,
+    self as pb, CategoricalSummary, DriftEntry, DriftReport, GetDriftReportRequest, GetSliceSummaryRequest,
+    ListMetricsRequest, ListMetricsResponse, ListSlicesRequest, ListSlicesResponse, MetricDescription, MetricSummary,
+    SliceInfo, SliceSummary, WatchAlertsRequest,
 };
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::alerts::{AlertEvent, AlertSnapshot, Phase};
 use crate::evaluate::{Evaluation, MetricEval, SliceEval};
 
 #[derive(Debug, Clone)]
 pub struct QueryApi {
     pub evaluation: Arc<RwLock<Arc<Evaluation>>>,
     pub registry: Arc<MetricRegistry>,
+    pub alerts: broadcast::Sender<AlertEvent>,
+    pub alert_state: Arc<RwLock<AlertSnapshot>>,
 }
+
+pub fn alert_event(e: &AlertEvent) -> pb::AlertEvent {
+    use pb::alert_event::State;
+    pb::AlertEvent {
+        rule: e.rule.to_string(),
+        slice: e.slice.to_string(),
+        state: match e.phase {
+            Phase::Pending => State::Pending,
+            Phase::Firing => State::Firing,
+            Phase::Resolved => State::Resolved,
+        } as i32,
+        value: e.value,
+        threshold: e.threshold,
+        severity: e.severity.clone(),
+        labels: e.labels.clone().into_iter().collect(),
+        annotations: e.annotations.clone().into_iter().collect(),
+        starts_at: ts(e.starts_at_secs),
+        ends_at: e.ends_at_secs.and_then(ts),
+        at: ts(e.at_secs),
+        model_test: e.model_test,
+    }
+}
+
+type AlertStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::AlertEvent, Status>> + Send>>;
 
 fn ts(secs: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds: secs, nanos: 0 })
@@ -78,6 +107,40 @@ const MAX_PAGE: usize = 1000;
 
 #[tonic::async_trait]
 impl QueryService for QueryApi {
+    type WatchAlertsStream = AlertStream;
+
+    async fn watch_alerts(&self, req: Request<WatchAlertsRequest>) -> Result<Response<AlertStream>, Status> {
+        // Subscribe before reading the current state, so no change falls between the two.
+        let mut live = self.alerts.subscribe();
+        let current = if req.into_inner().include_current {
+            self.alert_state.read().unwrap_or_else(|p| p.into_inner()).active.clone()
+        } else {
+            Vec::new()
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            for e in &current {
+                if tx.send(Ok(alert_event(e))).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok(e) => {
+                        if tx.send(Ok(alert_event(&e))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "an alert watcher is too slow; events were skipped");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
     async fn list_slices(&self, req: Request<ListSlicesRequest>) -> Result<Response<ListSlicesResponse>, Status> {
         let req = req.into_inner();
         let eval = self.current();

@@ -20,6 +20,7 @@ pub struct Config {
     pub slices: SliceConfig,
     pub evaluation: EvaluationConfig,
     pub prometheus: PrometheusConfig,
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

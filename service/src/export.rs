@@ -14,6 +14,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::alerts::{AlertSnapshot, Phase};
+use crate::cameras::CameraTracker;
 use crate::evaluate::Evaluation;
 use crate::store::WindowStore;
 
@@ -72,6 +74,8 @@ pub struct DriftCollector {
     /// Slice dimensions exported per slice (e.g. "camera_id", "site"); "global" always is.
     pub export_dimensions: Vec<String>,
     pub series_budget: usize,
+    pub alerts: Arc<RwLock<AlertSnapshot>>,
+    pub cameras: Arc<Mutex<CameraTracker>>,
 }
 
 fn dimension_of(key: &str) -> String {
@@ -182,6 +186,51 @@ impl Collector for DriftCollector {
         gauge(&mut enc, "framewatch_drift_wasserstein_norm", "Wasserstein-1 distance / baseline std", &wn)?;
         gauge(&mut enc, "framewatch_outlier_share", "Share of window values outside the baseline IQR fences", &om)?;
         gauge(&mut enc, "framewatch_drift_detected", "1 when the default drift verdict holds, 0 when not", &drift)?;
+        let alerts = self.alerts.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let states: Vec<_> = alerts
+            .active
+            .iter()
+            .map(|a| {
+                let labels = vec![
+                    ("rule", a.rule.to_string()),
+                    ("slice", a.slice.to_string()),
+                    ("severity", a.severity.clone()),
+                ];
+                (labels, if a.phase == Phase::Firing { 2.0 } else { 1.0 })
+            })
+            .collect();
+        gauge(&mut enc, "framewatch_alert_state", "Alerts pending (1) or firing (2), by rule and slice", &states)?;
+        let tests: Vec<_> = alerts
+            .tests
+            .iter()
+            .map(|(n, s, p)| (vec![("test", n.to_string()), ("slice", s.to_string())], if *p { 1.0 } else { 0.0 }))
+            .collect();
+        gauge(&mut enc, "framewatch_model_test_passing", "Model test cases: 1 when the expectation holds", &tests)?;
+        if self.export_dimensions.iter().any(|d| d == "camera_id") {
+            let cams = self.cameras.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
+            let take = cams.len().min(budget / 3);
+            let rows = |f: &dyn Fn(&crate::cameras::CameraState) -> f64| -> Vec<(Vec<(&'static str, String)>, f64)> {
+                cams.iter().take(take).map(|(c, s)| (vec![("camera_id", c.clone())], f(s))).collect()
+            };
+            gauge(
+                &mut enc,
+                "framewatch_camera_frozen_frames",
+                "Consecutive frames showing the same picture",
+                &rows(&|s| s.frozen_frames as f64),
+            )?;
+            gauge(
+                &mut enc,
+                "framewatch_camera_moved_frames",
+                "Consecutive frames far from the camera's settled scene",
+                &rows(&|s| s.moved_frames as f64),
+            )?;
+            gauge(
+                &mut enc,
+                "framewatch_camera_frame_change",
+                "pHash distance of the last frame to the previous one, 0-1",
+                &rows(&|s| s.frame_change),
+            )?;
+        }
         let sk = ConstGauge::new(skipped as i64);
         sk.encode(enc.encode_descriptor(
             "framewatch_slices_unexported",

@@ -1,9 +1,16 @@
 //! framewatch: streaming data-drift monitor for computer-vision camera fleets. The offline command line and the
 //! service stages, in the order a frame meets them:
-//! `sources::grpc -> frame (validation) -> pipeline (bounded queue, scoring pool) -> store (slice windows)
-//! -> evaluate (drift vs baseline) -> export (/metrics) ; api reads the evaluation`.
+//!
+//! ```text
+//! sources::grpc -> frame (validation) -> pipeline (bounded queue, scoring pool)
+//!   -> store (slice windows) + cameras (frozen / moved)
+//!   -> evaluate (drift vs baseline) -> export (/metrics) + alerts (rules -> log, gRPC watch, webhook)
+//! api (queries) reads the latest evaluation
+//! ```
 
+pub mod alerts;
 pub mod api;
+pub mod cameras;
 pub mod cli;
 pub mod config;
 pub mod evaluate;
@@ -15,3 +22,4 @@ pub mod report;
 pub mod server;
 pub mod sources;
 pub mod store;
+pub mod webhook;

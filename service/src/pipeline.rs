@@ -10,6 +10,7 @@ use std::time::Instant;
 use framewatch_metrics::{FramePixels, MetricRegistry, ScoreSettings, Scorer};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cameras::CameraTracker;
 use crate::export::Telemetry;
 use crate::frame::{Clock, Content, IncomingFrame, Rejection, now_secs};
 use crate::store::{FrameRecord, Recorded, WindowStore};
@@ -65,6 +66,7 @@ pub struct WorkerContext {
     pub store: Arc<Mutex<WindowStore>>,
     pub clock: Arc<dyn Clock>,
     pub telemetry: Telemetry,
+    pub cameras: Arc<Mutex<CameraTracker>>,
 }
 
 impl Pipeline {
@@ -135,6 +137,10 @@ fn process(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, values: 
     let scored = scorer.score(pixels, &f.detections).map_err(|e| Rejection::new(e.reason(), e.to_string()))?;
     values.clear();
     values.extend_from_slice(scored.values);
+    let hash = match &f.content {
+        Content::Values { perceptual_hash, .. } => *perceptual_hash,
+        _ => scored.perceptual_hash,
+    };
     if let Content::Values { values: given, .. } = &f.content {
         for (name, v) in given {
             let Some(i) = ctx.registry.index_of(name) else {
@@ -154,6 +160,11 @@ fn process(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, values: 
     };
     let now = now_secs(ctx.clock.as_ref());
     let recorded = ctx.store.lock().unwrap_or_else(|p| p.into_inner()).record(&record, now);
+    if let (Some(h), Recorded::Yes { .. }) = (hash, recorded) {
+        // Workers run in parallel, so two frames of one camera may be observed out of order; streaks are
+        // counted in frames and tolerate that.
+        ctx.cameras.lock().unwrap_or_else(|p| p.into_inner()).observe(&f.camera_id, h, now);
+    }
     match recorded {
         Recorded::Yes { .. } => Ok(()),
         Recorded::TooLate => Err(Rejection::new(

@@ -23,7 +23,9 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{AlertEngine, AlertEvent, AlertSnapshot, Phase, build_rules};
 use crate::api::QueryApi;
+use crate::cameras::CameraTracker;
 use crate::config::Config;
 use crate::evaluate::{Evaluation, evaluate};
 use crate::export::{DriftCollector, Telemetry};
@@ -31,6 +33,7 @@ use crate::frame::{Clock, SystemClock, now_secs};
 use crate::pipeline::{Pipeline, PipelineHandle, WorkerContext};
 use crate::sources::grpc::GrpcIngest;
 use crate::store::{StoreSettings, WindowStore};
+use crate::webhook::Webhook;
 
 /// A running service.
 pub struct Service {
@@ -38,6 +41,8 @@ pub struct Service {
     pub http_addr: SocketAddr,
     pub pipeline: PipelineHandle,
     pub evaluation: Arc<RwLock<Arc<Evaluation>>>,
+    pub alerts: tokio::sync::broadcast::Sender<AlertEvent>,
+    pub alert_state: Arc<RwLock<AlertSnapshot>>,
     /// Runs one evaluation now (tests; the evaluator also runs on its interval).
     evaluate_now: Arc<dyn Fn() + Send + Sync>,
     shutdown: CancellationToken,
@@ -92,6 +97,20 @@ impl Service {
         let store_settings = StoreSettings::from_config(&config, index_of)?;
         let store = Arc::new(Mutex::new(WindowStore::new(store_settings, &baseline, index_of)));
 
+        let grpc_listener = TcpListener::bind(config.server.grpc_addr)
+            .await
+            .with_context(|| format!("cannot listen on server.grpc_addr {}", config.server.grpc_addr))?;
+        let http_listener = TcpListener::bind(config.server.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on server.http_addr {}", config.server.http_addr))?;
+        let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
+
+        let cameras = Arc::new(Mutex::new(CameraTracker::new(config.slices.max_slices)));
+        let rules = build_rules(&config.alerts, config.evaluation.min_frames, &|m| baseline.metrics.contains_key(m))?;
+        let engine = Arc::new(Mutex::new(AlertEngine::new(rules)));
+        let (alert_tx, _) = tokio::sync::broadcast::channel::<AlertEvent>(1024);
+        let alert_state: Arc<RwLock<AlertSnapshot>> = Arc::default();
+
         let mut prom = Registry::default();
         let telemetry = Telemetry::register(&mut prom, config.pipeline.queue_capacity);
         let evaluation: Arc<RwLock<Arc<Evaluation>>> = Arc::default();
@@ -100,7 +119,19 @@ impl Service {
             store: store.clone(),
             export_dimensions: config.prometheus.export_dimensions.clone(),
             series_budget: config.prometheus.series_budget,
+            alerts: alert_state.clone(),
+            cameras: cameras.clone(),
         }));
+        let webhook = if config.alerts.alertmanager_url.is_empty() {
+            None
+        } else {
+            Some(Webhook::start(
+                &config.alerts.alertmanager_url,
+                config.alerts.webhook_queue,
+                format!("http://{http_addr}/metrics"),
+                &mut prom,
+            )?)
+        };
         let prom = Arc::new(prom);
 
         let workers = match config.pipeline.workers {
@@ -116,6 +147,7 @@ impl Service {
                 store: store.clone(),
                 clock: clock.clone(),
                 telemetry: telemetry.clone(),
+                cameras: cameras.clone(),
             },
         );
 
@@ -130,19 +162,53 @@ impl Service {
         let evaluate_now: Arc<dyn Fn() + Send + Sync> = {
             let (store, baseline, evaluation, clock) =
                 (store.clone(), baseline.clone(), evaluation.clone(), clock.clone());
+            let (cameras, engine, alert_tx, alert_state) =
+                (cameras.clone(), engine.clone(), alert_tx.clone(), alert_state.clone());
+            let idle = config.slices.idle_evict_secs as i64;
+            let resend = config.alerts.resend_secs as i64;
+            let last_resend = Mutex::new(i64::MIN);
             Arc::new(move || {
-                let e = evaluate(&store, &baseline, &thresholds, now_secs(clock.as_ref()));
-                *evaluation.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(e);
+                let now = now_secs(clock.as_ref());
+                let e = Arc::new(evaluate(&store, &baseline, &thresholds, now));
+                *evaluation.write().unwrap_or_else(|p| p.into_inner()) = e.clone();
+                let cams = {
+                    let mut c = cameras.lock().unwrap_or_else(|p| p.into_inner());
+                    c.forget_idle(now - idle);
+                    c.snapshot()
+                };
+                let mut engine = engine.lock().unwrap_or_else(|p| p.into_inner());
+                let events = engine.step(&e, &cams, now);
+                for ev in &events {
+                    match ev.phase {
+                        Phase::Pending => {
+                            tracing::info!(rule = %ev.rule, slice = %ev.slice, value = ev.value, "alert pending")
+                        }
+                        Phase::Firing => {
+                            tracing::warn!(rule = %ev.rule, slice = %ev.slice, value = ev.value, severity = %ev.severity, "alert firing")
+                        }
+                        Phase::Resolved => {
+                            tracing::info!(rule = %ev.rule, slice = %ev.slice, value = ev.value, "alert resolved")
+                        }
+                    }
+                    let _ = alert_tx.send(ev.clone());
+                }
+                let snapshot = engine.snapshot(now);
+                if let Some(w) = &webhook {
+                    let mut batch: Vec<AlertEvent> = events.into_iter().filter(|e| e.phase != Phase::Pending).collect();
+                    let mut last = last_resend.lock().unwrap_or_else(|p| p.into_inner());
+                    if now.saturating_sub(*last) >= resend {
+                        *last = now;
+                        for a in snapshot.active.iter().filter(|a| a.phase == Phase::Firing) {
+                            if !batch.iter().any(|b| b.rule == a.rule && b.slice == a.slice) {
+                                batch.push(a.clone());
+                            }
+                        }
+                    }
+                    w.send(batch);
+                }
+                *alert_state.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
             })
         };
-
-        let grpc_listener = TcpListener::bind(config.server.grpc_addr)
-            .await
-            .with_context(|| format!("cannot listen on server.grpc_addr {}", config.server.grpc_addr))?;
-        let http_listener = TcpListener::bind(config.server.http_addr)
-            .await
-            .with_context(|| format!("cannot listen on server.http_addr {}", config.server.http_addr))?;
-        let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
 
         let shutdown = CancellationToken::new();
         let ready = Arc::new(AtomicBool::new(false));
@@ -160,7 +226,12 @@ impl Service {
             clock: clock.clone(),
             config: config.ingest.clone(),
         };
-        let query = QueryApi { evaluation: evaluation.clone(), registry: registry.clone() };
+        let query = QueryApi {
+            evaluation: evaluation.clone(),
+            registry: registry.clone(),
+            alerts: alert_tx.clone(),
+            alert_state: alert_state.clone(),
+        };
         let grpc_stop = CancellationToken::new();
         let grpc = tonic::transport::Server::builder()
             .add_service(health_service)
@@ -225,7 +296,17 @@ impl Service {
             tracing::info!("framewatch stopped");
             Ok(())
         });
-        Ok(Service { grpc_addr, http_addr, pipeline: handle, evaluation, evaluate_now, shutdown, task })
+        Ok(Service {
+            grpc_addr,
+            http_addr,
+            pipeline: handle,
+            evaluation,
+            alerts: alert_tx,
+            alert_state,
+            evaluate_now,
+            shutdown,
+            task,
+        })
     }
 
     /// Evaluates drift now (the interval timer keeps running too).

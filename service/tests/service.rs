@@ -313,3 +313,170 @@ async fn streamed_frames_drift_is_visible_over_grpc_and_metrics_and_bad_frames_a
         "listener closed after shutdown"
     );
 }
+
+/// A stand-in HTTP endpoint that records POST bodies (the live Alertmanager test belongs to the operations kit).
+async fn recording_endpoint() -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // read headers, then Content-Length bytes of body
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some(h) = text.find("\r\n\r\n") {
+                        let len = text[..h]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= h + 4 + len {
+                            let head = text[..h].lines().next().unwrap_or("").to_string();
+                            let body = String::from_utf8_lossy(&buf[h + 4..h + 4 + len]).into_owned();
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+                            let _ = tx.send((head, body));
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_go_pending_then_firing_then_resolve_and_reach_watchers_and_the_webhook() {
+    let (am_addr, mut posts) = recording_endpoint().await;
+    let mut cfg = config();
+    cfg.alerts.alertmanager_url = format!("http://{am_addr}");
+    let test_rule: framewatch::alerts::RuleConfig = toml::from_str(
+        r#"
+        name = "DarkFramesConfidence"
+        test = true
+        metric = "confidence_mean"
+        slice = "predicate=dark"
+        statistic = "mean"
+        op = ">="
+        threshold = 0.7
+        min_frames = 50
+        "#,
+    )
+    .expect("rule toml");
+    cfg.alerts.rules.push(test_rule);
+    let clock = Arc::new(ManualClock::at(NOW));
+    let svc = Service::start(cfg, clock.clone()).await.expect("start");
+    let url = format!("http://{}", svc.grpc_addr);
+    let mut query = QueryServiceClient::connect(url.clone()).await.expect("connect");
+    let mut watch =
+        query.watch_alerts(v1::WatchAlertsRequest { include_current: true }).await.expect("watch").into_inner();
+
+    let mut ingest = IngestServiceClient::connect(url).await.expect("connect");
+    let mut fleet = frames("night", "cam-night", "lot-2");
+    // a frozen camera: the same picture 40 times
+    let still = frames("train", "cam-frozen", "lot-1").remove(3);
+    fleet.extend(std::iter::repeat_n(still, 40));
+    let mut acks = ingest.stream_frames(tokio_stream::iter(fleet)).await.expect("stream").into_inner();
+    while let Some(a) = acks.message().await.expect("ack") {
+        assert!(a.accepted, "{}", a.message);
+    }
+
+    svc.evaluate_now().await;
+    let state = |rule: &str, slice: &str| {
+        svc.alert_state
+            .read()
+            .expect("state")
+            .active
+            .iter()
+            .find(|a| &*a.rule == rule && &*a.slice == slice)
+            .map(|a| a.phase)
+    };
+    use framewatch::alerts::Phase;
+    assert_eq!(state("BrightnessDrift", "camera_id=cam-night"), Some(Phase::Pending), "for = 120 s not yet elapsed");
+    assert_eq!(state("CameraFrozen", "camera_id=cam-frozen"), Some(Phase::Firing));
+    assert_eq!(state("DarkFramesConfidence", "predicate=dark"), Some(Phase::Firing), "the model test fails at night");
+    assert_eq!(state("BrightnessDrift", "camera_id=cam-frozen"), None, "too few frames to judge");
+
+    clock.advance(std::time::Duration::from_secs(150));
+    svc.evaluate_now().await;
+    assert_eq!(state("BrightnessDrift", "camera_id=cam-night"), Some(Phase::Firing));
+    assert_eq!(state("ConfidenceDegradation", "camera_id=cam-night"), Some(Phase::Firing));
+
+    // the watch stream saw the same story, in order
+    let mut seen = Vec::new();
+    while seen.len() < 64 {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), watch.message()).await {
+            Ok(Ok(Some(e))) => seen.push((e.rule, e.slice, e.state, e.model_test)),
+            _ => break,
+        }
+    }
+    let pos = |rule: &str, st: v1::alert_event::State| {
+        seen.iter().position(|(r, s, x, _)| r == rule && s == "camera_id=cam-night" && *x == st as i32)
+    };
+    let (p, f) = (
+        pos("BrightnessDrift", v1::alert_event::State::Pending),
+        pos("BrightnessDrift", v1::alert_event::State::Firing),
+    );
+    assert!(p.is_some() && f.is_some() && p < f, "pending before firing: {seen:?}");
+    assert!(seen.iter().any(|(r, _, _, t)| r == "DarkFramesConfidence" && *t), "model test flagged: {seen:?}");
+
+    // metrics show alert state and the failing model test
+    let (_, body) = http_get(svc.http_addr, "/metrics").await;
+    assert!(
+        body.contains(
+            "framewatch_alert_state{rule=\"BrightnessDrift\",slice=\"camera_id=cam-night\",severity=\"warning\"} 2"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("framewatch_model_test_passing{test=\"DarkFramesConfidence\",slice=\"predicate=dark\"} 0"),
+        "{body}"
+    );
+    assert!(body.contains("framewatch_camera_frozen_frames{camera_id=\"cam-frozen\"} 39"), "{body}");
+
+    // Alertmanager v2 API: POST /api/v2/alerts with labels and startsAt
+    let mut alertnames = std::collections::BTreeSet::new();
+    while let Ok(Some((head, body))) = tokio::time::timeout(std::time::Duration::from_secs(3), posts.recv()).await {
+        assert_eq!(head, "POST /api/v2/alerts HTTP/1.1");
+        let alerts: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json array");
+        for a in alerts {
+            assert!(a["startsAt"].as_str().is_some_and(|t| t.ends_with('Z')));
+            assert_eq!(a["labels"]["source"], "framewatch");
+            alertnames.insert(a["labels"]["alertname"].as_str().unwrap_or_default().to_string());
+        }
+        if alertnames.contains("BrightnessDrift") {
+            break;
+        }
+    }
+    assert!(alertnames.contains("CameraFrozen") && alertnames.contains("BrightnessDrift"), "{alertnames:?}");
+
+    // 20 minutes later the window is empty: drift alerts resolve (with endsAt), ingest is reported stalled
+    clock.advance(std::time::Duration::from_secs(1200));
+    svc.evaluate_now().await;
+    assert_eq!(state("BrightnessDrift", "camera_id=cam-night"), None);
+    assert_eq!(state("IngestStalled", "global"), Some(Phase::Firing));
+    let mut resolved_sent = false;
+    while let Ok(Some((_, body))) = tokio::time::timeout(std::time::Duration::from_secs(3), posts.recv()).await {
+        let alerts: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
+        if alerts.iter().any(|a| a["labels"]["alertname"] == "BrightnessDrift" && a["endsAt"].is_string()) {
+            resolved_sent = true;
+            break;
+        }
+    }
+    assert!(resolved_sent, "the resolution reaches Alertmanager with endsAt");
+    drop((ingest, query, watch));
+    svc.stop().await.expect("stop");
+}
