@@ -60,6 +60,17 @@ pub struct MetricBaselineFile {
     pub counts: Vec<u64>,
 }
 
+/// A slice's own reference (e.g. one camera's training frames), compared with that slice's windows instead of
+/// the fleet-wide baseline: cameras legitimately differ from each other, so a camera is judged against itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SliceBaselineFile {
+    pub frames: u64,
+    pub metrics: BTreeMap<String, MetricBaselineFile>,
+    #[serde(default)]
+    pub categoricals: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BaselineFile {
@@ -70,6 +81,9 @@ pub struct BaselineFile {
     pub metrics: BTreeMap<String, MetricBaselineFile>,
     #[serde(default)]
     pub categoricals: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per-slice references, keyed like the service's slices ("camera_id=cam-3").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub slices: BTreeMap<String, SliceBaselineFile>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +94,9 @@ pub enum BaselineError {
     WrongFormat(String),
     #[error("baseline version {found} is not supported (this framewatch reads version {VERSION})")]
     UnsupportedVersion { found: u32 },
-    #[error("metrics.{metric}.{field}: {problem}")]
+    #[error("{metric}.{field}: {problem}")]
     Invalid { metric: String, field: &'static str, problem: String },
-    #[error("metrics.{metric}: {source}")]
+    #[error("{metric}: {source}")]
     Layout { metric: String, source: LayoutError },
     #[error("the baseline holds no metric with values")]
     Empty,
@@ -104,6 +118,14 @@ pub struct MetricBaseline {
     pub missing: u64,
 }
 
+/// One slice's validated reference.
+#[derive(Debug, Clone)]
+pub struct SliceBaseline {
+    pub frames: u64,
+    pub metrics: BTreeMap<String, MetricBaseline>,
+    pub categoricals: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
 /// A validated baseline ready for comparisons.
 #[derive(Debug, Clone)]
 pub struct Baseline {
@@ -111,6 +133,7 @@ pub struct Baseline {
     pub settings: ComparableSettings,
     pub metrics: BTreeMap<String, MetricBaseline>,
     pub categoricals: BTreeMap<String, BTreeMap<String, u64>>,
+    pub slices: BTreeMap<String, SliceBaseline>,
 }
 
 fn invalid(metric: &str, field: &'static str, problem: impl Into<String>) -> BaselineError {
@@ -142,42 +165,82 @@ impl Baseline {
     pub fn from_file(file: BaselineFile) -> Result<Baseline, BaselineError> {
         let mut metrics = BTreeMap::new();
         for (name, m) in file.metrics {
-            metrics.insert(name.clone(), validate_metric(&name, m)?);
+            metrics.insert(name.clone(), validate_metric(&format!("metrics.{name}"), m)?);
         }
         if metrics.is_empty() {
             return Err(BaselineError::Empty);
         }
-        Ok(Baseline { provenance: file.provenance, settings: file.settings, metrics, categoricals: file.categoricals })
+        let mut slices = BTreeMap::new();
+        for (key, sl) in file.slices {
+            let mut sm = BTreeMap::new();
+            for (name, m) in sl.metrics {
+                sm.insert(name.clone(), validate_metric(&format!("slices.{key}.metrics.{name}"), m)?);
+            }
+            slices.insert(key, SliceBaseline { frames: sl.frames, metrics: sm, categoricals: sl.categoricals });
+        }
+        Ok(Baseline {
+            provenance: file.provenance,
+            settings: file.settings,
+            metrics,
+            categoricals: file.categoricals,
+            slices,
+        })
+    }
+
+    /// The reference for `metric` on `slice`: the slice's own when it has one (`true`), else the global one.
+    pub fn metric_for(&self, slice: &str, metric: &str) -> Option<(&MetricBaseline, bool)> {
+        if let Some(m) = self.slices.get(slice).and_then(|s| s.metrics.get(metric)) {
+            return Some((m, true));
+        }
+        self.metrics.get(metric).map(|m| (m, false))
+    }
+
+    /// The reference counts of a categorical on `slice` (the slice's own when it has them).
+    pub fn categorical_for(&self, slice: &str, name: &str) -> Option<&BTreeMap<String, u64>> {
+        self.slices.get(slice).and_then(|s| s.categoricals.get(name)).or_else(|| self.categoricals.get(name))
     }
 
     pub fn to_file(&self) -> BaselineFile {
-        let metrics = self
-            .metrics
-            .iter()
-            .map(|(name, m)| {
-                let h = &m.histogram;
-                let file = MetricBaselineFile {
-                    n: h.n,
-                    missing: m.missing,
-                    mean: m.mean,
-                    std: m.std,
-                    min: h.min,
-                    max: h.max,
-                    quartiles: m.quartiles,
-                    edges: m.layout.edges().to_vec(),
-                    psi_cuts: m.layout.coarse_cuts().to_vec(),
-                    counts: h.counts.clone(),
-                };
-                (name.clone(), file)
-            })
-            .collect();
+        fn metrics_file(metrics: &BTreeMap<String, MetricBaseline>) -> BTreeMap<String, MetricBaselineFile> {
+            metrics
+                .iter()
+                .map(|(name, m)| {
+                    let h = &m.histogram;
+                    let file = MetricBaselineFile {
+                        n: h.n,
+                        missing: m.missing,
+                        mean: m.mean,
+                        std: m.std,
+                        min: h.min,
+                        max: h.max,
+                        quartiles: m.quartiles,
+                        edges: m.layout.edges().to_vec(),
+                        psi_cuts: m.layout.coarse_cuts().to_vec(),
+                        counts: h.counts.clone(),
+                    };
+                    (name.clone(), file)
+                })
+                .collect()
+        }
         BaselineFile {
             format: FORMAT.to_string(),
             version: VERSION,
             provenance: self.provenance.clone(),
             settings: self.settings,
-            metrics,
+            metrics: metrics_file(&self.metrics),
             categoricals: self.categoricals.clone(),
+            slices: self
+                .slices
+                .iter()
+                .map(|(k, s)| {
+                    let f = SliceBaselineFile {
+                        frames: s.frames,
+                        metrics: metrics_file(&s.metrics),
+                        categoricals: s.categoricals.clone(),
+                    };
+                    (k.clone(), f)
+                })
+                .collect(),
         }
     }
 
@@ -243,42 +306,25 @@ fn validate_metric(name: &str, m: MetricBaselineFile) -> Result<MetricBaseline, 
     Ok(MetricBaseline { layout, histogram, mean: m.mean, std: m.std, quartiles: m.quartiles, missing: m.missing })
 }
 
-/// Collects scored frames and turns them into a `Baseline`. Holds every value (8 bytes per metric per frame)
-/// because exact quantiles need them; a million frames of 35 metrics is about 280 MB.
-#[derive(Debug)]
-pub struct BaselineBuilder {
-    names: Vec<String>,
+/// Counts per category, per categorical ("class" -> label -> count).
+pub type Categoricals = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// Values of one group of frames (the whole set, or one slice).
+#[derive(Debug, Clone)]
+struct Accumulator {
     values: Vec<Vec<f64>>,
     missing: Vec<u64>,
     classes: BTreeMap<String, u64>,
-    settings: ComparableSettings,
-    scored: u64,
-    rejected: BTreeMap<String, u64>,
-    fine_bins: u32,
+    frames: u64,
 }
 
-/// Default number of quantile bins: KS on histograms is then within 0.01 of the exact statistic.
-pub const DEFAULT_FINE_BINS: u32 = 100;
-
-impl BaselineBuilder {
-    /// `names` are the metric names in registry order (the order of the value slices passed to `add`).
-    /// `fine_bins` must be a positive multiple of 10 (so the deciles are among the edges); it is rounded up.
-    pub fn new(names: Vec<String>, settings: ComparableSettings, fine_bins: u32) -> BaselineBuilder {
-        let fine_bins = fine_bins.max(10).div_ceil(10) * 10;
-        BaselineBuilder {
-            values: vec![Vec::new(); names.len()],
-            missing: vec![0; names.len()],
-            names,
-            classes: BTreeMap::new(),
-            settings,
-            scored: 0,
-            rejected: BTreeMap::new(),
-            fine_bins,
-        }
+impl Accumulator {
+    fn new(n: usize) -> Accumulator {
+        Accumulator { values: vec![Vec::new(); n], missing: vec![0; n], classes: BTreeMap::new(), frames: 0 }
     }
 
-    pub fn add<'a>(&mut self, values: &[Option<f64>], class_labels: impl IntoIterator<Item = &'a str>) {
-        self.scored += 1;
+    fn add<'a>(&mut self, values: &[Option<f64>], class_labels: impl IntoIterator<Item = &'a str>) {
+        self.frames += 1;
         for ((vals, missing), v) in self.values.iter_mut().zip(self.missing.iter_mut()).zip(values) {
             match v.filter(|v| v.is_finite()) {
                 Some(v) => vals.push(v),
@@ -287,6 +333,80 @@ impl BaselineBuilder {
         }
         for c in class_labels {
             *self.classes.entry(c.to_string()).or_default() += 1;
+        }
+    }
+
+    fn finish(
+        self,
+        names: &[String],
+        prefix: &str,
+        fine_bins: u32,
+    ) -> Result<(BTreeMap<String, MetricBaseline>, Categoricals), BaselineError> {
+        let mut metrics = BTreeMap::new();
+        for ((name, mut vals), missing) in names.iter().zip(self.values).zip(self.missing) {
+            if vals.is_empty() {
+                continue;
+            }
+            vals.sort_by(f64::total_cmp);
+            metrics.insert(name.clone(), metric_from_sorted(&format!("{prefix}{name}"), &vals, missing, fine_bins)?);
+        }
+        let mut categoricals = BTreeMap::new();
+        if !self.classes.is_empty() {
+            categoricals.insert(CLASS_CATEGORICAL.to_string(), self.classes);
+        }
+        Ok((metrics, categoricals))
+    }
+}
+
+/// Collects scored frames and turns them into a `Baseline`. Holds every value (8 bytes per metric per frame,
+/// once more per slice the frame belongs to) because exact quantiles need them; a million frames of 35 metrics is
+/// about 280 MB.
+#[derive(Debug)]
+pub struct BaselineBuilder {
+    names: Vec<String>,
+    global: Accumulator,
+    slices: BTreeMap<String, Accumulator>,
+    settings: ComparableSettings,
+    rejected: BTreeMap<String, u64>,
+    fine_bins: u32,
+}
+
+/// Default number of quantile bins: KS on histograms is then within 0.01 of the exact statistic.
+pub const DEFAULT_FINE_BINS: u32 = 100;
+
+/// A slice gets its own reference only with at least this many frames; smaller slices use the global one.
+pub const MIN_SLICE_FRAMES: u64 = 30;
+
+impl BaselineBuilder {
+    /// `names` are the metric names in registry order (the order of the value slices passed to `add`).
+    /// `fine_bins` must be a positive multiple of 10 (so the deciles are among the edges); it is rounded up.
+    pub fn new(names: Vec<String>, settings: ComparableSettings, fine_bins: u32) -> BaselineBuilder {
+        let fine_bins = fine_bins.max(10).div_ceil(10) * 10;
+        BaselineBuilder {
+            global: Accumulator::new(names.len()),
+            names,
+            slices: BTreeMap::new(),
+            settings,
+            rejected: BTreeMap::new(),
+            fine_bins,
+        }
+    }
+
+    pub fn add<'a>(&mut self, values: &[Option<f64>], class_labels: impl IntoIterator<Item = &'a str> + Clone) {
+        self.add_to_slices(&[], values, class_labels);
+    }
+
+    /// Adds a frame to the global reference and to each named slice's own reference.
+    pub fn add_to_slices<'a>(
+        &mut self,
+        slices: &[&str],
+        values: &[Option<f64>],
+        class_labels: impl IntoIterator<Item = &'a str> + Clone,
+    ) {
+        self.global.add(values, class_labels.clone());
+        for key in slices {
+            let n = self.names.len();
+            self.slices.entry(key.to_string()).or_insert_with(|| Accumulator::new(n)).add(values, class_labels.clone());
         }
     }
 
@@ -300,25 +420,24 @@ impl BaselineBuilder {
         framewatch_version: String,
         source: String,
     ) -> Result<Baseline, BaselineError> {
-        let mut metrics = BTreeMap::new();
-        for ((name, mut vals), missing) in self.names.into_iter().zip(self.values).zip(self.missing) {
-            if vals.is_empty() {
-                continue;
-            }
-            vals.sort_by(f64::total_cmp);
-            metrics.insert(name.clone(), metric_from_sorted(&name, &vals, missing, self.fine_bins)?);
-        }
+        let scored = self.global.frames;
+        let (metrics, categoricals) = self.global.finish(&self.names, "metrics.", self.fine_bins)?;
         if metrics.is_empty() {
             return Err(BaselineError::Empty);
         }
-        let mut categoricals = BTreeMap::new();
-        if !self.classes.is_empty() {
-            categoricals.insert(CLASS_CATEGORICAL.to_string(), self.classes);
+        let mut slices = BTreeMap::new();
+        for (key, acc) in self.slices {
+            if acc.frames < MIN_SLICE_FRAMES {
+                continue;
+            }
+            let frames = acc.frames;
+            let (metrics, categoricals) = acc.finish(&self.names, &format!("slices.{key}.metrics."), self.fine_bins)?;
+            slices.insert(key, SliceBaseline { frames, metrics, categoricals });
         }
         let frames_rejected = self.rejected.values().sum();
         Ok(Baseline {
             provenance: Provenance {
-                frames_scored: self.scored,
+                frames_scored: scored,
                 frames_rejected,
                 rejected_by_reason: self.rejected,
                 created_at,
@@ -329,6 +448,7 @@ impl BaselineBuilder {
             settings: self.settings,
             metrics,
             categoricals,
+            slices,
         })
     }
 }

@@ -47,7 +47,8 @@ pub struct RuleConfig {
     /// Metric the statistic is about (metric statistics only).
     #[serde(default)]
     pub metric: Option<String>,
-    /// Slice selector: "*" (all), an exact key ("predicate=dark"), or a prefix ending in '*' ("camera_id=*").
+    /// Slice selector: "*" (every slice but predicate slices), an exact key ("predicate=dark"), or a prefix
+    /// ending in '*' ("camera_id=*", "predicate=*").
     #[serde(default = "all_slices")]
     pub slice: String,
     /// psi, ks_statistic, ks_p_value, js_distance, wasserstein_norm, mean, mean_delta, outliers_moderate,
@@ -188,9 +189,13 @@ impl Rule {
         Ok(Rule { config: c, stat, op, min_frames })
     }
 
+    /// "*" matches every slice except metric-predicate ones: a predicate slice ("dark frames") differs from the
+    /// baseline by definition, so drift rules would always fire there; name it explicitly to watch it.
     fn matches(&self, slice: &str) -> bool {
         let sel = self.config.slice.as_str();
-        sel == "*" || sel == slice || sel.strip_suffix('*').is_some_and(|p| slice.starts_with(p))
+        (sel == "*" && !slice.starts_with("predicate="))
+            || sel == slice
+            || (sel != "*" && sel.strip_suffix('*').is_some_and(|p| slice.starts_with(p)))
     }
 
     /// The rule's value on a slice; `None` when it cannot be judged (no such metric, too few values).
@@ -599,6 +604,7 @@ mod tests {
                 window_end_secs: 60,
                 metrics: vec![MetricEval { name: Arc::from("m"), stats, missing: 0, baseline_std: 1.0, drift: None }],
                 classes: None,
+                own_baseline: false,
             }],
         }
     }

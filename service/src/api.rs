@@ -81,6 +81,7 @@ fn slice_summary(s: &SliceEval, evaluated_at: i64) -> SliceSummary {
         window_end: ts(s.window_end_secs),
         evaluated_at: ts(evaluated_at),
         metrics: s.metrics.iter().map(metric_summary).collect(),
+        baseline: if s.own_baseline { "slice" } else { "global" }.into(),
         categoricals: s
             .classes
             .iter()

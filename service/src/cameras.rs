@@ -1,13 +1,12 @@
 //! Per-camera temporal state: how much each frame differs from the camera's previous one (pHash Hamming
-//! distance), how long a camera has shown the very same picture (frozen), and how long it has shown a scene far
-//! from the one it settled on (moved). Bounded: at most `max_cameras`, the longest-silent is forgotten first.
+//! distance), how long a camera has sent the very same picture (frozen: identical content, which a live sensor
+//! never produces, unlike a merely static scene), and how long it has shown a scene far from the one it settled
+//! on (moved). Bounded: at most `max_cameras`, the longest-silent is forgotten first.
 
 use std::collections::HashMap;
 
 use framewatch_metrics::phash::hamming;
 
-/// Consecutive frames at most this many bits apart count as "the same picture".
-pub const FROZEN_BITS: u32 = 2;
 /// A frame this many bits or more from the camera's settled scene counts as "elsewhere".
 pub const MOVED_BITS: u32 = 20;
 /// After this many consecutive "elsewhere" frames the new scene becomes the settled one (re-learn).
@@ -16,6 +15,8 @@ pub const RELEARN_FRAMES: u64 = 3000;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CameraState {
     pub last_hash: u64,
+    /// Fingerprint of the frame's content (encoded bytes or pixels); equal fingerprints = the same picture.
+    pub last_content: Option<u64>,
     /// The scene the camera settled on.
     pub anchor: u64,
     /// Last frame-to-frame change, 0..1 (Hamming distance / 64).
@@ -36,12 +37,21 @@ impl CameraTracker {
         CameraTracker { cameras: HashMap::new(), max_cameras: max_cameras.max(1) }
     }
 
-    pub fn observe(&mut self, camera: &str, hash: u64, now_secs: i64) -> CameraState {
+    /// `content` fingerprints the frame exactly (None for pre-scored frames, where an identical pHash stands in).
+    pub fn observe(&mut self, camera: &str, hash: u64, content: Option<u64>, now_secs: i64) -> CameraState {
         if let Some(s) = self.cameras.get_mut(camera) {
             let d = hamming(s.last_hash, hash);
             s.frame_change = f64::from(d) / 64.0;
-            s.frozen_frames = if d <= FROZEN_BITS { s.frozen_frames + 1 } else { 0 };
-            if hamming(s.anchor, hash) >= MOVED_BITS {
+            let same = match (content, s.last_content) {
+                (Some(a), Some(b)) => a == b,
+                (None, None) => d == 0,
+                _ => false,
+            };
+            s.frozen_frames = if same { s.frozen_frames + 1 } else { 0 };
+            s.last_content = content;
+            if same {
+                // A frozen feed says nothing about where the camera points.
+            } else if hamming(s.anchor, hash) >= MOVED_BITS {
                 s.moved_frames += 1;
                 if s.moved_frames >= RELEARN_FRAMES {
                     s.anchor = hash;
@@ -61,6 +71,7 @@ impl CameraTracker {
         }
         let s = CameraState {
             last_hash: hash,
+            last_content: content,
             anchor: hash,
             frame_change: 0.0,
             frozen_frames: 0,
@@ -94,30 +105,33 @@ mod tests {
     fn frozen_and_moved_streaks() {
         let mut t = CameraTracker::new(10);
         let scene = 0x0F0F_0F0F_0F0F_0F0Fu64;
-        t.observe("c", scene, 0);
+        t.observe("c", scene, Some(1), 0);
         for i in 1..=5 {
-            assert_eq!(t.observe("c", scene, i).frozen_frames, i as u64);
+            assert_eq!(t.observe("c", scene, Some(1), i).frozen_frames, i as u64, "identical content");
         }
-        // one bit of sensor noise still counts as frozen
-        assert_eq!(t.observe("c", scene ^ 1, 6).frozen_frames, 6);
+        // a static scene with sensor noise: same pHash, different content: not frozen
+        assert_eq!(t.observe("c", scene, Some(2), 6).frozen_frames, 0);
         // a live scene: frames differ, not frozen, not moved
-        let s = t.observe("c", scene ^ 0xFF, 7);
+        let s = t.observe("c", scene ^ 0xFF, Some(3), 7);
         assert_eq!((s.frozen_frames, s.moved_frames), (0, 0));
-        assert!((s.frame_change - 7.0 / 64.0).abs() < 1e-12, "0xFF vs the previous 0x01: 7 bits");
+        assert!((s.frame_change - 8.0 / 64.0).abs() < 1e-12);
         // the camera turns to another scene and stays there
         let other = !scene;
         for i in 1..=10 {
-            assert_eq!(t.observe("c", other ^ (i as u64) << 40, 7 + i).moved_frames, i as u64);
+            assert_eq!(t.observe("c", other ^ (i as u64) << 40, Some(100 + i as u64), 7 + i).moved_frames, i as u64);
         }
-        assert_eq!(t.observe("c", scene, 20).moved_frames, 0, "back home");
+        assert_eq!(t.observe("c", scene, Some(999), 20).moved_frames, 0, "back home");
+        // pre-scored frames: an identical pHash counts as the same picture
+        t.observe("p", scene, None, 0);
+        assert_eq!(t.observe("p", scene, None, 1).frozen_frames, 1);
     }
 
     #[test]
     fn bounded_number_of_cameras() {
         let mut t = CameraTracker::new(2);
-        t.observe("a", 1, 1);
-        t.observe("b", 1, 2);
-        t.observe("c", 1, 3);
+        t.observe("a", 1, None, 1);
+        t.observe("b", 1, None, 2);
+        t.observe("c", 1, None, 3);
         assert!(t.get("a").is_none());
         assert_eq!(t.snapshot().len(), 2);
     }

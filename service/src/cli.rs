@@ -51,6 +51,8 @@ pub enum Command {
     Metrics,
     /// Run the streaming service: gRPC ingest and queries, Prometheus /metrics, drift per slice.
     Serve(ServeArgs),
+    /// Run the service with a built-in synthetic camera fleet, inject drift, watch it being detected.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +166,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.baseline = Some(b);
             }
             crate::server::serve(config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            crate::demo::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Metrics => {

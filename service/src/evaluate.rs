@@ -38,6 +38,8 @@ pub struct SliceEval {
     pub window_end_secs: i64,
     pub metrics: Vec<MetricEval>,
     pub classes: Option<ClassEval>,
+    /// Judged against the slice's own baseline (else the global one).
+    pub own_baseline: bool,
 }
 
 /// One evaluation of every slice, sorted by slice key.
@@ -75,12 +77,12 @@ pub fn evaluate(
         };
         let mut metrics = Vec::with_capacity(names.len());
         for (name, h) in names.iter().zip(&snap.hists) {
-            let Some(b) = baseline.metrics.get(&**name) else { continue };
+            let Some((b, _)) = baseline.metric_for(&key, name) else { continue };
             let stats = compare(&b.layout, &b.histogram, b.mean, b.std, h, &mut scratch);
             let drift = thresholds.verdict(&stats);
             metrics.push(MetricEval { name: name.clone(), stats, missing: h.missing, baseline_std: b.std, drift });
         }
-        let classes = baseline.categoricals.get(CLASS_CATEGORICAL).and_then(|base| {
+        let classes = baseline.categorical_for(&key, CLASS_CATEGORICAL).and_then(|base| {
             let counts: BTreeMap<String, u64> = snap.classes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
             let keys: std::collections::BTreeSet<&String> = base.keys().chain(counts.keys()).collect();
             let pairs = keys.iter().map(|k| (base.get(*k).copied().unwrap_or(0), counts.get(*k).copied().unwrap_or(0)));
@@ -97,6 +99,7 @@ pub fn evaluate(
             window_end_secs: snap.window_end_secs,
             metrics,
             classes,
+            own_baseline: snap.own_baseline,
         });
     }
     slices.sort_by(|a, b| a.key.cmp(&b.key));

@@ -13,6 +13,7 @@ pub mod api;
 pub mod cameras;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod evaluate;
 pub mod export;
 pub mod frame;

@@ -141,6 +141,11 @@ fn process(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, values: 
         Content::Values { perceptual_hash, .. } => *perceptual_hash,
         _ => scored.perceptual_hash,
     };
+    let content = match &f.content {
+        Content::Encoded(b) => Some(fingerprint(b)),
+        Content::Raw { pixels, .. } => Some(fingerprint(pixels)),
+        _ => None,
+    };
     if let Content::Values { values: given, .. } = &f.content {
         for (name, v) in given {
             let Some(i) = ctx.registry.index_of(name) else {
@@ -163,7 +168,7 @@ fn process(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, values: 
     if let (Some(h), Recorded::Yes { .. }) = (hash, recorded) {
         // Workers run in parallel, so two frames of one camera may be observed out of order; streaks are
         // counted in frames and tolerate that.
-        ctx.cameras.lock().unwrap_or_else(|p| p.into_inner()).observe(&f.camera_id, h, now);
+        ctx.cameras.lock().unwrap_or_else(|p| p.into_inner()).observe(&f.camera_id, h, content, now);
     }
     match recorded {
         Recorded::Yes { .. } => Ok(()),
@@ -172,4 +177,18 @@ fn process(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, values: 
             "captured before the window's allowed lateness: counted as late, not mixed into windows",
         )),
     }
+}
+
+/// 64-bit FNV-1a over 8-byte words: fast enough next to decoding, and equal only for identical content.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in chunks.by_ref() {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h ^ w).wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h ^ bytes.len() as u64
 }

@@ -88,6 +88,9 @@ struct SubWindow {
 struct SliceState {
     ring: Vec<SubWindow>,
     last_seen_secs: i64,
+    /// Bins per tracked metric: the slice's own baseline's when it has one, else the global baseline's.
+    layouts: Arc<[BinLayout]>,
+    own_baseline: bool,
 }
 
 /// Counters the store keeps for the exporter.
@@ -118,12 +121,17 @@ pub struct WindowSnapshot {
     /// Same order as `WindowStore::tracked()`.
     pub hists: Vec<Histogram>,
     pub classes: HashMap<Arc<str>, u64>,
+    /// Whether the slice is judged against its own baseline (else the global one).
+    pub own_baseline: bool,
 }
 
 #[derive(Debug)]
 pub struct WindowStore {
     settings: StoreSettings,
     tracked: Vec<Tracked>,
+    global_layouts: Arc<[BinLayout]>,
+    /// Layouts of the slices that have their own baseline.
+    slice_layouts: HashMap<String, Arc<[BinLayout]>>,
     slices: HashMap<Arc<str>, SliceState>,
     /// Interned class labels, so sub-windows share one allocation per label.
     class_names: HashMap<String, Arc<str>>,
@@ -135,7 +143,7 @@ pub struct WindowStore {
 impl WindowStore {
     /// Tracks every metric that the baseline has; `index_of` maps names to registry indices.
     pub fn new(settings: StoreSettings, baseline: &Baseline, index_of: impl Fn(&str) -> Option<usize>) -> WindowStore {
-        let tracked = baseline
+        let tracked: Vec<Tracked> = baseline
             .metrics
             .iter()
             .filter_map(|(name, m)| {
@@ -146,9 +154,23 @@ impl WindowStore {
                 })
             })
             .collect();
+        let global_layouts: Arc<[BinLayout]> = tracked.iter().map(|t| t.layout.clone()).collect();
+        let slice_layouts = baseline
+            .slices
+            .iter()
+            .map(|(key, sl)| {
+                let layouts: Arc<[BinLayout]> = tracked
+                    .iter()
+                    .map(|t| sl.metrics.get(&*t.name).map_or_else(|| t.layout.clone(), |m| m.layout.clone()))
+                    .collect();
+                (key.clone(), layouts)
+            })
+            .collect();
         WindowStore {
             settings,
             tracked,
+            global_layouts,
+            slice_layouts,
             slices: HashMap::new(),
             class_names: HashMap::new(),
             counters: StoreCounters::default(),
@@ -213,7 +235,11 @@ impl WindowStore {
             let ring = (0..self.settings.steps)
                 .map(|_| SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: HashMap::new() })
                 .collect();
-            self.slices.insert(Arc::from(key), SliceState { ring, last_seen_secs: now_secs });
+            let (layouts, own_baseline) = match self.slice_layouts.get(key) {
+                Some(l) => (l.clone(), true),
+                None => (self.global_layouts.clone(), false),
+            };
+            self.slices.insert(Arc::from(key), SliceState { ring, last_seen_secs: now_secs, layouts, own_baseline });
         }
         let Some(slice) = self.slices.get_mut(key) else { return };
         slice.last_seen_secs = slice.last_seen_secs.max(now_secs);
@@ -230,11 +256,11 @@ impl WindowStore {
             slot.classes.clear();
         }
         if slot.hists.is_empty() {
-            slot.hists = self.tracked.iter().map(|t| Histogram::new(&t.layout)).collect();
+            slot.hists = slice.layouts.iter().map(Histogram::new).collect();
         }
         slot.frames += 1;
-        for (h, t) in slot.hists.iter_mut().zip(&self.tracked) {
-            h.record(&t.layout, frame.values.get(t.registry_index).copied().flatten());
+        for ((h, t), layout) in slot.hists.iter_mut().zip(&self.tracked).zip(slice.layouts.iter()) {
+            h.record(layout, frame.values.get(t.registry_index).copied().flatten());
         }
         for c in classes {
             *slot.classes.entry(c.clone()).or_default() += 1;
@@ -275,7 +301,7 @@ impl WindowStore {
         let step = self.settings.step_secs;
         let end = now_secs.div_euclid(step);
         let start = end - self.settings.steps as i64 + 1;
-        let mut hists: Vec<Histogram> = self.tracked.iter().map(|t| Histogram::new(&t.layout)).collect();
+        let mut hists: Vec<Histogram> = slice.layouts.iter().map(Histogram::new).collect();
         let mut classes = HashMap::new();
         let mut frames = 0;
         // Oldest first, so float sums are added in the same order every time.
@@ -299,6 +325,7 @@ impl WindowStore {
             window_end_secs: (end + 1) * step,
             hists,
             classes,
+            own_baseline: slice.own_baseline,
         })
     }
 }

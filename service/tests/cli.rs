@@ -187,3 +187,23 @@ fn catalog_and_help_teach() {
     let o = framewatch(&["drift", "--help"]);
     assert!(stdout(&o).contains("confidence_mean.mean<0.7"));
 }
+
+#[test]
+fn demo_runs_for_a_set_duration_and_prints_a_summary() {
+    let o = framewatch(&[
+        "demo",
+        "--duration",
+        "12",
+        "--drift-after",
+        "4",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(o.status.success(), "demo failed: {}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("framewatch demo"), "{out}");
+    assert!(out.contains("== framewatch demo summary"), "{out}");
+    assert!(out.contains("cam-4 freezes"), "{out}");
+}
