@@ -129,6 +129,11 @@ pub struct BuildArgs {
     /// Free text recorded in the baseline's provenance (default: the paths given).
     #[arg(long)]
     pub source: Option<String>,
+    /// Also build one reference per sub-directory, as slice DIMENSION=<sub-directory>: with training images in
+    /// train/cam-1/, train/cam-2/..., `--slice-dimension camera_id` gives slices camera_id=cam-1, ... which the
+    /// service then judges against their own reference instead of the fleet-wide one.
+    #[arg(long, value_name = "DIMENSION")]
+    pub slice_dimension: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -265,7 +270,11 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         bar.inc(1);
         match result {
             FrameResult::Scored { values, detections, .. } => {
-                builder.add(&values, detections.iter().map(|d| d.class_label.as_str()))
+                let classes = detections.iter().map(|d| d.class_label.as_str());
+                match slice_key(args.slice_dimension.as_deref(), input) {
+                    Some(key) => builder.add_to_slices(&[key.as_str()], &values, classes),
+                    None => builder.add(&values, classes),
+                }
             }
             FrameResult::Failed { reason, message } => {
                 bar.suspend(|| eprintln!("skipped {}: {message}", input.path.display()));
@@ -285,12 +294,31 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     report::print_frame_summary(baseline.provenance.frames_scored, &reasons);
     eprintln!(
-        "wrote {} ({} metrics{})",
+        "wrote {} ({} metrics{}{})",
         args.output.display(),
         baseline.metrics.len(),
-        if baseline.categoricals.is_empty() { "" } else { ", class distribution" }
+        if baseline.categoricals.is_empty() { "" } else { ", class distribution" },
+        if baseline.slices.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} slice references: {}",
+                baseline.slices.len(),
+                baseline.slices.keys().cloned().collect::<Vec<_>>().join(" ")
+            )
+        }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `DIMENSION=<first sub-directory>` for a file found under a directory argument.
+fn slice_key(dimension: Option<&str>, input: &InputFile) -> Option<String> {
+    let dim = dimension?;
+    let rel = std::path::Path::new(&input.relative);
+    let mut parts = rel.components();
+    let first = parts.next()?;
+    parts.next()?; // a file directly under the argument belongs to no sub-directory
+    Some(format!("{dim}={}", first.as_os_str().to_string_lossy()))
 }
 
 fn drift(args: DriftArgs) -> anyhow::Result<ExitCode> {

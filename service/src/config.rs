@@ -338,3 +338,19 @@ mod tests {
         assert!(parse_predicate("x", "brightness <= abc").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_loads_and_its_rules_are_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../framewatch.example.toml");
+        let c = Config::load(Some(&path), Vec::new()).expect("example config");
+        assert_eq!(c.slices.predicates.len(), 2);
+        assert_eq!(c.alerts.rules.len(), 2);
+        let rules = crate::alerts::build_rules(&c.alerts, c.evaluation.min_frames, &|_| true).expect("rules");
+        assert!(rules.iter().any(|r| r.config.name == "DarkFramesConfidence" && r.config.test));
+        assert!(rules.len() >= 9, "defaults plus two");
+    }
+}

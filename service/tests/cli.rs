@@ -207,3 +207,31 @@ fn demo_runs_for_a_set_duration_and_prints_a_summary() {
     assert!(out.contains("== framewatch demo summary"), "{out}");
     assert!(out.contains("cam-4 freezes"), "{out}");
 }
+
+#[test]
+fn baseline_build_makes_one_reference_per_sub_directory() {
+    let dir = scratch("slices");
+    for (cam, range) in [("cam-a", 0..40), ("cam-b", 40..80)] {
+        std::fs::create_dir_all(dir.join("train").join(cam)).expect("mkdir");
+        for i in range {
+            let name = format!("frame_{i:03}.jpg");
+            std::fs::copy(root().join("examples/train").join(&name), dir.join("train").join(cam).join(&name))
+                .expect("copy");
+        }
+    }
+    let out = dir.join("b.json");
+    let o = framewatch(&[
+        "baseline",
+        "build",
+        dir.join("train").to_str().expect("utf8"),
+        "--slice-dimension",
+        "camera_id",
+        "-o",
+        out.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("read")).expect("json");
+    assert_eq!(b["provenance"]["frames_scored"], 80);
+    assert_eq!(b["slices"]["camera_id=cam-a"]["frames"], 40);
+    assert!(b["slices"]["camera_id=cam-b"]["metrics"]["brightness"]["edges"].is_array());
+}
