@@ -480,3 +480,39 @@ async fn alerts_go_pending_then_firing_then_resolve_and_reach_watchers_and_the_w
     drop((ingest, query, watch));
     svc.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_pipeline_holds_the_client_back_and_the_queue_stays_bounded() {
+    let mut cfg = config();
+    cfg.pipeline.workers = 1;
+    cfg.pipeline.queue_capacity = 2;
+    let svc = Service::start(cfg, Arc::new(ManualClock::at(NOW))).await.expect("start");
+    let depth_probe = svc.pipeline.clone();
+    let probe = tokio::spawn(async move {
+        let mut max = 0;
+        for _ in 0..2000 {
+            max = max.max(depth_probe.depth());
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        max
+    });
+    // 300 frames offered as fast as the client can: each is a real JPEG that takes the single worker a while.
+    let mut all = frames("night", "cam-a", "lot-1");
+    all.extend(frames("train", "cam-b", "lot-1"));
+    all.extend(frames("night", "cam-c", "lot-1"));
+    let n = all.len();
+    let mut ingest = IngestServiceClient::connect(format!("http://{}", svc.grpc_addr)).await.expect("connect");
+    let mut acks = ingest.stream_frames(tokio_stream::iter(all)).await.expect("stream").into_inner();
+    let mut count = 0;
+    while let Some(a) = acks.message().await.expect("ack") {
+        assert!(a.accepted, "{}", a.message);
+        assert_eq!(a.sequence, count);
+        count += 1;
+    }
+    assert_eq!(count as usize, n, "every frame acknowledged, none lost");
+    let max_depth = probe.await.expect("probe");
+    assert!(max_depth <= 2, "queue depth {max_depth} exceeded its capacity of 2");
+    assert!(max_depth >= 1, "the probe saw the queue in use");
+    drop(ingest);
+    svc.stop().await.expect("stop");
+}
