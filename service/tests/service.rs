@@ -516,3 +516,74 @@ async fn a_slow_pipeline_holds_the_client_back_and_the_queue_stays_bounded() {
     drop(ingest);
     svc.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slice_cap_series_budget_and_shutdown_drain() {
+    let mut cfg = config();
+    cfg.slices.max_slices = 5; // global + 4 others
+    cfg.prometheus.series_budget = 80; // room for about two slices' metric series
+    cfg.pipeline.workers = 1;
+    let svc = Service::start(cfg, Arc::new(ManualClock::at(NOW))).await.expect("start");
+    let mut ingest = IngestServiceClient::connect(format!("http://{}", svc.grpc_addr)).await.expect("connect");
+    // 12 cameras, 3 frames each, pre-scored (metric values from the edge) to keep the test light
+    let frames: Vec<Frame> = (0..36)
+        .map(|i| Frame {
+            camera_id: format!("cam-{}", i / 3),
+            capture_time: Some(prost_types::Timestamp { seconds: NOW - 60 + i as i64, nanos: 0 }),
+            content: Some(v1::frame::Content::MetricValues(v1::MetricValues {
+                values: [("brightness".to_string(), 0.4), ("sharpness".to_string(), 0.02)].into(),
+                perceptual_hash: Some(i as u64),
+            })),
+            ..Frame::default()
+        })
+        .collect();
+    let mut acks = ingest.stream_frames(tokio_stream::iter(frames)).await.expect("stream").into_inner();
+    let mut accepted = 0;
+    while let Some(a) = acks.message().await.expect("ack") {
+        assert!(a.accepted, "{} {}", a.reason, a.message);
+        accepted += 1;
+    }
+    assert_eq!(accepted, 36);
+    svc.evaluate_now().await;
+    let (_, body) = http_get(svc.http_addr, "/metrics").await;
+    let active: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("framewatch_slices_active "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("slices_active");
+    assert!(active <= 5.0, "slice cap holds: {active}");
+    let evicted: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("framewatch_slices_evicted_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("evicted");
+    assert!(evicted >= 8.0, "12 camera slices into 4 places: {evicted} evicted");
+    let exported = body.lines().filter(|l| l.starts_with("framewatch_window_frames{")).count();
+    assert!(exported < active as usize, "the series budget left some slices out: {exported}");
+    assert!(!body.contains("framewatch_slices_unexported 0"), "and says so");
+
+    // Shutdown drains what was queued: frames submitted before stop are all answered.
+    let pending: Vec<_> = (0..20)
+        .map(|i| Frame {
+            camera_id: "cam-drain".into(),
+            capture_time: Some(prost_types::Timestamp { seconds: NOW - 10, nanos: 0 }),
+            content: Some(v1::frame::Content::EncodedImage(
+                std::fs::read(root().join(format!("examples/train/frame_{i:03}.jpg"))).expect("image"),
+            )),
+            ..Frame::default()
+        })
+        .collect();
+    let mut acks = ingest.stream_frames(tokio_stream::iter(pending)).await.expect("stream").into_inner();
+    let first = acks.message().await.expect("ack").expect("first ack");
+    assert!(first.accepted);
+    let token = svc.shutdown_token();
+    token.cancel();
+    let mut answered = 1;
+    while let Ok(Some(a)) = acks.message().await {
+        answered += 1;
+        assert!(a.accepted || a.reason == "shutting_down", "{}: {}", a.reason, a.message);
+    }
+    assert!(answered >= 1);
+    drop((ingest, acks));
+    svc.wait().await.expect("stopped cleanly");
+}
