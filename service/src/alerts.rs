@@ -421,6 +421,34 @@ enum State {
     Firing { since: i64 },
 }
 
+/// One event of `rule` on `slice`.
+#[allow(clippy::too_many_arguments)]
+fn alert_event(
+    rule: &Rule,
+    name: &Arc<str>,
+    slice: &Arc<str>,
+    phase: Phase,
+    value: f64,
+    since: i64,
+    ends: Option<i64>,
+    now: i64,
+) -> AlertEvent {
+    AlertEvent {
+        rule: name.clone(),
+        slice: slice.clone(),
+        phase,
+        value,
+        threshold: rule.config.threshold,
+        severity: rule.config.severity.clone(),
+        labels: rule.config.labels.clone(),
+        annotations: rule.config.annotations.clone(),
+        starts_at_secs: since,
+        ends_at_secs: ends,
+        at_secs: now,
+        model_test: rule.config.test,
+    }
+}
+
 #[derive(Debug)]
 pub struct AlertEngine {
     rules: Vec<Rule>,
@@ -460,19 +488,9 @@ impl AlertEngine {
                 seen.insert(key.clone());
                 let threshold = rule.config.threshold;
                 let resolve = rule.config.resolve_threshold.unwrap_or(threshold);
-                let event = |phase, since: i64, ends: Option<i64>| AlertEvent {
-                    rule: self.names[ri].clone(),
-                    slice: s.key.clone(),
-                    phase,
-                    value,
-                    threshold,
-                    severity: rule.config.severity.clone(),
-                    labels: rule.config.labels.clone(),
-                    annotations: rule.config.annotations.clone(),
-                    starts_at_secs: since,
-                    ends_at_secs: ends,
-                    at_secs: now,
-                    model_test: rule.config.test,
+                let name = &self.names[ri];
+                let event = |phase, since: i64, ends: Option<i64>| {
+                    alert_event(rule, name, &s.key, phase, value, since, ends, now)
                 };
                 match self.states.get(&key).copied() {
                     None => {
@@ -512,20 +530,16 @@ impl AlertEngine {
         for key in gone {
             if let Some((State::Firing { since }, value)) = self.states.remove(&key) {
                 let rule = &self.rules[key.0];
-                events.push(AlertEvent {
-                    rule: self.names[key.0].clone(),
-                    slice: key.1.clone(),
-                    phase: Phase::Resolved,
+                events.push(alert_event(
+                    rule,
+                    &self.names[key.0],
+                    &key.1,
+                    Phase::Resolved,
                     value,
-                    threshold: rule.config.threshold,
-                    severity: rule.config.severity.clone(),
-                    labels: rule.config.labels.clone(),
-                    annotations: rule.config.annotations.clone(),
-                    starts_at_secs: since,
-                    ends_at_secs: Some(now),
-                    at_secs: now,
-                    model_test: rule.config.test,
-                });
+                    since,
+                    Some(now),
+                    now,
+                ));
             }
         }
         events
@@ -537,25 +551,11 @@ impl AlertEngine {
             .states
             .iter()
             .map(|((ri, slice), (state, value))| {
-                let rule = &self.rules[*ri];
                 let (phase, since) = match state {
                     State::Pending { since } => (Phase::Pending, *since),
                     State::Firing { since } => (Phase::Firing, *since),
                 };
-                AlertEvent {
-                    rule: self.names[*ri].clone(),
-                    slice: slice.clone(),
-                    phase,
-                    value: *value,
-                    threshold: rule.config.threshold,
-                    severity: rule.config.severity.clone(),
-                    labels: rule.config.labels.clone(),
-                    annotations: rule.config.annotations.clone(),
-                    starts_at_secs: since,
-                    ends_at_secs: None,
-                    at_secs: now,
-                    model_test: rule.config.test,
-                }
+                alert_event(&self.rules[*ri], &self.names[*ri], slice, phase, *value, since, None, now)
             })
             .collect();
         v.sort_by(|a, b| (&a.rule, &a.slice).cmp(&(&b.rule, &b.slice)));

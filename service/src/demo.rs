@@ -99,18 +99,8 @@ fn build_baseline(cameras: usize, per_camera: usize) -> anyhow::Result<Baseline>
                     let mut out = Vec::new();
                     for _ in 0..per_camera {
                         let dets = cam.next_frame(&mut buf);
-                        let pd: Vec<framewatch_metrics::Detection> = dets
-                            .iter()
-                            .map(|d| framewatch_metrics::Detection {
-                                x_min: d.x_min,
-                                y_min: d.y_min,
-                                x_max: d.x_max,
-                                y_max: d.y_max,
-                                class_label: d.class.to_string(),
-                                confidence: d.confidence,
-                                class_probabilities: d.probabilities.clone(),
-                            })
-                            .collect();
+                        let pd: Vec<framewatch_metrics::Detection> =
+                            to_proto(&dets).into_iter().map(crate::frame::detection_from_proto).collect();
                         if let Ok(sc) = scorer.score(FramePixels::Encoded(&buf), &pd) {
                             out.push((sc.values.to_vec(), dets.iter().map(|d| d.class).collect()));
                         }

@@ -167,19 +167,7 @@ pub fn from_proto(
         }
         None => Content::None,
     };
-    let detections = frame
-        .detections
-        .into_iter()
-        .map(|d| Detection {
-            x_min: d.x_min,
-            y_min: d.y_min,
-            x_max: d.x_max,
-            y_max: d.y_max,
-            class_label: d.class_label,
-            confidence: d.confidence,
-            class_probabilities: d.class_probabilities,
-        })
-        .collect();
+    let detections = frame.detections.into_iter().map(detection_from_proto).collect();
     Ok(IncomingFrame {
         source,
         camera_id,
@@ -189,6 +177,19 @@ pub fn from_proto(
         content,
         detections,
     })
+}
+
+/// The wire detection as the metrics crate's type (validated later, by the scorer).
+pub fn detection_from_proto(d: v1::Detection) -> Detection {
+    Detection {
+        x_min: d.x_min,
+        y_min: d.y_min,
+        x_max: d.x_max,
+        y_max: d.y_max,
+        class_label: d.class_label,
+        confidence: d.confidence,
+        class_probabilities: d.class_probabilities,
+    }
 }
 
 /// A source of wall-clock time; tests drive their own.
