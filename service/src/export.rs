@@ -133,6 +133,7 @@ impl Collector for DriftCollector {
         let (mut frames, mut mean, mut psi, mut ks, mut js, mut wn, mut om, mut os, mut drift) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         let mut baseline_mean = vec![];
+        let (mut class_v, mut class_drift) = (vec![], vec![]);
         for s in &eval.slices {
             let dim = dimension_of(&s.key);
             let exported = &*s.key == crate::store::GLOBAL
@@ -148,6 +149,12 @@ impl Collector for DriftCollector {
             budget -= s.metrics.len() + 1;
             let base = vec![("slice", s.key.to_string()), ("dimension", dim.clone())];
             frames.push((base.clone(), s.frames as f64));
+            if let Some(c) = &s.classes {
+                class_v.push((base.clone(), c.chi_square.cramers_v));
+                if let Some(d) = c.drift {
+                    class_drift.push((base.clone(), if d { 1.0 } else { 0.0 }));
+                }
+            }
             for m in &s.metrics {
                 let mut l = base.clone();
                 l.push(("metric", m.name.to_string()));
@@ -186,6 +193,13 @@ impl Collector for DriftCollector {
         gauge(&mut enc, "framewatch_drift_wasserstein_norm", "Wasserstein-1 distance / baseline std", &wn)?;
         gauge(&mut enc, "framewatch_outlier_share", "Share of window values outside the baseline IQR fences", &om)?;
         gauge(&mut enc, "framewatch_drift_detected", "1 when the default drift verdict holds, 0 when not", &drift)?;
+        gauge(&mut enc, "framewatch_class_cramers_v", "Cramer's V of the class distribution vs baseline", &class_v)?;
+        gauge(
+            &mut enc,
+            "framewatch_class_drift_detected",
+            "1 when the class distribution drifts (verdict)",
+            &class_drift,
+        )?;
         let alerts = self.alerts.read().unwrap_or_else(|p| p.into_inner()).clone();
         let states: Vec<_> = alerts
             .active
