@@ -88,15 +88,14 @@ fn dimension_of(key: &str) -> String {
     key.split(',').map(|kv| kv.split('=').next().unwrap_or("")).collect::<Vec<_>>().join("+")
 }
 
+/// A gauge family from rows; the HELP/TYPE lines are written even with no rows, so dashboards and rules can rely
+/// on every family being declared.
 fn gauge(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     rows: &[(Vec<(&'static str, String)>, f64)],
 ) -> std::fmt::Result {
-    if rows.is_empty() {
-        return Ok(());
-    }
     let mut fam = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, v) in rows {
         ConstGauge::new(*v).encode(fam.encode_family(labels)?)?;
