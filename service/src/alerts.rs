@@ -234,8 +234,9 @@ impl Rule {
     }
 }
 
-/// framewatch's default rules. Thresholds follow the default drift verdict (METRICS.md); `for` durations keep a
-/// single noisy evaluation from paging anyone.
+/// framewatch's default rules. The drift rules fire on the default verdict (METRICS.md: PSI or KS effect size with
+/// a p-value guard and a minimum sample), which stays quiet on small noisy windows where a bare PSI threshold would
+/// not; `for` durations keep a single evaluation from paging anyone.
 pub fn default_rules() -> Vec<RuleConfig> {
     let rule = |name: &str,
                 metric: Option<&str>,
@@ -272,10 +273,10 @@ pub fn default_rules() -> Vec<RuleConfig> {
             "BrightnessDrift",
             Some("brightness"),
             "*",
-            "psi",
+            "drift",
             ">=",
-            0.25,
-            0.1,
+            1.0,
+            1.0,
             120,
             "warning",
             "Brightness distribution differs from the training baseline (dark, over-exposed or lighting change)",
@@ -284,10 +285,10 @@ pub fn default_rules() -> Vec<RuleConfig> {
             "BlurDrift",
             Some("sharpness"),
             "*",
-            "psi",
+            "drift",
             ">=",
-            0.25,
-            0.1,
+            1.0,
+            1.0,
             120,
             "warning",
             "Sharpness distribution differs from the baseline (dirty lens, focus, fog, compression)",
