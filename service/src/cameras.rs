@@ -1,24 +1,38 @@
 //! Per-camera temporal state: how much each frame differs from the camera's previous one (pHash Hamming
 //! distance), how long a camera has sent the very same picture (frozen: identical content, which a live sensor
 //! never produces, unlike a merely static scene), and how long it has shown a scene far from the one it settled
-//! on (moved). Bounded: at most `max_cameras`, the longest-silent is forgotten first.
+//! on (moved). "The scene" is a bitwise vote over many frames, not one frame, so people and cars passing through
+//! do not look like a moved camera: a slow vote (background, ~3000 frames) and a fast one (recent, ~16 frames);
+//! the camera has moved while the two disagree on 20+ of the 64 bits. Bounded: at most `max_cameras`, the
+//! longest-silent is forgotten first.
 
 use std::collections::HashMap;
 
 use framewatch_metrics::phash::hamming;
 
-/// A frame this many bits or more from the camera's settled scene counts as "elsewhere".
+/// Recent and background scene hashes this many bits apart mean the camera looks elsewhere.
 pub const MOVED_BITS: u32 = 20;
-/// After this many consecutive "elsewhere" frames the new scene becomes the settled one (re-learn).
-pub const RELEARN_FRAMES: u64 = 3000;
+/// Weight of a new frame in the slow (background) vote: a new view becomes the settled one after ~0.7/this frames.
+const BACKGROUND_RATE: f32 = 1.0 / 4096.0;
+/// Weight of a new frame in the fast (recent) vote.
+const RECENT_RATE: f32 = 1.0 / 16.0;
+
+fn vote_hash(v: &[f32; 64]) -> u64 {
+    v.iter().enumerate().fold(0u64, |h, (i, &p)| if p > 0.5 { h | (1u64 << i) } else { h })
+}
+
+fn bits(hash: u64) -> [f32; 64] {
+    std::array::from_fn(|i| ((hash >> i) & 1) as f32)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CameraState {
     pub last_hash: u64,
     /// Fingerprint of the frame's content (encoded bytes or pixels); equal fingerprints = the same picture.
     pub last_content: Option<u64>,
-    /// The scene the camera settled on.
-    pub anchor: u64,
+    /// Share of recent / long-run frames with each pHash bit set.
+    background: [f32; 64],
+    recent: [f32; 64],
     /// Last frame-to-frame change, 0..1 (Hamming distance / 64).
     pub frame_change: f64,
     pub frozen_frames: u64,
@@ -49,16 +63,18 @@ impl CameraTracker {
             };
             s.frozen_frames = if same { s.frozen_frames + 1 } else { 0 };
             s.last_content = content;
-            if same {
-                // A frozen feed says nothing about where the camera points.
-            } else if hamming(s.anchor, hash) >= MOVED_BITS {
-                s.moved_frames += 1;
-                if s.moved_frames >= RELEARN_FRAMES {
-                    s.anchor = hash;
+            if !same {
+                // A frozen feed says nothing about where the camera points, so only live frames vote.
+                for (i, (b, r)) in s.background.iter_mut().zip(s.recent.iter_mut()).enumerate() {
+                    let bit = ((hash >> i) & 1) as f32;
+                    *b += BACKGROUND_RATE * (bit - *b);
+                    *r += RECENT_RATE * (bit - *r);
+                }
+                if hamming(vote_hash(&s.background), vote_hash(&s.recent)) >= MOVED_BITS {
+                    s.moved_frames += 1;
+                } else {
                     s.moved_frames = 0;
                 }
-            } else {
-                s.moved_frames = 0;
             }
             s.last_hash = hash;
             s.last_seen_secs = now_secs;
@@ -72,7 +88,8 @@ impl CameraTracker {
         let s = CameraState {
             last_hash: hash,
             last_content: content,
-            anchor: hash,
+            background: bits(hash),
+            recent: bits(hash),
             frame_change: 0.0,
             frozen_frames: 0,
             moved_frames: 0,
@@ -115,12 +132,22 @@ mod tests {
         let s = t.observe("c", scene ^ 0xFF, Some(3), 7);
         assert_eq!((s.frozen_frames, s.moved_frames), (0, 0));
         assert!((s.frame_change - 8.0 / 64.0).abs() < 1e-12);
+        // people passing: every fourth frame far from the scene does not move the camera
+        for i in 0..40u64 {
+            let h = if i % 4 == 0 { !scene } else { scene ^ (i & 3) };
+            assert_eq!(t.observe("c", h, Some(200 + i), 8 + i as i64).moved_frames, 0, "transient foreground");
+        }
         // the camera turns to another scene and stays there
         let other = !scene;
-        for i in 1..=10 {
-            assert_eq!(t.observe("c", other ^ (i as u64) << 40, Some(100 + i as u64), 7 + i).moved_frames, i as u64);
+        let mut moved = 0;
+        for i in 1..=40u64 {
+            moved = t.observe("c", other ^ (i << 40), Some(300 + i), 50 + i as i64).moved_frames;
         }
-        assert_eq!(t.observe("c", scene, Some(999), 20).moved_frames, 0, "back home");
+        assert!(moved >= 25, "moved for most of the 40 frames: {moved}");
+        for i in 0..30u64 {
+            t.observe("c", scene ^ (i & 1), Some(400 + i), 100 + i as i64);
+        }
+        assert_eq!(t.get("c").map(|s| s.moved_frames), Some(0), "back home");
         // pre-scored frames: an identical pHash counts as the same picture
         t.observe("p", scene, None, 0);
         assert_eq!(t.observe("p", scene, None, 1).frozen_frames, 1);
