@@ -1,5 +1,5 @@
 //! The training-set baseline: per metric, fixed quantile edges with the baseline's own counts, quartiles and
-//! moments; per categorical, counts. Stored as versioned JSON (see BASELINE.md); loading validates every field and
+//! moments; per categorical, counts. Stored as versioned JSON (README.md, "Baseline file"); loading validates every field and
 //! names the one that is wrong.
 
 use std::collections::BTreeMap;
@@ -216,7 +216,7 @@ impl Baseline {
                         quartiles: m.quartiles,
                         edges: m.layout.edges().to_vec(),
                         psi_cuts: m.layout.coarse_cuts().to_vec(),
-                        counts: h.counts.clone(),
+                        counts: h.counts.iter().map(|&c| u64::from(c)).collect(),
                     };
                     (name.clone(), file)
                 })
@@ -298,7 +298,12 @@ fn validate_metric(name: &str, m: MetricBaselineFile) -> Result<MetricBaseline, 
     let layout = BinLayout::new(m.edges, &m.psi_cuts, m.quartiles)
         .map_err(|source| BaselineError::Layout { metric: name.to_string(), source })?;
     let mut histogram = Histogram::new(&layout);
-    histogram.counts = m.counts;
+    histogram.counts = m
+        .counts
+        .iter()
+        .map(|&c| u32::try_from(c))
+        .collect::<Result<_, _>>()
+        .map_err(|_| invalid(name, "counts", "a bin holds more than 4294967295 frames"))?;
     histogram.n = m.n;
     histogram.missing = m.missing;
     histogram.min = m.min;

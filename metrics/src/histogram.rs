@@ -142,9 +142,11 @@ impl BinLayout {
 
 /// Counts of one metric's values against a `BinLayout`, plus the moments and tail distances the statistics need.
 /// Everything is additive, so `merge` is exact for counts (and exact up to float rounding for the sums).
+/// Bin counts are 32-bit (a window holds millions of frames, not billions): it halves the memory of every
+/// sub-window; additions saturate rather than wrap.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Histogram {
-    pub counts: Vec<u64>,
+    pub counts: Vec<u32>,
     pub n: u64,
     /// Frames on which the metric was undefined (e.g. confidence on a frame without detections).
     pub missing: u64,
@@ -185,7 +187,7 @@ impl Histogram {
             return;
         };
         let bin = layout.bin_of(v);
-        self.counts[bin] += 1;
+        self.counts[bin] = self.counts[bin].saturating_add(1);
         self.n += 1;
         let c = v - layout.center;
         self.sum += c;
@@ -211,7 +213,7 @@ impl Histogram {
     pub fn merge(&mut self, other: &Histogram) {
         debug_assert_eq!(self.counts.len(), other.counts.len());
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
         self.n += other.n;
         self.missing += other.missing;

@@ -93,8 +93,8 @@ pub fn ks_statistic(reference: &Histogram, current: &Histogram) -> f64 {
     let (n, m) = (reference.n as f64, current.n as f64);
     let (mut fr, mut fc, mut d) = (0u64, 0u64, 0.0f64);
     for (&r, &c) in reference.counts.iter().zip(&current.counts) {
-        fr += r;
-        fc += c;
+        fr += u64::from(r);
+        fc += u64::from(c);
         d = d.max((fr as f64 / n - fc as f64 / m).abs());
     }
     d.min(1.0)
@@ -112,9 +112,9 @@ pub fn wasserstein(layout: &BinLayout, reference: &Histogram, current: &Histogra
     let mut w = (current.tail_lo_dist / m - reference.tail_lo_dist / n).abs()
         + (current.tail_hi_dist / m - reference.tail_hi_dist / n).abs();
     // CDF difference at the left edge of fine bin 1 (after the lower tail).
-    let mut a = current.counts[0] as f64 / m - reference.counts[0] as f64 / n;
+    let mut a = f64::from(current.counts[0]) / m - f64::from(reference.counts[0]) / n;
     for i in 1..=k {
-        let b = a + current.counts[i] as f64 / m - reference.counts[i] as f64 / n;
+        let b = a + f64::from(current.counts[i]) / m - f64::from(reference.counts[i]) / n;
         let width = edges[i] - edges[i - 1];
         w += width * if a * b >= 0.0 { 0.5 * (a.abs() + b.abs()) } else { 0.5 * (a * a + b * b) / (a.abs() + b.abs()) };
         a = b;
