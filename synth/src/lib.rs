@@ -131,9 +131,9 @@ pub struct Camera {
     tmp: Vec<u8>,
 }
 
-fn paint_scene(w: usize, h: usize, rng: &mut Rng) -> Vec<u8> {
+fn paint_scene(w: usize, h: usize, rng: &mut Rng, horizon_range: (f32, f32)) -> Vec<u8> {
     let mut px = vec![0u8; w * h * 3];
-    let horizon = (h as f32 * rng.range(0.35, 0.5)) as usize;
+    let horizon = (h as f32 * rng.range(horizon_range.0, horizon_range.1)) as usize;
     let sky = [rng.range(90.0, 140.0), rng.range(140.0, 180.0), rng.range(190.0, 235.0)];
     let ground = [rng.range(70.0, 110.0), rng.range(70.0, 100.0), rng.range(60.0, 90.0)];
     for y in 0..h {
@@ -186,8 +186,9 @@ fn paint_scene(w: usize, h: usize, rng: &mut Rng) -> Vec<u8> {
 impl Camera {
     pub fn new(id: &str, width: usize, height: usize, seed: u64) -> Camera {
         let mut rng = Rng::new(seed);
-        let scene = paint_scene(width, height, &mut rng);
-        let moved_scene = paint_scene(width, height, &mut Rng::new(seed ^ 0xDEAD_BEEF));
+        let scene = paint_scene(width, height, &mut rng, (0.35, 0.5));
+        // Knocked down and sideways: the horizon sits much lower and the buildings are elsewhere.
+        let moved_scene = paint_scene(width, height, &mut Rng::new(seed ^ 0xDEAD_BEEF), (0.72, 0.8));
         let movers = (0..rng.range(2.0, 6.0) as usize)
             .map(|_| Mover {
                 class: (rng.f32() * 1.6) as usize % 3,
