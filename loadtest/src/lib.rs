@@ -140,31 +140,11 @@ fn camera_name(i: usize) -> String {
 }
 
 fn to_proto(d: &[SynthDetection]) -> Vec<v1::Detection> {
-    d.iter()
-        .map(|d| v1::Detection {
-            x_min: d.x_min,
-            y_min: d.y_min,
-            x_max: d.x_max,
-            y_max: d.y_max,
-            class_label: d.class.to_string(),
-            confidence: d.confidence,
-            class_probabilities: d.probabilities.clone(),
-        })
-        .collect()
+    d.iter().map(SynthDetection::to_proto).collect()
 }
 
 fn to_metrics(d: &[SynthDetection]) -> Vec<Detection> {
-    d.iter()
-        .map(|d| Detection {
-            x_min: d.x_min,
-            y_min: d.y_min,
-            x_max: d.x_max,
-            y_max: d.y_max,
-            class_label: d.class.to_string(),
-            confidence: d.confidence,
-            class_probabilities: d.probabilities.clone(),
-        })
-        .collect()
+    d.iter().map(SynthDetection::to_detection).collect()
 }
 
 fn camera(fleet: &FleetArgs, i: usize) -> Camera {

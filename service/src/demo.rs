@@ -64,17 +64,7 @@ fn schedule() -> Vec<(usize, Drift, &'static str)> {
 }
 
 fn to_proto(d: &[SynthDetection]) -> Vec<v1::Detection> {
-    d.iter()
-        .map(|d| v1::Detection {
-            x_min: d.x_min,
-            y_min: d.y_min,
-            x_max: d.x_max,
-            y_max: d.y_max,
-            class_label: d.class.to_string(),
-            confidence: d.confidence,
-            class_probabilities: d.probabilities.clone(),
-        })
-        .collect()
+    d.iter().map(SynthDetection::to_proto).collect()
 }
 
 /// Metric values and class labels of one scored synthetic frame.
@@ -100,7 +90,7 @@ fn build_baseline(cameras: usize, per_camera: usize) -> anyhow::Result<Baseline>
                     for _ in 0..per_camera {
                         let dets = cam.next_frame(&mut buf);
                         let pd: Vec<framewatch_metrics::Detection> =
-                            to_proto(&dets).into_iter().map(crate::frame::detection_from_proto).collect();
+                            dets.iter().map(SynthDetection::to_detection).collect();
                         if let Ok(sc) = scorer.score(FramePixels::Encoded(&buf), &pd) {
                             out.push((sc.values.to_vec(), dets.iter().map(|d| d.class).collect()));
                         }

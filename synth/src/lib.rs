@@ -2,7 +2,7 @@
 //! objects moving through it and sensor noise, encoded as JPEG, plus the detections a model would report. Drift
 //! can be injected per camera: darker or brighter, blurred, noisy, colour cast, harder JPEG compression, frozen,
 //! moved, less confident model, different class mix. Deterministic for a seed. Used by `framewatch demo` and the
-//! load tester; pure computation, no I/O.
+//! load tester; pure computation, no I/O (it knows the wire and metric detection types to convert into).
 
 /// One detection: normalised box, class, confidence, class probabilities (car, person, bicycle).
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +14,34 @@ pub struct SynthDetection {
     pub class: &'static str,
     pub confidence: f32,
     pub probabilities: Vec<f32>,
+}
+
+impl SynthDetection {
+    /// As the metrics crate's detection (for scoring locally).
+    pub fn to_detection(&self) -> framewatch_metrics::Detection {
+        framewatch_metrics::Detection {
+            x_min: self.x_min,
+            y_min: self.y_min,
+            x_max: self.x_max,
+            y_max: self.y_max,
+            class_label: self.class.to_string(),
+            confidence: self.confidence,
+            class_probabilities: self.probabilities.clone(),
+        }
+    }
+
+    /// As the wire detection (for sending to framewatch).
+    pub fn to_proto(&self) -> framewatch_proto::v1::Detection {
+        framewatch_proto::v1::Detection {
+            x_min: self.x_min,
+            y_min: self.y_min,
+            x_max: self.x_max,
+            y_max: self.y_max,
+            class_label: self.class.to_string(),
+            confidence: self.confidence,
+            class_probabilities: self.probabilities.clone(),
+        }
+    }
 }
 
 /// A drift to inject.
