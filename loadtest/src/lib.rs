@@ -139,6 +139,10 @@ fn camera_name(i: usize) -> String {
     format!("cam-{}", i + 1)
 }
 
+fn site_of(i: usize) -> String {
+    format!("site-{}", i % 3)
+}
+
 fn to_proto(d: &[SynthDetection]) -> Vec<v1::Detection> {
     d.iter().map(SynthDetection::to_proto).collect()
 }
@@ -161,12 +165,18 @@ pub fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
     let mut buf = Vec::new();
     for i in 0..args.fleet.cameras {
         let mut cam = camera(&args.fleet, i);
-        let key = format!("camera_id={}", camera_name(i));
+        // The same slices the run will create: the camera, and its site (a site is a subset of the fleet, so
+        // comparing it with the fleet-wide reference would always "drift").
+        let (key, site_key) = (format!("camera_id={}", camera_name(i)), format!("site={}", site_of(i)));
         for _ in 0..args.frames {
             let dets = cam.next_frame(&mut buf);
             let d = to_metrics(&dets);
             let s = scorer.score(FramePixels::Encoded(&buf), &d).map_err(|e| anyhow::anyhow!("{e}"))?;
-            builder.add_to_slices(&[key.as_str()], s.values, d.iter().map(|x| x.class_label.as_str()));
+            builder.add_to_slices(
+                &[key.as_str(), site_key.as_str()],
+                s.values,
+                d.iter().map(|x| x.class_label.as_str()),
+            );
         }
         eprintln!("scored {} clean frames of {}", args.frames, camera_name(i));
     }
@@ -392,7 +402,7 @@ pub async fn run_grpc(args: RunArgs) -> anyhow::Result<Report> {
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
                 let frame = v1::Frame {
                     camera_id: camera_name(i),
-                    labels: [("site".to_string(), format!("site-{}", i % 3))].into(),
+                    labels: [("site".to_string(), site_of(i))].into(),
                     capture_time: Some(prost_types::Timestamp {
                         seconds: now.as_secs() as i64,
                         nanos: now.subsec_nanos() as i32,
