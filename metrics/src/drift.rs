@@ -252,6 +252,24 @@ pub enum Comparison {
 }
 
 impl Comparison {
+    /// Every operator, longest first, so `<=` is found before `<` when splitting an expression.
+    pub const ALL: [(&'static str, Comparison); 4] =
+        [("<=", Comparison::Le), (">=", Comparison::Ge), ("<", Comparison::Lt), (">", Comparison::Gt)];
+
+    /// `>`, `>=`, `<` or `<=`.
+    pub fn from_symbol(s: &str) -> Option<Comparison> {
+        Comparison::ALL.iter().find(|(sym, _)| *sym == s.trim()).map(|(_, c)| *c)
+    }
+
+    /// Splits `lhs OP rhs` at its first operator: (lhs, operator, rhs).
+    pub fn split(text: &str) -> Option<(&str, Comparison, &str)> {
+        Comparison::ALL
+            .iter()
+            .filter_map(|(sym, c)| text.find(sym).map(|p| (p, sym.len(), *c)))
+            .min_by_key(|(p, len, _)| (*p, std::cmp::Reverse(*len)))
+            .map(|(p, len, c)| (&text[..p], c, &text[p + len..]))
+    }
+
     pub fn holds(self, a: f64, b: f64) -> bool {
         match self {
             Comparison::Gt => a > b,
@@ -303,22 +321,9 @@ impl FromStr for FailRule {
     type Err = RuleParseError;
     fn from_str(s: &str) -> Result<FailRule, RuleParseError> {
         let rule = s.trim();
-        let (pos, comparison, len) = ["<=", ">=", "<", ">"]
-            .iter()
-            .filter_map(|op| rule.find(op).map(|p| (p, *op)))
-            .min_by_key(|(p, op)| (*p, std::cmp::Reverse(op.len())))
-            .map(|(p, op)| {
-                let c = match op {
-                    "<=" => Comparison::Le,
-                    ">=" => Comparison::Ge,
-                    "<" => Comparison::Lt,
-                    _ => Comparison::Gt,
-                };
-                (p, c, op.len())
-            })
-            .ok_or_else(|| RuleParseError::NoOperator(rule.to_string()))?;
-        let lhs = rule[..pos].trim();
-        let rhs = rule[pos + len..].trim();
+        let (lhs, comparison, rhs) =
+            Comparison::split(rule).ok_or_else(|| RuleParseError::NoOperator(rule.to_string()))?;
+        let (lhs, rhs) = (lhs.trim(), rhs.trim());
         let threshold: f64 = rhs
             .parse()
             .ok()

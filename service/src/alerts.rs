@@ -156,16 +156,6 @@ pub struct Rule {
     min_frames: u64,
 }
 
-fn parse_op(op: &str) -> Option<Comparison> {
-    Some(match op.trim() {
-        ">" => Comparison::Gt,
-        ">=" => Comparison::Ge,
-        "<" => Comparison::Lt,
-        "<=" => Comparison::Le,
-        _ => return None,
-    })
-}
-
 impl Rule {
     pub fn new(c: RuleConfig, default_min_frames: u64, metric_exists: &dyn Fn(&str) -> bool) -> anyhow::Result<Rule> {
         let at = format!("alerts.rules[{}]", c.name);
@@ -174,7 +164,8 @@ impl Rule {
         }
         let stat = Stat::parse(&c.statistic)
             .with_context(|| format!("{at}.statistic: unknown statistic {:?}", c.statistic))?;
-        let op = parse_op(&c.op).with_context(|| format!("{at}.op: {:?} is not one of > >= < <=", c.op))?;
+        let op =
+            Comparison::from_symbol(&c.op).with_context(|| format!("{at}.op: {:?} is not one of > >= < <=", c.op))?;
         if stat.needs_metric() {
             match &c.metric {
                 None => bail!("{at}.metric: statistic {:?} needs a metric", c.statistic),

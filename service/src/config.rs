@@ -173,14 +173,11 @@ pub struct Predicate {
 
 pub fn parse_predicate(name: &str, text: &str) -> anyhow::Result<Predicate> {
     use framewatch_metrics::drift::Comparison;
-    let ops = [("<=", Comparison::Le), (">=", Comparison::Ge), ("<", Comparison::Lt), (">", Comparison::Gt)];
-    for (sym, op) in ops {
-        if let Some((m, v)) = text.split_once(sym) {
-            let threshold: f64 = v.trim().parse().with_context(|| {
-                format!("slices.predicates.{name}: {:?} is not a number (write e.g. \"brightness < 0.25\")", v.trim())
-            })?;
-            return Ok(Predicate { name: name.to_string(), metric: m.trim().to_string(), op, threshold });
-        }
+    if let Some((m, op, v)) = Comparison::split(text) {
+        let threshold: f64 = v.trim().parse().with_context(|| {
+            format!("slices.predicates.{name}: {:?} is not a number (write e.g. \"brightness < 0.25\")", v.trim())
+        })?;
+        return Ok(Predicate { name: name.to_string(), metric: m.trim().to_string(), op, threshold });
     }
     bail!("slices.predicates.{name}: {text:?} has no comparison (write e.g. \"brightness < 0.25\")")
 }
