@@ -64,6 +64,25 @@ pub struct CameraState {
     votes: u64,
 }
 
+/// One camera's state as a checkpoint stores it (serde has no 64-element arrays, hence the vectors).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedCamera {
+    pub camera: String,
+    pub last_hash: u64,
+    pub last_content: Option<u64>,
+    pub background: Vec<f32>,
+    pub recent: Vec<f32>,
+    pub frame_change: f64,
+    pub frozen_frames: u64,
+    pub moved_frames: u64,
+    pub last_seen_secs: i64,
+    pub votes: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("camera {0:?}: pHash votes must have 64 entries")]
+pub struct BadSavedCamera(pub String);
+
 #[derive(Debug, Default)]
 pub struct CameraTracker {
     cameras: HashMap<String, CameraState>,
@@ -137,6 +156,52 @@ impl CameraTracker {
         v
     }
 
+    pub fn export_state(&self) -> Vec<SavedCamera> {
+        self.snapshot()
+            .into_iter()
+            .map(|(camera, s)| SavedCamera {
+                camera,
+                last_hash: s.last_hash,
+                last_content: s.last_content,
+                background: s.background.to_vec(),
+                recent: s.recent.to_vec(),
+                frame_change: s.frame_change,
+                frozen_frames: s.frozen_frames,
+                moved_frames: s.moved_frames,
+                last_seen_secs: s.last_seen_secs,
+                votes: s.votes,
+            })
+            .collect()
+    }
+
+    /// Replaces every camera with the saved ones (at most `max_cameras`, most recent first); all or nothing.
+    pub fn restore_state(&mut self, mut saved: Vec<SavedCamera>) -> Result<(), BadSavedCamera> {
+        saved.sort_by_key(|c| std::cmp::Reverse(c.last_seen_secs));
+        saved.truncate(self.max_cameras);
+        let mut cameras = HashMap::with_capacity(saved.len());
+        for c in saved {
+            let (Ok(background), Ok(recent)) =
+                (<[f32; 64]>::try_from(c.background.as_slice()), <[f32; 64]>::try_from(c.recent.as_slice()))
+            else {
+                return Err(BadSavedCamera(c.camera));
+            };
+            let state = CameraState {
+                last_hash: c.last_hash,
+                last_content: c.last_content,
+                background,
+                recent,
+                frame_change: c.frame_change,
+                frozen_frames: c.frozen_frames,
+                moved_frames: c.moved_frames,
+                last_seen_secs: c.last_seen_secs,
+                votes: c.votes,
+            };
+            cameras.insert(c.camera, state);
+        }
+        self.cameras = cameras;
+        Ok(())
+    }
+
     pub fn forget_idle(&mut self, older_than_secs: i64) {
         self.cameras.retain(|_, s| s.last_seen_secs >= older_than_secs);
     }
@@ -183,6 +248,21 @@ mod tests {
         // pre-scored frames: an identical pHash counts as the same picture
         t.observe("p", scene, None, 0);
         assert_eq!(t.observe("p", scene, None, 1).frozen_frames, 1);
+    }
+
+    #[test]
+    fn saved_state_restores_exactly() {
+        let mut t = CameraTracker::new(10);
+        for i in 0..100u64 {
+            t.observe(if i % 2 == 0 { "a" } else { "b" }, i * 0x9E37_79B9, Some(i / 4), i as i64);
+        }
+        let saved = t.export_state();
+        let mut u = CameraTracker::new(10);
+        u.restore_state(saved.clone()).expect("restore");
+        assert_eq!(u.snapshot(), t.snapshot());
+        let mut bad = saved;
+        bad[0].recent.pop();
+        assert_eq!(u.restore_state(bad), Err(BadSavedCamera("a".into())));
     }
 
     #[test]

@@ -53,6 +53,18 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the service with a built-in synthetic camera fleet, inject drift, watch it being detected.
     Demo(crate::demo::DemoArgs),
+    /// Inspect a service checkpoint (windows, camera state, Kafka offsets).
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Check a checkpoint file and print its contents as JSON (offsets, counters, every slice's sub-windows).
+    Inspect {
+        #[arg(value_name = "FILE")]
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +175,30 @@ pub struct DriftArgs {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Score(args) => score(args),
+        Command::Checkpoint(CheckpointCommand::Inspect { path }) => {
+            let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let c = crate::checkpoint::decode(&path, &bytes)?;
+            let frames: u64 = c
+                .store
+                .slices
+                .iter()
+                .filter(|s| s.key == crate::store::GLOBAL)
+                .flat_map(|s| &s.subs)
+                .map(|w| w.frames)
+                .sum();
+            eprintln!(
+                "{}: {} slices, {} frames in the global window, {} partitions, {} cameras",
+                path.display(),
+                c.store.slices.len(),
+                frames,
+                c.offsets.len(),
+                c.cameras.len()
+            );
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &c)?;
+            writeln!(out)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Baseline(BaselineCommand::Build(args)) => build(args),
         Command::Drift(args) => drift(args),
         Command::Serve(args) => {

@@ -21,6 +21,8 @@ pub struct Config {
     pub evaluation: EvaluationConfig,
     pub prometheus: PrometheusConfig,
     pub alerts: crate::alerts::AlertsConfig,
+    pub kafka: KafkaConfig,
+    pub checkpoint: CheckpointConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -162,6 +164,96 @@ impl Default for PrometheusConfig {
     }
 }
 
+/// Message format on the Kafka topics.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KafkaFormat {
+    /// `framewatch.v1.Frame`, the gRPC message.
+    #[default]
+    Protobuf,
+    /// The JSON form for pre-computed metric values (README, "Kafka message formats").
+    Json,
+    /// JSON when the value starts with '{' (never a valid Frame encoding), protobuf otherwise.
+    Auto,
+}
+
+/// librdkafka properties framewatch sets itself; the pass-through table cannot override them.
+pub const KAFKA_MANAGED_PROPERTIES: &[&str] =
+    &["bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store"];
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, "host:port,host:port". Empty: no Kafka source.
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub format: KafkaFormat,
+    /// Rejected messages are copied here with the reason in headers. Empty: not forwarded (still counted).
+    pub dead_letter_topic: String,
+    /// Offsets of recorded frames are committed this often (after a checkpoint, when checkpoints are on), and on
+    /// partition revoke and shutdown.
+    pub commit_interval_secs: f64,
+    /// When the scoring queue stays full this long, the partitions are paused until it is half empty (a pause
+    /// drops librdkafka's prefetched messages, so brief stalls only wait).
+    pub pause_after_ms: u64,
+    /// Any librdkafka property (security.protocol, sasl.*, ssl.*, session.timeout.ms, ...), passed through.
+    pub properties: BTreeMap<String, toml::Value>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            topics: vec!["framewatch-frames".into()],
+            group_id: "framewatch".into(),
+            format: KafkaFormat::Protobuf,
+            dead_letter_topic: String::new(),
+            commit_interval_secs: 5.0,
+            pause_after_ms: 250,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+
+    /// The pass-through properties as librdkafka strings.
+    pub fn property_strings(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.properties
+            .iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => bail!("kafka.properties.\"{k}\": {other:?} is not a string, number or boolean"),
+                };
+                Ok((k.clone(), s))
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Checkpoint file (windows, camera state and Kafka offsets). Empty: no checkpoints.
+    pub path: Option<PathBuf>,
+    /// How often to checkpoint when there is no Kafka source (with Kafka: every kafka.commit_interval_secs).
+    pub interval_secs: f64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { path: None, interval_secs: 30.0 }
+    }
+}
+
 /// A metric predicate: `metric OP threshold`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Predicate {
@@ -242,6 +334,32 @@ impl Config {
         }
         for (name, text) in &self.slices.predicates {
             parse_predicate(name, text)?;
+        }
+        let k = &self.kafka;
+        if k.enabled() {
+            if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
+                bail!("kafka.topics: list at least one topic (and no empty names)");
+            }
+            if k.group_id.trim().is_empty() {
+                bail!("kafka.group_id must not be empty");
+            }
+            if k.topics.contains(&k.dead_letter_topic) {
+                bail!("kafka.dead_letter_topic {:?} is also in kafka.topics", k.dead_letter_topic);
+            }
+            if !(k.commit_interval_secs > 0.0 && k.commit_interval_secs <= 3600.0) {
+                bail!("kafka.commit_interval_secs must be in (0, 3600]");
+            }
+            for (key, _) in k.property_strings()? {
+                if KAFKA_MANAGED_PROPERTIES.contains(&key.as_str()) {
+                    bail!(
+                        "kafka.properties.\"{key}\" is set by framewatch (use kafka.brokers / kafka.group_id; offsets are \
+                         committed only after frames are recorded)"
+                    );
+                }
+            }
+        }
+        if !(self.checkpoint.interval_secs > 0.0 && self.checkpoint.interval_secs <= 86_400.0) {
+            bail!("checkpoint.interval_secs must be in (0, 86400]");
         }
         Ok(())
     }
@@ -326,6 +444,35 @@ mod tests {
         let e =
             format!("{:#}", Config::load(None, env(&[("FRAMEWATCH_PIPELINE__WORKERS", "many")])).expect_err("type"));
         assert!(e.contains("workers"), "{e}");
+    }
+
+    #[test]
+    fn kafka_settings_are_checked() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("FRAMEWATCH_KAFKA__BROKERS", "127.0.0.1:9092"),
+                ("FRAMEWATCH_KAFKA__TOPICS", "[\"frames\"]"),
+                ("FRAMEWATCH_KAFKA__FORMAT", "auto"),
+                ("FRAMEWATCH_KAFKA__PROPERTIES__SESSION.TIMEOUT.MS", "6000"),
+            ]),
+        )
+        .expect("kafka");
+        assert!(c.kafka.enabled());
+        assert_eq!(c.kafka.format, KafkaFormat::Auto);
+        assert_eq!(c.kafka.property_strings().expect("props"), [("session.timeout.ms".into(), "6000".into())]);
+        let e = Config::load(
+            None,
+            env(&[
+                ("FRAMEWATCH_KAFKA__BROKERS", "b:9092"),
+                ("FRAMEWATCH_KAFKA__PROPERTIES__ENABLE.AUTO.COMMIT", "true"),
+            ]),
+        )
+        .expect_err("managed property");
+        assert!(e.to_string().contains("enable.auto.commit"), "{e}");
+        let e = Config::load(None, env(&[("FRAMEWATCH_KAFKA__BROKERS", "b:9092"), ("FRAMEWATCH_KAFKA__TOPICS", "[]")]))
+            .expect_err("no topics");
+        assert!(e.to_string().contains("kafka.topics"), "{e}");
     }
 
     #[test]

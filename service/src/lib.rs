@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod api;
 pub mod cameras;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod demo;

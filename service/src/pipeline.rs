@@ -3,9 +3,10 @@
 //! control slows the client; memory stays bounded by `queue_capacity` frames. Each worker owns a `Scorer` (reused
 //! buffers), records into the window store, and answers the frame's submitter.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use framewatch_metrics::{FramePixels, MetricRegistry, ScoreSettings, Scorer};
 use tokio::sync::{mpsc, oneshot};
@@ -31,6 +32,8 @@ pub struct PipelineHandle {
     tx: mpsc::Sender<Job>,
     capacity: usize,
     telemetry: Telemetry,
+    /// Frames queued or being scored (submitted and not yet answered).
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// The running pool.
@@ -44,12 +47,63 @@ pub struct Pipeline {
 #[error("framewatch is shutting down")]
 pub struct ShuttingDown;
 
+/// `try_submit` could not queue the job; it comes back.
+#[derive(Debug)]
+pub enum TrySubmitError {
+    Full(Box<Job>),
+    ShuttingDown(Box<Job>),
+}
+
 impl PipelineHandle {
     /// Queues a frame, waiting while the queue is full.
     pub async fn submit(&self, job: Job) -> Result<(), ShuttingDown> {
-        let r = self.tx.send(job).await.map_err(|_| ShuttingDown);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let r = self.tx.send(job).await.map_err(|_| {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            ShuttingDown
+        });
         self.telemetry.queue_depth.set(self.depth() as i64);
         r
+    }
+
+    /// Queues a frame if there is room now.
+    pub fn try_submit(&self, job: Job) -> Result<(), TrySubmitError> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let r = self.tx.try_send(job).map_err(|e| {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            match e {
+                mpsc::error::TrySendError::Full(j) => TrySubmitError::Full(Box::new(j)),
+                mpsc::error::TrySendError::Closed(j) => TrySubmitError::ShuttingDown(Box::new(j)),
+            }
+        });
+        self.telemetry.queue_depth.set(self.depth() as i64);
+        r
+    }
+
+    /// Waits until the queue has room (does not queue anything).
+    pub async fn room(&self) -> Result<(), ShuttingDown> {
+        self.tx.reserve().await.map(drop).map_err(|_| ShuttingDown)
+    }
+
+    /// Frames submitted and not yet answered (queued or being scored).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Blocks (not for async callers) until no frame is queued or being scored, or `limit` passes.
+    pub fn wait_idle(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while self.in_flight() > 0 {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Frames waiting for a worker.
@@ -73,13 +127,14 @@ impl Pipeline {
     pub fn start(workers: usize, capacity: usize, ctx: WorkerContext) -> Pipeline {
         let (tx, rx) = mpsc::channel::<Job>(capacity);
         let rx = Arc::new(Mutex::new(rx));
-        let handle = PipelineHandle { tx, capacity, telemetry: ctx.telemetry.clone() };
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let handle = PipelineHandle { tx, capacity, telemetry: ctx.telemetry.clone(), in_flight: in_flight.clone() };
         let workers = (0..workers.max(1))
             .map(|i| {
-                let (rx, ctx) = (rx.clone(), ctx.clone());
+                let (rx, ctx, in_flight) = (rx.clone(), ctx.clone(), in_flight.clone());
                 std::thread::Builder::new()
                     .name(format!("framewatch-score-{i}"))
-                    .spawn(move || worker(rx, ctx))
+                    .spawn(move || worker(rx, ctx, &in_flight))
                     .unwrap_or_else(|e| panic!("cannot start scoring thread: {e}"))
             })
             .collect();
@@ -100,7 +155,7 @@ impl Pipeline {
     }
 }
 
-fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, ctx: WorkerContext) {
+fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, ctx: WorkerContext, in_flight: &AtomicUsize) {
     let mut scorer = Scorer::new(ctx.registry.clone(), ctx.settings);
     let mut values: Vec<Option<f64>> = Vec::new();
     loop {
@@ -120,6 +175,8 @@ fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, ctx: WorkerContext) {
             }
             Err(r) => ctx.telemetry.reject(source, r.reason),
         }
+        // Recorded (or refused) before anyone hears of it: in-flight reaches zero only when the store has it.
+        in_flight.fetch_sub(1, Ordering::SeqCst);
         if let Some(reply) = job.reply {
             let _ = reply.send(outcome);
         }
@@ -180,7 +237,7 @@ fn process(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, values: 
 }
 
 /// 64-bit FNV-1a over 8-byte words: fast enough next to decoding, and equal only for identical content.
-fn fingerprint(bytes: &[u8]) -> u64 {
+pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut chunks = bytes.chunks_exact(8);
     for c in chunks.by_ref() {

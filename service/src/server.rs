@@ -26,12 +26,14 @@ use tokio_util::sync::CancellationToken;
 use crate::alerts::{AlertEngine, AlertEvent, AlertSnapshot, Phase, build_rules};
 use crate::api::QueryApi;
 use crate::cameras::CameraTracker;
+use crate::checkpoint::{CheckpointTelemetry, Checkpointer, compat_fingerprint};
 use crate::config::Config;
 use crate::evaluate::{Evaluation, evaluate};
 use crate::export::{DriftCollector, Telemetry};
 use crate::frame::{Clock, SystemClock, now_secs};
 use crate::pipeline::{Pipeline, PipelineHandle, WorkerContext};
 use crate::sources::grpc::GrpcIngest;
+use crate::sources::kafka::{KafkaDeps, KafkaSource, KafkaTelemetry};
 use crate::store::{StoreSettings, WindowStore};
 use crate::webhook::Webhook;
 
@@ -95,6 +97,7 @@ impl Service {
         );
         let index_of = |n: &str| registry.index_of(n);
         let store_settings = StoreSettings::from_config(&config, index_of)?;
+        let compat = compat_fingerprint(&baseline, &store_settings);
         let store = Arc::new(Mutex::new(WindowStore::new(store_settings, &baseline, index_of)));
 
         let grpc_listener = TcpListener::bind(config.server.grpc_addr)
@@ -132,6 +135,13 @@ impl Service {
                 &mut prom,
             )?)
         };
+        let checkpointer = config.checkpoint.path.clone().filter(|p| !p.as_os_str().is_empty()).map(|path| {
+            let group = if config.kafka.enabled() { config.kafka.group_id.clone() } else { String::new() };
+            let telemetry = CheckpointTelemetry::register(&mut prom);
+            Arc::new(Checkpointer::new(path, compat, group, store.clone(), cameras.clone(), telemetry))
+        });
+        let resume_from = checkpointer.as_ref().map(|c| c.restore()).unwrap_or_default();
+        let kafka_telemetry = config.kafka.enabled().then(|| KafkaTelemetry::register(&mut prom));
         let prom = Arc::new(prom);
 
         let workers = match config.pipeline.workers {
@@ -210,6 +220,25 @@ impl Service {
             })
         };
 
+        let kafka = match kafka_telemetry {
+            Some(kt) => Some(KafkaSource::start(
+                config.kafka.clone(),
+                KafkaDeps {
+                    pipeline: pipeline.handle(),
+                    frames: telemetry.clone(),
+                    telemetry: kt,
+                    clock: clock.clone(),
+                    ingest: config.ingest.clone(),
+                    checkpointer: checkpointer.clone(),
+                    resume_from,
+                    runtime: tokio::runtime::Handle::current(),
+                    grace: Duration::from_secs(config.server.shutdown_grace_secs),
+                },
+            )?),
+            None => None,
+        };
+        let kafka_ready = kafka.as_ref().map(KafkaSource::ready);
+
         let shutdown = CancellationToken::new();
         let ready = Arc::new(AtomicBool::new(false));
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -241,7 +270,7 @@ impl Service {
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_stop.clone().cancelled_owned());
         let grpc_task = tokio::spawn(grpc);
 
-        let http_state = HttpState { registry: prom, ready: ready.clone() };
+        let http_state = HttpState { registry: prom, ready: ready.clone(), kafka_ready };
         let app = Router::new()
             .route("/metrics", get(metrics))
             .route("/healthz", get(|| async { "ok\n" }))
@@ -270,6 +299,25 @@ impl Service {
             }
         });
 
+        // Without Kafka, checkpoints run on their own timer (with Kafka, the source writes them with its offsets).
+        let final_checkpoint = if kafka.is_none() { checkpointer.clone() } else { None };
+        if let Some(c) = final_checkpoint.clone() {
+            let every = Duration::from_secs_f64(config.checkpoint.interval_secs);
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => {
+                            let c = c.clone();
+                            let _ = tokio::task::spawn_blocking(move || c.write(&[])).await;
+                        }
+                    }
+                }
+            });
+        }
+
         ready.store(true, Ordering::SeqCst);
         tracing::info!(%grpc_addr, %http_addr, workers, "framewatch serving");
         let handle = pipeline.handle();
@@ -286,9 +334,16 @@ impl Service {
             if tokio::time::timeout(grace, grpc_task).await.is_err() {
                 tracing::warn!(?grace, "gRPC streams still open after the grace period; closing them");
             }
+            // The Kafka source waits for in-flight frames, writes the final checkpoint and commits.
+            if let Some(k) = kafka {
+                let _ = tokio::task::spawn_blocking(move || k.stop()).await;
+            }
             let drained = tokio::task::spawn_blocking(move || pipeline.drain());
             if tokio::time::timeout(grace, drained).await.is_err() {
                 tracing::warn!(?grace, "scoring queue not drained within the grace period");
+            }
+            if let Some(c) = final_checkpoint {
+                let _ = tokio::task::spawn_blocking(move || c.write(&[])).await;
             }
             let _ = eval_task.await;
             let _ = tokio::task::spawn_blocking(move || final_eval()).await;
@@ -322,12 +377,15 @@ impl Service {
     /// Triggers shutdown and waits for it to finish.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.task.await.context("service task")?
+        self.wait().await
     }
 
     /// Waits until something else cancels the shutdown token.
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await.context("service task")?
+        // Our pipeline handle must go, or the scoring workers would wait for it while draining.
+        let Service { task, pipeline, .. } = self;
+        drop(pipeline);
+        task.await.context("service task")?
     }
 }
 
@@ -335,6 +393,8 @@ impl Service {
 struct HttpState {
     registry: Arc<Registry>,
     ready: Arc<AtomicBool>,
+    /// The Kafka source's broker connection, when there is one.
+    kafka_ready: Option<Arc<AtomicBool>>,
 }
 
 /// OpenMetrics for clients that ask for it (Prometheus does), the classic text format (0.0.4) otherwise (curl,
@@ -366,12 +426,18 @@ async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> 
     }
 }
 
+/// 200 when every source is ready; the body has one line per source either way.
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    let grpc = s.ready.load(Ordering::SeqCst);
+    let mut body = format!("grpc: {}\n", if grpc { "ready" } else { "not ready (starting or shutting down)" });
+    let mut all = grpc;
+    if let Some(k) = &s.kafka_ready {
+        let up = k.load(Ordering::SeqCst);
+        all &= up;
+        body.push_str(if up { "kafka: ready\n" } else { "kafka: not ready (no broker connection; retrying)\n" });
     }
+    let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, body)
 }
 
 /// `framewatch serve`: runs until SIGTERM or SIGINT.

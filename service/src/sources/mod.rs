@@ -2,3 +2,4 @@
 //! them knows about windows or statistics.
 
 pub mod grpc;
+pub mod kafka;

@@ -1,0 +1,328 @@
+//! One Kafka message to one frame. Two formats: the protobuf `framewatch.v1.Frame` (the gRPC message) and a JSON
+//! form for metric values computed at the edge:
+//!
+//! ```json
+//! {"camera_id": "cam-7", "capture_time": "2026-11-26T10:00:00.250Z", "labels": {"site": "lot-7"},
+//!  "model_version": "v3", "metrics": {"brightness": 0.41, "sharpness": 0.012}, "perceptual_hash": "0x8f3c...",
+//!  "detections": [{"x_min": 0.1, "y_min": 0.2, "x_max": 0.3, "y_max": 0.5, "class_label": "car", "confidence": 0.91}]}
+//! ```
+//!
+//! `capture_time` is RFC 3339 text or Unix seconds (a number). Without a camera id the message key names the
+//! camera; without a capture time the message's Kafka timestamp is used, so a replay lands in the same windows.
+//! Every refusal is a `Rejection` with a stable reason, like gRPC's.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use framewatch_proto::v1;
+use prost::Message as _;
+use serde::Deserialize;
+
+use crate::config::{IngestConfig, KafkaFormat};
+use crate::frame::{IncomingFrame, Rejection, Source, from_proto};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonFrame {
+    #[serde(default)]
+    camera_id: String,
+    #[serde(default)]
+    labels: HashMap<String, String>,
+    #[serde(default)]
+    model_version: String,
+    capture_time: Option<JsonTime>,
+    #[serde(default)]
+    metrics: HashMap<String, f64>,
+    perceptual_hash: Option<JsonHash>,
+    #[serde(default)]
+    detections: Vec<JsonDetection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum JsonTime {
+    Unix(f64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum JsonHash {
+    Number(u64),
+    /// Hex, with or without 0x (JSON numbers above 2^53 lose precision in many producers).
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonDetection {
+    x_min: f32,
+    y_min: f32,
+    x_max: f32,
+    y_max: f32,
+    #[serde(default)]
+    class_label: String,
+    confidence: f32,
+    #[serde(default)]
+    class_probabilities: Vec<f32>,
+}
+
+/// A Kafka message's parts that matter here.
+#[derive(Debug, Clone, Copy)]
+pub struct RawMessage<'a> {
+    pub payload: Option<&'a [u8]>,
+    pub key: Option<&'a [u8]>,
+    /// The message timestamp (create or log-append time), Unix milliseconds.
+    pub timestamp_ms: Option<i64>,
+}
+
+pub fn decode(
+    msg: RawMessage<'_>,
+    format: KafkaFormat,
+    now: SystemTime,
+    cfg: &IngestConfig,
+) -> Result<IncomingFrame, Rejection> {
+    let payload = match msg.payload {
+        None | Some([]) => return Err(Rejection::new("empty_message", "the message has no value")),
+        Some(p) => p,
+    };
+    let json = match format {
+        KafkaFormat::Protobuf => false,
+        KafkaFormat::Json => true,
+        // '{' would start a protobuf group (field 15), which a Frame never contains.
+        KafkaFormat::Auto => payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
+    };
+    let mut frame = if json {
+        let j: JsonFrame = serde_json::from_slice(payload)
+            .map_err(|e| Rejection::new("invalid_json", format!("not a framewatch JSON frame: {e}")))?;
+        from_json(j)?
+    } else {
+        v1::Frame::decode(payload)
+            .map_err(|e| Rejection::new("invalid_protobuf", format!("not a framewatch.v1.Frame: {e}")))?
+    };
+    if frame.camera_id.trim().is_empty()
+        && let Some(key) = msg.key.and_then(|k| std::str::from_utf8(k).ok())
+    {
+        frame.camera_id = key.to_string();
+    }
+    if frame.capture_time.is_none()
+        && let Some(ms) = msg.timestamp_ms.filter(|&ms| ms > 0)
+    {
+        frame.capture_time = Some(prost_types::Timestamp {
+            seconds: ms.div_euclid(1000),
+            nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+        });
+    }
+    from_proto(frame, Source::Kafka, now, cfg)
+}
+
+fn from_json(j: JsonFrame) -> Result<v1::Frame, Rejection> {
+    let capture_time = match j.capture_time {
+        None => None,
+        Some(JsonTime::Unix(s)) if s.is_finite() && (0.0..253_402_300_800.0).contains(&s) => {
+            Some(prost_types::Timestamp { seconds: s.floor() as i64, nanos: ((s - s.floor()) * 1e9) as i32 })
+        }
+        Some(JsonTime::Unix(s)) => {
+            return Err(Rejection::new("invalid_timestamp", format!("capture_time {s} is not a Unix time")));
+        }
+        Some(JsonTime::Text(t)) => Some(parse_rfc3339(&t).ok_or_else(|| {
+            Rejection::new(
+                "invalid_timestamp",
+                format!("capture_time {t:?} is not RFC 3339 (e.g. 2026-11-26T10:00:00Z) or Unix seconds"),
+            )
+        })?),
+    };
+    let perceptual_hash = match j.perceptual_hash {
+        None => None,
+        Some(JsonHash::Number(n)) => Some(n),
+        Some(JsonHash::Text(t)) => {
+            let hex = t.trim_start_matches("0x").trim_start_matches("0X");
+            Some(u64::from_str_radix(hex, 16).map_err(|_| {
+                Rejection::new("invalid_json", format!("perceptual_hash {t:?} is not a 64-bit hex number"))
+            })?)
+        }
+    };
+    let content = (!j.metrics.is_empty() || perceptual_hash.is_some()).then(|| {
+        v1::frame::Content::MetricValues(v1::MetricValues { values: j.metrics.into_iter().collect(), perceptual_hash })
+    });
+    let detections = j
+        .detections
+        .into_iter()
+        .map(|d| v1::Detection {
+            x_min: d.x_min,
+            y_min: d.y_min,
+            x_max: d.x_max,
+            y_max: d.y_max,
+            class_label: d.class_label,
+            confidence: d.confidence,
+            class_probabilities: d.class_probabilities,
+        })
+        .collect();
+    Ok(v1::Frame {
+        camera_id: j.camera_id,
+        labels: j.labels,
+        capture_time,
+        content,
+        detections,
+        model_version: j.model_version,
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`; 't', 'z' and a space separator are accepted too.
+pub fn parse_rfc3339(t: &str) -> Option<prost_types::Timestamp> {
+    let b = t.as_bytes();
+    if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = t.get(r)?;
+        if s.bytes().all(|c| c.is_ascii_digit()) { s.parse().ok() } else { None }
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 9 {
+                nanos = nanos * 10 + i64::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        for _ in (i - start).min(9)..9 {
+            nanos *= 10;
+        }
+    }
+    let offset_secs = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let o = h * 3600 + m * 60;
+            if *sign == b'+' { o } else { -o }
+        }
+        _ => return None,
+    };
+    // Leap seconds fold into the next second.
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    Some(prost_types::Timestamp { seconds: secs, nanos: nanos as i32 })
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const NOW: u64 = 1_764_151_200; // 2025-11-26T10:00:00Z
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(NOW)
+    }
+
+    fn msg<'a>(payload: &'a [u8], key: Option<&'a [u8]>, ts: Option<i64>) -> RawMessage<'a> {
+        RawMessage { payload: Some(payload), key, timestamp_ms: ts }
+    }
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        let t = |s: &str| parse_rfc3339(s).map(|t| (t.seconds, t.nanos));
+        assert_eq!(t("2025-11-26T10:00:00Z"), Some((NOW as i64, 0)));
+        assert_eq!(t("2025-11-26T11:30:00.25+01:30"), Some((NOW as i64, 250_000_000)));
+        assert_eq!(t("1970-01-01T00:00:00Z"), Some((0, 0)));
+        assert_eq!(t("2000-02-29T00:00:00z"), Some((951_782_400, 0)));
+        assert_eq!(t("2024-12-31 23:59:59.123456789123-00:00"), Some((1_735_689_599, 123_456_789)));
+        for bad in ["2025-02-29T00:00:00Z", "2025-11-26T10:00:00", "2025-11-26T24:00:00Z", "2025-11-26T10:00:00.Z", "x"]
+        {
+            assert_eq!(t(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_frames_become_metric_value_frames() {
+        let j = br#"{"capture_time": "2025-11-26T09:59:00Z", "labels": {"site": "lot-7"}, "model_version": "v3",
+            "metrics": {"brightness": 0.41}, "perceptual_hash": "0x00000000000000ff",
+            "detections": [{"x_min": 0.1, "y_min": 0.2, "x_max": 0.3, "y_max": 0.5, "class_label": "car", "confidence": 0.9}]}"#;
+        let f = decode(msg(j, Some(b"cam-7"), None), KafkaFormat::Auto, now(), &IngestConfig::default()).expect("ok");
+        assert_eq!((f.camera_id.as_str(), f.capture_secs, f.model_version.as_str()), ("cam-7", NOW as i64 - 60, "v3"));
+        assert_eq!(
+            f.content,
+            crate::frame::Content::Values { values: vec![("brightness".into(), 0.41)], perceptual_hash: Some(255) }
+        );
+        assert_eq!(f.detections.len(), 1);
+    }
+
+    #[test]
+    fn protobuf_frames_take_key_and_timestamp_when_missing() {
+        let frame =
+            v1::Frame { content: Some(v1::frame::Content::EncodedImage(vec![0xFF, 0xD8])), ..v1::Frame::default() };
+        let bytes = frame.encode_to_vec();
+        let ts = (NOW as i64 - 30) * 1000 + 500;
+        let f = decode(msg(&bytes, Some(b"cam-1"), Some(ts)), KafkaFormat::Protobuf, now(), &IngestConfig::default())
+            .expect("ok");
+        assert_eq!((f.camera_id.as_str(), f.capture_secs), ("cam-1", NOW as i64 - 30));
+    }
+
+    #[test]
+    fn poison_gets_a_reason() {
+        let cfg = IngestConfig::default();
+        let reason = |m: RawMessage<'_>, fmt| decode(m, fmt, now(), &cfg).expect_err("poison").reason;
+        assert_eq!(
+            reason(RawMessage { payload: None, key: None, timestamp_ms: None }, KafkaFormat::Auto),
+            "empty_message"
+        );
+        assert_eq!(reason(msg(&[0xFF, 0xFF, 0xFF], None, None), KafkaFormat::Protobuf), "invalid_protobuf");
+        assert_eq!(reason(msg(b"{\"camera_id\": 3}", None, None), KafkaFormat::Auto), "invalid_json");
+        assert_eq!(
+            reason(msg(b"{\"metrics\": {\"brightness\": 1}}", None, None), KafkaFormat::Json),
+            "missing_camera_id"
+        );
+        assert_eq!(reason(msg(b"{\"camera_id\": \"c\"}", None, None), KafkaFormat::Json), "empty_frame");
+        assert_eq!(
+            reason(
+                msg(b"{\"camera_id\": \"c\", \"capture_time\": \"yesterday\", \"metrics\": {\"a\": 1}}", None, None),
+                KafkaFormat::Json
+            ),
+            "invalid_timestamp"
+        );
+        assert_eq!(
+            reason(msg(b"{\"camera_id\": \"c\", \"colour\": 1}", None, None), KafkaFormat::Json),
+            "invalid_json"
+        );
+    }
+}

@@ -1,0 +1,603 @@
+//! The Kafka source against a real Kafka-protocol broker (Tansu, started here on a loopback port; installed by
+//! scripts/kafka/tansu.sh) and framewatch started as a real process (`framewatch serve`), so it can be stopped
+//! with SIGTERM and killed with SIGKILL. Frames are produced with rdkafka, as a camera gateway would.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use framewatch_e2e::{Broker, Proc, free_port, http_get, metric_sum, scratch, wait_for};
+use framewatch_proto::v1;
+use framewatch_synth::{Camera, Drift};
+use prost::Message as _;
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+
+const CAMERAS: usize = 8;
+const PARTITIONS: u32 = 4;
+/// What the decoder may call a JPEG header followed by text.
+const IMAGE_REASONS: [&str; 3] = ["corrupt_image", "truncated_image", "unsupported_format"];
+
+/// Counts deliveries the broker refused.
+struct Deliveries(Arc<AtomicU64>);
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        if r.is_err() {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A message: (partition, key, value).
+type Msg = (i32, String, Vec<u8>);
+
+fn produce(broker: &Broker, topic: &str, msgs: &[Msg]) {
+    let failed = Arc::new(AtomicU64::new(0));
+    let p: ThreadedProducer<Deliveries> = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("linger.ms", "5")
+        .create_with_context(Deliveries(failed.clone()))
+        .expect("producer");
+    for (partition, key, value) in msgs {
+        let mut record = BaseRecord::to(topic).partition(*partition).key(key.as_str()).payload(value.as_slice());
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "the broker refused some messages");
+}
+
+fn camera_name(i: usize) -> String {
+    format!("cam-{}", i + 1)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Frames of the synthetic fleet, camera i on partition i % 4 and keyed by camera id; capture times from `t0`,
+/// 100 ms apart. `drift` applies to one camera.
+struct Fleet {
+    cams: Vec<Camera>,
+    next: usize,
+    t0_ms: i64,
+}
+
+impl Fleet {
+    fn new(t0_secs: i64) -> Fleet {
+        // The same cameras (ids, sizes, seeds) as `framewatch-loadtest baseline --seed 1`.
+        let cams = (0..CAMERAS).map(|i| Camera::new(&camera_name(i), 160, 120, 1000 + i as u64)).collect();
+        Fleet { cams, next: 0, t0_ms: t0_secs * 1000 }
+    }
+
+    fn frames(&mut self, n: usize) -> Vec<Msg> {
+        let mut buf = Vec::new();
+        (0..n)
+            .map(|_| {
+                let k = self.next;
+                self.next += 1;
+                let i = k % CAMERAS;
+                let dets = self.cams[i].next_frame(&mut buf);
+                let ms = self.t0_ms + k as i64 * 100;
+                let frame = v1::Frame {
+                    camera_id: camera_name(i),
+                    labels: [("site".to_string(), format!("site-{}", i % 3))].into(),
+                    capture_time: Some(prost_types::Timestamp {
+                        seconds: ms.div_euclid(1000),
+                        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+                    }),
+                    content: Some(v1::frame::Content::EncodedImage(buf.clone())),
+                    detections: dets.iter().map(|d| d.to_proto()).collect(),
+                    model_version: "v1".into(),
+                };
+                ((i % PARTITIONS as usize) as i32, camera_name(i), frame.encode_to_vec())
+            })
+            .collect()
+    }
+}
+
+fn fleet_baseline(dir: &Path) -> PathBuf {
+    let out = dir.join("fleet.json");
+    framewatch_loadtest::baseline(framewatch_loadtest::BaselineArgs {
+        fleet: framewatch_loadtest::FleetArgs { cameras: CAMERAS, width: 160, height: 120, seed: 1 },
+        frames: 96,
+        output: out.clone(),
+    })
+    .expect("baseline");
+    out
+}
+
+/// A running `framewatch serve`.
+struct Instance {
+    proc: Proc,
+    http: SocketAddr,
+}
+
+impl Instance {
+    fn start(dir: &Path, name: &str, config: &str) -> Instance {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let grpc = free_port();
+        let text = format!(
+            "{config}\n[server]\ngrpc_addr = \"127.0.0.1:{grpc}\"\nhttp_addr = \"{http}\"\nshutdown_grace_secs = 10\n"
+        );
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, text).expect("config");
+        let args = vec!["serve".to_string(), "--config".into(), path.display().to_string()];
+        let proc = Proc::start(Path::new(env!("CARGO_BIN_EXE_framewatch")), &args, dir, name);
+        let log = proc.log.clone();
+        wait_for(&format!("framewatch {name} to serve (log {})", log.display()), Duration::from_secs(30), || {
+            http_get(http, "/healthz").filter(|(s, _)| *s == 200)
+        });
+        Instance { proc, http }
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.http, "/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics(), name, labels).unwrap_or(0.0)
+    }
+
+    /// Waits until `name` (summed over matching samples) reaches `at_least`.
+    fn wait_value(&self, what: &str, name: &str, labels: &[(&str, &str)], at_least: f64, limit: Duration) -> f64 {
+        let log = self.proc.log.clone();
+        wait_for(&format!("{what} (log {})", log.display()), limit, || {
+            let v = self.value(name, labels);
+            (v >= at_least).then_some(v)
+        })
+    }
+}
+
+/// The framewatch configuration used by these tests: one scoring worker (so a camera's frames are recorded in
+/// partition order), a small queue, hour-long windows (so nothing ages out while
+/// the test runs), and quick group joins.
+fn config(baseline: &Path, broker: &Broker, topic: &str, group: &str, extra: &str) -> String {
+    format!(
+        r#"baseline = "{}"
+[pipeline]
+workers = 1
+queue_capacity = 64
+[windows]
+length_secs = 3600
+step_secs = 60
+allowed_lateness_secs = 3600
+[evaluation]
+interval_secs = 1.0
+[kafka]
+brokers = "{}"
+topics = ["{topic}"]
+group_id = "{group}"
+format = "auto"
+commit_interval_secs = 1.0
+[kafka.properties]
+"session.timeout.ms" = 6000
+"heartbeat.interval.ms" = 500
+"topic.metadata.refresh.interval.ms" = 1000
+{extra}
+"#,
+        baseline.display(),
+        broker.addr()
+    )
+}
+
+#[test]
+fn kafka_frames_are_scored_exported_and_raise_an_alert() {
+    let dir = scratch("kafka-alert");
+    let baseline = fleet_baseline(&dir);
+    let broker = Broker::start(&dir, "tansu");
+    broker.create_topic("frames", PARTITIONS);
+    let cfg = config(
+        &baseline,
+        &broker,
+        "frames",
+        "alert",
+        r#"[alerts]
+default_rules = false
+[[alerts.rules]]
+name = "KafkaBrightnessDrift"
+metric = "brightness"
+slice = "camera_id=*"
+statistic = "drift"
+op = ">="
+threshold = 1
+min_frames = 50
+"#,
+    );
+    let fw = Instance::start(&dir, "framewatch", &cfg);
+    let mut fleet = Fleet::new(unix_now() - 120);
+    // cam-2 gets dark halfway through
+    let mut msgs = fleet.frames(400);
+    fleet.cams[1].drifts.push(Drift::parse("darken:0.35").expect("drift"));
+    msgs.extend(fleet.frames(800));
+    // and an edge device sends pre-computed values as JSON (camera from the key, time from the message)
+    let json = br#"{"labels": {"site": "edge"}, "metrics": {"brightness": 0.45, "sharpness": 0.01}}"#.to_vec();
+    msgs.extend((0..20).map(|_| (0, "edge-1".to_string(), json.clone())));
+    produce(&broker, "frames", &msgs);
+    let total = msgs.len() as f64;
+
+    fw.wait_value(
+        "every message consumed",
+        "framewatch_kafka_messages_consumed_total",
+        &[("topic", "frames")],
+        total,
+        Duration::from_secs(90),
+    );
+    fw.wait_value(
+        "every frame accepted",
+        "framewatch_frames_accepted_total",
+        &[("source", "kafka")],
+        total,
+        Duration::from_secs(60),
+    );
+    let m = fw.metrics();
+    assert_eq!(metric_sum(&m, "framewatch_frames_rejected_total", &[("source", "kafka")]).unwrap_or(0.0), 0.0, "{m}");
+    assert_eq!(metric_sum(&m, "framewatch_kafka_assigned_partitions", &[]), Some(4.0));
+    // the edge camera became a slice of its own, from the message key
+    fw.wait_value(
+        "the edge camera's window",
+        "framewatch_window_frames",
+        &[("slice", "camera_id=edge-1")],
+        20.0,
+        Duration::from_secs(10),
+    );
+    // offsets are committed once everything is recorded: the committed offsets add up to every message
+    fw.wait_value(
+        "offsets committed",
+        "framewatch_kafka_committed_offset",
+        &[("topic", "frames")],
+        total,
+        Duration::from_secs(20),
+    );
+    let state = fw.wait_value(
+        "the brightness alert on the darkened camera",
+        "framewatch_alert_state",
+        &[("rule", "KafkaBrightnessDrift"), ("slice", "camera_id=cam-2")],
+        2.0,
+        Duration::from_secs(30),
+    );
+    assert_eq!(state, 2.0, "firing");
+    let m = fw.metrics();
+    let others = metric_sum(&m, "framewatch_alert_state", &[("rule", "KafkaBrightnessDrift")]).unwrap_or(0.0);
+    assert_eq!(others, 2.0, "only cam-2 alerts:\n{m}");
+    let (status, body) = http_get(fw.http, "/readyz").expect("readyz");
+    assert_eq!((status, body.as_str()), (200, "grpc: ready\nkafka: ready\n"));
+}
+
+#[test]
+fn poison_messages_are_counted_dead_lettered_and_the_partition_keeps_moving() {
+    let dir = scratch("kafka-poison");
+    let baseline = fleet_baseline(&dir);
+    let broker = Broker::start(&dir, "tansu");
+    broker.create_topic("frames", 1);
+    broker.create_topic("frames-dlq", 1);
+    let fw = Instance::start(
+        &dir,
+        "framewatch",
+        &config(&baseline, &broker, "frames", "poison", "")
+            .replace("format = \"auto\"", "format = \"auto\"\ndead_letter_topic = \"frames-dlq\""),
+    );
+    let mut fleet = Fleet::new(unix_now() - 60);
+    let good = fleet.frames(10);
+    let not_an_image = v1::Frame {
+        camera_id: "cam-9".into(),
+        content: Some(v1::frame::Content::EncodedImage(b"\xFF\xD8\xFF\xE0 this is not a JPEG".to_vec())),
+        ..v1::Frame::default()
+    }
+    .encode_to_vec();
+    let mut msgs: Vec<Msg> = vec![
+        (0, "x".into(), vec![0xFF, 0xFF, 0xFF, 0x07]), // invalid_protobuf
+        (0, "".into(), br#"{"metrics": {"brightness": 0.5}}"#.to_vec()), // missing_camera_id (empty key)
+        (0, "cam-9".into(), br#"{"camera_id": "cam-9", "colour": 1}"#.to_vec()), // invalid_json
+        (0, "cam-9".into(), not_an_image),             // a bad image: the worker refuses it
+    ];
+    msgs.extend(good.into_iter().map(|(_, k, v)| (0, k, v)));
+    produce(&broker, "frames", &msgs);
+
+    fw.wait_value(
+        "the good frames after the poison",
+        "framewatch_frames_accepted_total",
+        &[("source", "kafka")],
+        10.0,
+        Duration::from_secs(60),
+    );
+    let m = fw.metrics();
+    let rejected = |reason: &str| {
+        metric_sum(&m, "framewatch_kafka_messages_rejected_total", &[("topic", "frames"), ("reason", reason)])
+    };
+    assert_eq!(rejected("invalid_protobuf"), Some(1.0), "{m}");
+    assert_eq!(rejected("missing_camera_id"), Some(1.0), "{m}");
+    assert_eq!(rejected("invalid_json"), Some(1.0), "{m}");
+    let image_reasons: f64 = IMAGE_REASONS.iter().filter_map(|r| rejected(r)).sum();
+    assert_eq!(image_reasons, 1.0, "{m}");
+    let all_rejected = metric_sum(&m, "framewatch_kafka_messages_rejected_total", &[("topic", "frames")]);
+    assert_eq!(all_rejected, Some(4.0), "{m}");
+    fw.wait_value(
+        "dead letters delivered",
+        "framewatch_kafka_dead_letters_total",
+        &[("result", "sent")],
+        4.0,
+        Duration::from_secs(20),
+    );
+    fw.wait_value(
+        "the offset moved past every message",
+        "framewatch_kafka_committed_offset",
+        &[],
+        14.0,
+        Duration::from_secs(20),
+    );
+
+    // The dead-letter topic holds the four originals with the reason in a header.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["frames-dlq"]).expect("subscribe");
+    let mut reasons = Vec::new();
+    wait_for("four dead letters", Duration::from_secs(30), || {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m.headers().expect("headers");
+            let reason = headers
+                .iter()
+                .find(|h| h.key == "framewatch-reason")
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .expect("reason header");
+            assert!(headers.iter().any(|h| h.key == "framewatch-error"));
+            reasons.push(reason);
+        }
+        (reasons.len() >= 4).then_some(())
+    });
+    reasons.retain(|r| !IMAGE_REASONS.contains(&r.as_str()));
+    reasons.sort();
+    assert_eq!(reasons, ["invalid_json", "invalid_protobuf", "missing_camera_id"], "and one bad image");
+}
+
+/// What a checkpoint holds, for comparing two runs: exact for counts, within rounding for float sums (frames
+/// of different cameras interleave differently from run to run, so sums add in a different order).
+fn inspect(path: &Path) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_framewatch"))
+        .args(["checkpoint", "inspect"])
+        .arg(path)
+        .output()
+        .expect("framewatch checkpoint inspect");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn same_windows(a: &serde_json::Value, b: &serde_json::Value) {
+    assert_eq!(a["offsets"], b["offsets"], "offsets");
+    assert_eq!(a["store"]["counters"], b["store"]["counters"], "store counters");
+    let slices = |v: &serde_json::Value| -> BTreeMap<String, serde_json::Value> {
+        v["store"]["slices"]
+            .as_array()
+            .expect("slices")
+            .iter()
+            .map(|s| (s["key"].as_str().expect("key").to_string(), s["subs"].clone()))
+            .collect()
+    };
+    let (sa, sb) = (slices(a), slices(b));
+    assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>(), "slice keys");
+    for (key, subs_a) in &sa {
+        let subs_b = &sb[key];
+        let (la, lb) = (subs_a.as_array().expect("subs"), subs_b.as_array().expect("subs"));
+        assert_eq!(la.len(), lb.len(), "{key}: sub-windows");
+        for (wa, wb) in la.iter().zip(lb) {
+            for field in ["index", "frames", "classes"] {
+                assert_eq!(wa[field], wb[field], "{key}: {field}");
+            }
+            let (ha, hb) = (wa["hists"].as_array().expect("h"), wb["hists"].as_array().expect("h"));
+            assert_eq!(ha.len(), hb.len());
+            for (i, (x, y)) in ha.iter().zip(hb).enumerate() {
+                for exact in ["counts", "n", "missing", "min", "max", "outliers_moderate", "outliers_severe"] {
+                    assert_eq!(x[exact], y[exact], "{key}: metric #{i}: {exact}");
+                }
+                for sum in ["sum", "sum_sq", "tail_lo_dist", "tail_hi_dist"] {
+                    let (p, q) = (x[sum].as_f64().unwrap_or(0.0), y[sum].as_f64().unwrap_or(0.0));
+                    assert!(
+                        (p - q).abs() <= 1e-9 * (1.0 + p.abs().max(q.abs())),
+                        "{key}: metric #{i}: {sum} {p} vs {q}"
+                    );
+                }
+            }
+        }
+    }
+    // Camera state depends on each camera's frame order, which one partition and one worker keep.
+    let cams = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        v["cameras"]
+            .as_array()
+            .expect("cameras")
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                c.as_object_mut().expect("camera").remove("last_seen_secs");
+                c
+            })
+            .collect()
+    };
+    assert_eq!(cams(a), cams(b), "camera state");
+}
+
+#[test]
+fn windows_survive_sigterm_and_kill_9_exactly() {
+    let dir = scratch("kafka-restart");
+    let baseline = fleet_baseline(&dir);
+    let broker = Broker::start(&dir, "tansu");
+    broker.create_topic("frames", PARTITIONS);
+    let mut fleet = Fleet::new(unix_now() - 300);
+    let committed = "framewatch_kafka_committed_offset";
+    let consumed = "framewatch_kafka_messages_consumed_total";
+    let ckpt_b = dir.join("b/checkpoint.bin");
+    // Pausing on every full queue (pause_after_ms = 0) makes the consumer pause and resume all the time: restarts
+    // must be exact through that too.
+    let cfg_b = config(&baseline, &broker, "frames", "b", &format!("[checkpoint]\npath = \"{}\"", ckpt_b.display()))
+        .replace("commit_interval_secs = 1.0", "commit_interval_secs = 3.0\npause_after_ms = 0");
+    let limit = Duration::from_secs(60);
+
+    // Instance B: 300 frames, checkpointed and committed.
+    produce(&broker, "frames", &fleet.frames(300));
+    let mut b = Instance::start(&dir, "b1", &cfg_b);
+    b.wait_value("B to commit 300", committed, &[], 300.0, limit);
+    // 200 more, then kill -9 as soon as they are consumed: the frames since the last checkpoint are in B's
+    // memory only.
+    produce(&broker, "frames", &fleet.frames(200));
+    b.wait_value("B to consume 500", consumed, &[], 500.0, limit);
+    b.proc.kill9();
+    let in_checkpoint: i64 =
+        inspect(&ckpt_b)["offsets"].as_array().expect("offsets").iter().map(|o| o["next"].as_i64().unwrap_or(0)).sum();
+    assert!((300..=500).contains(&in_checkpoint), "{in_checkpoint}");
+
+    // Restart: the checkpoint is restored and the uncheckpointed tail is read again.
+    let b = Instance::start(&dir, "b2", &cfg_b);
+    produce(&broker, "frames", &fleet.frames(100));
+    b.wait_value("B to commit 600 after the kill", committed, &[], 600.0, limit);
+    let m = b.metrics();
+    assert_eq!(metric_sum(&m, "framewatch_checkpoint_restores_total", &[("result", "restored")]), Some(1.0), "{m}");
+    let reread = metric_sum(&m, consumed, &[]).unwrap_or(0.0);
+    assert_eq!(reread, 600.0 - in_checkpoint as f64, "B re-read exactly what the checkpoint did not have");
+    eprintln!("kill -9: checkpoint had {in_checkpoint} of 500; {} re-read", 500 - in_checkpoint);
+
+    // SIGTERM mid-stream, restart, finish.
+    let mut b = b;
+    produce(&broker, "frames", &fleet.frames(300));
+    b.wait_value("B to consume some of the next 300", consumed, &[], reread + 1.0, limit);
+    assert!(b.proc.terminate(Duration::from_secs(30)).success(), "graceful exit");
+    let b = Instance::start(&dir, "b3", &cfg_b);
+    let mut b = b;
+    b.wait_value("B to commit all 900", committed, &[], 900.0, limit);
+    assert!(b.proc.terminate(Duration::from_secs(30)).success(), "graceful exit");
+    assert!(b.proc.log_text().contains("checkpoint restored"));
+
+    // Instance A reads the same 900 messages without interruption.
+    let ckpt_a = dir.join("a/checkpoint.bin");
+    let cfg_a = config(&baseline, &broker, "frames", "a", &format!("[checkpoint]\npath = \"{}\"", ckpt_a.display()))
+        .replace("commit_interval_secs = 1.0", "commit_interval_secs = 1.0\npause_after_ms = 0");
+    let mut a = Instance::start(&dir, "a", &cfg_a);
+    a.wait_value("A to commit all 900", committed, &[], 900.0, limit);
+    assert!(a.value("framewatch_kafka_pauses_total", &[]) > 0.0, "a full queue pauses consumption");
+    assert!(a.proc.terminate(Duration::from_secs(30)).success());
+
+    let (ia, ib) = (inspect(&ckpt_a), inspect(&ckpt_b));
+    assert_eq!(ia["store"]["counters"]["recorded"], 900, "A recorded every frame once");
+    same_windows(&ia, &ib);
+}
+
+#[test]
+fn two_instances_split_four_partitions_and_count_every_frame() {
+    let dir = scratch("kafka-group");
+    let baseline = fleet_baseline(&dir);
+    let broker = Broker::start(&dir, "tansu");
+    broker.create_topic("frames", PARTITIONS);
+    let cfg = config(&baseline, &broker, "frames", "shared", "");
+    let accepted = |i: &Instance| i.value("framewatch_frames_accepted_total", &[("source", "kafka")]);
+    let assigned = "framewatch_kafka_assigned_partitions";
+    let mut fleet = Fleet::new(unix_now() - 120);
+
+    // A live stream (2000 frames over ~10 s); a second instance joins while the first is consuming it, so the
+    // rebalance happens mid-stream.
+    let batches: Vec<Vec<Msg>> = (0..40).map(|_| fleet.frames(50)).collect();
+    let (one, two) = std::thread::scope(|scope| {
+        let producer = scope.spawn(|| {
+            for b in &batches {
+                produce(&broker, "frames", b);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        let one = Instance::start(&dir, "one", &cfg);
+        one.wait_value(
+            "the first instance to be busy",
+            "framewatch_frames_accepted_total",
+            &[],
+            100.0,
+            Duration::from_secs(60),
+        );
+        let two = Instance::start(&dir, "two", &cfg);
+        producer.join().expect("producer");
+        (one, two)
+    });
+    wait_for("two partitions each", Duration::from_secs(60), || {
+        (one.value(assigned, &[]) == 2.0 && two.value(assigned, &[]) == 2.0).then_some(())
+    });
+    wait_for("both together to record all 2000", Duration::from_secs(90), || {
+        (accepted(&one) + accepted(&two) >= 2000.0).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (a1, a2) = (accepted(&one), accepted(&two));
+    eprintln!("rebalanced mid-stream: {a1} + {a2}");
+    assert_eq!(a1 + a2, 2000.0, "every frame recorded exactly once across the rebalance");
+    assert!(a2 > 0.0, "the second instance took part");
+    assert!(one.value("framewatch_kafka_rebalances_total", &[("kind", "revoke")]) >= 1.0);
+
+    // Settled group: the next 800 frames split by partition, two partitions (four cameras) each.
+    produce(&broker, "frames", &fleet.frames(800));
+    wait_for("both together to record the next 800", Duration::from_secs(90), || {
+        (accepted(&one) + accepted(&two) >= 2800.0).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!((accepted(&one) - a1, accepted(&two) - a2), (400.0, 400.0));
+}
+
+#[test]
+fn a_broker_down_at_start_is_survived() {
+    let dir = scratch("kafka-down");
+    let baseline = fleet_baseline(&dir);
+    let port = free_port();
+    // Nothing listens on the port yet.
+    let cfg = format!(
+        r#"baseline = "{}"
+[kafka]
+brokers = "127.0.0.1:{port}"
+topics = ["frames"]
+group_id = "late"
+[kafka.properties]
+"session.timeout.ms" = 6000
+"reconnect.backoff.max.ms" = 1000
+"#,
+        baseline.display()
+    );
+    let fw = Instance::start(&dir, "framewatch", &cfg);
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = http_get(fw.http, "/readyz").expect("readyz");
+    assert_eq!((status, body.as_str()), (503, "grpc: ready\nkafka: not ready (no broker connection; retrying)\n"));
+    assert_eq!(http_get(fw.http, "/healthz").map(|r| r.0), Some(200), "alive while the broker is away");
+    let m = fw.metrics();
+    assert!(m.contains("framewatch_kafka_brokers_up 0"), "metrics are served: {m}");
+
+    let broker = Broker::start_on(&dir, "tansu", port);
+    broker.create_topic("frames", 1);
+    let mut fleet = Fleet::new(unix_now() - 60);
+    let msgs: Vec<Msg> = fleet.frames(50).into_iter().map(|(_, k, v)| (0, k, v)).collect();
+    produce(&broker, "frames", &msgs);
+    fw.wait_value(
+        "frames once the broker is up",
+        "framewatch_frames_accepted_total",
+        &[("source", "kafka")],
+        50.0,
+        Duration::from_secs(60),
+    );
+    let (status, _) = http_get(fw.http, "/readyz").expect("readyz");
+    assert_eq!(status, 200);
+    let log = fw.proc.log_text();
+    let warnings = log.lines().filter(|l| l.contains("retrying with back-off")).count();
+    assert!((1..=10).contains(&warnings), "broker errors are logged with back-off, not per retry: {warnings}\n{log}");
+}
