@@ -2,10 +2,10 @@
 //! service stages, in the order a frame meets them:
 //!
 //! ```text
-//! sources::grpc -> frame (validation) -> pipeline (bounded queue, scoring pool)
+//! sources::grpc | sources::kafka -> frame (validation) -> pipeline (bounded queue, scoring pool)
 //!   -> store (slice windows) + cameras (frozen / moved)
 //!   -> evaluate (drift vs baseline) -> export (/metrics) + alerts (rules -> log, gRPC watch, webhook)
-//! api (queries) reads the latest evaluation
+//! api (queries) reads the latest evaluation; checkpoint saves store + cameras + Kafka offsets together
 //! ```
 
 pub mod alerts;

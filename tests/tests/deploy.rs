@@ -93,11 +93,19 @@ fn compose_file_wires_the_stack_together() {
     );
     let kafka = &docs[0]["services"]["kafka"]["environment"];
     assert!(kafka["KAFKA_PROCESS_ROLES"].as_str().is_some_and(|r| r.contains("controller")), "KRaft mode");
-    // every file the compose stack mounts exists
+    // framewatch consumes the compose Kafka and keeps its checkpoint on a named volume
+    assert_eq!(fw["environment"]["FRAMEWATCH_KAFKA__BROKERS"].as_str(), Some("kafka:9092"));
+    assert!(fw["environment"]["FRAMEWATCH_CHECKPOINT__PATH"].as_str().is_some_and(|p| p.starts_with("/data/")));
+    let named = &docs[0]["volumes"];
+    // every file the compose stack mounts exists; every named volume is declared
     for svc in services.values() {
         for v in svc["volumes"].as_sequence().into_iter().flatten() {
             let host = v.as_str().expect("volume").split(':').next().expect("path");
-            assert!(root().join("deploy").join(host).exists(), "missing mounted file {host}");
+            if host.starts_with('.') {
+                assert!(root().join("deploy").join(host).exists(), "missing mounted file {host}");
+            } else {
+                assert!(!named[host].is_null(), "undeclared named volume {host}");
+            }
         }
     }
 }
