@@ -1,11 +1,12 @@
-//! framewatch-loadtest: drives a running framewatch over gRPC with a synthetic camera fleet (or a directory of
-//! real images), injects drift on a schedule, and reports what a fleet operator cares about: frames accepted,
+//! framewatch-loadtest: drives a running framewatch over gRPC or through Kafka with a synthetic camera fleet (or a
+//! directory of real images), injects drift on a schedule, and reports what a fleet operator cares about: frames accepted,
 //! throughput, ingest latency, how long each injected drift took to raise an alert, and every alert on a camera
 //! that had no drift (a false alarm). Depends on the wire types and the metric engine, never on the service.
 //!
 //!   framewatch-loadtest baseline --cameras 10 -o fleet-baseline.json
 //!   framewatch serve --baseline fleet-baseline.json
 //!   framewatch-loadtest grpc --cameras 10 --fps 10 --duration 300 --drift camera=cam-3,at=60,kind=darken:0.5
+//!   framewatch-loadtest kafka --brokers 127.0.0.1:9092 --topic frames --cameras 10 --fps 10 --duration 300
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -24,6 +25,11 @@ use framewatch_proto::v1::query_service_client::QueryServiceClient;
 use framewatch_synth::{Camera, Drift, SynthDetection};
 use tokio::sync::Mutex;
 
+mod kafka;
+use kafka::KafkaOut;
+pub use kafka::sample_sum;
+use prost::Message as _;
+
 #[derive(Debug, Parser)]
 #[command(name = "framewatch-loadtest", version, about = "Load, drift and false-alarm tests for a running framewatch")]
 pub struct Cli {
@@ -35,8 +41,8 @@ pub struct Cli {
 pub enum Cmd {
     /// Drive framewatch over gRPC.
     Grpc(RunArgs),
-    /// Drive framewatch through Kafka (needs framewatch's Kafka source, not available yet).
-    Kafka(RunArgs),
+    /// Drive framewatch through Kafka: produce frames (keyed by camera id) to the topic framewatch consumes.
+    Kafka(KafkaArgs),
     /// Write a baseline of the clean synthetic fleet (global + one reference per camera) for `framewatch serve`.
     Baseline(BaselineArgs),
 }
@@ -102,6 +108,21 @@ pub struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Bootstrap brokers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Topic framewatch consumes.
+    #[arg(long, default_value = "framewatch-frames")]
+    pub topic: String,
+    /// framewatch's /metrics, where accepted and rejected frames are counted (Kafka has no per-frame answer).
+    #[arg(long, default_value = "http://127.0.0.1:9464/metrics")]
+    pub metrics_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -258,6 +279,8 @@ pub struct DriftResult {
 
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
+    /// "grpc" or "kafka".
+    pub transport: String,
     pub target: String,
     pub cameras: usize,
     pub fps_per_camera: f64,
@@ -280,8 +303,19 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Runs the load and returns the report (also printed unless `quiet`).
+/// Runs the load over gRPC and returns the report (also printed).
 pub async fn run_grpc(args: RunArgs) -> anyhow::Result<Report> {
+    run_load(args, None).await
+}
+
+/// Runs the load through Kafka and returns the report (also printed). Alerts are still watched over gRPC
+/// (`--target`); accepted and rejected frames are read from framewatch's /metrics.
+pub async fn run_kafka(args: KafkaArgs) -> anyhow::Result<Report> {
+    let kafka = KafkaOut::new(&args.brokers, &args.topic, &args.metrics_url)?;
+    run_load(args.run, Some(Arc::new(kafka))).await
+}
+
+async fn run_load(args: RunArgs, kafka: Option<Arc<KafkaOut>>) -> anyhow::Result<Report> {
     let drifts: Vec<DriftSpec> = args.drifts.iter().map(|d| parse_drift(d)).collect::<anyhow::Result<_>>()?;
     for d in &drifts {
         let known = (0..args.fleet.cameras).any(|i| camera_name(i) == d.camera);
@@ -347,6 +381,7 @@ pub async fn run_grpc(args: RunArgs) -> anyhow::Result<Report> {
         let (counters, reasons, latencies, images) =
             (counters.clone(), reasons.clone(), latencies.clone(), images.clone());
         let first = initial_pools[i].take().context("initial pool")?;
+        let kafka = kafka.clone();
         tasks.push(tokio::spawn(async move {
             let make_pool = move |mut cam: Camera, drifts: Vec<Drift>| {
                 tokio::task::spawn_blocking(move || {
@@ -358,29 +393,36 @@ pub async fn run_grpc(args: RunArgs) -> anyhow::Result<Report> {
                 })
             };
             let (mut cam, mut pool) = first;
-            let mut client = IngestServiceClient::connect(target).await?;
-            let (tx, rx) = tokio::sync::mpsc::channel::<v1::Frame>(64);
             let sent_at: Arc<std::sync::Mutex<VecDeque<Instant>>> = Arc::default();
-            let sent_at_acks = sent_at.clone();
-            let (counters_acks, reasons_acks, latencies_acks) = (counters.clone(), reasons.clone(), latencies.clone());
-            let acks = tokio::spawn(async move {
-                let mut stream =
-                    client.stream_frames(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
-                let mut local = Vec::new();
-                while let Some(a) = stream.message().await? {
-                    if let Some(t) = sent_at_acks.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop_front() {
-                        local.push(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    if a.accepted {
-                        counters_acks.accepted.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        counters_acks.rejected.fetch_add(1, Ordering::Relaxed);
-                        *reasons_acks.lock().await.entry(a.reason).or_default() += 1;
-                    }
+            let (tx, acks) = match &kafka {
+                Some(_) => (None, None),
+                None => {
+                    let mut client = IngestServiceClient::connect(target).await?;
+                    let (tx, rx) = tokio::sync::mpsc::channel::<v1::Frame>(64);
+                    let sent_at_acks = sent_at.clone();
+                    let (counters_acks, reasons_acks, latencies_acks) =
+                        (counters.clone(), reasons.clone(), latencies.clone());
+                    let acks = tokio::spawn(async move {
+                        let mut stream =
+                            client.stream_frames(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+                        let mut local = Vec::new();
+                        while let Some(a) = stream.message().await? {
+                            if let Some(t) = sent_at_acks.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop_front() {
+                                local.push(t.elapsed().as_secs_f64() * 1000.0);
+                            }
+                            if a.accepted {
+                                counters_acks.accepted.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                counters_acks.rejected.fetch_add(1, Ordering::Relaxed);
+                                *reasons_acks.lock().await.entry(a.reason).or_default() += 1;
+                            }
+                        }
+                        latencies_acks.lock().await.extend(local);
+                        anyhow::Ok(())
+                    });
+                    (Some(tx), Some(acks))
                 }
-                latencies_acks.lock().await.extend(local);
-                anyhow::Ok(())
-            });
+            };
             let period = if fps > 0.0 { Some(Duration::from_secs_f64(1.0 / fps)) } else { None };
             let mut next = Instant::now();
             let mut k = 0usize;
@@ -411,9 +453,15 @@ pub async fn run_grpc(args: RunArgs) -> anyhow::Result<Report> {
                     detections,
                     model_version: "loadtest".into(),
                 };
-                sent_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push_back(Instant::now());
-                if tx.send(frame).await.is_err() {
-                    break;
+                match (&tx, &kafka) {
+                    (Some(tx), _) => {
+                        sent_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push_back(Instant::now());
+                        if tx.send(frame).await.is_err() {
+                            break;
+                        }
+                    }
+                    (None, Some(k)) => k.send(&camera_name(i), &frame.encode_to_vec()).await,
+                    (None, None) => break,
                 }
                 counters.sent.fetch_add(1, Ordering::Relaxed);
                 if let Some(p) = period {
@@ -424,14 +472,30 @@ pub async fn run_grpc(args: RunArgs) -> anyhow::Result<Report> {
                 }
             }
             drop(tx);
-            acks.await??;
+            if let Some(acks) = acks {
+                acks.await??;
+            }
             anyhow::Ok(())
         }));
     }
+    // Kafka: framewatch's /metrics tell when each frame was recorded (polled every 100 ms).
+    let kafka_progress = kafka.as_ref().map(|k| {
+        let k = k.clone();
+        tokio::spawn(async move { k.track().await })
+    });
     for t in tasks {
         t.await??;
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let mut elapsed = started.elapsed().as_secs_f64();
+    if let (Some(k), Some(progress)) = (&kafka, kafka_progress) {
+        let outcome = k.finish(started, progress).await?;
+        elapsed = outcome.caught_up_after_s;
+        counters.sent.store(outcome.delivered, Ordering::Relaxed);
+        counters.accepted.store(outcome.accepted, Ordering::Relaxed);
+        counters.rejected.store(outcome.rejected, Ordering::Relaxed);
+        *reasons.lock().await = outcome.reasons;
+        *latencies.lock().await = outcome.latencies_ms;
+    }
     // give the evaluator a moment to report the last state changes
     tokio::time::sleep(Duration::from_secs(2)).await;
     watcher.abort();
@@ -462,7 +526,11 @@ pub async fn run_grpc(args: RunArgs) -> anyhow::Result<Report> {
     lat.sort_by(f64::total_cmp);
     let accepted = counters.accepted.load(Ordering::Relaxed);
     let report = Report {
-        target: args.target.clone(),
+        transport: if kafka.is_some() { "kafka".into() } else { "grpc".into() },
+        target: match &kafka {
+            Some(k) => format!("kafka {} topic {}", k.brokers, k.topic),
+            None => args.target.clone(),
+        },
         cameras: args.fleet.cameras,
         fps_per_camera: args.fps,
         duration_s: elapsed,
@@ -491,8 +559,11 @@ pub async fn run_grpc(args: RunArgs) -> anyhow::Result<Report> {
             report.frames_sent, report.frames_accepted, report.frames_rejected, report.rejected_by_reason
         );
         println!(
-            "  throughput: {:.1} accepted frames/s; ingest latency p50 {:.1} ms, p99 {:.1} ms",
-            report.accepted_per_s, report.latency_p50_ms, report.latency_p99_ms
+            "  throughput: {:.1} accepted frames/s; ingest latency p50 {:.1} ms, p99 {:.1} ms{}",
+            report.accepted_per_s,
+            report.latency_p50_ms,
+            report.latency_p99_ms,
+            if kafka.is_some() { " (produce -> recorded, +-100 ms)" } else { "" }
         );
         for d in &report.drifts {
             match (d.detected_after_s, &d.first_alert) {
@@ -515,8 +586,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Grpc(a) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_grpc(a)).map(|_| ())
         }
-        Cmd::Kafka(_) => {
-            bail!("Kafka mode needs framewatch's Kafka source, which is not implemented yet (issue: Kafka ingest)")
+        Cmd::Kafka(a) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_kafka(a)).map(|_| ())
         }
     }
 }

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+/// A value of the pass-through tables (`kafka.properties`).
+pub use toml::Value as TomlValue;
+
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {

@@ -200,22 +200,6 @@ impl Broker {
     }
 }
 
-/// Sum of the samples of `name` (exact family sample name, e.g. `framewatch_frames_accepted_total`) whose labels
-/// include every `labels` pair, in a Prometheus text exposition. None when no sample matches.
-pub fn metric_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
-        let (series, value) = match line.rsplit_once(' ') {
-            Some(x) => x,
-            None => continue,
-        };
-        let (n, l) = series.split_once('{').unwrap_or((series, ""));
-        if n != name || !labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))) {
-            continue;
-        }
-        if let Ok(v) = value.parse::<f64>() {
-            *found.get_or_insert(0.0) += v;
-        }
-    }
-    found
-}
+/// Sum of the samples of `name` (exact sample name, e.g. `framewatch_frames_accepted_total`) whose labels include
+/// every `labels` pair, in a Prometheus text exposition; None when no sample matches.
+pub use framewatch_loadtest::sample_sum as metric_sum;

@@ -7,36 +7,14 @@ use std::sync::Arc;
 use framewatch::config::Config;
 use framewatch::frame::SystemClock;
 use framewatch::server::Service;
-use framewatch_e2e::scratch;
-use framewatch_loadtest::{BaselineArgs, FleetArgs, RunArgs, baseline, run_grpc};
+use framewatch_e2e::{Broker, scratch};
+use framewatch_loadtest::{BaselineArgs, FleetArgs, KafkaArgs, RunArgs, baseline, run_grpc, run_kafka};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_drifts_are_detected_and_clean_cameras_stay_quiet() {
     let dir = scratch("loadtest");
     let fleet = FleetArgs { cameras: 4, width: 320, height: 180, seed: 7 };
-    let b = dir.join("fleet.json");
-    let (f, out) = (fleet.clone(), b.clone());
-    tokio::task::spawn_blocking(move || baseline(BaselineArgs { fleet: f, frames: 256, output: out }))
-        .await
-        .expect("join")
-        .expect("baseline");
-
-    let mut cfg = Config { baseline: Some(b), ..Config::default() };
-    cfg.server.grpc_addr = "127.0.0.1:0".parse().expect("addr");
-    cfg.server.http_addr = "127.0.0.1:0".parse().expect("addr");
-    cfg.server.shutdown_grace_secs = 2;
-    cfg.windows.length_secs = 20;
-    cfg.windows.step_secs = 2;
-    cfg.windows.allowed_lateness_secs = 10;
-    cfg.evaluation.interval_secs = 1.0;
-    cfg.alerts.default_rules = false;
-    cfg.alerts.rules = framewatch::alerts::default_rules()
-        .into_iter()
-        .map(|mut r| {
-            r.for_secs = r.for_secs.min(2);
-            r
-        })
-        .collect();
+    let cfg = short_windows(fleet_baseline(&dir, &fleet).await);
     let svc = Service::start(cfg, Arc::new(SystemClock)).await.expect("service");
 
     let report = run_grpc(RunArgs {
@@ -61,4 +39,85 @@ async fn injected_drifts_are_detected_and_clean_cameras_stay_quiet() {
     }
     assert!(report.false_alarms.is_empty(), "false alarms: {:?}", report.false_alarms);
     svc.stop().await.expect("stop");
+}
+
+/// Windows shortened so a test takes seconds (production defaults are in framewatch.example.toml), default rules
+/// with `for` cut to 2 s.
+fn short_windows(b: std::path::PathBuf) -> Config {
+    let mut cfg = Config { baseline: Some(b), ..Config::default() };
+    cfg.server.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+    cfg.server.http_addr = "127.0.0.1:0".parse().expect("addr");
+    cfg.server.shutdown_grace_secs = 2;
+    cfg.windows.length_secs = 20;
+    cfg.windows.step_secs = 2;
+    cfg.windows.allowed_lateness_secs = 10;
+    cfg.evaluation.interval_secs = 1.0;
+    cfg.alerts.default_rules = false;
+    cfg.alerts.rules = framewatch::alerts::default_rules()
+        .into_iter()
+        .map(|mut r| {
+            r.for_secs = r.for_secs.min(2);
+            r
+        })
+        .collect();
+    cfg
+}
+
+async fn fleet_baseline(dir: &std::path::Path, fleet: &FleetArgs) -> std::path::PathBuf {
+    let b = dir.join("fleet.json");
+    let (f, out) = (fleet.clone(), b.clone());
+    tokio::task::spawn_blocking(move || baseline(BaselineArgs { fleet: f, frames: 256, output: out }))
+        .await
+        .expect("join")
+        .expect("baseline");
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_mode_produces_to_a_real_broker_and_reads_the_outcome_from_metrics() {
+    let dir = scratch("loadtest-kafka");
+    let broker = Broker::start(&dir, "tansu");
+    broker.create_topic("frames", 4);
+    let fleet = FleetArgs { cameras: 4, width: 320, height: 180, seed: 7 };
+    let mut cfg = short_windows(fleet_baseline(&dir, &fleet).await);
+    cfg.kafka.brokers = broker.addr();
+    cfg.kafka.topics = vec!["frames".into()];
+    cfg.kafka.commit_interval_secs = 1.0;
+    cfg.kafka.properties.insert("session.timeout.ms".into(), toml_int(6000));
+    let svc = Service::start(cfg, Arc::new(SystemClock)).await.expect("service");
+    // the group join takes about half the session timeout
+    framewatch_e2e::wait_for("the Kafka source to connect", std::time::Duration::from_secs(30), || {
+        framewatch_e2e::http_get(svc.http_addr, "/readyz").filter(|(s, _)| *s == 200)
+    });
+
+    let report = run_kafka(KafkaArgs {
+        run: RunArgs {
+            fleet,
+            target: format!("http://{}", svc.grpc_addr),
+            fps: 10.0,
+            duration: 30,
+            images: None,
+            prescored: false,
+            drifts: vec!["camera=cam-2,at=8,kind=darken:0.4".into()],
+            pool: 128,
+            stride: 2,
+            json: true,
+        },
+        brokers: broker.addr(),
+        topic: "frames".into(),
+        metrics_url: format!("http://{}/metrics", svc.http_addr),
+    })
+    .await
+    .expect("load test");
+    assert_eq!(report.transport, "kafka");
+    assert!(report.frames_sent > 800, "{report:?}");
+    assert_eq!(report.frames_accepted, report.frames_sent, "{report:?}");
+    assert!(report.latency_p50_ms.is_finite() && report.latency_p50_ms > 0.0, "{report:?}");
+    assert!(report.drifts[0].detected_after_s.is_some(), "darken over Kafka not detected: {report:?}");
+    assert!(report.false_alarms.is_empty(), "false alarms: {:?}", report.false_alarms);
+    svc.stop().await.expect("stop");
+}
+
+fn toml_int(v: i64) -> framewatch::config::TomlValue {
+    framewatch::config::TomlValue::Integer(v)
 }
