@@ -134,10 +134,41 @@ impl BinLayout {
         }
     }
 
+    /// Where one value falls and what it adds to the moments; None for missing or non-finite values.
+    #[inline]
+    pub fn observe(&self, v: Option<f64>) -> Option<Observation> {
+        let v = v.filter(|v| v.is_finite())?;
+        let bin = self.bin_of(v);
+        let k = self.edges.len() - 1;
+        let [slo, mlo, mhi, shi] = self.fences;
+        Some(Observation {
+            value: v,
+            bin,
+            centered: v - self.center,
+            tail_lo: if bin == 0 { self.edges[0] - v } else { 0.0 },
+            tail_hi: if bin == k + 2 { v - self.edges[k] } else { 0.0 },
+            outlier: if v < slo || v > shi { 2 } else { u8::from(v < mlo || v > mhi) },
+        })
+    }
+
     #[inline]
     pub fn coarse_of(&self, bin: usize) -> usize {
         usize::from(self.coarse_of[bin])
     }
+}
+
+/// One value as a histogram records it (`BinLayout::observe`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation {
+    pub value: f64,
+    pub bin: usize,
+    /// value - layout center (what the sums add).
+    pub centered: f64,
+    /// Distance below the first edge (lower-tail values) and above the last (upper-tail values), else 0.
+    pub tail_lo: f64,
+    pub tail_hi: f64,
+    /// 0 inside the IQR fences, 1 moderate outlier, 2 severe outlier (also moderate).
+    pub outlier: u8,
 }
 
 /// Counts of one metric's values against a `BinLayout`, plus the moments and tail distances the statistics need.
@@ -182,31 +213,20 @@ impl Histogram {
     /// Records one value (`None` or non-finite counts as missing).
     #[inline]
     pub fn record(&mut self, layout: &BinLayout, v: Option<f64>) {
-        let Some(v) = v.filter(|v| v.is_finite()) else {
+        let Some(o) = layout.observe(v) else {
             self.missing += 1;
             return;
         };
-        let bin = layout.bin_of(v);
-        self.counts[bin] = self.counts[bin].saturating_add(1);
+        self.counts[o.bin] = self.counts[o.bin].saturating_add(1);
         self.n += 1;
-        let c = v - layout.center;
-        self.sum += c;
-        self.sum_sq += c * c;
-        let k = layout.edges.len() - 1;
-        if bin == 0 {
-            self.tail_lo_dist += layout.edges[0] - v;
-        } else if bin == k + 2 {
-            self.tail_hi_dist += v - layout.edges[k];
-        }
-        self.min = self.min.min(v);
-        self.max = self.max.max(v);
-        let [slo, mlo, mhi, shi] = layout.fences;
-        if v < mlo || v > mhi {
-            self.outliers_moderate += 1;
-            if v < slo || v > shi {
-                self.outliers_severe += 1;
-            }
-        }
+        self.sum += o.centered;
+        self.sum_sq += o.centered * o.centered;
+        self.tail_lo_dist += o.tail_lo;
+        self.tail_hi_dist += o.tail_hi;
+        self.min = self.min.min(o.value);
+        self.max = self.max.max(o.value);
+        self.outliers_moderate += u64::from(o.outlier >= 1);
+        self.outliers_severe += u64::from(o.outlier >= 2);
     }
 
     /// Adds `other` (same layout) into `self`.
@@ -266,6 +286,216 @@ impl Histogram {
         }
         let n = self.n as f64;
         out.iter_mut().for_each(|p| *p /= n);
+    }
+}
+
+/// Bin counts stored in the narrowest width that holds them: a sub-window of one camera at 10 frames/s puts a few
+/// frames in each of ~100 bins, so one byte per bin is the common case; a bin that passes 255 (a metric constant
+/// for the camera, or a busy slice) widens the whole array to 16 and then 32 bits.
+#[derive(Debug, Clone, PartialEq)]
+enum BinCounts {
+    U8(Box<[u8]>),
+    U16(Box<[u16]>),
+    U32(Box<[u32]>),
+}
+
+impl BinCounts {
+    fn zeros(bins: usize) -> BinCounts {
+        BinCounts::U8(vec![0; bins].into_boxed_slice())
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            BinCounts::U8(c) => c.len(),
+            BinCounts::U16(c) => c.len(),
+            BinCounts::U32(c) => c.len(),
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, i: usize, n: u32) {
+        match self {
+            BinCounts::U8(c) => match u8::try_from(u32::from(c[i]) + n) {
+                Ok(v) => c[i] = v,
+                Err(_) => {
+                    *self = BinCounts::U16(c.iter().map(|&x| u16::from(x)).collect());
+                    self.add(i, n);
+                }
+            },
+            BinCounts::U16(c) => match u16::try_from(u32::from(c[i]) + n) {
+                Ok(v) => c[i] = v,
+                Err(_) => {
+                    *self = BinCounts::U32(c.iter().map(|&x| u32::from(x)).collect());
+                    self.add(i, n);
+                }
+            },
+            BinCounts::U32(c) => c[i] = c[i].saturating_add(n),
+        }
+    }
+
+    /// Zeroes the counts and goes back to bytes (a slot reused for a new sub-window starts small again).
+    fn clear(&mut self) {
+        match self {
+            BinCounts::U8(c) => c.fill(0),
+            _ => *self = BinCounts::zeros(self.len()),
+        }
+    }
+
+    fn bytes_per_bin(&self) -> usize {
+        match self {
+            BinCounts::U8(_) => 1,
+            BinCounts::U16(_) => 2,
+            BinCounts::U32(_) => 4,
+        }
+    }
+}
+
+/// A compact `Histogram` for the sub-windows a sliding window is made of (a service holds 15 per metric per
+/// slice): adaptive-width bin counts and 32-bit counters. Records exactly what `Histogram::record` does, merges
+/// into a `Histogram`, and converts to and from one (checkpoints store `Histogram`s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubHistogram {
+    counts: BinCounts,
+    n: u32,
+    missing: u32,
+    outliers_moderate: u32,
+    outliers_severe: u32,
+    sum: f64,
+    sum_sq: f64,
+    tail_lo_dist: f64,
+    tail_hi_dist: f64,
+    min: f64,
+    max: f64,
+}
+
+impl SubHistogram {
+    pub fn new(layout: &BinLayout) -> SubHistogram {
+        SubHistogram {
+            counts: BinCounts::zeros(layout.bins()),
+            n: 0,
+            missing: 0,
+            outliers_moderate: 0,
+            outliers_severe: 0,
+            sum: 0.0,
+            sum_sq: 0.0,
+            tail_lo_dist: 0.0,
+            tail_hi_dist: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+
+    pub fn bins(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Bytes per bin count right now (1, 2 or 4).
+    pub fn bytes_per_bin(&self) -> usize {
+        self.counts.bytes_per_bin()
+    }
+
+    /// Values recorded (not missing).
+    pub fn n(&self) -> u64 {
+        u64::from(self.n)
+    }
+
+    #[inline]
+    pub fn record(&mut self, layout: &BinLayout, v: Option<f64>) {
+        let Some(o) = layout.observe(v) else {
+            self.missing = self.missing.saturating_add(1);
+            return;
+        };
+        self.counts.add(o.bin, 1);
+        self.n = self.n.saturating_add(1);
+        self.sum += o.centered;
+        self.sum_sq += o.centered * o.centered;
+        self.tail_lo_dist += o.tail_lo;
+        self.tail_hi_dist += o.tail_hi;
+        self.min = self.min.min(o.value);
+        self.max = self.max.max(o.value);
+        self.outliers_moderate = self.outliers_moderate.saturating_add(u32::from(o.outlier >= 1));
+        self.outliers_severe = self.outliers_severe.saturating_add(u32::from(o.outlier >= 2));
+    }
+
+    pub fn clear(&mut self) {
+        self.counts.clear();
+        self.n = 0;
+        self.missing = 0;
+        self.outliers_moderate = 0;
+        self.outliers_severe = 0;
+        self.sum = 0.0;
+        self.sum_sq = 0.0;
+        self.tail_lo_dist = 0.0;
+        self.tail_hi_dist = 0.0;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
+    }
+
+    /// Adds this sub-window into `into` (same layout).
+    pub fn merge_into(&self, into: &mut Histogram) {
+        debug_assert_eq!(into.counts.len(), self.counts.len());
+        match &self.counts {
+            BinCounts::U8(c) => {
+                into.counts.iter_mut().zip(c.iter()).for_each(|(a, &b)| *a = a.saturating_add(u32::from(b)))
+            }
+            BinCounts::U16(c) => {
+                into.counts.iter_mut().zip(c.iter()).for_each(|(a, &b)| *a = a.saturating_add(u32::from(b)))
+            }
+            BinCounts::U32(c) => into.counts.iter_mut().zip(c.iter()).for_each(|(a, &b)| *a = a.saturating_add(b)),
+        }
+        into.n += u64::from(self.n);
+        into.missing += u64::from(self.missing);
+        into.sum += self.sum;
+        into.sum_sq += self.sum_sq;
+        into.tail_lo_dist += self.tail_lo_dist;
+        into.tail_hi_dist += self.tail_hi_dist;
+        into.min = into.min.min(self.min);
+        into.max = into.max.max(self.max);
+        into.outliers_moderate += u64::from(self.outliers_moderate);
+        into.outliers_severe += u64::from(self.outliers_severe);
+    }
+
+    /// The same contents as a `Histogram`.
+    pub fn to_histogram(&self) -> Histogram {
+        let mut h = Histogram {
+            counts: vec![0; self.counts.len()],
+            n: 0,
+            missing: 0,
+            sum: 0.0,
+            sum_sq: 0.0,
+            tail_lo_dist: 0.0,
+            tail_hi_dist: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            outliers_moderate: 0,
+            outliers_severe: 0,
+        };
+        self.merge_into(&mut h);
+        h
+    }
+
+    /// From a `Histogram` (counters above u32::MAX saturate, which no sub-window reaches).
+    pub fn from_histogram(h: &Histogram) -> SubHistogram {
+        let sat = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
+        let mut counts = BinCounts::zeros(h.counts.len());
+        for (i, &c) in h.counts.iter().enumerate() {
+            if c > 0 {
+                counts.add(i, c);
+            }
+        }
+        SubHistogram {
+            counts,
+            n: sat(h.n),
+            missing: sat(h.missing),
+            outliers_moderate: sat(h.outliers_moderate),
+            outliers_severe: sat(h.outliers_severe),
+            sum: h.sum,
+            sum_sq: h.sum_sq,
+            tail_lo_dist: h.tail_lo_dist,
+            tail_hi_dist: h.tail_hi_dist,
+            min: h.min,
+            max: h.max,
+        }
     }
 }
 

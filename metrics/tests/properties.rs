@@ -2,7 +2,7 @@
 //! and in [0, 1], p-values in [0, 1]; a sliding window equals the histogram of the values it covers.
 
 use framewatch_metrics::baseline::metric_from_sorted;
-use framewatch_metrics::histogram::{BinLayout, Histogram, SlidingHistogram};
+use framewatch_metrics::histogram::{BinLayout, Histogram, SlidingHistogram, SubHistogram};
 use framewatch_metrics::stats::{js_distance, kolmogorov_sf, ks_p_value, ks_statistic, psi, wasserstein};
 use proptest::prelude::*;
 
@@ -27,8 +27,44 @@ fn values() -> impl Strategy<Value = Vec<f64>> {
     ]
 }
 
+fn repeats() -> impl Strategy<Value = usize> {
+    prop_oneof![Just(1usize), Just(300), Just(70_000)]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// The compact sub-window histogram records exactly what the full one does, whatever the count widths
+    /// (values repeated past 255 and 65,535 widen the counts), and converts back and forth losslessly.
+    #[test]
+    fn sub_histograms_equal_histograms(base in values(), v in values(), repeat in repeats()) {
+        let l = layout_from(base);
+        let mut sub = SubHistogram::new(&l);
+        let mut full = Histogram::new(&l);
+        for (i, &x) in v.iter().enumerate() {
+            let times = if i == 0 { repeat } else { 1 };
+            for _ in 0..times {
+                sub.record(&l, Some(x));
+                full.record(&l, Some(x));
+            }
+        }
+        sub.record(&l, None);
+        full.record(&l, None);
+        prop_assert_eq!(sub.to_histogram(), full.clone());
+        prop_assert_eq!(SubHistogram::from_histogram(&full).to_histogram(), full.clone());
+        let most = full.counts.iter().copied().max().unwrap_or(0);
+        let width = if most <= 255 { 1 } else if most <= 65_535 { 2 } else { 4 };
+        prop_assert_eq!(sub.bytes_per_bin(), width, "narrowest width that holds {}", most);
+        let mut merged = Histogram::new(&l);
+        sub.merge_into(&mut merged);
+        sub.merge_into(&mut merged);
+        let mut twice = full.clone();
+        twice.merge(&full);
+        prop_assert_eq!(merged, twice);
+        sub.clear();
+        prop_assert_eq!(sub.bytes_per_bin(), 1);
+        prop_assert_eq!(sub.to_histogram(), Histogram::new(&l));
+    }
 
     #[test]
     fn merge_is_associative_and_equals_recording_everything(base in values(), a in values(), b in values(), c in values()) {

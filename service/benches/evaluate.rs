@@ -1,6 +1,8 @@
 //! Drift evaluation cost versus the number of active slices, and memory held per active slice.
 //!     cargo bench -p framewatch --bench evaluate
-//! Each slice is a camera with 60 frames spread over its 15 one-minute sub-windows, all 34 metrics tracked.
+//! Cost: each slice is a camera with 60 frames spread over its 15 one-minute sub-windows, all 34 metrics tracked.
+//! Memory: also a realistic full window, a camera at 10 frames/s (600 frames in each of the 15 sub-windows) with
+//! the scores of real synthetic-camera frames, judged against its own per-camera reference as deployed.
 
 #![allow(unsafe_code)] // the counting allocator below; it only forwards to the system allocator
 
@@ -14,7 +16,9 @@ use framewatch::config::Config;
 use framewatch::evaluate::evaluate;
 use framewatch::store::{FrameRecord, StoreSettings, WindowStore};
 use framewatch_metrics::drift::DriftThresholds;
-use framewatch_metrics::{Baseline, BaselineBuilder, ComparableSettings, MetricRegistry};
+use framewatch_metrics::{
+    Baseline, BaselineBuilder, ComparableSettings, FramePixels, MetricRegistry, ScoreSettings, Scorer,
+};
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -88,8 +92,73 @@ fn filled_store(slices: usize, baseline: &Baseline, registry: &MetricRegistry) -
     (store, now)
 }
 
+/// Scores `n` frames of a synthetic camera (320x180, with detections).
+fn camera_scores(k: u64, n: usize) -> Vec<Vec<Option<f64>>> {
+    let mut scorer = Scorer::new(std::sync::Arc::new(MetricRegistry::standard()), ScoreSettings::default());
+    let mut cam = framewatch_synth::Camera::new(&format!("cam-{k}"), 320, 180, 1000 + k);
+    let mut buf = Vec::new();
+    (0..n)
+        .map(|_| {
+            let dets: Vec<_> = cam.next_frame(&mut buf).iter().map(|d| d.to_detection()).collect();
+            scorer.score(FramePixels::Encoded(&buf), &dets).expect("score").values.to_vec()
+        })
+        .collect()
+}
+
+/// Memory per slice of `slices` cameras at 10 frames/s with full 15-minute windows, each with its own reference.
+fn realistic_memory(registry: &MetricRegistry, slices: usize) -> f64 {
+    const CAMERAS: u64 = 4;
+    let scores: Vec<Vec<Vec<Option<f64>>>> = (0..CAMERAS).map(|k| camera_scores(k, 1200)).collect();
+    let names: Vec<String> = registry.names().map(String::from).collect();
+    let mut b = BaselineBuilder::new(names, ComparableSettings::default(), 100);
+    for s in 0..slices {
+        let key = format!("camera_id=cam-{s}");
+        for v in &scores[s % CAMERAS as usize][..600] {
+            b.add_to_slices(&[key.as_str()], v, ["car"]);
+        }
+    }
+    let baseline = b.finish("bench".into(), "bench".into(), "bench".into()).expect("baseline");
+    let mut cfg = Config::default();
+    cfg.slices.dimensions = vec!["camera_id".into()];
+    cfg.slices.max_slices = slices + 1;
+    let index = |n: &str| registry.index_of(n);
+    let labels = HashMap::new();
+    let start = LIVE.load(Ordering::Relaxed);
+    let mut store = WindowStore::new(StoreSettings::from_config(&cfg, index).expect("settings"), &baseline, index);
+    let before = LIVE.load(Ordering::Relaxed);
+    eprintln!(
+        "per-camera references' bin layouts held by the store: {:.1} KiB per referenced camera",
+        (before - start) as f64 / slices as f64 / 1024.0
+    );
+    let now = 1_800_000_000i64 - 1;
+    for s in 0..slices {
+        let cam = format!("cam-{s}");
+        let values = &scores[s % CAMERAS as usize][600..];
+        for f in 0..9000i64 {
+            let t = now - 899 + f / 10;
+            let rec = FrameRecord {
+                camera_id: &cam,
+                model_version: "",
+                labels: &labels,
+                capture_secs: t,
+                values: &values[f as usize % 600],
+                classes: &["car"],
+            };
+            store.record(&rec, t);
+        }
+    }
+    let held = LIVE.load(Ordering::Relaxed) - before;
+    assert_eq!(store.counters().late, 0);
+    drop(store);
+    held as f64 / slices as f64 / 1024.0
+}
+
 fn bench(c: &mut Criterion) {
     let registry = MetricRegistry::standard();
+    let per_slice = realistic_memory(&registry, 100);
+    eprintln!(
+        "100 cameras at 10 frames/s, full 15-minute windows, own references: {per_slice:.1} KiB per slice (global slice included in the total)"
+    );
     let baseline = baseline(&registry);
     let thresholds = DriftThresholds::default();
     let mut group = c.benchmark_group("evaluate");

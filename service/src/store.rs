@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use framewatch_metrics::Baseline;
-use framewatch_metrics::histogram::{BinLayout, Histogram};
+use framewatch_metrics::histogram::{BinLayout, Histogram, SubHistogram};
 
 use crate::config::{Config, Predicate};
 
@@ -79,8 +79,8 @@ struct SubWindow {
     /// Sub-window number (capture_secs / step); i64::MIN when the slot is empty.
     index: i64,
     frames: u64,
-    /// One per tracked metric, allocated on first use.
-    hists: Vec<Histogram>,
+    /// One per tracked metric, allocated on first use (compact: adaptive-width counts).
+    hists: Vec<SubHistogram>,
     classes: HashMap<Arc<str>, u64>,
 }
 
@@ -252,11 +252,11 @@ impl WindowStore {
             }
             slot.index = index;
             slot.frames = 0;
-            slot.hists.iter_mut().for_each(Histogram::clear);
+            slot.hists.iter_mut().for_each(SubHistogram::clear);
             slot.classes.clear();
         }
         if slot.hists.is_empty() {
-            slot.hists = slice.layouts.iter().map(Histogram::new).collect();
+            slot.hists = slice.layouts.iter().map(SubHistogram::new).collect();
         }
         slot.frames += 1;
         for ((h, t), layout) in slot.hists.iter_mut().zip(&self.tracked).zip(slice.layouts.iter()) {
@@ -311,7 +311,7 @@ impl WindowStore {
         for sub in live {
             frames += sub.frames;
             for (acc, h) in hists.iter_mut().zip(&sub.hists) {
-                acc.merge(h);
+                h.merge_into(acc);
             }
             for (c, n) in &sub.classes {
                 *classes.entry(c.clone()).or_default() += n;
@@ -385,7 +385,8 @@ impl WindowStore {
                         let mut classes: Vec<(String, u64)> =
                             w.classes.iter().map(|(c, n)| (c.to_string(), *n)).collect();
                         classes.sort();
-                        SavedSubWindow { index: w.index, frames: w.frames, hists: w.hists.clone(), classes }
+                        let hists = w.hists.iter().map(SubHistogram::to_histogram).collect();
+                        SavedSubWindow { index: w.index, frames: w.frames, hists, classes }
                     })
                     .collect();
                 subs.sort_by_key(|w| w.index);
@@ -438,7 +439,8 @@ impl WindowStore {
                 for (c, n) in sub.classes {
                     classes.insert(self.intern(&c), n);
                 }
-                *slot = SubWindow { index: sub.index, frames: sub.frames, hists: sub.hists, classes };
+                let hists = sub.hists.iter().map(SubHistogram::from_histogram).collect();
+                *slot = SubWindow { index: sub.index, frames: sub.frames, hists, classes };
             }
             let state = SliceState { ring, last_seen_secs: sl.last_seen_secs, layouts, own_baseline };
             restored.insert(Arc::<str>::from(sl.key), state);
