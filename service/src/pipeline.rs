@@ -13,17 +13,37 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cameras::CameraTracker;
 use crate::export::Telemetry;
-use crate::frame::{Clock, Content, IncomingFrame, Rejection, now_secs};
+use crate::frame::{Clock, Content, IncomingFrame, Rejection, Source, now_secs};
 use crate::store::{FrameRecord, Recorded, WindowStore};
 
 /// The answer for one frame.
 pub type Outcome = Result<(), Rejection>;
 
+/// Turns a source's raw message into a frame, on a worker thread (so a single-threaded source such as the Kafka
+/// poll loop does not decode).
+pub type Decode = Box<dyn FnOnce() -> Result<IncomingFrame, Rejection> + Send>;
+
+/// What a worker is handed: a validated frame (answered with one `Outcome`), or a batch of messages still to
+/// decode (answered with one `Outcome` per message, in order). Batches cost one queue slot, one wake-up and one
+/// answer for many small messages.
+pub enum Work {
+    Frame(IncomingFrame, Option<oneshot::Sender<Outcome>>),
+    Batch(Source, Vec<Decode>, oneshot::Sender<Vec<Outcome>>),
+}
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Work::Frame(frame, _) => f.debug_tuple("Frame").field(frame).finish(),
+            Work::Batch(source, b, _) => f.debug_tuple("Batch").field(source).field(&b.len()).finish(),
+        }
+    }
+}
+
+/// One queue slot's worth of work.
 #[derive(Debug)]
 pub struct Job {
-    pub frame: IncomingFrame,
-    /// `None` when nobody waits for the answer (fire and forget sources).
-    pub reply: Option<oneshot::Sender<Outcome>>,
+    pub work: Work,
 }
 
 /// Handle for submitting frames; cheap to clone.
@@ -157,7 +177,8 @@ impl Pipeline {
 
 fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, ctx: WorkerContext, in_flight: &AtomicUsize) {
     let mut scorer = Scorer::new(ctx.registry.clone(), ctx.settings);
-    let mut values: Vec<Option<f64>> = Vec::new();
+    // Reused across jobs: one scored slot per frame of the largest batch seen.
+    let mut scored: Vec<Scored> = Vec::new();
     loop {
         // Holding the lock while waiting is fine: idle workers have nothing else to do.
         let job = match rx.lock() {
@@ -165,25 +186,105 @@ fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, ctx: WorkerContext, in_flight: &A
             Err(_) => return,
         };
         let Some(job) = job else { return };
-        let started = Instant::now();
-        let source = job.frame.source.as_str();
-        let outcome = process(&mut scorer, &ctx, &job.frame, &mut values);
-        ctx.telemetry.scoring_seconds.observe(started.elapsed().as_secs_f64());
-        match &outcome {
-            Ok(()) => {
-                ctx.telemetry.accepted.get_or_create(&[("source", source)]).inc();
-            }
-            Err(r) => ctx.telemetry.reject(source, r.reason),
-        }
         // Recorded (or refused) before anyone hears of it: in-flight reaches zero only when the store has it.
-        in_flight.fetch_sub(1, Ordering::SeqCst);
-        if let Some(reply) = job.reply {
-            let _ = reply.send(outcome);
+        match job.work {
+            Work::Frame(frame, reply) => {
+                let source = frame.source;
+                let mut outcomes = process(&mut scorer, &ctx, source, vec![Ok(frame)], &mut scored);
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                if let (Some(reply), Some(o)) = (reply, outcomes.pop()) {
+                    let _ = reply.send(o);
+                }
+            }
+            Work::Batch(source, batch, reply) => {
+                let frames: Vec<Result<IncomingFrame, Rejection>> = batch.into_iter().map(|decode| decode()).collect();
+                let outcomes = process(&mut scorer, &ctx, source, frames, &mut scored);
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                let _ = reply.send(outcomes);
+            }
         }
     }
 }
 
-fn process(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, values: &mut Vec<Option<f64>>) -> Outcome {
+/// A frame's scores, ready to record (a reusable slot).
+#[derive(Debug, Default)]
+struct Scored {
+    values: Vec<Option<f64>>,
+    hash: Option<u64>,
+    /// Fingerprint of the pixels or encoded bytes (frozen-camera detection).
+    content: Option<u64>,
+}
+
+/// Scores each frame, then records all of them under one store lock and one camera lock (a batch of small
+/// pre-scored events would otherwise hand the locks back and forth per event). One outcome per frame, in order.
+fn process(
+    scorer: &mut Scorer,
+    ctx: &WorkerContext,
+    source: Source,
+    frames: Vec<Result<IncomingFrame, Rejection>>,
+    scored: &mut Vec<Scored>,
+) -> Vec<Outcome> {
+    if scored.len() < frames.len() {
+        scored.resize_with(frames.len(), Scored::default);
+    }
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(frames.len());
+    for (f, slot) in frames.iter().zip(scored.iter_mut()) {
+        let started = Instant::now();
+        outcomes.push(match f {
+            Ok(f) => score(scorer, ctx, f, slot),
+            Err(r) => Err(r.clone()),
+        });
+        ctx.telemetry.scoring_seconds.observe(started.elapsed().as_secs_f64());
+    }
+    let now = now_secs(ctx.clock.as_ref());
+    let mut recorded = vec![false; frames.len()];
+    {
+        let mut store = ctx.store.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, (f, slot)) in frames.iter().zip(scored.iter()).enumerate() {
+            let (Ok(f), Ok(())) = (f, &outcomes[i]) else { continue };
+            let classes: Vec<&str> = f.detections.iter().map(|d| d.class_label.as_str()).collect();
+            let record = FrameRecord {
+                camera_id: &f.camera_id,
+                model_version: &f.model_version,
+                labels: &f.labels,
+                capture_secs: f.capture_secs,
+                values: &slot.values,
+                classes: &classes,
+            };
+            match store.record(&record, now) {
+                Recorded::Yes { .. } => recorded[i] = true,
+                Recorded::TooLate => {
+                    outcomes[i] = Err(Rejection::new(
+                        "too_late",
+                        "captured before the window's allowed lateness: counted as late, not mixed into windows",
+                    ))
+                }
+            }
+        }
+    }
+    if recorded.iter().zip(scored.iter()).any(|(&r, s)| r && s.hash.is_some()) {
+        // Workers run in parallel, so two frames of one camera may be observed out of order; streaks are
+        // counted in frames and tolerate that.
+        let mut cameras = ctx.cameras.lock().unwrap_or_else(|p| p.into_inner());
+        for ((f, slot), _) in frames.iter().zip(scored.iter()).zip(&recorded).filter(|(_, r)| **r) {
+            if let (Ok(f), Some(h)) = (f, slot.hash) {
+                cameras.observe(&f.camera_id, h, slot.content, now);
+            }
+        }
+    }
+    let label = source.as_str();
+    let accepted = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+    if accepted > 0 {
+        ctx.telemetry.accepted.get_or_create(&[("source", label)]).inc_by(accepted);
+    }
+    for r in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        ctx.telemetry.reject(label, r.reason);
+    }
+    outcomes
+}
+
+/// Decodes and scores one frame into `out`, with edge-computed values in place of computed ones.
+fn score(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, out: &mut Scored) -> Outcome {
     let pixels = match &f.content {
         Content::Encoded(b) => FramePixels::Encoded(b),
         Content::Raw { pixels, width, height, format } => {
@@ -192,13 +293,13 @@ fn process(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, values: 
         Content::Values { .. } | Content::None => FramePixels::None,
     };
     let scored = scorer.score(pixels, &f.detections).map_err(|e| Rejection::new(e.reason(), e.to_string()))?;
-    values.clear();
-    values.extend_from_slice(scored.values);
-    let hash = match &f.content {
+    out.values.clear();
+    out.values.extend_from_slice(scored.values);
+    out.hash = match &f.content {
         Content::Values { perceptual_hash, .. } => *perceptual_hash,
         _ => scored.perceptual_hash,
     };
-    let content = match &f.content {
+    out.content = match &f.content {
         Content::Encoded(b) => Some(fingerprint(b)),
         Content::Raw { pixels, .. } => Some(fingerprint(pixels)),
         _ => None,
@@ -208,32 +309,10 @@ fn process(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, values: 
             let Some(i) = ctx.registry.index_of(name) else {
                 return Err(Rejection::new("unknown_metric", format!("metric {name:?} is not in the catalog")));
             };
-            values[i] = Some(*v);
+            out.values[i] = Some(*v);
         }
     }
-    let classes: Vec<&str> = f.detections.iter().map(|d| d.class_label.as_str()).collect();
-    let record = FrameRecord {
-        camera_id: &f.camera_id,
-        model_version: &f.model_version,
-        labels: &f.labels,
-        capture_secs: f.capture_secs,
-        values,
-        classes: &classes,
-    };
-    let now = now_secs(ctx.clock.as_ref());
-    let recorded = ctx.store.lock().unwrap_or_else(|p| p.into_inner()).record(&record, now);
-    if let (Some(h), Recorded::Yes { .. }) = (hash, recorded) {
-        // Workers run in parallel, so two frames of one camera may be observed out of order; streaks are
-        // counted in frames and tolerate that.
-        ctx.cameras.lock().unwrap_or_else(|p| p.into_inner()).observe(&f.camera_id, h, content, now);
-    }
-    match recorded {
-        Recorded::Yes { .. } => Ok(()),
-        Recorded::TooLate => Err(Rejection::new(
-            "too_late",
-            "captured before the window's allowed lateness: counted as late, not mixed into windows",
-        )),
-    }
+    Ok(())
 }
 
 /// 64-bit FNV-1a over 8-byte words: fast enough next to decoding, and equal only for identical content.

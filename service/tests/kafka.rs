@@ -318,6 +318,14 @@ fn poison_messages_are_counted_dead_lettered_and_the_partition_keeps_moving() {
         10.0,
         Duration::from_secs(60),
     );
+    // Refusals are counted per topic once the partition's earlier messages are settled too.
+    fw.wait_value(
+        "the four refusals",
+        "framewatch_kafka_messages_rejected_total",
+        &[("topic", "frames")],
+        4.0,
+        Duration::from_secs(10),
+    );
     let m = fw.metrics();
     let rejected = |reason: &str| {
         metric_sum(&m, "framewatch_kafka_messages_rejected_total", &[("topic", "frames"), ("reason", reason)])
@@ -448,10 +456,11 @@ fn windows_survive_sigterm_and_kill_9_exactly() {
     let committed = "framewatch_kafka_committed_offset";
     let consumed = "framewatch_kafka_messages_consumed_total";
     let ckpt_b = dir.join("b/checkpoint.bin");
-    // Pausing on every full queue (pause_after_ms = 0) makes the consumer pause and resume all the time: restarts
-    // must be exact through that too.
+    // Pausing on every full queue (pause_after_ms = 0, two queue slots = two batches) makes the consumer pause
+    // and resume all the time: restarts must be exact through that too.
     let cfg_b = config(&baseline, &broker, "frames", "b", &format!("[checkpoint]\npath = \"{}\"", ckpt_b.display()))
-        .replace("commit_interval_secs = 1.0", "commit_interval_secs = 3.0\npause_after_ms = 0");
+        .replace("commit_interval_secs = 1.0", "commit_interval_secs = 3.0\npause_after_ms = 0")
+        .replace("queue_capacity = 64", "queue_capacity = 2");
     let limit = Duration::from_secs(60);
 
     // Instance B: 300 frames, checkpointed and committed.
@@ -491,7 +500,8 @@ fn windows_survive_sigterm_and_kill_9_exactly() {
     // Instance A reads the same 900 messages without interruption.
     let ckpt_a = dir.join("a/checkpoint.bin");
     let cfg_a = config(&baseline, &broker, "frames", "a", &format!("[checkpoint]\npath = \"{}\"", ckpt_a.display()))
-        .replace("commit_interval_secs = 1.0", "commit_interval_secs = 1.0\npause_after_ms = 0");
+        .replace("commit_interval_secs = 1.0", "commit_interval_secs = 1.0\npause_after_ms = 0")
+        .replace("queue_capacity = 64", "queue_capacity = 2");
     let mut a = Instance::start(&dir, "a", &cfg_a);
     a.wait_value("A to commit all 900", committed, &[], 900.0, limit);
     assert!(a.value("framewatch_kafka_pauses_total", &[]) > 0.0, "a full queue pauses consumption");

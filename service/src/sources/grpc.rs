@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::config::IngestConfig;
 use crate::export::Telemetry;
 use crate::frame::{Clock, Rejection, Source, from_proto};
-use crate::pipeline::{Job, Outcome, PipelineHandle};
+use crate::pipeline::{Job, Outcome, PipelineHandle, Work};
 
 #[derive(Debug, Clone)]
 pub struct GrpcIngest {
@@ -41,7 +41,7 @@ impl GrpcIngest {
             }
             Ok(f) => {
                 let (tx, rx) = oneshot::channel();
-                match self.pipeline.submit(Job { frame: f, reply: Some(tx) }).await {
+                match self.pipeline.submit(Job { work: Work::Frame(f, Some(tx)) }).await {
                     Ok(()) => Pending::Waiting(rx),
                     Err(_) => {
                         self.telemetry.reject(Source::Grpc.as_str(), "shutting_down");

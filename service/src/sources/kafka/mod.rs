@@ -44,7 +44,7 @@ use crate::checkpoint::{Checkpointer, SavedOffset};
 use crate::config::{IngestConfig, KafkaConfig};
 use crate::export::Telemetry;
 use crate::frame::{Clock, Rejection, Source};
-use crate::pipeline::{Job, Outcome, PipelineHandle, TrySubmitError};
+use crate::pipeline::{Decode, Job, Outcome, PipelineHandle, TrySubmitError, Work};
 
 type Labels = Vec<(String, String)>;
 
@@ -127,13 +127,13 @@ impl KafkaTelemetry {
     }
 }
 
-/// A message on its way: refused at decoding (done) or waiting for its worker's answer.
+/// A message on its way: decoded, scored and recorded (or refused) by a worker as part of a batch.
 #[derive(Debug)]
 struct Pending {
     offset: i64,
-    /// False for messages refused at decoding (already counted).
-    scored: bool,
-    answer: Option<oneshot::Receiver<Outcome>>,
+    batch: u64,
+    /// Position in the batch (the answer's index).
+    index: usize,
     /// Key and value kept for the dead-letter topic, when there is one.
     original: Option<(Option<Vec<u8>>, Vec<u8>)>,
 }
@@ -145,6 +145,14 @@ struct PartitionBook {
     pending: VecDeque<Pending>,
 }
 
+/// A batch's answer: received once, then handed out message by message.
+#[derive(Debug)]
+struct BatchAnswer {
+    rx: Option<oneshot::Receiver<Vec<Outcome>>>,
+    outcomes: Vec<Outcome>,
+    remaining: usize,
+}
+
 /// What happened to one message, reported as the book learns it (in offset order per partition).
 struct Settled<'a> {
     topic: &'a str,
@@ -154,40 +162,78 @@ struct Settled<'a> {
     original: Option<(Option<Vec<u8>>, Vec<u8>)>,
 }
 
-/// Per-partition in-order completion of messages.
+/// Per-partition in-order completion of messages, by topic then partition (looked up without allocating).
 #[derive(Debug, Default)]
 struct Book {
-    parts: HashMap<(String, i32), PartitionBook>,
+    parts: HashMap<String, HashMap<i32, PartitionBook>>,
+    batches: HashMap<u64, BatchAnswer>,
+    next_batch: u64,
+}
+
+fn stopped() -> Outcome {
+    Err(Rejection::new("internal", "the scoring worker stopped"))
 }
 
 impl Book {
+    fn part(&mut self, topic: &str, partition: i32) -> &mut PartitionBook {
+        if !self.parts.contains_key(topic) {
+            self.parts.insert(topic.to_string(), HashMap::new());
+        }
+        self.parts.get_mut(topic).map(|t| t.entry(partition).or_default()).unwrap_or_else(|| unreachable!())
+    }
+
+    /// Registers a submitted batch of `len` messages; returns its id for their `Pending`s.
+    fn batch(&mut self, rx: oneshot::Receiver<Vec<Outcome>>, len: usize) -> u64 {
+        let id = self.next_batch;
+        self.next_batch += 1;
+        self.batches.insert(id, BatchAnswer { rx: Some(rx), outcomes: Vec::new(), remaining: len });
+        id
+    }
+
     fn push(&mut self, topic: &str, partition: i32, p: Pending) {
-        self.parts.entry((topic.to_string(), partition)).or_default().pending.push_back(p);
+        self.part(topic, partition).pending.push_back(p);
+    }
+
+    fn remove(&mut self, topic: &str, partition: i32) {
+        if let Some(t) = self.parts.get_mut(topic) {
+            t.remove(&partition);
+        }
     }
 
     /// Moves each partition's `next` past its answered prefix; with `wait`, until nothing is pending.
     fn advance(&mut self, wait: bool, mut on: impl FnMut(Settled<'_>)) {
-        for ((topic, partition), book) in &mut self.parts {
-            while let Some(front) = book.pending.front_mut() {
-                let stopped = || Err(Rejection::new("internal", "the scoring worker stopped"));
-                let outcome = match front.answer.as_mut().map(|rx| rx.try_recv()) {
-                    None => Ok(()),
-                    Some(Ok(o)) => o,
-                    Some(Err(oneshot::error::TryRecvError::Closed)) => stopped(),
-                    Some(Err(oneshot::error::TryRecvError::Empty)) if !wait => break,
-                    Some(Err(oneshot::error::TryRecvError::Empty)) => {
-                        match front.answer.take().map(oneshot::Receiver::blocking_recv) {
-                            Some(Ok(o)) => o,
-                            _ => stopped(),
-                        }
-                    }
+        let Book { parts, batches, .. } = self;
+        let all = parts.iter_mut().flat_map(|(t, parts)| parts.iter_mut().map(move |(p, b)| (t, p, b)));
+        for (topic, partition, book) in all {
+            while let Some(front) = book.pending.front() {
+                let Some(answer) = batches.get_mut(&front.batch) else {
+                    // Cannot happen (a batch lives until its last message is settled); never block on it.
+                    let Some(p) = book.pending.pop_front() else { break };
+                    book.next = Some(p.offset + 1);
+                    on(Settled { topic, partition: *partition, offset: p.offset, outcome: stopped(), original: None });
+                    continue;
                 };
+                if let Some(rx) = answer.rx.as_mut() {
+                    let received = match rx.try_recv() {
+                        Ok(v) => v,
+                        Err(oneshot::error::TryRecvError::Empty) if !wait => break,
+                        Err(oneshot::error::TryRecvError::Empty) => {
+                            answer.rx.take().and_then(|rx| rx.blocking_recv().ok()).unwrap_or_default()
+                        }
+                        Err(oneshot::error::TryRecvError::Closed) => Vec::new(),
+                    };
+                    answer.outcomes = received;
+                    answer.rx = None;
+                }
+                let outcome =
+                    answer.outcomes.get_mut(front.index).map_or_else(stopped, |o| std::mem::replace(o, Ok(())));
+                answer.remaining -= 1;
+                if answer.remaining == 0 {
+                    batches.remove(&front.batch);
+                }
                 let Some(p) = book.pending.pop_front() else { break };
                 book.next = Some(p.offset + 1);
-                // Decoding refusals were reported when they happened.
-                if p.scored {
-                    on(Settled { topic, partition: *partition, offset: p.offset, outcome, original: p.original });
-                }
+                on(Settled { topic, partition: *partition, offset: p.offset, outcome, original: p.original });
             }
         }
     }
@@ -196,8 +242,10 @@ impl Book {
         let mut v: Vec<SavedOffset> = self
             .parts
             .iter()
-            .filter_map(|((topic, partition), b)| {
-                b.next.map(|next| SavedOffset { topic: topic.clone(), partition: *partition, next })
+            .flat_map(|(topic, parts)| {
+                parts.iter().filter_map(|(partition, b)| {
+                    b.next.map(|next| SavedOffset { topic: topic.clone(), partition: *partition, next })
+                })
             })
             .collect();
         v.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
@@ -240,6 +288,8 @@ struct Shared {
     dead_letters: Option<ThreadedProducer<DeadLetterContext>>,
     ready: Arc<AtomicBool>,
     error_log: Mutex<ErrorLog>,
+    /// Bumped by every revoke, so the poll loop drops what it gathered for the previous assignment.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// Logs client errors with back-off: the first at once, then at most one line per interval (doubling to a
@@ -344,6 +394,7 @@ impl ConsumerContext for Ctx {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 shared.telemetry.rebalances.get_or_create(&[("kind", "revoke")]).inc();
+                shared.generation.fetch_add(1, Ordering::SeqCst);
                 // Everything recorded from these partitions is checkpointed and committed before another
                 // instance takes them over, so it starts after what this one counted.
                 let lost = consumer.assignment_lost();
@@ -361,7 +412,7 @@ impl ConsumerContext for Ctx {
                     // Settle what is still in flight (answers must not be lost), then forget the partitions.
                     book.advance(true, |s| shared.settled(s));
                     for k in &revoked {
-                        book.parts.remove(k);
+                        book.remove(&k.0, k.1);
                         shared.committed.lock().unwrap_or_else(|p| p.into_inner()).remove(k);
                         let labels = partition_labels(&k.0, k.1);
                         shared.telemetry.lag.remove(&labels);
@@ -428,7 +479,7 @@ impl Shared {
                 continue;
             }
             tracing::info!(topic, partition, checkpoint = saved, start, "kafka: resuming from checkpoint");
-            book.parts.entry(key).or_default().next = Some(start);
+            book.part(topic, partition).next = Some(start);
         }
     }
 
@@ -589,6 +640,7 @@ impl KafkaSource {
             dead_letters,
             ready: ready.clone(),
             error_log: Mutex::new(ErrorLog::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             config: cfg.clone(),
         });
         let mut cc = client_config(&cfg)?;
@@ -650,44 +702,58 @@ fn run(
 ) {
     let interval = Duration::from_secs_f64(shared.config.commit_interval_secs);
     let mut last_commit = Instant::now();
+    // Counters looked up once, not per message; `topics` doubles as the topic ids of a batch.
+    let received = shared.frames.received.get_or_create(&[("source", Source::Kafka.as_str())]).clone();
+    let mut topics: Vec<(String, Counter)> = Vec::new();
+    let mut batch = Batch::default();
     while !stop.load(Ordering::SeqCst) {
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(e)) => {
-                shared.telemetry.errors.get_or_create(&vec![("code".into(), error_code(&e))]).inc();
-                shared.error_log.lock().unwrap_or_else(|p| p.into_inner()).log("consume error", &e);
+        // Gather what librdkafka has ready (up to a batch), waiting only for the first message.
+        let mut wait = Duration::from_millis(100);
+        let generation = shared.generation.load(Ordering::SeqCst);
+        while !batch.full() {
+            let polled = consumer.poll(wait);
+            wait = Duration::ZERO;
+            if shared.generation.load(Ordering::SeqCst) != generation {
+                // A revoke ran inside poll: what was gathered before it belongs to the previous assignment and
+                // is read again (from the committed offsets) if the partitions come back.
+                batch.clear();
             }
-            Some(Ok(m)) => {
-                shared.ready.store(true, Ordering::SeqCst);
-                let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
-                shared.telemetry.consumed.get_or_create(&topic_labels(&topic)).inc();
-                shared.frames.received.get_or_create(&[("source", Source::Kafka.as_str())]).inc();
-                let raw =
-                    message::RawMessage { payload: m.payload(), key: m.key(), timestamp_ms: m.timestamp().to_millis() };
-                let decoded = message::decode(raw, shared.config.format, shared.clock.now(), &shared.ingest);
-                let original = shared
-                    .dead_letters
-                    .is_some()
-                    .then(|| (m.key().map(<[u8]>::to_vec), m.payload().unwrap_or_default().to_vec()));
-                drop(m);
-                let pending = match decoded {
-                    Err(r) => {
-                        shared.frames.reject(Source::Kafka.as_str(), r.reason);
-                        let o = original.as_ref().map(|(k, v)| (k.as_deref(), v.as_slice()));
-                        shared.refused(&topic, partition, offset, &r, o);
-                        Pending { offset, scored: false, answer: None, original: None }
-                    }
-                    Ok(frame) => {
-                        let (tx, rx) = oneshot::channel();
-                        if !submit(&consumer, &shared, &stop, &runtime, Job { frame, reply: Some(tx) }) {
-                            // Stopping while the queue was full: this message stays uncommitted and is read
-                            // again after the restart.
-                            break;
+            match polled {
+                None => break,
+                Some(Err(e)) => {
+                    shared.telemetry.errors.get_or_create(&vec![("code".into(), error_code(&e))]).inc();
+                    shared.error_log.lock().unwrap_or_else(|p| p.into_inner()).log("consume error", &e);
+                    break;
+                }
+                Some(Ok(m)) => {
+                    shared.ready.store(true, Ordering::SeqCst);
+                    let topic = match topics.iter().position(|(t, _)| t == m.topic()) {
+                        Some(i) => i,
+                        None => {
+                            let c = shared.telemetry.consumed.get_or_create(&topic_labels(m.topic())).clone();
+                            topics.push((m.topic().to_string(), c));
+                            topics.len() - 1
                         }
-                        Pending { offset, scored: true, answer: Some(rx), original }
-                    }
-                };
-                shared.book.lock().unwrap_or_else(|p| p.into_inner()).push(&topic, partition, pending);
+                    };
+                    topics[topic].1.inc();
+                    received.inc();
+                    batch.add(&shared, topic, &m);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let (tx, rx) = oneshot::channel();
+            let (decodes, entries) = batch.take();
+            let n = decodes.len();
+            if !submit(&consumer, &shared, &stop, &runtime, Job { work: Work::Batch(Source::Kafka, decodes, tx) }) {
+                // Stopping while the queue was full: these messages stay uncommitted and are read again after
+                // the restart.
+                break;
+            }
+            let mut book = shared.book.lock().unwrap_or_else(|p| p.into_inner());
+            let id = book.batch(rx, n);
+            for (index, (topic, partition, offset, original)) in entries.into_iter().enumerate() {
+                book.push(&topics[topic].0, partition, Pending { offset, batch: id, index, original });
             }
         }
         {
@@ -710,6 +776,56 @@ fn run(
         let _ = p.flush(Duration::from_secs(5));
     }
     tracing::info!("kafka source stopped");
+}
+
+/// Messages gathered for one scoring job: copied out of librdkafka, decoded later by a worker.
+#[derive(Default)]
+struct Batch {
+    decodes: Vec<Decode>,
+    /// (topic id, partition, offset, original key and value for the dead-letter topic)
+    entries: Vec<BatchEntry>,
+    bytes: usize,
+}
+
+type BatchEntry = (usize, i32, i64, Option<(Option<Vec<u8>>, Vec<u8>)>);
+
+/// A batch closes at this many messages or bytes (images are large; metric events are small).
+const BATCH_MESSAGES: usize = 64;
+const BATCH_BYTES: usize = 1 << 20;
+
+impl Batch {
+    fn full(&self) -> bool {
+        self.decodes.len() >= BATCH_MESSAGES || self.bytes >= BATCH_BYTES
+    }
+
+    fn is_empty(&self) -> bool {
+        self.decodes.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.decodes.clear();
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    fn take(&mut self) -> (Vec<Decode>, Vec<BatchEntry>) {
+        self.bytes = 0;
+        (std::mem::take(&mut self.decodes), std::mem::take(&mut self.entries))
+    }
+
+    fn add(&mut self, shared: &Shared, topic: usize, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let payload = m.payload().map(<[u8]>::to_vec);
+        let key = m.key().map(<[u8]>::to_vec);
+        let timestamp_ms = m.timestamp().to_millis();
+        self.bytes += payload.as_ref().map_or(0, Vec::len);
+        let original = shared.dead_letters.is_some().then(|| (key.clone(), payload.clone().unwrap_or_default()));
+        let (format, ingest, clock) = (shared.config.format, shared.ingest.clone(), shared.clock.clone());
+        self.decodes.push(Box::new(move || {
+            let raw = message::RawMessage { payload: payload.as_deref(), key: key.as_deref(), timestamp_ms };
+            message::decode(raw, format, clock.now(), &ingest)
+        }));
+        self.entries.push((topic, m.partition(), m.offset(), original));
+    }
 }
 
 fn error_code(e: &KafkaError) -> String {
