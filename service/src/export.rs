@@ -49,7 +49,7 @@ impl Telemetry {
             "Frames refused, by source and reason (see README for the reasons)",
             t.rejected.clone(),
         );
-        registry.register("framewatch_queue_depth", "Frames waiting for a scoring worker", t.queue_depth.clone());
+        registry.register("framewatch_queue_depth", "Frames queued or being scored", t.queue_depth.clone());
         let capacity: Gauge = Gauge::default();
         capacity.set(queue_capacity as i64);
         registry.register("framewatch_queue_capacity", "Capacity of the scoring queue", capacity);

@@ -3,7 +3,6 @@
 //! control slows the client; memory stays bounded by `queue_capacity` frames. Each worker owns a `Scorer` (reused
 //! buffers), records into the window store, and answers the frame's submitter.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -52,8 +51,9 @@ pub struct PipelineHandle {
     tx: mpsc::Sender<Job>,
     capacity: usize,
     telemetry: Telemetry,
-    /// Frames queued or being scored (submitted and not yet answered).
-    in_flight: Arc<AtomicUsize>,
+    /// One permit per frame of capacity: taken at submit, given back once the frame is recorded (or refused), so
+    /// the bound is in frames whether they come one by one (gRPC) or in batches (Kafka).
+    frames: Arc<tokio::sync::Semaphore>,
 }
 
 /// The running pool.
@@ -74,23 +74,39 @@ pub enum TrySubmitError {
     ShuttingDown(Box<Job>),
 }
 
+impl Job {
+    /// Frames this job carries (what it takes of the queue's capacity).
+    pub fn frames(&self) -> usize {
+        match &self.work {
+            Work::Frame(..) => 1,
+            Work::Batch(_, b, _) => b.len().max(1),
+        }
+    }
+}
+
 impl PipelineHandle {
-    /// Queues a frame, waiting while the queue is full.
+    /// Queues a job, waiting while the queue has no room for its frames.
     pub async fn submit(&self, job: Job) -> Result<(), ShuttingDown> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let n = self.permits_for(&job);
+        self.frames.acquire_many(n).await.map_err(|_| ShuttingDown)?.forget();
         let r = self.tx.send(job).await.map_err(|_| {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.frames.add_permits(n as usize);
             ShuttingDown
         });
         self.telemetry.queue_depth.set(self.depth() as i64);
         r
     }
 
-    /// Queues a frame if there is room now.
+    /// Queues a job if there is room for its frames now.
     pub fn try_submit(&self, job: Job) -> Result<(), TrySubmitError> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let n = self.permits_for(&job);
+        match self.frames.try_acquire_many(n) {
+            Ok(p) => p.forget(),
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(TrySubmitError::Full(Box::new(job))),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(TrySubmitError::ShuttingDown(Box::new(job))),
+        }
         let r = self.tx.try_send(job).map_err(|e| {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.frames.add_permits(n as usize);
             match e {
                 mpsc::error::TrySendError::Full(j) => TrySubmitError::Full(Box::new(j)),
                 mpsc::error::TrySendError::Closed(j) => TrySubmitError::ShuttingDown(Box::new(j)),
@@ -100,20 +116,21 @@ impl PipelineHandle {
         r
     }
 
-    /// Waits until the queue has room (does not queue anything).
-    pub async fn room(&self) -> Result<(), ShuttingDown> {
-        self.tx.reserve().await.map(drop).map_err(|_| ShuttingDown)
+    /// A job never asks for more than the whole capacity (sources keep batches within it).
+    fn permits_for(&self, job: &Job) -> u32 {
+        job.frames().min(self.capacity) as u32
     }
 
-    /// Frames submitted and not yet answered (queued or being scored).
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
+    /// Waits until the queue has room for `frames` frames (does not queue anything).
+    pub async fn room(&self, frames: usize) -> Result<(), ShuttingDown> {
+        let n = frames.clamp(1, self.capacity) as u32;
+        self.frames.acquire_many(n).await.map(drop).map_err(|_| ShuttingDown)
     }
 
     /// Blocks (not for async callers) until no frame is queued or being scored, or `limit` passes.
     pub fn wait_idle(&self, limit: Duration) -> bool {
         let until = Instant::now() + limit;
-        while self.in_flight() > 0 {
+        while self.depth() > 0 {
             if Instant::now() >= until {
                 return false;
             }
@@ -122,13 +139,14 @@ impl PipelineHandle {
         true
     }
 
+    /// Frames the queue holds at most (queued or being scored).
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
-    /// Frames waiting for a worker.
+    /// Frames queued or being scored.
     pub fn depth(&self) -> usize {
-        self.capacity - self.tx.capacity()
+        self.capacity.saturating_sub(self.frames.available_permits())
     }
 }
 
@@ -147,14 +165,14 @@ impl Pipeline {
     pub fn start(workers: usize, capacity: usize, ctx: WorkerContext) -> Pipeline {
         let (tx, rx) = mpsc::channel::<Job>(capacity);
         let rx = Arc::new(Mutex::new(rx));
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let handle = PipelineHandle { tx, capacity, telemetry: ctx.telemetry.clone(), in_flight: in_flight.clone() };
+        let frames = Arc::new(tokio::sync::Semaphore::new(capacity));
+        let handle = PipelineHandle { tx, capacity, telemetry: ctx.telemetry.clone(), frames: frames.clone() };
         let workers = (0..workers.max(1))
             .map(|i| {
-                let (rx, ctx, in_flight) = (rx.clone(), ctx.clone(), in_flight.clone());
+                let (rx, ctx, frames) = (rx.clone(), ctx.clone(), frames.clone());
                 std::thread::Builder::new()
                     .name(format!("framewatch-score-{i}"))
-                    .spawn(move || worker(rx, ctx, &in_flight))
+                    .spawn(move || worker(rx, ctx, &frames, capacity))
                     .unwrap_or_else(|e| panic!("cannot start scoring thread: {e}"))
             })
             .collect();
@@ -175,7 +193,7 @@ impl Pipeline {
     }
 }
 
-fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, ctx: WorkerContext, in_flight: &AtomicUsize) {
+fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, ctx: WorkerContext, permits: &tokio::sync::Semaphore, capacity: usize) {
     let mut scorer = Scorer::new(ctx.registry.clone(), ctx.settings);
     // Reused across jobs: one scored slot per frame of the largest batch seen.
     let mut scored: Vec<Scored> = Vec::new();
@@ -186,12 +204,15 @@ fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, ctx: WorkerContext, in_flight: &A
             Err(_) => return,
         };
         let Some(job) = job else { return };
-        // Recorded (or refused) before anyone hears of it: in-flight reaches zero only when the store has it.
+        // Recorded (or refused) before its permits come back and before anyone hears of it: the depth reaches
+        // zero only when the store has every frame.
+        let n = job.frames().min(capacity);
         match job.work {
             Work::Frame(frame, reply) => {
                 let source = frame.source;
                 let mut outcomes = process(&mut scorer, &ctx, source, vec![Ok(frame)], &mut scored);
-                in_flight.fetch_sub(1, Ordering::SeqCst);
+                permits.add_permits(n);
+                ctx.telemetry.queue_depth.set(capacity.saturating_sub(permits.available_permits()) as i64);
                 if let (Some(reply), Some(o)) = (reply, outcomes.pop()) {
                     let _ = reply.send(o);
                 }
@@ -199,7 +220,8 @@ fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, ctx: WorkerContext, in_flight: &A
             Work::Batch(source, batch, reply) => {
                 let frames: Vec<Result<IncomingFrame, Rejection>> = batch.into_iter().map(|decode| decode()).collect();
                 let outcomes = process(&mut scorer, &ctx, source, frames, &mut scored);
-                in_flight.fetch_sub(1, Ordering::SeqCst);
+                permits.add_permits(n);
+                ctx.telemetry.queue_depth.set(capacity.saturating_sub(permits.available_permits()) as i64);
                 let _ = reply.send(outcomes);
             }
         }

@@ -456,11 +456,10 @@ fn windows_survive_sigterm_and_kill_9_exactly() {
     let committed = "framewatch_kafka_committed_offset";
     let consumed = "framewatch_kafka_messages_consumed_total";
     let ckpt_b = dir.join("b/checkpoint.bin");
-    // Pausing on every full queue (pause_after_ms = 0, two queue slots = two batches) makes the consumer pause
-    // and resume all the time: restarts must be exact through that too.
+    // Pausing on every full queue (pause_after_ms = 0; the 64-frame queue holds one 64-message batch) makes the
+    // consumer pause and resume all the time: restarts must be exact through that too.
     let cfg_b = config(&baseline, &broker, "frames", "b", &format!("[checkpoint]\npath = \"{}\"", ckpt_b.display()))
-        .replace("commit_interval_secs = 1.0", "commit_interval_secs = 3.0\npause_after_ms = 0")
-        .replace("queue_capacity = 64", "queue_capacity = 2");
+        .replace("commit_interval_secs = 1.0", "commit_interval_secs = 3.0\npause_after_ms = 0");
     let limit = Duration::from_secs(60);
 
     // Instance B: 300 frames, checkpointed and committed.
@@ -500,8 +499,7 @@ fn windows_survive_sigterm_and_kill_9_exactly() {
     // Instance A reads the same 900 messages without interruption.
     let ckpt_a = dir.join("a/checkpoint.bin");
     let cfg_a = config(&baseline, &broker, "frames", "a", &format!("[checkpoint]\npath = \"{}\"", ckpt_a.display()))
-        .replace("commit_interval_secs = 1.0", "commit_interval_secs = 1.0\npause_after_ms = 0")
-        .replace("queue_capacity = 64", "queue_capacity = 2");
+        .replace("commit_interval_secs = 1.0", "commit_interval_secs = 1.0\npause_after_ms = 0");
     let mut a = Instance::start(&dir, "a", &cfg_a);
     a.wait_value("A to commit all 900", committed, &[], 900.0, limit);
     assert!(a.value("framewatch_kafka_pauses_total", &[]) > 0.0, "a full queue pauses consumption");

@@ -710,7 +710,7 @@ fn run(
         // Gather what librdkafka has ready (up to a batch), waiting only for the first message.
         let mut wait = Duration::from_millis(100);
         let generation = shared.generation.load(Ordering::SeqCst);
-        while !batch.full() {
+        while !batch.full(shared.pipeline.capacity()) {
             let polled = consumer.poll(wait);
             wait = Duration::ZERO;
             if shared.generation.load(Ordering::SeqCst) != generation {
@@ -794,8 +794,10 @@ const BATCH_MESSAGES: usize = 64;
 const BATCH_BYTES: usize = 1 << 20;
 
 impl Batch {
-    fn full(&self) -> bool {
-        self.decodes.len() >= BATCH_MESSAGES || self.bytes >= BATCH_BYTES
+    /// Closes at `BATCH_MESSAGES` messages (at most the queue's capacity, which is counted in frames) or
+    /// `BATCH_BYTES`.
+    fn full(&self, capacity: usize) -> bool {
+        self.decodes.len() >= BATCH_MESSAGES.min(capacity) || self.bytes >= BATCH_BYTES
     }
 
     fn is_empty(&self) -> bool {
@@ -849,7 +851,8 @@ fn submit(
         Err(TrySubmitError::Full(job)) => *job,
     };
     let grace = Duration::from_millis(shared.config.pause_after_ms);
-    let room = runtime.block_on(async { tokio::time::timeout(grace, shared.pipeline.room()).await });
+    let frames = job.frames();
+    let room = runtime.block_on(async { tokio::time::timeout(grace, shared.pipeline.room(frames)).await });
     if room.is_ok() {
         match shared.pipeline.try_submit(job) {
             Ok(()) => return true,
