@@ -195,8 +195,13 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn new(layout: &BinLayout) -> Histogram {
+        Histogram::with_bins(layout.bins())
+    }
+
+    /// An empty histogram of `bins` fine bins.
+    pub fn with_bins(bins: usize) -> Histogram {
         Histogram {
-            counts: vec![0; layout.bins()],
+            counts: vec![0; bins],
             n: 0,
             missing: 0,
             sum: 0.0,
@@ -457,19 +462,7 @@ impl SubHistogram {
 
     /// The same contents as a `Histogram`.
     pub fn to_histogram(&self) -> Histogram {
-        let mut h = Histogram {
-            counts: vec![0; self.counts.len()],
-            n: 0,
-            missing: 0,
-            sum: 0.0,
-            sum_sq: 0.0,
-            tail_lo_dist: 0.0,
-            tail_hi_dist: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            outliers_moderate: 0,
-            outliers_severe: 0,
-        };
+        let mut h = Histogram::with_bins(self.counts.len());
         self.merge_into(&mut h);
         h
     }

@@ -17,20 +17,8 @@ async fn injected_drifts_are_detected_and_clean_cameras_stay_quiet() {
     let cfg = short_windows(fleet_baseline(&dir, &fleet).await);
     let svc = Service::start(cfg, Arc::new(SystemClock)).await.expect("service");
 
-    let report = run_grpc(RunArgs {
-        fleet,
-        target: format!("http://{}", svc.grpc_addr),
-        fps: 10.0,
-        duration: 30,
-        images: None,
-        prescored: false,
-        drifts: vec!["camera=cam-2,at=8,kind=darken:0.4".into(), "camera=cam-3,at=8,kind=freeze".into()],
-        pool: 128,
-        stride: 2,
-        json: true,
-    })
-    .await
-    .expect("load test");
+    let drifts = ["camera=cam-2,at=8,kind=darken:0.4", "camera=cam-3,at=8,kind=freeze"];
+    let report = run_grpc(thirty_seconds(fleet, svc.grpc_addr, &drifts)).await.expect("load test");
     assert!(report.frames_sent > 800, "{report:?}");
     assert_eq!(report.frames_accepted, report.frames_sent, "{report:?}");
     assert!(report.latency_p50_ms.is_finite());
@@ -63,6 +51,22 @@ fn short_windows(b: std::path::PathBuf) -> Config {
     cfg
 }
 
+/// 30 s at 10 frames/s per camera, pools large enough for a quiet clean fleet.
+fn thirty_seconds(fleet: FleetArgs, grpc: std::net::SocketAddr, drifts: &[&str]) -> RunArgs {
+    RunArgs {
+        fleet,
+        target: format!("http://{grpc}"),
+        fps: 10.0,
+        duration: 30,
+        images: None,
+        prescored: false,
+        drifts: drifts.iter().map(|d| d.to_string()).collect(),
+        pool: 128,
+        stride: 2,
+        json: true,
+    }
+}
+
 async fn fleet_baseline(dir: &std::path::Path, fleet: &FleetArgs) -> std::path::PathBuf {
     let b = dir.join("fleet.json");
     let (f, out) = (fleet.clone(), b.clone());
@@ -91,18 +95,7 @@ async fn the_kafka_mode_produces_to_a_real_broker_and_reads_the_outcome_from_met
     });
 
     let report = run_kafka(KafkaArgs {
-        run: RunArgs {
-            fleet,
-            target: format!("http://{}", svc.grpc_addr),
-            fps: 10.0,
-            duration: 30,
-            images: None,
-            prescored: false,
-            drifts: vec!["camera=cam-2,at=8,kind=darken:0.4".into()],
-            pool: 128,
-            stride: 2,
-            json: true,
-        },
+        run: thirty_seconds(fleet, svc.grpc_addr, &["camera=cam-2,at=8,kind=darken:0.4"]),
         brokers: broker.addr(),
         topic: "frames".into(),
         metrics_url: format!("http://{}/metrics", svc.http_addr),
