@@ -52,7 +52,7 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Frames waiting for a scoring worker. When full, ingest waits (gRPC flow control slows the client).
+    /// Frames queued or being scored. When full, ingest waits (gRPC flow control slows the client; Kafka pauses).
     pub queue_capacity: usize,
     /// Scoring threads; 0 = one per core.
     pub workers: usize,

@@ -1,7 +1,9 @@
 //! The scoring stage: a bounded queue in front of a pool of worker threads (CPU work stays off the async
-//! runtime). Full-queue policy: block. `submit` waits for room, so a gRPC stream stops reading and HTTP/2 flow
-//! control slows the client; memory stays bounded by `queue_capacity` frames. Each worker owns a `Scorer` (reused
-//! buffers), records into the window store, and answers the frame's submitter.
+//! runtime). The bound is in frames (queued or being scored), whether they come one by one (gRPC) or in batches
+//! (Kafka). Full-queue policy: block. `submit` waits for room, so a gRPC stream stops reading and HTTP/2 flow
+//! control slows the client; `try_submit` tells the Kafka source to wait and then pause its partitions; memory
+//! stays bounded by `queue_capacity` frames. Each worker owns a `Scorer` (reused buffers), records into the window
+//! store (a batch under one lock), and answers the submitter.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
