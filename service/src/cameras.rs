@@ -3,8 +3,9 @@
 //! never produces, unlike a merely static scene), and how long it has shown a scene far from the one it settled
 //! on (moved). "The scene" is a bitwise vote over many frames, not one frame, so people and cars passing through
 //! do not look like a moved camera: a slow vote (background, ~3000 frames) and a fast one (recent, ~16 frames);
-//! the camera has moved while the recent frames confidently contradict a fifth or more of the bits the background is confident
-//! about. Bounded: at most `max_cameras`, the longest-silent is forgotten first.
+//! the camera has moved while the recent frames confidently contradict a fifth or more of the bits the background
+//! is confident about. The background does not learn from frames that look elsewhere; after `RESETTLE_FRAMES` of
+//! them the recent view becomes the background. Bounded: at most `max_cameras`, the longest-silent is forgotten first.
 
 use std::collections::HashMap;
 
@@ -19,6 +20,9 @@ const WARMUP_FRAMES: u64 = 64;
 const CONFIDENT: f32 = 0.15;
 /// Weight of a new frame in the slow (background) vote: a new view becomes the settled one after ~0.7/this frames.
 const BACKGROUND_RATE: f32 = 1.0 / 4096.0;
+/// A camera that has looked elsewhere for this many live frames has settled on its new view (the streak, and
+/// the CameraMoved alert, end; ~5 minutes at 10 frames/s).
+pub const RESETTLE_FRAMES: u64 = 3000;
 /// Weight of a new frame in the fast (recent) vote.
 const RECENT_RATE: f32 = 1.0 / 16.0;
 
@@ -109,17 +113,25 @@ impl CameraTracker {
             if !same {
                 // A frozen feed says nothing about where the camera points, so only live frames vote.
                 s.votes += 1;
-                // A running mean at first, so the background is a vote of many frames, not the first one.
-                let rate = (1.0 / s.votes as f32).max(BACKGROUND_RATE);
-                for (i, (b, r)) in s.background.iter_mut().zip(s.recent.iter_mut()).enumerate() {
-                    let bit = ((hash >> i) & 1) as f32;
-                    *b += rate * (bit - *b);
-                    *r += RECENT_RATE * (bit - *r);
+                for (i, r) in s.recent.iter_mut().enumerate() {
+                    *r += RECENT_RATE * (((hash >> i) & 1) as f32 - *r);
                 }
                 if s.votes >= WARMUP_FRAMES && looks_elsewhere(&s.background, &s.recent) {
+                    // While the camera looks elsewhere the background does not learn the new view (it would
+                    // forget the old one within a few hundred frames of a young camera and end the streak before
+                    // anyone was told); after RESETTLE_FRAMES the new view becomes the settled one.
                     s.moved_frames += 1;
+                    if s.moved_frames >= RESETTLE_FRAMES {
+                        s.background = s.recent;
+                        s.moved_frames = 0;
+                    }
                 } else {
                     s.moved_frames = 0;
+                    // A running mean at first, so the background is a vote of many frames, not the first one.
+                    let rate = (1.0 / s.votes as f32).max(BACKGROUND_RATE);
+                    for (i, b) in s.background.iter_mut().enumerate() {
+                        *b += rate * (((hash >> i) & 1) as f32 - *b);
+                    }
                 }
             }
             s.last_hash = hash;
@@ -312,6 +324,18 @@ mod synthetic_tests {
                 .map(|(i, &h)| t.observe("c", h, Some(10_000 + i as u64), 0).moved_frames)
                 .last();
             assert!(last >= Some(30), "seed {seed}: a moved camera was seen moved for only {last:?} frames");
+            // A young camera (600 frames of history) stays moved: the background does not learn the new view
+            // (regression: it used to, and the streak ended after ~76 frames, before an evaluation saw it).
+            let mut n = last.unwrap_or(0);
+            for i in 0..400 {
+                n = t.observe("c", moved[i % moved.len()], Some(20_000 + i as u64), 0).moved_frames;
+            }
+            assert!(n >= 400, "seed {seed}: the moved streak broke: {n}");
+            // ... until the new view has lasted RESETTLE_FRAMES: then it is the settled one.
+            for i in 0..RESETTLE_FRAMES as usize {
+                n = t.observe("c", moved[i % moved.len()], Some(30_000 + i as u64), 0).moved_frames;
+            }
+            assert!(n < 10, "seed {seed}: the new view should have settled: {n}");
         }
     }
 }
