@@ -161,6 +161,9 @@ impl CheckpointTelemetry {
             "Unix time of the last checkpoint written",
             t.last_success_unix.clone(),
         );
+        for result in ["ok", "io_error", "encode_error"] {
+            let _ = t.writes.get_or_create(&[("result", result)]);
+        }
         if let Some(h) = &t.write_seconds {
             registry.register(
                 "framewatch_checkpoint_write_duration_seconds",

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use framewatch::config::Config;
 use framewatch::frame::SystemClock;
 use framewatch::server::Service;
-use framewatch_e2e::{Proc, free_port, http_get, root, scratch, series_names, tool, wait_for};
+use framewatch_e2e::{Broker, Proc, free_port, http_get, root, scratch, series_names, tool, wait_for};
 use framewatch_proto::v1::{self, Frame, ingest_service_client::IngestServiceClient};
 
 fn frames(set: &str, camera: &str) -> Vec<Frame> {
@@ -88,6 +88,12 @@ async fn prometheus_fires_the_shipped_alert_and_alertmanager_receives_framewatch
     cfg.server.shutdown_grace_secs = 2;
     cfg.evaluation.interval_secs = 1.0;
     cfg.alerts.alertmanager_url = format!("http://{am_addr}");
+    // with a Kafka source and checkpoints, so their series (named by the shipped rules) are exported too
+    let broker = Broker::start(&dir, "tansu");
+    broker.create_topic("frames", 1);
+    cfg.kafka.brokers = broker.addr();
+    cfg.kafka.topics = vec!["frames".into()];
+    cfg.checkpoint.path = Some(dir.join("checkpoint.bin"));
     let mut rule = framewatch::alerts::default_rules().remove(0);
     assert_eq!(rule.name, "BrightnessDrift");
     rule.for_secs = 0;
@@ -207,13 +213,15 @@ async fn prometheus_fires_the_shipped_alert_and_alertmanager_receives_framewatch
     // every framewatch series named in the shipped rules and the dashboard is exported (TYPE lines included, so
     // families that are empty right now still count), or is a recording rule
     let mut exported = series_names(&exposition);
-    exported.extend(
-        exposition
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .filter_map(|l| l.split(' ').next())
-            .map(String::from),
-    );
+    // (a counter family `x` is sampled as `x_total`)
+    for l in exposition.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let mut parts = l.split(' ');
+        let (Some(name), kind) = (parts.next(), parts.next()) else { continue };
+        exported.insert(name.to_string());
+        if kind == Some("counter") && !name.ends_with("_total") {
+            exported.insert(format!("{name}_total"));
+        }
+    }
     let rules_text = std::fs::read_to_string(root().join("deploy/prometheus/framewatch.rules.yml")).expect("rules");
     let rules: serde_yaml::Value = serde_yaml::from_str(&rules_text).expect("yaml");
     let mut recorded = BTreeSet::new();

@@ -123,6 +123,16 @@ impl KafkaTelemetry {
             "Brokers with an open connection (librdkafka state UP)",
             t.brokers_up.clone(),
         );
+        // Known label values start at 0, so the series exist (and rate() works) before the first event.
+        for result in ["ok", "error"] {
+            let _ = t.commits.get_or_create(&[("result", result)]);
+        }
+        for kind in ["assign", "revoke", "error"] {
+            let _ = t.rebalances.get_or_create(&[("kind", kind)]);
+        }
+        for result in ["sent", "failed"] {
+            let _ = t.dead_letters.get_or_create(&vec![("result".into(), result.into())]);
+        }
         t
     }
 }
