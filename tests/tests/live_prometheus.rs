@@ -100,6 +100,13 @@ async fn prometheus_fires_the_shipped_alert_and_alertmanager_receives_framewatch
     cfg.alerts.rules.push(rule);
     let svc = Service::start(cfg, Arc::new(SystemClock)).await.expect("framewatch");
     let fw_http = svc.http_addr;
+    // an edge event and a poison message through Kafka, so the per-topic and per-partition series exist
+    let producer: rdkafka::producer::BaseProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", broker.addr()).create().expect("producer");
+    for value in [&br#"{"camera_id": "edge-1", "metrics": {"brightness": 0.4}}"#[..], b"not a frame"] {
+        producer.send(rdkafka::producer::BaseRecord::<str, [u8]>::to("frames").payload(value)).expect("send");
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("flush");
 
     // Prometheus with the shipped rules; `for:` shortened so the test does not wait minutes (expressions unchanged)
     let rules = std::fs::read_to_string(root().join("deploy/prometheus/framewatch.rules.yml")).expect("rules");
@@ -188,9 +195,14 @@ async fn prometheus_fires_the_shipped_alert_and_alertmanager_receives_framewatch
     .expect("wait");
     assert!(received.iter().all(|a| a["startsAt"].is_string()));
 
-    // promtool check metrics on framewatch's exposition
-    let (status, exposition) = http_get(fw_http, "/metrics").expect("metrics");
-    assert_eq!(status, 200);
+    // promtool check metrics on framewatch's exposition, once the Kafka series are there (lag comes with
+    // librdkafka's statistics, every 5 s)
+    let kafka_series = ["consumer_lag", "messages_consumed_total", "messages_rejected_total"];
+    let exposition = wait_for("the Kafka series", Duration::from_secs(60), || {
+        let (status, text) = http_get(fw_http, "/metrics")?;
+        let all = kafka_series.iter().all(|n| text.contains(&format!("\nframewatch_kafka_{n}{{")));
+        (status == 200 && all).then_some(text)
+    });
     let mut child = std::process::Command::new(tool("promtool"))
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
