@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use framewatch_e2e::{Broker, Proc, free_port, http_get, metric_sum, scratch, wait_for};
+use framewatch_e2e::{Broker, CutProxy, Proc, free_port, http_get, metric_sum, scratch, wait_for};
 use framewatch_proto::v1;
 use framewatch_synth::{Camera, Drift};
 use prost::Message as _;
@@ -608,4 +608,40 @@ group_id = "late"
     let log = fw.proc.log_text();
     let warnings = log.lines().filter(|l| l.contains("retrying with back-off")).count();
     assert!((1..=10).contains(&warnings), "broker errors are logged with back-off, not per retry: {warnings}\n{log}");
+}
+
+#[test]
+fn a_network_outage_mid_stream_is_survived_without_loss() {
+    let dir = scratch("kafka-outage");
+    let baseline = fleet_baseline(&dir);
+    // framewatch and the producer reach the broker only through a proxy that the test can cut
+    let (broker_port, proxy_port) = (free_port(), free_port());
+    let broker = Broker::start_advertising(&dir, "tansu", broker_port, proxy_port);
+    let proxy = CutProxy::start(proxy_port, broker_port);
+    broker.create_topic("frames", 2);
+    let cfg = config(&baseline, &broker, "frames", "outage", "\"reconnect.backoff.max.ms\" = 1000")
+        .replace(&format!("brokers = \"127.0.0.1:{broker_port}\""), &format!("brokers = \"127.0.0.1:{proxy_port}\""));
+    let fw = Instance::start(&dir, "framewatch", &cfg);
+    let mut fleet = Fleet::new(unix_now() - 120);
+    let accepted = "framewatch_frames_accepted_total";
+    let limit = Duration::from_secs(60);
+    let to_two = |msgs: Vec<Msg>| -> Vec<Msg> { msgs.into_iter().map(|(p, k, v)| (p % 2, k, v)).collect() };
+    produce(&broker, "frames", &to_two(fleet.frames(200)));
+    fw.wait_value("the first 200 frames", accepted, &[("source", "kafka")], 200.0, limit);
+
+    proxy.cut();
+    let log = fw.proc.log.clone();
+    wait_for(&format!("/readyz to report the outage (log {})", log.display()), limit, || {
+        http_get(fw.http, "/readyz").filter(|(s, b)| *s == 503 && b.contains("kafka: not ready"))
+    });
+    assert_eq!(http_get(fw.http, "/healthz").map(|r| r.0), Some(200), "alive during the outage");
+    std::thread::sleep(Duration::from_secs(3));
+
+    proxy.restore();
+    produce(&broker, "frames", &to_two(fleet.frames(200)));
+    fw.wait_value("the next 200 frames after the outage", accepted, &[("source", "kafka")], 400.0, limit);
+    wait_for("/readyz to recover", limit, || http_get(fw.http, "/readyz").filter(|(s, _)| *s == 200));
+    fw.wait_value("offsets committed after the outage", "framewatch_kafka_committed_offset", &[], 400.0, limit);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fw.value(accepted, &[("source", "kafka")]), 400.0, "nothing lost, nothing counted twice");
 }

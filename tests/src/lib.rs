@@ -167,8 +167,14 @@ impl Broker {
 
     /// Starts on `port` and waits until it answers a topic listing.
     pub fn start_on(dir: &Path, name: &str, port: u16) -> Broker {
+        Broker::start_advertising(dir, name, port, port)
+    }
+
+    /// Listens on `port` but tells clients to connect to `advertised` (a `CutProxy` in front of it).
+    pub fn start_advertising(dir: &Path, name: &str, port: u16, advertised: u16) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
-        let args: Vec<String> = ["broker", "--listener-url", &url, "--advertised-listener-url", &url]
+        let adv = format!("tcp://127.0.0.1:{advertised}");
+        let args: Vec<String> = ["broker", "--listener-url", &url, "--advertised-listener-url", &adv]
             .iter()
             .map(|s| s.to_string())
             .chain(["--storage-engine".into(), "memory://tansu/".into()])
@@ -203,3 +209,60 @@ impl Broker {
 /// Sum of the samples of `name` (exact sample name, e.g. `framewatch_frames_accepted_total`) whose labels include
 /// every `labels` pair, in a Prometheus text exposition; None when no sample matches.
 pub use framewatch_loadtest::sample_sum as metric_sum;
+
+/// A TCP proxy on loopback whose link can be cut and restored: a network outage between a client and a server
+/// that stay up. While cut, open connections are shut down and new ones are accepted and closed at once.
+#[derive(Debug)]
+pub struct CutProxy {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl CutProxy {
+    /// Listens on `port` and forwards to 127.0.0.1:`target`.
+    pub fn start(port: u16, target: u16) -> CutProxy {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("proxy bind {port}: {e}"));
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>> = std::sync::Arc::default();
+        let (up2, open2) = (up.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+                let pipes = [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())];
+                if let Ok(mut o) = open2.lock() {
+                    o.extend([client, server]);
+                }
+                for pair in pipes {
+                    if let (Ok(mut from), Ok(mut to)) = pair {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            }
+        });
+        CutProxy { port, up, open }
+    }
+
+    /// The outage: every open connection is shut down, new ones are refused until `restore`.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut o) = self.open.lock() {
+            for s in o.drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
