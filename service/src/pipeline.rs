@@ -197,8 +197,9 @@ impl Pipeline {
 
 fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, ctx: WorkerContext, permits: &tokio::sync::Semaphore, capacity: usize) {
     let mut scorer = Scorer::new(ctx.registry.clone(), ctx.settings);
-    // Reused across jobs: one scored slot per frame of the largest batch seen.
+    // Reused across jobs: one scored slot per frame of the largest batch seen, and a single frame's outcome.
     let mut scored: Vec<Scored> = Vec::new();
+    let mut outcome: Vec<Outcome> = Vec::with_capacity(1);
     loop {
         // Holding the lock while waiting is fine: idle workers have nothing else to do.
         let job = match rx.lock() {
@@ -212,16 +213,17 @@ fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, ctx: WorkerContext, permits: &tok
         match job.work {
             Work::Frame(frame, reply) => {
                 let source = frame.source;
-                let mut outcomes = process(&mut scorer, &ctx, source, vec![Ok(frame)], &mut scored);
+                process(&mut scorer, &ctx, source, &[Ok(frame)], &mut scored, &mut outcome);
                 permits.add_permits(n);
                 ctx.telemetry.queue_depth.set(capacity.saturating_sub(permits.available_permits()) as i64);
-                if let (Some(reply), Some(o)) = (reply, outcomes.pop()) {
+                if let (Some(reply), Some(o)) = (reply, outcome.pop()) {
                     let _ = reply.send(o);
                 }
             }
             Work::Batch(source, batch, reply) => {
                 let frames: Vec<Result<IncomingFrame, Rejection>> = batch.into_iter().map(|decode| decode()).collect();
-                let outcomes = process(&mut scorer, &ctx, source, frames, &mut scored);
+                let mut outcomes = Vec::with_capacity(frames.len());
+                process(&mut scorer, &ctx, source, &frames, &mut scored, &mut outcomes);
                 permits.add_permits(n);
                 ctx.telemetry.queue_depth.set(capacity.saturating_sub(permits.available_permits()) as i64);
                 let _ = reply.send(outcomes);
@@ -240,18 +242,20 @@ struct Scored {
 }
 
 /// Scores each frame, then records all of them under one store lock and one camera lock (a batch of small
-/// pre-scored events would otherwise hand the locks back and forth per event). One outcome per frame, in order.
+/// pre-scored events would otherwise hand the locks back and forth per event). `outcomes` gets one outcome per
+/// frame, in order; an outcome still `Ok` after the store is a recorded frame.
 fn process(
     scorer: &mut Scorer,
     ctx: &WorkerContext,
     source: Source,
-    frames: Vec<Result<IncomingFrame, Rejection>>,
+    frames: &[Result<IncomingFrame, Rejection>],
     scored: &mut Vec<Scored>,
-) -> Vec<Outcome> {
+    outcomes: &mut Vec<Outcome>,
+) {
     if scored.len() < frames.len() {
         scored.resize_with(frames.len(), Scored::default);
     }
-    let mut outcomes: Vec<Outcome> = Vec::with_capacity(frames.len());
+    outcomes.clear();
     for (f, slot) in frames.iter().zip(scored.iter_mut()) {
         let started = Instant::now();
         outcomes.push(match f {
@@ -261,7 +265,6 @@ fn process(
         ctx.telemetry.scoring_seconds.observe(started.elapsed().as_secs_f64());
     }
     let now = now_secs(ctx.clock.as_ref());
-    let mut recorded = vec![false; frames.len()];
     {
         let mut store = ctx.store.lock().unwrap_or_else(|p| p.into_inner());
         for (i, (f, slot)) in frames.iter().zip(scored.iter()).enumerate() {
@@ -276,7 +279,7 @@ fn process(
                 classes: &classes,
             };
             match store.record(&record, now) {
-                Recorded::Yes { .. } => recorded[i] = true,
+                Recorded::Yes { .. } => {}
                 Recorded::TooLate => {
                     outcomes[i] = Err(Rejection::new(
                         "too_late",
@@ -286,11 +289,12 @@ fn process(
             }
         }
     }
-    if recorded.iter().zip(scored.iter()).any(|(&r, s)| r && s.hash.is_some()) {
+    let recorded = |i: usize| outcomes[i].is_ok();
+    if (0..frames.len()).any(|i| recorded(i) && scored[i].hash.is_some()) {
         // Workers run in parallel, so two frames of one camera may be observed out of order; streaks are
         // counted in frames and tolerate that.
         let mut cameras = ctx.cameras.lock().unwrap_or_else(|p| p.into_inner());
-        for ((f, slot), _) in frames.iter().zip(scored.iter()).zip(&recorded).filter(|(_, r)| **r) {
+        for (_, (f, slot)) in frames.iter().zip(scored.iter()).enumerate().filter(|(i, _)| recorded(*i)) {
             if let (Ok(f), Some(h)) = (f, slot.hash) {
                 cameras.observe(&f.camera_id, h, slot.content, now);
             }
@@ -304,7 +308,6 @@ fn process(
     for r in outcomes.iter().filter_map(|o| o.as_ref().err()) {
         ctx.telemetry.reject(label, r.reason);
     }
-    outcomes
 }
 
 /// Decodes and scores one frame into `out`, with edge-computed values in place of computed ones.

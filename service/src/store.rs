@@ -401,8 +401,15 @@ impl WindowStore {
     /// the store is left as it was.
     pub fn restore_state(&mut self, state: SavedStore) -> Result<(), RestoreError> {
         let steps = self.settings.steps;
-        let mut restored = HashMap::with_capacity(state.slices.len());
-        for sl in state.slices {
+        let mut slices = state.slices;
+        // `slices.max_slices` may have been lowered since: keep the most recently seen (global always).
+        let dropped = slices.len().saturating_sub(self.settings.max_slices) as u64;
+        if dropped > 0 {
+            slices.sort_by_key(|s| (s.key != GLOBAL, std::cmp::Reverse(s.last_seen_secs)));
+            slices.truncate(self.settings.max_slices);
+        }
+        let mut restored = HashMap::with_capacity(slices.len());
+        for sl in slices {
             if sl.subs.len() > steps {
                 return Err(RestoreError::Steps { slice: sl.key, expected: steps, found: sl.subs.len() });
             }
@@ -446,7 +453,7 @@ impl WindowStore {
             restored.insert(Arc::<str>::from(sl.key), state);
         }
         self.slices = restored;
-        self.counters = state.counters;
+        self.counters = StoreCounters { evicted_capacity: state.counters.evicted_capacity + dropped, ..state.counters };
         Ok(())
     }
 }
@@ -608,5 +615,12 @@ mod tests {
         bad.slices[0].subs[0].hists.pop();
         assert!(matches!(b.restore_state(bad), Err(RestoreError::MetricCount { .. })));
         assert_eq!(b.slice_count(), a.slice_count(), "a refused state leaves the store as it was");
+
+        // restored into a store with a lower slice cap: the most recent slices (and global) are kept
+        let mut small = store(2);
+        small.restore_state(a.export_state()).expect("restore");
+        assert_eq!(small.slice_count(), 2);
+        assert!(small.snapshot(GLOBAL, now).is_some());
+        assert_eq!(small.counters().evicted_capacity, a.slice_count() as u64 - 2);
     }
 }
