@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::cameras::{CameraTracker, SavedCamera};
-use crate::pipeline::fingerprint;
+use crate::fingerprint::fingerprint;
 use crate::store::{SavedStore, StoreSettings, WindowStore};
 
 const MAGIC: &[u8; 8] = b"FWCKPT\0\x01";

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use framewatch_metrics::drift::DriftThresholds;
 use serde::Deserialize;
 
 /// A value of the pass-through tables (`kafka.properties`).
@@ -23,7 +24,7 @@ pub struct Config {
     pub slices: SliceConfig,
     pub evaluation: EvaluationConfig,
     pub prometheus: PrometheusConfig,
-    pub alerts: crate::alerts::AlertsConfig,
+    pub alerts: AlertsConfig,
     pub kafka: KafkaConfig,
     pub checkpoint: CheckpointConfig,
 }
@@ -138,16 +139,14 @@ impl Default for SliceConfig {
 pub struct EvaluationConfig {
     /// Seconds between drift evaluations.
     pub interval_secs: f64,
-    /// Fewer values than this in a window: statistics are reported, the verdict is not.
-    pub min_frames: u64,
-    pub psi_threshold: f64,
-    pub ks_threshold: f64,
-    pub p_value: f64,
+    /// The default verdict's thresholds (`[evaluation.thresholds]`: min_frames, psi, ks_statistic, cramers_v,
+    /// p_value), the metrics crate's own type.
+    pub thresholds: DriftThresholds,
 }
 
 impl Default for EvaluationConfig {
     fn default() -> Self {
-        EvaluationConfig { interval_secs: 5.0, min_frames: 100, psi_threshold: 0.25, ks_threshold: 0.2, p_value: 1e-3 }
+        EvaluationConfig { interval_secs: 5.0, thresholds: DriftThresholds::default() }
     }
 }
 
@@ -165,6 +164,80 @@ impl Default for PrometheusConfig {
     fn default() -> Self {
         PrometheusConfig { export_dimensions: vec!["camera_id".into(), "site".into()], series_budget: 20_000 }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Include framewatch's default rules (brightness drift, blur drift, confidence degradation, frozen camera,
+    /// moved camera, class-distribution shift, ingest stalled) besides `rules`.
+    pub default_rules: bool,
+    pub rules: Vec<RuleConfig>,
+    /// Alertmanager base URL (http://host:port); alerts are POSTed to {url}/api/v2/alerts. Empty: no webhook.
+    pub alertmanager_url: String,
+    /// Pending webhook deliveries; when full, the oldest new batch is dropped and counted.
+    pub webhook_queue: usize,
+    /// Firing alerts are re-sent this often so Alertmanager keeps them active.
+    pub resend_secs: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            default_rules: true,
+            rules: Vec::new(),
+            alertmanager_url: String::new(),
+            webhook_queue: 256,
+            resend_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    /// Metric the statistic is about (metric statistics only).
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// Slice selector: "*" (every slice but predicate slices), an exact key ("predicate=dark"), or a prefix
+    /// ending in '*' ("camera_id=*", "predicate=*").
+    #[serde(default = "all_slices")]
+    pub slice: String,
+    /// psi, ks_statistic, ks_p_value, js_distance, wasserstein_norm, mean, mean_delta, outliers_moderate,
+    /// outliers_severe, drift (1/0), cramers_v (class distribution), frames (in window),
+    /// seconds_since_last_frame, frozen_frames, moved_frames, frame_change (camera slices).
+    pub statistic: String,
+    /// ">", ">=", "<" or "<=".
+    pub op: String,
+    pub threshold: f64,
+    /// A firing alert resolves only once the value no longer passes this (default: `threshold`).
+    #[serde(default)]
+    pub resolve_threshold: Option<f64>,
+    /// The condition must hold this long before the alert fires.
+    #[serde(default)]
+    pub for_secs: u64,
+    /// Metric statistics are not judged on fewer values than this (default: evaluation.min_frames).
+    #[serde(default)]
+    pub min_frames: Option<u64>,
+    #[serde(default = "warning")]
+    pub severity: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// A model test case: `statistic op threshold` is what SHOULD hold ("confidence_mean mean >= 0.7 in slice
+    /// dark"); the alert fires while it does not, and pass/fail is exported.
+    #[serde(default)]
+    pub test: bool,
+}
+
+fn all_slices() -> String {
+    "*".into()
+}
+
+fn warning() -> String {
+    "warning".into()
 }
 
 /// Message format on the Kafka topics.
@@ -483,21 +556,5 @@ mod tests {
         let p = parse_predicate("dark", "brightness < 0.25").expect("parse");
         assert_eq!((p.metric.as_str(), p.threshold), ("brightness", 0.25));
         assert!(parse_predicate("x", "brightness <= abc").is_err());
-    }
-}
-
-#[cfg(test)]
-mod example_tests {
-    use super::*;
-
-    #[test]
-    fn the_shipped_example_config_loads_and_its_rules_are_valid() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../framewatch.example.toml");
-        let c = Config::load(Some(&path), Vec::new()).expect("example config");
-        assert_eq!(c.slices.predicates.len(), 2);
-        assert_eq!(c.alerts.rules.len(), 2);
-        let rules = crate::alerts::build_rules(&c.alerts, c.evaluation.min_frames, &|_| true).expect("rules");
-        assert!(rules.iter().any(|r| r.config.name == "DarkFramesConfidence" && r.config.test));
-        assert!(rules.len() >= 9, "defaults plus two");
     }
 }

@@ -17,10 +17,10 @@ use framewatch_proto::v1;
 use framewatch_proto::v1::ingest_service_client::IngestServiceClient;
 use framewatch_synth::{Camera, Drift, SynthDetection};
 
-use crate::alerts::{AlertEvent, Phase, RuleConfig, default_rules};
-use crate::config::Config;
-use crate::frame::SystemClock;
+use crate::alerts::{AlertEvent, Phase, default_rules};
+use crate::config::{Config, RuleConfig};
 use crate::server::Service;
+use crate::time::SystemClock;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -110,7 +110,7 @@ fn build_baseline(cameras: usize, per_camera: usize) -> anyhow::Result<Baseline>
         }
     }
     Ok(b.finish(
-        crate::offline::now_rfc3339(),
+        crate::time::now_rfc3339(),
         framewatch_metrics::VERSION.into(),
         format!("framewatch demo: {cameras} synthetic cameras x {per_camera} clean frames"),
     )?)
@@ -126,7 +126,7 @@ fn demo_config(args: &DemoArgs) -> Config {
     c.windows.step_secs = 5;
     c.windows.allowed_lateness_secs = 30;
     c.evaluation.interval_secs = 2.0;
-    c.evaluation.min_frames = 50;
+    c.evaluation.thresholds.min_frames = 50;
     c.slices.dimensions = vec!["camera_id".into(), "site".into()];
     c.slices.predicates = [("dark".to_string(), "brightness < 0.25".to_string())].into();
     c.prometheus.export_dimensions = vec!["camera_id".into(), "site".into()];

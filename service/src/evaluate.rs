@@ -10,6 +10,7 @@ use framewatch_metrics::baseline::CLASS_CATEGORICAL;
 use framewatch_metrics::drift::DriftThresholds;
 use framewatch_metrics::stats::{ChiSquare, MetricDrift, chi_square_homogeneity, compare};
 
+use crate::slice::SliceKey;
 use crate::store::WindowStore;
 
 #[derive(Debug, Clone)]
@@ -31,7 +32,7 @@ pub struct ClassEval {
 
 #[derive(Debug, Clone)]
 pub struct SliceEval {
-    pub key: Arc<str>,
+    pub key: SliceKey,
     pub frames: u64,
     pub last_seen_secs: i64,
     pub window_start_secs: i64,

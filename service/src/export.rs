@@ -8,63 +8,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::alerts::{AlertSnapshot, Phase};
 use crate::cameras::CameraTracker;
 use crate::evaluate::Evaluation;
 use crate::store::WindowStore;
-
-type SourceLabel = [(&'static str, &'static str); 1];
-type ReasonLabels = [(&'static str, &'static str); 2];
-
-/// Ingest-side metrics, shared by every source and worker.
-#[derive(Debug, Clone)]
-pub struct Telemetry {
-    pub received: Family<SourceLabel, Counter>,
-    pub accepted: Family<SourceLabel, Counter>,
-    pub rejected: Family<ReasonLabels, Counter>,
-    pub queue_depth: Gauge,
-    pub scoring_seconds: Histogram,
-}
-
-impl Telemetry {
-    /// Registers everything in `registry` (which must not already hold framewatch's metrics).
-    pub fn register(registry: &mut Registry, queue_capacity: usize) -> Telemetry {
-        let t = Telemetry {
-            received: Family::default(),
-            accepted: Family::default(),
-            rejected: Family::default(),
-            queue_depth: Gauge::default(),
-            scoring_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
-        };
-        registry.register("framewatch_frames_received", "Frames received, by source", t.received.clone());
-        registry.register("framewatch_frames_accepted", "Frames scored and recorded, by source", t.accepted.clone());
-        registry.register(
-            "framewatch_frames_rejected",
-            "Frames refused, by source and reason (see README for the reasons)",
-            t.rejected.clone(),
-        );
-        registry.register("framewatch_queue_depth", "Frames queued or being scored", t.queue_depth.clone());
-        let capacity: Gauge = Gauge::default();
-        capacity.set(queue_capacity as i64);
-        registry.register("framewatch_queue_capacity", "Capacity of the scoring queue", capacity);
-        registry.register(
-            "framewatch_scoring_duration_seconds",
-            "Time to decode and score one frame (worker thread)",
-            t.scoring_seconds.clone(),
-        );
-        t
-    }
-
-    pub fn reject(&self, source: &'static str, reason: &'static str) {
-        self.rejected.get_or_create(&[("source", source), ("reason", reason)]).inc();
-    }
-}
 
 /// Renders drift statistics and store counters on each scrape.
 #[derive(Debug)]
@@ -76,16 +26,6 @@ pub struct DriftCollector {
     pub series_budget: usize,
     pub alerts: Arc<RwLock<AlertSnapshot>>,
     pub cameras: Arc<Mutex<CameraTracker>>,
-}
-
-fn dimension_of(key: &str) -> String {
-    if key == crate::store::GLOBAL {
-        return "global".into();
-    }
-    if let Some(p) = key.strip_prefix("predicate=") {
-        return format!("predicate:{p}");
-    }
-    key.split(',').map(|kv| kv.split('=').next().unwrap_or("")).collect::<Vec<_>>().join("+")
 }
 
 /// A gauge family from rows; the HELP/TYPE lines are written even with no rows, so dashboards and rules can rely
@@ -134,10 +74,8 @@ impl Collector for DriftCollector {
         let mut baseline_mean = vec![];
         let (mut class_v, mut class_drift) = (vec![], vec![]);
         for s in &eval.slices {
-            let dim = dimension_of(&s.key);
-            let exported = &*s.key == crate::store::GLOBAL
-                || dim.starts_with("predicate:")
-                || self.export_dimensions.contains(&dim);
+            let dim = s.key.dimension();
+            let exported = s.key.is_global() || dim.starts_with("predicate:") || self.export_dimensions.contains(&dim);
             if !exported {
                 continue;
             }
@@ -177,7 +115,7 @@ impl Collector for DriftCollector {
                 }
             }
         }
-        if let Some(g) = eval.slices.iter().find(|s| &*s.key == crate::store::GLOBAL) {
+        if let Some(g) = eval.slices.iter().find(|s| s.key.is_global()) {
             for m in &g.metrics {
                 baseline_mean.push((vec![("metric", m.name.to_string())], m.stats.baseline_mean));
             }

@@ -3,12 +3,14 @@
 //! the client sees in its acknowledgement.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use framewatch_metrics::{Detection, RawFormat};
 use framewatch_proto::v1;
 
 use crate::config::IngestConfig;
+use crate::reject::{RejectReason, Rejection};
+use crate::time::unix_secs;
 
 /// Where a frame came from (a label on every ingest counter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,19 +27,6 @@ impl Source {
             Source::Kafka => "kafka",
             Source::Demo => "demo",
         }
-    }
-}
-
-/// Why a frame was refused. `reason` is stable and machine-readable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Rejection {
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Rejection {
-        Rejection { reason, message: message.into() }
     }
 }
 
@@ -78,13 +67,6 @@ fn clean_text(s: &str) -> bool {
     s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control)
 }
 
-fn unix_secs(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
-}
-
 /// Checks and converts a wire frame. `now` is the receive time; a frame without capture time is stamped with it.
 pub fn from_proto(
     frame: v1::Frame,
@@ -94,26 +76,29 @@ pub fn from_proto(
 ) -> Result<IncomingFrame, Rejection> {
     let camera_id = frame.camera_id.trim().to_string();
     if camera_id.is_empty() {
-        return Err(Rejection::new("missing_camera_id", "camera_id is empty"));
+        return Err(Rejection::new(RejectReason::MissingCameraId, "camera_id is empty"));
     }
     if !clean_text(&camera_id) {
         return Err(Rejection::new(
-            "invalid_camera_id",
+            RejectReason::InvalidCameraId,
             "camera_id is longer than 256 bytes or has control characters",
         ));
     }
     if !clean_text(&frame.model_version) {
         return Err(Rejection::new(
-            "invalid_labels",
+            RejectReason::InvalidModelVersion,
             "model_version is longer than 256 bytes or has control characters",
         ));
     }
     if frame.labels.len() > MAX_LABELS {
-        return Err(Rejection::new("invalid_labels", format!("{} labels, at most {MAX_LABELS}", frame.labels.len())));
+        return Err(Rejection::new(
+            RejectReason::InvalidLabels,
+            format!("{} labels, at most {MAX_LABELS}", frame.labels.len()),
+        ));
     }
     if let Some((k, _)) = frame.labels.iter().find(|(k, v)| k.is_empty() || !clean_text(k) || !clean_text(v)) {
         return Err(Rejection::new(
-            "invalid_labels",
+            RejectReason::InvalidLabels,
             format!("label {k:?}: empty key, over 256 bytes or control characters"),
         ));
     }
@@ -123,7 +108,7 @@ pub fn from_proto(
         Some(ts) => {
             if !(0..1_000_000_000).contains(&ts.nanos) || !(0..=253_402_300_799).contains(&ts.seconds) {
                 return Err(Rejection::new(
-                    "invalid_timestamp",
+                    RejectReason::InvalidTimestamp,
                     format!("capture_time {}s {}ns is not a valid time", ts.seconds, ts.nanos),
                 ));
             }
@@ -132,7 +117,7 @@ pub fn from_proto(
     };
     if capture_secs > now_secs + cfg.max_future_secs as i64 {
         return Err(Rejection::new(
-            "future_timestamp",
+            RejectReason::FutureTimestamp,
             format!(
                 "captured {} s in the future (limit {} s): check the camera's clock",
                 capture_secs - now_secs,
@@ -142,7 +127,7 @@ pub fn from_proto(
     }
     if capture_secs < now_secs - cfg.max_age_secs as i64 {
         return Err(Rejection::new(
-            "too_old",
+            RejectReason::TooOld,
             format!("captured {} s ago (limit {} s)", now_secs - capture_secs, cfg.max_age_secs),
         ));
     }
@@ -152,18 +137,29 @@ pub fn from_proto(
             let format = match v1::raw_image::PixelFormat::try_from(raw.pixel_format) {
                 Ok(v1::raw_image::PixelFormat::Rgb8) => RawFormat::Rgb8,
                 Ok(v1::raw_image::PixelFormat::Gray8) => RawFormat::Gray8,
-                _ => return Err(Rejection::new("bad_raw_image", "raw_image.pixel_format must be RGB8 or GRAY8")),
+                _ => {
+                    return Err(Rejection::new(
+                        RejectReason::BadRawImage,
+                        "raw_image.pixel_format must be RGB8 or GRAY8",
+                    ));
+                }
             };
             Content::Raw { pixels: raw.pixels, width: raw.width as usize, height: raw.height as usize, format }
         }
         Some(v1::frame::Content::MetricValues(mv)) => {
             if let Some((k, v)) = mv.values.iter().find(|(_, v)| !v.is_finite()) {
-                return Err(Rejection::new("invalid_metric_value", format!("metric {k:?} = {v} is not finite")));
+                return Err(Rejection::new(
+                    RejectReason::InvalidMetricValue,
+                    format!("metric {k:?} = {v} is not finite"),
+                ));
             }
             Content::Values { values: mv.values.into_iter().collect(), perceptual_hash: mv.perceptual_hash }
         }
         None if frame.detections.is_empty() => {
-            return Err(Rejection::new("empty_frame", "the frame has no image, no metric values and no detections"));
+            return Err(Rejection::new(
+                RejectReason::EmptyFrame,
+                "the frame has no image, no metric values and no detections",
+            ));
         }
         None => Content::None,
     };
@@ -190,46 +186,4 @@ pub fn detection_from_proto(d: v1::Detection) -> Detection {
         confidence: d.confidence,
         class_probabilities: d.class_probabilities,
     }
-}
-
-/// A source of wall-clock time; tests drive their own.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    fn now(&self) -> SystemTime;
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
-
-/// A clock that only moves when told to (tests, replays).
-#[derive(Debug, Default)]
-pub struct ManualClock {
-    millis: std::sync::atomic::AtomicI64,
-}
-
-impl ManualClock {
-    pub fn at(unix_secs: i64) -> ManualClock {
-        ManualClock { millis: std::sync::atomic::AtomicI64::new(unix_secs * 1000) }
-    }
-    pub fn advance(&self, d: Duration) {
-        self.millis.fetch_add(d.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
-    }
-    pub fn unix_secs(&self) -> i64 {
-        self.millis.load(std::sync::atomic::Ordering::SeqCst).div_euclid(1000)
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.millis.load(std::sync::atomic::Ordering::SeqCst).max(0) as u64)
-    }
-}
-
-pub fn now_secs(clock: &dyn Clock) -> i64 {
-    unix_secs(clock.now())
 }

@@ -1,27 +1,43 @@
-//! framewatch: streaming data-drift monitor for computer-vision camera fleets. The offline command line and the
-//! service stages, in the order a frame meets them:
+//! framewatch: streaming data-drift monitor for computer-vision camera fleets. Modules top-down, in the order a
+//! frame meets them; a module imports only modules listed below it (`tests/architecture.rs` checks this):
 //!
 //! ```text
-//! sources::grpc | sources::kafka -> frame (validation) -> pipeline (bounded queue, scoring pool)
-//!   -> store (slice windows) + cameras (frozen / moved)
-//!   -> evaluate (drift vs baseline) -> export (/metrics) + alerts (rules -> log, gRPC watch, webhook)
-//! api (queries) reads the latest evaluation; checkpoint saves store + cameras + Kafka offsets together
+//! cli (offline commands) -> server (assembly) -> [demo]
+//!   -> sources::grpc | sources::kafka -> pipeline (bounded queue, scoring pool) -> frame (validation)
+//!   -> checkpoint (store + cameras + Kafka offsets)
+//!   -> http (/metrics, /healthz, /readyz) -> export (/metrics) + api (queries) -> alerts (rules -> log, watch,
+//!      webhook) -> evaluate (drift vs baseline) -> store (slice windows) + cameras (frozen / moved)
+//!   leaves: config, telemetry, reject, slice, time, fingerprint
 //! ```
 
-pub mod alerts;
-pub mod api;
-pub mod cameras;
-pub mod checkpoint;
 pub mod cli;
-pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod evaluate;
-pub mod export;
-pub mod frame;
-pub mod offline;
-pub mod pipeline;
-pub mod report;
 pub mod server;
+
 pub mod sources;
+
+pub mod pipeline;
+
+pub mod frame;
+
+pub mod checkpoint;
+
+pub mod http;
+
+pub mod api;
+pub mod export;
+
+pub mod alerts;
+
+pub mod evaluate;
+
+pub mod cameras;
 pub mod store;
-pub mod webhook;
+
+pub mod config;
+pub mod fingerprint;
+pub mod reject;
+pub mod slice;
+pub mod telemetry;
+pub mod time;

@@ -13,9 +13,12 @@ use framewatch_metrics::{FramePixels, MetricRegistry, ScoreSettings, Scorer};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cameras::CameraTracker;
-use crate::export::Telemetry;
-use crate::frame::{Clock, Content, IncomingFrame, Rejection, Source, now_secs};
+use crate::fingerprint::fingerprint;
+use crate::frame::{Content, IncomingFrame, Source};
+use crate::reject::{RejectReason, Rejection};
 use crate::store::{FrameRecord, Recorded, WindowStore};
+use crate::telemetry::Telemetry;
+use crate::time::{Clock, now_secs};
 
 /// The answer for one frame.
 pub type Outcome = Result<(), Rejection>;
@@ -282,7 +285,7 @@ fn process(
                 Recorded::Yes { .. } => {}
                 Recorded::TooLate => {
                     outcomes[i] = Err(Rejection::new(
-                        "too_late",
+                        RejectReason::TooLate,
                         "captured before the window's allowed lateness: counted as late, not mixed into windows",
                     ))
                 }
@@ -319,7 +322,7 @@ fn score(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, out: &mut 
         }
         Content::Values { .. } | Content::None => FramePixels::None,
     };
-    let scored = scorer.score(pixels, &f.detections).map_err(|e| Rejection::new(e.reason(), e.to_string()))?;
+    let scored = scorer.score(pixels, &f.detections).map_err(Rejection::from)?;
     out.values.clear();
     out.values.extend_from_slice(scored.values);
     out.hash = match &f.content {
@@ -334,24 +337,13 @@ fn score(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, out: &mut 
     if let Content::Values { values: given, .. } = &f.content {
         for (name, v) in given {
             let Some(i) = ctx.registry.index_of(name) else {
-                return Err(Rejection::new("unknown_metric", format!("metric {name:?} is not in the catalog")));
+                return Err(Rejection::new(
+                    RejectReason::UnknownMetric,
+                    format!("metric {name:?} is not in the catalog"),
+                ));
             };
             out.values[i] = Some(*v);
         }
     }
     Ok(())
-}
-
-/// 64-bit FNV-1a over 8-byte words: fast enough next to decoding, and equal only for identical content.
-pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in chunks.by_ref() {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        h = (h ^ w).wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    for &b in chunks.remainder() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    h ^ bytes.len() as u64
 }

@@ -1,6 +1,11 @@
-//! Assembles and runs the service: baseline, store, scoring pool, evaluator, gRPC (ingest, queries, health,
-//! reflection) and HTTP (/metrics, /healthz, /readyz), under one shutdown token. `main` and the tests both come
-//! through `Service::start`.
+//! Assembles and runs the service: baseline, store, scoring pool, evaluator, alerting, gRPC (ingest, queries,
+//! health, reflection) and HTTP (/metrics, /healthz, /readyz), under one shutdown tree. `main` and the tests
+//! both come through `Service::start`.
+//!
+//! Shutdown order (`drain`): readiness and gRPC health go NOT_SERVING; gRPC stops accepting and open streams
+//! finish; the Kafka source drains, checkpoints and commits; the scoring queue drains; the final checkpoint;
+//! the evaluator stops after one last evaluation (so resolved alerts are flushed to the webhook); then HTTP. The
+//! grace period bounds the whole sequence once.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,34 +13,31 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use framewatch_metrics::drift::DriftThresholds;
-use framewatch_metrics::{Baseline, ComparableSettings, DecodeLimits, MetricRegistry, ScoreSettings};
+use framewatch_metrics::{Baseline, DecodeLimits, MetricRegistry, ScoreSettings};
 use framewatch_proto::v1::ingest_service_server::IngestServiceServer;
 use framewatch_proto::v1::query_service_server::QueryServiceServer;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::alerts::{AlertEngine, AlertEvent, AlertSnapshot, Phase, build_rules};
+use crate::alerts::webhook::Webhook;
+use crate::alerts::{AlertEngine, AlertEvent, AlertSnapshot, Alerting, Dispatcher, build_rules};
 use crate::api::QueryApi;
 use crate::cameras::CameraTracker;
 use crate::checkpoint::{CheckpointTelemetry, Checkpointer, compat_fingerprint};
 use crate::config::Config;
 use crate::evaluate::{Evaluation, evaluate};
-use crate::export::{DriftCollector, Telemetry};
-use crate::frame::{Clock, SystemClock, now_secs};
+use crate::export::DriftCollector;
+use crate::http::{HttpState, KafkaHealth};
 use crate::pipeline::{Pipeline, PipelineHandle, WorkerContext};
 use crate::sources::grpc::GrpcIngest;
 use crate::sources::kafka::{KafkaDeps, KafkaSource, KafkaTelemetry};
 use crate::store::{StoreSettings, WindowStore};
-use crate::webhook::Webhook;
+use crate::telemetry::Telemetry;
+use crate::time::{Clock, SystemClock, now_secs};
 
 /// A running service.
 pub struct Service {
@@ -47,6 +49,7 @@ pub struct Service {
     pub alert_state: Arc<RwLock<AlertSnapshot>>,
     /// Runs one evaluation now (tests; the evaluator also runs on its interval).
     evaluate_now: Arc<dyn Fn() + Send + Sync>,
+    /// The root of the shutdown tree: cancelled, the service drains and stops.
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -55,6 +58,45 @@ impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service").field("grpc_addr", &self.grpc_addr).field("http_addr", &self.http_addr).finish()
     }
+}
+
+/// The shutdown tree. `requested` is the root: a signal or `Service::stop` cancels it. Each part runs under its
+/// own child token, which `drain` cancels in order (a child is also cancelled if the root's owner drops it all).
+#[derive(Debug, Clone)]
+struct ShutdownTree {
+    requested: CancellationToken,
+    grpc: CancellationToken,
+    kafka: CancellationToken,
+    evaluator: CancellationToken,
+    webhook: CancellationToken,
+    http: CancellationToken,
+}
+
+impl ShutdownTree {
+    fn new() -> ShutdownTree {
+        // The parts' tokens hang off a branch that `drain` cancels last, not off `requested` itself: cancelling
+        // `requested` must not stop HTTP (readiness must be seen turning 503) or the evaluator before draining.
+        let requested = CancellationToken::new();
+        let parts = CancellationToken::new();
+        ShutdownTree {
+            requested,
+            grpc: parts.child_token(),
+            kafka: parts.child_token(),
+            evaluator: parts.child_token(),
+            webhook: parts.child_token(),
+            http: parts.child_token(),
+        }
+    }
+}
+
+/// Everything `start` builds before the listeners run.
+struct Parts {
+    baseline: Arc<Baseline>,
+    store: Arc<Mutex<WindowStore>>,
+    cameras: Arc<Mutex<CameraTracker>>,
+    evaluation: Arc<RwLock<Arc<Evaluation>>>,
+    alert_tx: tokio::sync::broadcast::Sender<AlertEvent>,
+    alert_state: Arc<RwLock<AlertSnapshot>>,
 }
 
 impl Service {
@@ -73,32 +115,20 @@ impl Service {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Service> {
         config.validate()?;
-        if let Some(m) = config.pipeline.max_side
-            && m != baseline.settings.analysis.max_side
-        {
-            bail!(
-                "pipeline.max_side = {m} differs from the baseline's analysis max_side {}: scores would not be comparable",
-                baseline.settings.analysis.max_side
-            );
-        }
-        let baseline = Arc::new(baseline);
+        check_settings(&config, &baseline)?;
+        let tree = ShutdownTree::new();
         let registry = Arc::new(MetricRegistry::standard());
-        let settings = ScoreSettings {
-            analysis: baseline.settings.analysis,
-            prediction: baseline.settings.prediction,
-            limits: DecodeLimits {
-                max_encoded_bytes: config.pipeline.max_image_bytes,
-                max_pixels: config.pipeline.max_image_pixels,
-            },
-        };
-        debug_assert_eq!(
-            ComparableSettings { analysis: settings.analysis, prediction: settings.prediction },
-            baseline.settings
-        );
         let index_of = |n: &str| registry.index_of(n);
         let store_settings = StoreSettings::from_config(&config, index_of)?;
         let compat = compat_fingerprint(&baseline, &store_settings);
-        let store = Arc::new(Mutex::new(WindowStore::new(store_settings, &baseline, index_of)));
+        let p = Parts {
+            store: Arc::new(Mutex::new(WindowStore::new(store_settings, &baseline, index_of))),
+            baseline: Arc::new(baseline),
+            cameras: Arc::new(Mutex::new(CameraTracker::new(config.slices.max_slices))),
+            evaluation: Arc::default(),
+            alert_tx: tokio::sync::broadcast::channel::<AlertEvent>(1024).0,
+            alert_state: Arc::default(),
+        };
 
         let grpc_listener = TcpListener::bind(config.server.grpc_addr)
             .await
@@ -108,37 +138,21 @@ impl Service {
             .with_context(|| format!("cannot listen on server.http_addr {}", config.server.http_addr))?;
         let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
 
-        let cameras = Arc::new(Mutex::new(CameraTracker::new(config.slices.max_slices)));
-        let rules = build_rules(&config.alerts, config.evaluation.min_frames, &|m| baseline.metrics.contains_key(m))?;
-        let engine = Arc::new(Mutex::new(AlertEngine::new(rules)));
-        let (alert_tx, _) = tokio::sync::broadcast::channel::<AlertEvent>(1024);
-        let alert_state: Arc<RwLock<AlertSnapshot>> = Arc::default();
-
         let mut prom = Registry::default();
         let telemetry = Telemetry::register(&mut prom, config.pipeline.queue_capacity);
-        let evaluation: Arc<RwLock<Arc<Evaluation>>> = Arc::default();
         prom.register_collector(Box::new(DriftCollector {
-            evaluation: evaluation.clone(),
-            store: store.clone(),
+            evaluation: p.evaluation.clone(),
+            store: p.store.clone(),
             export_dimensions: config.prometheus.export_dimensions.clone(),
             series_budget: config.prometheus.series_budget,
-            alerts: alert_state.clone(),
-            cameras: cameras.clone(),
+            alerts: p.alert_state.clone(),
+            cameras: p.cameras.clone(),
         }));
-        let webhook = if config.alerts.alertmanager_url.is_empty() {
-            None
-        } else {
-            Some(Webhook::start(
-                &config.alerts.alertmanager_url,
-                config.alerts.webhook_queue,
-                format!("http://{http_addr}/metrics"),
-                &mut prom,
-            )?)
-        };
+        let evaluate_now = evaluator(&config, &p, clock.clone(), http_addr, &tree, &mut prom)?;
         let checkpointer = config.checkpoint.path.clone().filter(|p| !p.as_os_str().is_empty()).map(|path| {
             let group = if config.kafka.enabled() { config.kafka.group_id.clone() } else { String::new() };
             let telemetry = CheckpointTelemetry::register(&mut prom);
-            Arc::new(Checkpointer::new(path, compat, group, store.clone(), cameras.clone(), telemetry))
+            Arc::new(Checkpointer::new(path, compat, group, p.store.clone(), p.cameras.clone(), telemetry))
         });
         let resume_from = checkpointer.as_ref().map(|c| c.restore()).unwrap_or_default();
         let kafka_telemetry = config.kafka.enabled().then(|| KafkaTelemetry::register(&mut prom));
@@ -148,77 +162,26 @@ impl Service {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let settings = ScoreSettings {
+            analysis: p.baseline.settings.analysis,
+            prediction: p.baseline.settings.prediction,
+            limits: DecodeLimits {
+                max_encoded_bytes: config.pipeline.max_image_bytes,
+                max_pixels: config.pipeline.max_image_pixels,
+            },
+        };
         let pipeline = Pipeline::start(
             workers,
             config.pipeline.queue_capacity,
             WorkerContext {
                 registry: registry.clone(),
                 settings,
-                store: store.clone(),
+                store: p.store.clone(),
                 clock: clock.clone(),
                 telemetry: telemetry.clone(),
-                cameras: cameras.clone(),
+                cameras: p.cameras.clone(),
             },
         );
-
-        let ev = &config.evaluation;
-        let thresholds = DriftThresholds {
-            min_frames: ev.min_frames,
-            psi: ev.psi_threshold,
-            ks_statistic: ev.ks_threshold,
-            p_value: ev.p_value,
-            ..DriftThresholds::default()
-        };
-        let evaluate_now: Arc<dyn Fn() + Send + Sync> = {
-            let (store, baseline, evaluation, clock) =
-                (store.clone(), baseline.clone(), evaluation.clone(), clock.clone());
-            let (cameras, engine, alert_tx, alert_state) =
-                (cameras.clone(), engine.clone(), alert_tx.clone(), alert_state.clone());
-            let idle = config.slices.idle_evict_secs as i64;
-            let resend = config.alerts.resend_secs as i64;
-            let last_resend = Mutex::new(i64::MIN);
-            Arc::new(move || {
-                let now = now_secs(clock.as_ref());
-                let e = Arc::new(evaluate(&store, &baseline, &thresholds, now));
-                *evaluation.write().unwrap_or_else(|p| p.into_inner()) = e.clone();
-                let cams = {
-                    let mut c = cameras.lock().unwrap_or_else(|p| p.into_inner());
-                    c.forget_idle(now - idle);
-                    c.snapshot()
-                };
-                let mut engine = engine.lock().unwrap_or_else(|p| p.into_inner());
-                let events = engine.step(&e, &cams, now);
-                for ev in &events {
-                    match ev.phase {
-                        Phase::Pending => {
-                            tracing::info!(rule = %ev.rule, slice = %ev.slice, value = ev.value, "alert pending")
-                        }
-                        Phase::Firing => {
-                            tracing::warn!(rule = %ev.rule, slice = %ev.slice, value = ev.value, severity = %ev.severity, "alert firing")
-                        }
-                        Phase::Resolved => {
-                            tracing::info!(rule = %ev.rule, slice = %ev.slice, value = ev.value, "alert resolved")
-                        }
-                    }
-                    let _ = alert_tx.send(ev.clone());
-                }
-                let snapshot = engine.snapshot(now);
-                if let Some(w) = &webhook {
-                    let mut batch: Vec<AlertEvent> = events.into_iter().filter(|e| e.phase != Phase::Pending).collect();
-                    let mut last = last_resend.lock().unwrap_or_else(|p| p.into_inner());
-                    if now.saturating_sub(*last) >= resend {
-                        *last = now;
-                        for a in snapshot.active.iter().filter(|a| a.phase == Phase::Firing) {
-                            if !batch.iter().any(|b| b.rule == a.rule && b.slice == a.slice) {
-                                batch.push(a.clone());
-                            }
-                        }
-                    }
-                    w.send(batch);
-                }
-                *alert_state.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
-            })
-        };
 
         let kafka = match kafka_telemetry {
             Some(kt) => Some(KafkaSource::start(
@@ -233,14 +196,12 @@ impl Service {
                     resume_from,
                     runtime: tokio::runtime::Handle::current(),
                     grace: Duration::from_secs(config.server.shutdown_grace_secs),
+                    stop: tree.kafka.clone(),
                 },
             )?),
             None => None,
         };
-        let kafka_ready = kafka.as_ref().map(KafkaSource::ready);
 
-        let shutdown = CancellationToken::new();
-        let ready = Arc::new(AtomicBool::new(false));
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<IngestServiceServer<GrpcIngest>>().await;
         health_reporter.set_serving::<QueryServiceServer<QueryApi>>().await;
@@ -248,7 +209,6 @@ impl Service {
             .register_encoded_file_descriptor_set(framewatch_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("gRPC reflection")?;
-
         let ingest = GrpcIngest {
             pipeline: pipeline.handle(),
             telemetry: telemetry.clone(),
@@ -256,110 +216,72 @@ impl Service {
             config: config.ingest.clone(),
         };
         let query = QueryApi {
-            evaluation: evaluation.clone(),
+            evaluation: p.evaluation.clone(),
             registry: registry.clone(),
-            alerts: alert_tx.clone(),
-            alert_state: alert_state.clone(),
+            alerts: p.alert_tx.clone(),
+            alert_state: p.alert_state.clone(),
         };
-        let grpc_stop = CancellationToken::new();
         let grpc = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(IngestServiceServer::new(ingest))
             .add_service(QueryServiceServer::new(query))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_stop.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), tree.grpc.clone().cancelled_owned());
         let grpc_task = tokio::spawn(grpc);
 
-        let http_state = HttpState { registry: prom, ready: ready.clone(), kafka_ready };
-        let app = Router::new()
-            .route("/metrics", get(metrics))
-            .route("/healthz", get(|| async { "ok\n" }))
-            .route("/readyz", get(readyz))
-            .with_state(http_state);
-        let http_stop = shutdown.clone();
+        let ready = Arc::new(AtomicBool::new(false));
+        let http_state = HttpState {
+            registry: prom,
+            ready: ready.clone(),
+            kafka: kafka.as_ref().map(|k| KafkaHealth { connected: k.ready(), alive: k.alive() }),
+        };
+        let http_stop = tree.http.clone();
         let http_task = tokio::spawn(async move {
-            axum::serve(http_listener, app).with_graceful_shutdown(http_stop.cancelled_owned()).await
+            axum::serve(http_listener, crate::http::router(http_state))
+                .with_graceful_shutdown(http_stop.cancelled_owned())
+                .await
         });
-
-        let interval = Duration::from_secs_f64(config.evaluation.interval_secs);
-        let eval_stop = shutdown.clone();
-        let eval_fn = evaluate_now.clone();
-        let eval_task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = eval_stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        let f = eval_fn.clone();
-                        // CPU work: off the async workers.
-                        let _ = tokio::task::spawn_blocking(move || f()).await;
-                    }
-                }
-            }
-        });
-
+        let eval_task = spawn_interval(
+            Duration::from_secs_f64(config.evaluation.interval_secs),
+            tree.evaluator.clone(),
+            evaluate_now.clone(),
+        );
         // Without Kafka, checkpoints run on their own timer (with Kafka, the source writes them with its offsets).
-        let final_checkpoint = if kafka.is_none() { checkpointer.clone() } else { None };
-        if let Some(c) = final_checkpoint.clone() {
-            let every = Duration::from_secs_f64(config.checkpoint.interval_secs);
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tick.tick() => {
-                            let c = c.clone();
-                            let _ = tokio::task::spawn_blocking(move || c.write(&[])).await;
-                        }
-                    }
-                }
+        let timed_checkpoint = if kafka.is_none() { checkpointer.clone() } else { None };
+        if let Some(c) = timed_checkpoint.clone() {
+            let write: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+                // Failures are logged and counted by the checkpointer.
+                let _ = c.write(&[]);
             });
+            spawn_interval(Duration::from_secs_f64(config.checkpoint.interval_secs), tree.evaluator.clone(), write);
         }
 
         ready.store(true, Ordering::SeqCst);
         tracing::info!(%grpc_addr, %http_addr, workers, "framewatch serving");
         let handle = pipeline.handle();
-        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-        let stop = shutdown.clone();
-        let final_eval = evaluate_now.clone();
-        let task = tokio::spawn(async move {
-            stop.cancelled().await;
-            tracing::info!("shutting down: health NOT_SERVING, draining in-flight frames");
-            ready.store(false, Ordering::SeqCst);
-            health_reporter.set_not_serving::<IngestServiceServer<GrpcIngest>>().await;
-            health_reporter.set_not_serving::<QueryServiceServer<QueryApi>>().await;
-            grpc_stop.cancel();
-            if tokio::time::timeout(grace, grpc_task).await.is_err() {
-                tracing::warn!(?grace, "gRPC streams still open after the grace period; closing them");
-            }
-            // The Kafka source waits for in-flight frames, writes the final checkpoint and commits.
-            if let Some(k) = kafka {
-                let _ = tokio::task::spawn_blocking(move || k.stop()).await;
-            }
-            let drained = tokio::task::spawn_blocking(move || pipeline.drain());
-            if tokio::time::timeout(grace, drained).await.is_err() {
-                tracing::warn!(?grace, "scoring queue not drained within the grace period");
-            }
-            if let Some(c) = final_checkpoint {
-                let _ = tokio::task::spawn_blocking(move || c.write(&[])).await;
-            }
-            let _ = eval_task.await;
-            let _ = tokio::task::spawn_blocking(move || final_eval()).await;
-            let _ = http_task.await;
-            tracing::info!("framewatch stopped");
-            Ok(())
-        });
+        let drain = Drain {
+            tree: tree.clone(),
+            grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            ready,
+            health: health_reporter,
+            grpc_task,
+            kafka,
+            pipeline,
+            checkpoint: timed_checkpoint,
+            eval_task,
+            final_eval: evaluate_now.clone(),
+            http_task,
+        };
+        let task = tokio::spawn(drain.run());
         Ok(Service {
             grpc_addr,
             http_addr,
             pipeline: handle,
-            evaluation,
-            alerts: alert_tx,
-            alert_state,
+            evaluation: p.evaluation,
+            alerts: p.alert_tx,
+            alert_state: p.alert_state,
             evaluate_now,
-            shutdown,
+            shutdown: tree.requested,
             task,
         })
     }
@@ -389,55 +311,143 @@ impl Service {
     }
 }
 
-#[derive(Clone)]
-struct HttpState {
-    registry: Arc<Registry>,
-    ready: Arc<AtomicBool>,
-    /// The Kafka source's broker connection, when there is one.
-    kafka_ready: Option<Arc<AtomicBool>>,
+fn check_settings(config: &Config, baseline: &Baseline) -> anyhow::Result<()> {
+    if let Some(m) = config.pipeline.max_side
+        && m != baseline.settings.analysis.max_side
+    {
+        bail!(
+            "pipeline.max_side = {m} differs from the baseline's analysis max_side {}: scores would not be comparable",
+            baseline.settings.analysis.max_side
+        );
+    }
+    Ok(())
 }
 
-/// OpenMetrics for clients that ask for it (Prometheus does), the classic text format (0.0.4) otherwise (curl,
-/// promtool, older scrapers).
-async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
-    let openmetrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.contains("application/openmetrics-text")));
-    let mut body = String::new();
-    let (encoded, content_type) = if openmetrics {
-        (
-            prometheus_client::encoding::text::encode(&mut body, &s.registry),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
+/// The evaluation step: evaluate every slice, publish the result, step the alerts (which notify).
+fn evaluator(
+    config: &Config,
+    p: &Parts,
+    clock: Arc<dyn Clock>,
+    http_addr: SocketAddr,
+    tree: &ShutdownTree,
+    prom: &mut Registry,
+) -> anyhow::Result<Arc<dyn Fn() + Send + Sync>> {
+    let rules =
+        build_rules(&config.alerts, config.evaluation.thresholds.min_frames, &|m| p.baseline.metrics.contains_key(m))?;
+    let webhook = if config.alerts.alertmanager_url.is_empty() {
+        None
     } else {
-        (
-            prometheus_client::encoding::prometheus_text::encode(&mut body, &s.registry),
-            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-        )
+        Some(Webhook::start(
+            &config.alerts.alertmanager_url,
+            config.alerts.webhook_queue,
+            format!("http://{http_addr}/metrics"),
+            tree.webhook.clone(),
+            prom,
+        )?)
     };
-    match encoded {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            format!("encoding failed: {e}\n"),
-        ),
-    }
+    let alerting = Mutex::new(Alerting {
+        engine: AlertEngine::new(rules),
+        dispatcher: Dispatcher::new(p.alert_tx.clone(), webhook, config.alerts.resend_secs),
+        snapshot: p.alert_state.clone(),
+    });
+    let thresholds = config.evaluation.thresholds;
+    let (store, baseline, evaluation, cameras) =
+        (p.store.clone(), p.baseline.clone(), p.evaluation.clone(), p.cameras.clone());
+    let idle = config.slices.idle_evict_secs as i64;
+    Ok(Arc::new(move || {
+        let now = now_secs(clock.as_ref());
+        let e = Arc::new(evaluate(&store, &baseline, &thresholds, now));
+        *evaluation.write().unwrap_or_else(|p| p.into_inner()) = e.clone();
+        let cams = {
+            let mut c = cameras.lock().unwrap_or_else(|p| p.into_inner());
+            c.forget_idle(now - idle);
+            c.snapshot()
+        };
+        alerting.lock().unwrap_or_else(|p| p.into_inner()).step(&e, &cams, now);
+    }))
 }
 
-/// 200 when every source is ready; the body has one line per source either way.
-async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
-    let grpc = s.ready.load(Ordering::SeqCst);
-    let mut body = format!("grpc: {}\n", if grpc { "ready" } else { "not ready (starting or shutting down)" });
-    let mut all = grpc;
-    if let Some(k) = &s.kafka_ready {
-        let up = k.load(Ordering::SeqCst);
-        all &= up;
-        body.push_str(if up { "kafka: ready\n" } else { "kafka: not ready (no broker connection; retrying)\n" });
+/// Runs blocking `work` every `every` (first run after one period for checkpoints, at once for evaluations is
+/// equally fine: `interval` ticks immediately) until `stop`.
+fn spawn_interval(every: Duration, stop: CancellationToken, work: Arc<dyn Fn() + Send + Sync>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    let f = work.clone();
+                    // CPU or disk work: off the async workers.
+                    let _ = tokio::task::spawn_blocking(move || f()).await;
+                }
+            }
+        }
+    })
+}
+
+/// The shutdown sequence and what it needs.
+struct Drain {
+    tree: ShutdownTree,
+    grace: Duration,
+    ready: Arc<AtomicBool>,
+    health: tonic_health::server::HealthReporter,
+    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    kafka: Option<KafkaSource>,
+    pipeline: Pipeline,
+    checkpoint: Option<Arc<Checkpointer>>,
+    eval_task: JoinHandle<()>,
+    final_eval: Arc<dyn Fn() + Send + Sync>,
+    http_task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Drain {
+    async fn run(self) -> anyhow::Result<()> {
+        let Drain {
+            tree,
+            grace,
+            ready,
+            health,
+            grpc_task,
+            kafka,
+            pipeline,
+            checkpoint,
+            eval_task,
+            final_eval,
+            http_task,
+        } = self;
+        tree.requested.cancelled().await;
+        let deadline = Instant::now() + grace;
+        tracing::info!(?grace, "shutting down: readiness and health NOT_SERVING, draining in-flight frames");
+        ready.store(false, Ordering::SeqCst);
+        health.set_not_serving::<IngestServiceServer<GrpcIngest>>().await;
+        health.set_not_serving::<QueryServiceServer<QueryApi>>().await;
+        tree.grpc.cancel();
+        if tokio::time::timeout_at(deadline, grpc_task).await.is_err() {
+            tracing::warn!(?grace, "gRPC streams still open at the end of the grace period; closing them");
+        }
+        // The Kafka source waits for its in-flight frames (within its own grace), checkpoints and commits.
+        tree.kafka.cancel();
+        if let Some(k) = kafka {
+            let _ = tokio::task::spawn_blocking(move || k.join()).await;
+        }
+        let drained = tokio::task::spawn_blocking(move || pipeline.drain());
+        if tokio::time::timeout_at(deadline, drained).await.is_err() {
+            tracing::warn!(?grace, "scoring queue not drained within the grace period");
+        }
+        if let Some(c) = checkpoint {
+            let _ = tokio::task::spawn_blocking(move || c.write(&[])).await;
+        }
+        tree.evaluator.cancel();
+        let _ = eval_task.await;
+        let _ = tokio::task::spawn_blocking(move || final_eval()).await;
+        // The webhook flushes what the last evaluation resolved, bounded by what is left of the grace period.
+        tree.webhook.cancel();
+        tree.http.cancel();
+        let _ = tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_secs(1)), http_task).await;
+        tracing::info!("framewatch stopped");
+        Ok(())
     }
-    let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, body)
 }
 
 /// `framewatch serve`: runs until SIGTERM or SIGINT.

@@ -9,9 +9,7 @@ use framewatch_metrics::Baseline;
 use framewatch_metrics::histogram::{BinLayout, Histogram, SubHistogram};
 
 use crate::config::{Config, Predicate};
-
-/// Slice key of the whole fleet.
-pub const GLOBAL: &str = "global";
+use crate::slice::{GLOBAL, LabelKeyBuilder, SliceKey};
 
 /// How frames are grouped and windowed (derived from `Config`).
 #[derive(Debug, Clone)]
@@ -113,7 +111,7 @@ pub struct Tracked {
 /// A slice's merged window, ready for statistics.
 #[derive(Debug, Clone)]
 pub struct WindowSnapshot {
-    pub key: Arc<str>,
+    pub key: SliceKey,
     pub frames: u64,
     pub last_seen_secs: i64,
     pub window_start_secs: i64,
@@ -132,7 +130,7 @@ pub struct WindowStore {
     global_layouts: Arc<[BinLayout]>,
     /// Layouts of the slices that have their own baseline.
     slice_layouts: HashMap<String, Arc<[BinLayout]>>,
-    slices: HashMap<Arc<str>, SliceState>,
+    slices: HashMap<SliceKey, SliceState>,
     /// Interned class labels, so sub-windows share one allocation per label.
     class_names: HashMap<String, Arc<str>>,
     counters: StoreCounters,
@@ -204,12 +202,11 @@ impl WindowStore {
         // A frame from slightly in the future (clock skew the ingest accepted) counts in the current sub-window.
         let index = frame.capture_secs.min(now_secs).div_euclid(step);
         let mut keys = std::mem::take(&mut self.keys);
-        slice_keys(&self.settings, frame, &mut keys);
+        let n = slice_keys(&self.settings, frame, &mut keys);
         let classes: Vec<Arc<str>> = frame.classes.iter().map(|c| self.intern(c)).collect();
-        for key in &keys {
+        for key in &keys[..n] {
             self.record_in(key, index, frame, &classes, now_secs);
         }
-        let n = keys.len();
         self.keys = keys;
         self.counters.recorded += 1;
         Recorded::Yes { slices: n }
@@ -239,7 +236,10 @@ impl WindowStore {
                 Some(l) => (l.clone(), true),
                 None => (self.global_layouts.clone(), false),
             };
-            self.slices.insert(Arc::from(key), SliceState { ring, last_seen_secs: now_secs, layouts, own_baseline });
+            self.slices.insert(
+                SliceKey::from_canonical(key),
+                SliceState { ring, last_seen_secs: now_secs, layouts, own_baseline },
+            );
         }
         let Some(slice) = self.slices.get_mut(key) else { return };
         slice.last_seen_secs = slice.last_seen_secs.max(now_secs);
@@ -271,7 +271,7 @@ impl WindowStore {
         let victim = self
             .slices
             .iter()
-            .filter(|(k, _)| &***k != GLOBAL)
+            .filter(|(k, _)| !k.is_global())
             .min_by_key(|(_, s)| s.last_seen_secs)
             .map(|(k, _)| k.clone());
         if let Some(k) = victim {
@@ -285,13 +285,13 @@ impl WindowStore {
     pub fn evict_idle(&mut self, now_secs: i64) -> usize {
         let limit = now_secs - self.settings.idle_evict_secs;
         let before = self.slices.len();
-        self.slices.retain(|k, s| &**k == GLOBAL || s.last_seen_secs >= limit);
+        self.slices.retain(|k, s| k.is_global() || s.last_seen_secs >= limit);
         let n = before - self.slices.len();
         self.counters.evicted_idle += n as u64;
         n
     }
 
-    pub fn slice_keys(&self) -> Vec<Arc<str>> {
+    pub fn slice_keys(&self) -> Vec<SliceKey> {
         self.slices.keys().cloned().collect()
     }
 
@@ -450,7 +450,7 @@ impl WindowStore {
                 *slot = SubWindow { index: sub.index, frames: sub.frames, hists, classes };
             }
             let state = SliceState { ring, last_seen_secs: sl.last_seen_secs, layouts, own_baseline };
-            restored.insert(Arc::<str>::from(sl.key), state);
+            restored.insert(SliceKey::from_canonical(&sl.key), state);
         }
         self.slices = restored;
         self.counters = StoreCounters { evicted_capacity: state.counters.evicted_capacity + dropped, ..state.counters };
@@ -460,39 +460,46 @@ impl WindowStore {
 
 /// Every slice key a frame belongs to: "global", one per configured dimension whose labels the frame has, and
 /// one per predicate it satisfies.
-fn slice_keys(settings: &StoreSettings, frame: &FrameRecord<'_>, out: &mut Vec<String>) {
-    out.clear();
-    out.push(GLOBAL.to_string());
+/// Every slice key a frame belongs to, written into `out[..n]` (reused strings); returns n: "global", one per
+/// configured dimension whose labels the frame has, and one per predicate it satisfies.
+fn slice_keys(settings: &StoreSettings, frame: &FrameRecord<'_>, out: &mut Vec<String>) -> usize {
+    fn slot(out: &mut Vec<String>, n: usize) -> &mut String {
+        if n == out.len() {
+            out.push(String::new());
+        }
+        &mut out[n]
+    }
+    let mut n = 0;
+    let g = slot(out, n);
+    g.clear();
+    g.push_str(GLOBAL);
+    n += 1;
     'dims: for dim in &settings.dimensions {
-        let mut key = String::new();
-        for (i, label) in dim.iter().enumerate() {
+        let mut key = LabelKeyBuilder::new(slot(out, n));
+        for label in dim {
             let value = match label.as_str() {
                 "camera_id" => frame.camera_id,
                 "model_version" if !frame.model_version.is_empty() => frame.model_version,
-                other => match frame.labels.get(other) {
-                    Some(v) => v.as_str(),
-                    None => continue 'dims,
-                },
+                other => frame.labels.get(other).map_or("", String::as_str),
             };
             if value.is_empty() {
                 continue 'dims;
             }
-            if i > 0 {
-                key.push(',');
-            }
-            key.push_str(label);
-            key.push('=');
-            key.push_str(value);
+            key.push(label, value);
         }
-        out.push(key);
+        n += 1;
     }
     for (p, idx) in &settings.predicates {
         if let Some(v) = frame.values.get(*idx).copied().flatten()
             && p.op.holds(v, p.threshold)
         {
-            out.push(format!("predicate={}", p.name));
+            let k = slot(out, n);
+            k.clear();
+            k.push_str(SliceKey::predicate(&p.name).as_str());
+            n += 1;
         }
     }
+    n
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use framewatch::config::Config;
-use framewatch::frame::ManualClock;
 use framewatch::server::Service;
+use framewatch::time::ManualClock;
 use framewatch_proto::v1::ingest_service_client::IngestServiceClient;
 use framewatch_proto::v1::query_service_client::QueryServiceClient;
 use framewatch_proto::v1::{
@@ -363,7 +363,7 @@ async fn alerts_go_pending_then_firing_then_resolve_and_reach_watchers_and_the_w
     let (am_addr, mut posts) = recording_endpoint().await;
     let mut cfg = config();
     cfg.alerts.alertmanager_url = format!("http://{am_addr}");
-    let test_rule: framewatch::alerts::RuleConfig = toml::from_str(
+    let test_rule: framewatch::config::RuleConfig = toml::from_str(
         r#"
         name = "DarkFramesConfidence"
         test = true

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use framewatch::config::Config;
-use framewatch::frame::SystemClock;
 use framewatch::server::Service;
+use framewatch::time::SystemClock;
 use framewatch_e2e::{Broker, Proc, free_port, http_get, root, scratch, series_names, tool, wait_for};
 use framewatch_proto::v1::{self, Frame, ingest_service_client::IngestServiceClient};
 

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use framewatch::config::Config;
-use framewatch::frame::SystemClock;
 use framewatch::server::Service;
+use framewatch::time::SystemClock;
 use framewatch_e2e::{Broker, scratch};
 use framewatch_loadtest::{BaselineArgs, FleetArgs, KafkaArgs, RunArgs, baseline, run_grpc, run_kafka};
 

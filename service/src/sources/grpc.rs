@@ -12,9 +12,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::IngestConfig;
-use crate::export::Telemetry;
-use crate::frame::{Clock, Rejection, Source, from_proto};
+use crate::frame::{Source, from_proto};
 use crate::pipeline::{Job, Outcome, PipelineHandle, Work};
+use crate::reject::{RejectReason, Rejection};
+use crate::telemetry::Telemetry;
+use crate::time::Clock;
 
 #[derive(Debug, Clone)]
 pub struct GrpcIngest {
@@ -44,8 +46,8 @@ impl GrpcIngest {
                 match self.pipeline.submit(Job { work: Work::Frame(f, Some(tx)) }).await {
                     Ok(()) => Pending::Waiting(rx),
                     Err(_) => {
-                        self.telemetry.reject(Source::Grpc.as_str(), "shutting_down");
-                        Pending::Ready(Err(Rejection::new("shutting_down", "framewatch is shutting down")))
+                        self.telemetry.reject(Source::Grpc.as_str(), RejectReason::ShuttingDown);
+                        Pending::Ready(Err(Rejection::new(RejectReason::ShuttingDown, "framewatch is shutting down")))
                     }
                 }
             }
@@ -57,7 +59,7 @@ async fn resolve(p: Pending) -> Outcome {
     match p {
         Pending::Ready(o) => o,
         Pending::Waiting(rx) => {
-            rx.await.unwrap_or_else(|_| Err(Rejection::new("internal", "the scoring worker stopped")))
+            rx.await.unwrap_or_else(|_| Err(Rejection::new(RejectReason::InternalError, "the scoring worker stopped")))
         }
     }
 }
@@ -65,7 +67,7 @@ async fn resolve(p: Pending) -> Outcome {
 fn ack(sequence: u64, outcome: &Outcome, accepted_total: u64, rejected_total: u64) -> Ack {
     let (accepted, reason, message) = match outcome {
         Ok(()) => (true, String::new(), String::new()),
-        Err(r) => (false, r.reason.to_string(), r.message.clone()),
+        Err(r) => (false, r.reason.as_str().to_string(), r.message.clone()),
     };
     Ack { sequence, accepted, reason, message, accepted_total, rejected_total }
 }

@@ -19,7 +19,9 @@ use prost::Message as _;
 use serde::Deserialize;
 
 use crate::config::{IngestConfig, KafkaFormat};
-use crate::frame::{IncomingFrame, Rejection, Source, from_proto};
+use crate::frame::{IncomingFrame, Source, from_proto};
+use crate::reject::{RejectReason, Rejection};
+use crate::time::parse_rfc3339;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,7 +85,7 @@ pub fn decode(
     cfg: &IngestConfig,
 ) -> Result<IncomingFrame, Rejection> {
     let payload = match msg.payload {
-        None | Some([]) => return Err(Rejection::new("empty_message", "the message has no value")),
+        None | Some([]) => return Err(Rejection::new(RejectReason::EmptyMessage, "the message has no value")),
         Some(p) => p,
     };
     let json = match format {
@@ -94,11 +96,11 @@ pub fn decode(
     };
     let mut frame = if json {
         let j: JsonFrame = serde_json::from_slice(payload)
-            .map_err(|e| Rejection::new("invalid_json", format!("not a framewatch JSON frame: {e}")))?;
+            .map_err(|e| Rejection::new(RejectReason::InvalidJson, format!("not a framewatch JSON frame: {e}")))?;
         from_json(j)?
     } else {
         v1::Frame::decode(payload)
-            .map_err(|e| Rejection::new("invalid_protobuf", format!("not a framewatch.v1.Frame: {e}")))?
+            .map_err(|e| Rejection::new(RejectReason::InvalidProtobuf, format!("not a framewatch.v1.Frame: {e}")))?
     };
     if frame.camera_id.trim().is_empty()
         && let Some(key) = msg.key.and_then(|k| std::str::from_utf8(k).ok())
@@ -123,14 +125,16 @@ fn from_json(j: JsonFrame) -> Result<v1::Frame, Rejection> {
             Some(prost_types::Timestamp { seconds: s.floor() as i64, nanos: ((s - s.floor()) * 1e9) as i32 })
         }
         Some(JsonTime::Unix(s)) => {
-            return Err(Rejection::new("invalid_timestamp", format!("capture_time {s} is not a Unix time")));
+            return Err(Rejection::new(RejectReason::InvalidTimestamp, format!("capture_time {s} is not a Unix time")));
         }
-        Some(JsonTime::Text(t)) => Some(parse_rfc3339(&t).ok_or_else(|| {
-            Rejection::new(
-                "invalid_timestamp",
-                format!("capture_time {t:?} is not RFC 3339 (e.g. 2026-11-26T10:00:00Z) or Unix seconds"),
-            )
-        })?),
+        Some(JsonTime::Text(t)) => Some(
+            parse_rfc3339(&t).map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }).ok_or_else(|| {
+                Rejection::new(
+                    RejectReason::InvalidTimestamp,
+                    format!("capture_time {t:?} is not RFC 3339 (e.g. 2026-11-26T10:00:00Z) or Unix seconds"),
+                )
+            })?,
+        ),
     };
     let perceptual_hash = match j.perceptual_hash {
         None => None,
@@ -138,7 +142,7 @@ fn from_json(j: JsonFrame) -> Result<v1::Frame, Rejection> {
         Some(JsonHash::Text(t)) => {
             let hex = t.trim_start_matches("0x").trim_start_matches("0X");
             Some(u64::from_str_radix(hex, 16).map_err(|_| {
-                Rejection::new("invalid_json", format!("perceptual_hash {t:?} is not a 64-bit hex number"))
+                Rejection::new(RejectReason::InvalidJson, format!("perceptual_hash {t:?} is not a 64-bit hex number"))
             })?)
         }
     };
@@ -168,82 +172,6 @@ fn from_json(j: JsonFrame) -> Result<v1::Frame, Rejection> {
     })
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`; 't', 'z' and a space separator are accepted too.
-pub fn parse_rfc3339(t: &str) -> Option<prost_types::Timestamp> {
-    let b = t.as_bytes();
-    if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = t.get(r)?;
-        if s.bytes().all(|c| c.is_ascii_digit()) { s.parse().ok() } else { None }
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 {
-        return None;
-    }
-    if second > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            if i - start < 9 {
-                nanos = nanos * 10 + i64::from(b[i] - b'0');
-            }
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        for _ in (i - start).min(9)..9 {
-            nanos *= 10;
-        }
-    }
-    let offset_secs = match b.get(i)? {
-        b'Z' | b'z' if i + 1 == b.len() => 0,
-        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
-            let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-            if h > 23 || m > 59 {
-                return None;
-            }
-            let o = h * 3600 + m * 60;
-            if *sign == b'+' { o } else { -o }
-        }
-        _ => return None,
-    };
-    // Leap seconds fold into the next second.
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    Some(prost_types::Timestamp { seconds: secs, nanos: nanos as i32 })
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,20 +185,6 @@ mod tests {
 
     fn msg<'a>(payload: &'a [u8], key: Option<&'a [u8]>, ts: Option<i64>) -> RawMessage<'a> {
         RawMessage { payload: Some(payload), key, timestamp_ms: ts }
-    }
-
-    #[test]
-    fn rfc3339_matches_known_instants() {
-        let t = |s: &str| parse_rfc3339(s).map(|t| (t.seconds, t.nanos));
-        assert_eq!(t("2025-11-26T10:00:00Z"), Some((NOW as i64, 0)));
-        assert_eq!(t("2025-11-26T11:30:00.25+01:30"), Some((NOW as i64, 250_000_000)));
-        assert_eq!(t("1970-01-01T00:00:00Z"), Some((0, 0)));
-        assert_eq!(t("2000-02-29T00:00:00z"), Some((951_782_400, 0)));
-        assert_eq!(t("2024-12-31 23:59:59.123456789123-00:00"), Some((1_735_689_599, 123_456_789)));
-        for bad in ["2025-02-29T00:00:00Z", "2025-11-26T10:00:00", "2025-11-26T24:00:00Z", "2025-11-26T10:00:00.Z", "x"]
-        {
-            assert_eq!(t(bad), None, "{bad}");
-        }
     }
 
     #[test]
@@ -301,7 +215,7 @@ mod tests {
     #[test]
     fn poison_gets_a_reason() {
         let cfg = IngestConfig::default();
-        let reason = |m: RawMessage<'_>, fmt| decode(m, fmt, now(), &cfg).expect_err("poison").reason;
+        let reason = |m: RawMessage<'_>, fmt| decode(m, fmt, now(), &cfg).expect_err("poison").reason.as_str();
         assert_eq!(
             reason(RawMessage { payload: None, key: None, timestamp_ms: None }, KafkaFormat::Auto),
             "empty_message"

@@ -39,12 +39,15 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpointer, SavedOffset};
 use crate::config::{IngestConfig, KafkaConfig};
-use crate::export::Telemetry;
-use crate::frame::{Clock, Rejection, Source};
+use crate::frame::Source;
 use crate::pipeline::{Decode, Job, Outcome, PipelineHandle, TrySubmitError, Work};
+use crate::reject::{RejectReason, Rejection};
+use crate::telemetry::Telemetry;
+use crate::time::Clock;
 
 type Labels = Vec<(String, String)>;
 
@@ -181,7 +184,7 @@ struct Book {
 }
 
 fn stopped() -> Outcome {
-    Err(Rejection::new("internal", "the scoring worker stopped"))
+    Err(Rejection::new(RejectReason::InternalError, "the scoring worker stopped"))
 }
 
 impl Book {
@@ -516,12 +519,12 @@ impl Shared {
     ) {
         self.telemetry
             .rejected
-            .get_or_create(&vec![("topic".into(), topic.into()), ("reason".into(), r.reason.into())])
+            .get_or_create(&vec![("topic".into(), topic.into()), ("reason".into(), r.reason.as_str().into())])
             .inc();
-        tracing::debug!(topic, partition, offset, reason = r.reason, message = %r.message, "kafka message refused");
+        tracing::debug!(topic, partition, offset, reason = r.reason.as_str(), message = %r.message, "kafka message refused");
         let (Some(producer), Some((key, value))) = (&self.dead_letters, original) else { return };
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "framewatch-reason", value: Some(r.reason) })
+            .insert(Header { key: "framewatch-reason", value: Some(r.reason.as_str()) })
             .insert(Header { key: "framewatch-error", value: Some(r.message.as_str()) })
             .insert(Header { key: "framewatch-source-topic", value: Some(topic) })
             .insert(Header { key: "framewatch-source-partition", value: Some(&partition.to_string()) })
@@ -580,9 +583,10 @@ impl Shared {
 
 /// The running source.
 pub struct KafkaSource {
-    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     ready: Arc<AtomicBool>,
+    /// False once the poll thread has ended, whether by shutdown or by a panic (liveness).
+    alive: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -606,6 +610,8 @@ pub struct KafkaDeps {
     pub runtime: tokio::runtime::Handle,
     /// Longest wait for in-flight frames at shutdown.
     pub grace: Duration,
+    /// The source's branch of the service's shutdown tree: cancelled, it stops consuming and drains.
+    pub stop: CancellationToken,
 }
 
 fn client_config(cfg: &KafkaConfig) -> anyhow::Result<ClientConfig> {
@@ -670,9 +676,9 @@ impl KafkaSource {
             cc.create_with_context(Ctx { shared: shared.clone() }).context("kafka: invalid consumer configuration")?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).context("kafka: cannot subscribe")?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let alive = Arc::new(AtomicBool::new(true));
         let thread = {
-            let (stop, runtime, grace) = (stop.clone(), deps.runtime, deps.grace);
+            let (stop, runtime, grace, alive) = (deps.stop, deps.runtime, deps.grace, alive.clone());
             std::thread::Builder::new()
                 .name("framewatch-kafka".into())
                 .spawn(move || {
@@ -680,8 +686,9 @@ impl KafkaSource {
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         run(consumer, shared, stop, runtime, grace)
                     }));
+                    alive.store(false, Ordering::SeqCst);
                     if r.is_err() {
-                        // Never silently: /readyz says so and the log has the panic above this line.
+                        // Never silently: /readyz and /healthz say so and the log has the panic above this line.
                         ready.store(false, Ordering::SeqCst);
                         tracing::error!("kafka source stopped after a panic: no more messages are consumed");
                     }
@@ -689,7 +696,7 @@ impl KafkaSource {
                 .context("cannot start the kafka thread")?
         };
         tracing::info!(brokers = %cfg.brokers, topics = ?cfg.topics, group = %cfg.group_id, "kafka source started");
-        Ok(KafkaSource { stop, thread: Some(thread), ready })
+        Ok(KafkaSource { thread: Some(thread), ready, alive })
     }
 
     /// True while at least one broker connection is up.
@@ -697,10 +704,14 @@ impl KafkaSource {
         self.ready.clone()
     }
 
-    /// Stops consuming, waits for in-flight frames, writes the final checkpoint, commits, leaves the group.
-    /// Blocking.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+    /// False once the poll thread has ended.
+    pub fn alive(&self) -> Arc<AtomicBool> {
+        self.alive.clone()
+    }
+
+    /// Waits for the poll thread, which (once its `stop` token is cancelled) stops consuming, waits for
+    /// in-flight frames, writes the final checkpoint, commits and leaves the group. Blocking.
+    pub fn join(mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -710,7 +721,7 @@ impl KafkaSource {
 fn run(
     consumer: BaseConsumer<Ctx>,
     shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     runtime: tokio::runtime::Handle,
     grace: Duration,
 ) {
@@ -720,7 +731,7 @@ fn run(
     let received = shared.frames.received.get_or_create(&[("source", Source::Kafka.as_str())]).clone();
     let mut topics: Vec<(String, Counter)> = Vec::new();
     let mut batch = Batch::default();
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_cancelled() {
         // Gather what librdkafka has ready (up to a batch), waiting only for the first message.
         let mut wait = Duration::from_millis(100);
         let generation = shared.generation.load(Ordering::SeqCst);
@@ -855,7 +866,7 @@ fn error_code(e: &KafkaError) -> String {
 fn submit(
     consumer: &BaseConsumer<Ctx>,
     shared: &Shared,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
     runtime: &tokio::runtime::Handle,
     job: Job,
 ) -> bool {
@@ -882,7 +893,7 @@ fn submit(
     shared.telemetry.pauses.inc();
     let low_water = shared.pipeline.capacity() / 2;
     let queued = loop {
-        if stop.load(Ordering::SeqCst) {
+        if stop.is_cancelled() {
             break false;
         }
         if shared.pipeline.depth() > low_water {

@@ -11,9 +11,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::alerts::{AlertEvent, Phase};
-use crate::offline::rfc3339;
+use super::engine::{AlertEvent, Phase};
+use crate::time::rfc3339;
 
 #[derive(Debug, Clone)]
 pub struct Webhook {
@@ -68,11 +69,11 @@ pub fn payload(events: &[AlertEvent], generator_url: &str) -> serde_json::Value 
             let mut a = serde_json::json!({
                 "labels": labels,
                 "annotations": annotations,
-                "startsAt": rfc3339(e.starts_at_secs.max(0) as u64),
+                "startsAt": rfc3339(e.starts_at_secs),
                 "generatorURL": generator_url,
             });
             if let Some(end) = e.ends_at_secs {
-                a["endsAt"] = rfc3339(end.max(0) as u64).into();
+                a["endsAt"] = rfc3339(end).into();
             }
             a
         })
@@ -99,12 +100,35 @@ async fn post(target: &Target, body: &[u8]) -> anyhow::Result<u16> {
     line.split(' ').nth(1).and_then(|c| c.parse().ok()).context("not an HTTP response")
 }
 
+/// POSTs one batch, with up to `attempts` tries and exponential back-off; true when Alertmanager took it (or
+/// there was nothing to send).
+async fn deliver(target: &Target, batch: &[AlertEvent], generator_url: &str, attempts: u32) -> bool {
+    let body = payload(batch, generator_url).to_string().into_bytes();
+    if body.len() <= 2 {
+        return true; // only pending changes: nothing for Alertmanager
+    }
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1..=attempts {
+        match post(target, &body).await {
+            Ok(code) if (200..300).contains(&code) => return true,
+            Ok(code) => tracing::warn!(code, attempt, "Alertmanager refused alerts"),
+            Err(e) => tracing::warn!(error = %e, attempt, "Alertmanager unreachable"),
+        }
+        if attempt < attempts {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+    false
+}
+
 impl Webhook {
     /// Starts the delivery task. `generator_url` is where a human can look (framewatch's /metrics).
     pub fn start(
         url: &str,
         capacity: usize,
         generator_url: String,
+        stop: CancellationToken,
         registry: &mut Registry,
     ) -> anyhow::Result<Webhook> {
         let target = parse_url(url)?;
@@ -122,26 +146,25 @@ impl Webhook {
             results.clone(),
         );
         tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
-                let body = payload(&batch, &generator_url).to_string().into_bytes();
-                if body.len() <= 2 {
-                    continue; // only pending changes: nothing for Alertmanager
-                }
-                let mut delay = Duration::from_millis(500);
-                let mut ok = false;
-                for attempt in 1..=4 {
-                    match post(&target, &body).await {
-                        Ok(code) if (200..300).contains(&code) => {
-                            ok = true;
-                            break;
-                        }
-                        Ok(code) => tracing::warn!(code, attempt, "Alertmanager refused alerts"),
-                        Err(e) => tracing::warn!(error = %e, attempt, "Alertmanager unreachable"),
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
+            loop {
+                let batch = tokio::select! {
+                    biased;
+                    b = rx.recv() => b,
+                    _ = stop.cancelled() => None,
+                };
+                let Some(batch) = batch else { break };
+                let ok = deliver(&target, &batch, &generator_url, 4).await;
                 results.get_or_create(&[("result", if ok { "ok" } else { "failed" })]).inc();
+            }
+            // Shutdown: what is still queued (the last evaluation's resolutions) gets one attempt, within 5 s.
+            let flush = async {
+                while let Ok(batch) = rx.try_recv() {
+                    let ok = deliver(&target, &batch, &generator_url, 1).await;
+                    results.get_or_create(&[("result", if ok { "ok" } else { "failed" })]).inc();
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(5), flush).await.is_err() {
+                tracing::warn!("Alertmanager webhook: final flush did not finish within 5 s");
             }
         });
         Ok(Webhook { tx, dropped })

@@ -16,8 +16,11 @@ use framewatch_metrics::{
     Verdict,
 };
 
-use crate::offline::{FrameResult, InputFile, Predictions, collect_inputs, now_rfc3339, score_files};
-use crate::report;
+mod offline;
+mod report;
+
+use crate::time::now_rfc3339;
+use offline::{FrameResult, InputFile, Predictions, collect_inputs, score_files};
 
 /// Exit code when a `--fail-on` rule is broken (distinct from 1 = error and 2 = usage error).
 pub const EXIT_RULE_FAILED: u8 = 3;
@@ -52,6 +55,7 @@ pub enum Command {
     /// Run the streaming service: gRPC ingest and queries, Prometheus /metrics, drift per slice.
     Serve(ServeArgs),
     /// Run the service with a built-in synthetic camera fleet, inject drift, watch it being detected.
+    #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),
     /// Inspect a service checkpoint (windows, camera state, Kafka offsets).
     #[command(subcommand)]
@@ -182,7 +186,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .store
                 .slices
                 .iter()
-                .filter(|s| s.key == crate::store::GLOBAL)
+                .filter(|s| s.key == crate::slice::GLOBAL)
                 .flat_map(|s| &s.subs)
                 .map(|w| w.frames)
                 .sum();
@@ -209,6 +213,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::server::serve(config)?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "demo")]
         Command::Demo(args) => {
             crate::demo::run(args)?;
             Ok(ExitCode::SUCCESS)

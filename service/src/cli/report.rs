@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use anyhow::bail;
 use framewatch_metrics::{Baseline, DriftReport, MetricRegistry, Verdict};
 
-use crate::offline::{FrameResult, InputFile};
+use super::offline::{FrameResult, InputFile};
 
 /// Columns of the score table when none are asked for.
 const TABLE_DEFAULT: &[&str] =
