@@ -1,13 +1,15 @@
 //! Drift statistics between a baseline histogram and a current one: PSI, two-sample KS with its asymptotic
-//! p-value, Jensen-Shannon distance, normalised Wasserstein-1, IQR outlier shares, and chi-square homogeneity for
-//! categoricals. Pure functions; definitions and choices are documented in METRICS.md.
+//! p-value, Jensen-Shannon distance, normalised Wasserstein-1, IQR outlier and out-of-range shares, and chi-square
+//! homogeneity for categoricals. Pure functions; definitions and choices are documented in METRICS.md.
 
 use crate::histogram::{BinLayout, Histogram};
 
-/// Proportion that replaces an empty bin in PSI (Evidently's choice), so ln(0) never appears. Not renormalised.
+/// Proportion that replaces an empty bin in PSI (Evidently's choice), so ln(0) never appears. Not renormalised:
+/// an empty bin contributes (c - 1e-4) ln(c / 1e-4), finite and large when the current window fills it.
 pub const PSI_EPSILON: f64 = 1e-4;
 
-/// Population stability index over the PSI bins (baseline deciles + tails): sum (c - r) * ln(c / r).
+/// Population stability index over the PSI bins (the baseline's deciles, first and last open-ended):
+/// sum (c - r) * ln(c / r).
 pub fn psi(reference: &[f64], current: &[f64]) -> f64 {
     reference
         .iter()
@@ -20,7 +22,7 @@ pub fn psi(reference: &[f64], current: &[f64]) -> f64 {
         .max(0.0)
 }
 
-/// Jensen-Shannon distance, base 2 (so it lies in [0, 1]): sqrt of the JS divergence.
+/// Jensen-Shannon distance, base 2 (so it lies in [0, 1]): sqrt of the JS divergence. `compare` uses the PSI bins.
 pub fn js_distance(p: &[f64], q: &[f64]) -> f64 {
     let mut div = 0.0;
     for (&a, &b) in p.iter().zip(q) {
@@ -171,6 +173,8 @@ pub struct MetricDrift {
     pub wasserstein_norm: Option<f64>,
     pub outliers_moderate: f64,
     pub outliers_severe: f64,
+    /// Share of current values outside the baseline's [min, max].
+    pub out_of_range: f64,
 }
 
 /// Compares `current` with `reference` (both on `layout`). `scratch` holds the PSI bins between calls.
@@ -208,5 +212,6 @@ pub fn compare(
         },
         outliers_moderate: share(current.outliers_moderate),
         outliers_severe: share(current.outliers_severe),
+        out_of_range: current.out_of_range(),
     }
 }

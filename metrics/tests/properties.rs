@@ -99,6 +99,12 @@ proptest! {
         let (mut p, mut q) = (Vec::new(), Vec::new());
         hb.coarse_proportions(&l, &mut p);
         hc.coarse_proportions(&l, &mut q);
+        // The standard PSI bins: deciles, open-ended, so every value (out of range too) lands in one of them.
+        prop_assert_eq!(p.len(), l.coarse_bins());
+        prop_assert!(p.len() <= 10);
+        prop_assert!((q.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        prop_assert!((0.0..=1.0).contains(&hc.out_of_range()));
+        prop_assert_eq!(hb.out_of_range(), 0.0);
         prop_assert!(psi(&p, &q) >= 0.0);
         prop_assert_eq!(psi(&p, &p), 0.0);
         prop_assert_eq!(psi(&q, &q), 0.0);

@@ -1,6 +1,8 @@
 //! Drift statistics against scipy/numpy (fixtures/reference/*.json from scripts/reference/make_fixtures.py):
-//! bins identical to numpy's, PSI and JS to 1e-9 on those bins, KS within 0.01 of exact `ks_2samp`, KS p-values
-//! within 0.005 absolute or 10 % relative of scipy's asymptotic value, chi-square as `chi2_contingency`.
+//! bins identical to numpy's, PSI (standard: baseline deciles, open-ended ends, empty bins at 1e-4) and JS to 1e-9
+//! on those bins (the same computation in another language: only float rounding differs), out-of-range share
+//! exactly, KS within 0.01 of exact `ks_2samp` (histogram resolution), KS p-values within 0.005 absolute or 10 %
+//! relative of scipy's asymptotic value (scipy rounds Ne to an integer), chi-square as `chi2_contingency`.
 
 mod common;
 
@@ -37,6 +39,7 @@ fn drift_statistics_match_scipy_and_numpy() {
         };
         close(d.psi, case["psi"].as_f64().expect("psi"), 1e-9, "psi");
         close(d.js_distance, case["js_distance"].as_f64().expect("js"), 1e-9, "js_distance");
+        close(d.out_of_range, case["out_of_range"].as_f64().expect("out_of_range"), 1e-12, "out_of_range");
         close(d.ks_statistic, case["ks_statistic"].as_f64().expect("ks"), 0.01, "ks_statistic (histogram vs exact)");
         assert!(
             d.ks_statistic <= case["ks_statistic"].as_f64().expect("ks") + 1e-12,
