@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::AnalysisSettings;
 use crate::histogram::{BinLayout, Histogram, LayoutError, quantile_sorted};
 use crate::prediction::PredictionSettings;
+use crate::stats::LagSeries;
 
 pub const FORMAT: &str = "framewatch-baseline";
 pub const VERSION: u32 = 1;
@@ -58,6 +59,10 @@ pub struct MetricBaselineFile {
     pub psi_cuts: Vec<f64>,
     /// Baseline counts per bin: [lower tail, edges[0]..edges[1], ..., == max, upper tail] = edges.len() + 2 bins.
     pub counts: Vec<u64>,
+    /// How many independent values the `n` are worth, from the lag-1 autocorrelation of the values in input order
+    /// (METRICS.md, "Effective sample size"). In [1, n]; absent in older files, which then count as n.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_n: Option<f64>,
 }
 
 /// A slice's own reference (e.g. one camera's training frames), compared with that slice's windows instead of
@@ -116,6 +121,8 @@ pub struct MetricBaseline {
     pub std: f64,
     pub quartiles: [f64; 3],
     pub missing: u64,
+    /// Effective sample size of the baseline's values (their count when frame order was unknown).
+    pub effective_n: f64,
 }
 
 /// One slice's validated reference.
@@ -217,6 +224,7 @@ impl Baseline {
                         edges: m.layout.edges().to_vec(),
                         psi_cuts: m.layout.coarse_cuts().to_vec(),
                         counts: h.counts.iter().map(|&c| u64::from(c)).collect(),
+                        effective_n: Some(m.effective_n),
                     };
                     (name.clone(), file)
                 })
@@ -295,6 +303,11 @@ fn validate_metric(name: &str, m: MetricBaselineFile) -> Result<MetricBaseline, 
     if !(m.quartiles[0] >= m.min && m.quartiles[2] <= m.max) {
         return Err(invalid(name, "quartiles", "must lie within [min, max]"));
     }
+    let effective_n = match m.effective_n {
+        None => m.n as f64,
+        Some(e) if e.is_finite() && e >= 1.0 && e <= m.n as f64 => e,
+        Some(e) => return Err(invalid(name, "effective_n", format!("{e} is not a number in [1, n = {}]", m.n))),
+    };
     let layout = BinLayout::new(m.edges, &m.psi_cuts, m.quartiles)
         .map_err(|source| BaselineError::Layout { metric: name.to_string(), source })?;
     let mut histogram = Histogram::new(&layout);
@@ -308,7 +321,15 @@ fn validate_metric(name: &str, m: MetricBaselineFile) -> Result<MetricBaseline, 
     histogram.missing = m.missing;
     histogram.min = m.min;
     histogram.max = m.max;
-    Ok(MetricBaseline { layout, histogram, mean: m.mean, std: m.std, quartiles: m.quartiles, missing: m.missing })
+    Ok(MetricBaseline {
+        layout,
+        histogram,
+        mean: m.mean,
+        std: m.std,
+        quartiles: m.quartiles,
+        missing: m.missing,
+        effective_n,
+    })
 }
 
 /// Counts per category, per categorical ("class" -> label -> count).
@@ -352,8 +373,15 @@ impl Accumulator {
             if vals.is_empty() {
                 continue;
             }
+            // Values are still in input order here (frames of a video: time order), which is all the lag-1
+            // autocorrelation needs; shifting by the mean keeps its sums clear of cancellation.
+            let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+            let mut lag = LagSeries::default();
+            vals.iter().for_each(|v| lag.push(v - mean));
             vals.sort_by(f64::total_cmp);
-            metrics.insert(name.clone(), metric_from_sorted(&format!("{prefix}{name}"), &vals, missing, fine_bins)?);
+            let mut metric = metric_from_sorted(&format!("{prefix}{name}"), &vals, missing, fine_bins)?;
+            metric.effective_n = lag.effective_n(metric.histogram.n);
+            metrics.insert(name.clone(), metric);
         }
         let mut categoricals = BTreeMap::new();
         if !self.classes.is_empty() {
@@ -365,7 +393,8 @@ impl Accumulator {
 
 /// Collects scored frames and turns them into a `Baseline`. Holds every value (8 bytes per metric per frame,
 /// once more per slice the frame belongs to) because exact quantiles need them; a million frames of 35 metrics is
-/// about 280 MB.
+/// about 280 MB. Frames are taken in the order they are added, which should be time order (frames of a video in
+/// file order): the effective sample size of each metric comes from consecutive values.
 #[derive(Debug)]
 pub struct BaselineBuilder {
     names: Vec<String>,
@@ -458,7 +487,8 @@ impl BaselineBuilder {
     }
 }
 
-/// Builds one metric's baseline from its sorted values.
+/// Builds one metric's baseline from its sorted values. Sorted values carry no frame order, so `effective_n` is
+/// their count (as if independent); `BaselineBuilder` replaces it with the one of the input order.
 pub fn metric_from_sorted(
     name: &str,
     sorted: &[f64],
@@ -481,5 +511,5 @@ pub fn metric_from_sorted(
     let n = sorted.len() as f64;
     let mean = sorted.iter().sum::<f64>() / n;
     let std = (sorted.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    Ok(MetricBaseline { layout, histogram, mean, std, quartiles, missing })
+    Ok(MetricBaseline { layout, histogram, mean, std, quartiles, missing, effective_n: n })
 }

@@ -10,12 +10,13 @@ use serde::Serialize;
 
 use crate::baseline::{Baseline, BaselineError, CLASS_CATEGORICAL, ComparableSettings};
 use crate::histogram::Histogram;
-use crate::stats::{ChiSquare, MetricDrift, chi_square_homogeneity, compare};
+use crate::stats::{ChiSquare, EffectiveN, LagSeries, MetricDrift, chi_square_homogeneity, compare};
 
 /// When a metric counts as drifted by default: a large effect (PSI or KS statistic) that is also clear of sampling
 /// noise (KS p-value, Bonferroni-sized for ~35 metrics), on at least `min_frames` values. Effect sizes decide,
 /// because on large windows every trivial shift is "significant"; the p-value only guards small samples, where PSI
-/// is biased upwards (about (bins - 1) * (1/n + 1/m) with no drift at all).
+/// is biased upwards (about (bins - 1) * (1/n + 1/m) with no drift at all). The p-value counts effective sizes
+/// (`MetricDrift::n_effective`: consecutive frames of a camera are nearly copies), `min_frames` raw frames.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DriftThresholds {
@@ -50,12 +51,14 @@ impl DriftThresholds {
     }
 }
 
-/// Histograms of the current frames, one per baseline metric, plus class counts.
+/// Histograms of the current frames, one per baseline metric, plus class counts. Frames are taken in the order
+/// they are added (time order, for a video): their lag-1 autocorrelation gives the effective sample size that the
+/// KS p-value counts.
 #[derive(Debug)]
 pub struct DriftAccumulator<'b> {
     baseline: &'b Baseline,
-    /// Registry index -> (metric name, histogram) for metrics the baseline knows.
-    slots: Vec<Option<(&'b str, Histogram)>>,
+    /// Registry index -> (metric name, histogram, lag moments) for metrics the baseline knows.
+    slots: Vec<Option<(&'b str, Histogram, LagSeries)>>,
     classes: BTreeMap<String, u64>,
     scored: u64,
     rejected: BTreeMap<String, u64>,
@@ -73,7 +76,7 @@ impl<'b> DriftAccumulator<'b> {
             .into_iter()
             .map(|name| {
                 let (key, m) = baseline.metrics.get_key_value(name)?;
-                Some((key.as_str(), Histogram::new(&m.layout)))
+                Some((key.as_str(), Histogram::new(&m.layout), LagSeries::default()))
             })
             .collect();
         Ok(DriftAccumulator { baseline, slots, classes: BTreeMap::new(), scored: 0, rejected: BTreeMap::new() })
@@ -82,9 +85,13 @@ impl<'b> DriftAccumulator<'b> {
     pub fn add<'a>(&mut self, values: &[Option<f64>], class_labels: impl IntoIterator<Item = &'a str>) {
         self.scored += 1;
         for (slot, v) in self.slots.iter_mut().zip(values) {
-            if let Some((name, h)) = slot {
+            if let Some((name, h, lag)) = slot {
                 let m = &self.baseline.metrics[*name];
                 h.record(&m.layout, *v);
+                // Shifted by the baseline mean (a fixed reference) to keep the lag sums precise.
+                if let Some(v) = v {
+                    lag.push(v - m.mean);
+                }
             }
         }
         for c in class_labels {
@@ -99,9 +106,10 @@ impl<'b> DriftAccumulator<'b> {
     pub fn report(&self, thresholds: &DriftThresholds) -> DriftReport {
         let mut scratch = (Vec::new(), Vec::new());
         let mut metrics = BTreeMap::new();
-        for (name, h) in self.slots.iter().flatten() {
+        for (name, h, lag) in self.slots.iter().flatten() {
             let m = &self.baseline.metrics[*name];
-            let stats = compare(&m.layout, &m.histogram, m.mean, m.std, h, &mut scratch);
+            let effective = EffectiveN { reference: m.effective_n, current: lag.effective_n(h.n) };
+            let stats = compare(&m.layout, &m.histogram, m.mean, m.std, h, effective, &mut scratch);
             let drift = thresholds.verdict(&stats);
             metrics.insert(name.to_string(), MetricReport { stats, drift });
         }
@@ -190,6 +198,7 @@ pub enum Statistic {
     WassersteinNorm,
     OutliersModerate,
     OutliersSevere,
+    OutOfRange,
     Mean,
     MeanDelta,
     CramersV,
@@ -204,6 +213,7 @@ const STATISTICS: &[(&str, Statistic)] = &[
     ("wasserstein_norm", Statistic::WassersteinNorm),
     ("outliers_moderate", Statistic::OutliersModerate),
     ("outliers_severe", Statistic::OutliersSevere),
+    ("out_of_range", Statistic::OutOfRange),
     ("mean", Statistic::Mean),
     ("mean_delta", Statistic::MeanDelta),
     ("cramers_v", Statistic::CramersV),
@@ -224,6 +234,7 @@ impl Statistic {
             Statistic::WassersteinNorm => m.wasserstein_norm,
             Statistic::OutliersModerate => Some(m.outliers_moderate),
             Statistic::OutliersSevere => Some(m.outliers_severe),
+            Statistic::OutOfRange => Some(m.out_of_range),
             Statistic::Mean => m.mean,
             Statistic::MeanDelta => m.mean.map(|x| x - m.baseline_mean),
             Statistic::CramersV | Statistic::ChiSquarePValue => None,

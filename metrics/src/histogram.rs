@@ -23,10 +23,13 @@ pub fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
 
 /// Where values of one metric fall. Bin `0` is the lower tail (v < edges[0]); bins `1..=K` are
 /// [edges[i-1], edges[i]); bin `K+1` holds v == edges[K] (the baseline maximum); bin `K+2` is the upper tail.
+/// PSI and JS use coarser bins on top of these: the baseline deciles, open-ended at both ends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BinLayout {
     edges: Vec<f64>,
-    /// PSI/JS bins ("coarse"): the baseline deciles plus the two tails. `coarse_of[bin]` maps every fine bin.
+    /// PSI/JS bins ("coarse"): the baseline deciles, the first and last open-ended (the standard PSI bins: a value
+    /// below the baseline minimum counts in the first decile, above the maximum in the last; the out-of-range share
+    /// is its own statistic). `coarse_of[bin]` maps every fine bin, tails included.
     coarse_cuts: Vec<f64>,
     coarse_of: Vec<u16>,
     /// Subtracted from values before summing squares, for numerically stable variance of large values.
@@ -86,14 +89,15 @@ impl BinLayout {
         let fences = [q1 - 2.5 * iqr, q1 - 1.5 * iqr, q3 + 1.5 * iqr, q3 + 2.5 * iqr];
         let k = edges.len() - 1;
         let mut coarse_of = Vec::with_capacity(k + 3);
+        // The lower tail joins the first decile bin, the upper tail the last one.
         coarse_of.push(0u16);
         for i in 1..=k + 1 {
             // Fine bin i starts at edges[i-1] (bin K+1, the maximum's, starts at edges[K]); no cut lies strictly
             // inside a fine bin because cuts are edges.
             let left = edges[i - 1];
-            coarse_of.push(1 + cuts.iter().filter(|&&c| c <= left).count() as u16);
+            coarse_of.push(cuts.iter().filter(|&&c| c <= left).count() as u16);
         }
-        coarse_of.push(cuts.len() as u16 + 2);
+        coarse_of.push(cuts.len() as u16);
         Ok(BinLayout { edges, coarse_cuts: cuts, coarse_of, center: q2, fences })
     }
 
@@ -111,9 +115,9 @@ impl BinLayout {
         self.edges.len() + 2
     }
 
-    /// Number of PSI/JS bins including tails.
+    /// Number of PSI/JS bins: one more than the cuts (10 unless ties collapse deciles).
     pub fn coarse_bins(&self) -> usize {
-        self.coarse_cuts.len() + 3
+        self.coarse_cuts.len() + 1
     }
 
     pub fn fences(&self) -> [f64; 4] {
@@ -279,7 +283,17 @@ impl Histogram {
         })
     }
 
-    /// Proportions per PSI/JS bin.
+    /// Share of values outside the baseline's [min, max] (the two tail bins); 0 when empty.
+    pub fn out_of_range(&self) -> f64 {
+        match (self.counts.first(), self.counts.last()) {
+            (Some(&lo), Some(&hi)) if self.n > 0 && self.counts.len() > 1 => {
+                (f64::from(lo) + f64::from(hi)) / self.n as f64
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Proportions per PSI/JS bin (tail values counted in the first and last decile bins).
     pub fn coarse_proportions(&self, layout: &BinLayout, out: &mut Vec<f64>) {
         out.clear();
         out.resize(layout.coarse_bins(), 0.0);

@@ -1,13 +1,16 @@
 //! Drift statistics between a baseline histogram and a current one: PSI, two-sample KS with its asymptotic
-//! p-value, Jensen-Shannon distance, normalised Wasserstein-1, IQR outlier shares, and chi-square homogeneity for
-//! categoricals. Pure functions; definitions and choices are documented in METRICS.md.
+//! p-value, Jensen-Shannon distance, normalised Wasserstein-1, IQR outlier and out-of-range shares, and chi-square
+//! homogeneity for categoricals; plus the lag-1 moments that turn autocorrelated frames into an effective sample
+//! size for the p-value. Pure functions; definitions and choices are documented in METRICS.md.
 
 use crate::histogram::{BinLayout, Histogram};
 
-/// Proportion that replaces an empty bin in PSI (Evidently's choice), so ln(0) never appears. Not renormalised.
+/// Proportion that replaces an empty bin in PSI (Evidently's choice), so ln(0) never appears. Not renormalised:
+/// an empty bin contributes (c - 1e-4) ln(c / 1e-4), finite and large when the current window fills it.
 pub const PSI_EPSILON: f64 = 1e-4;
 
-/// Population stability index over the PSI bins (baseline deciles + tails): sum (c - r) * ln(c / r).
+/// Population stability index over the PSI bins (the baseline's deciles, first and last open-ended):
+/// sum (c - r) * ln(c / r).
 pub fn psi(reference: &[f64], current: &[f64]) -> f64 {
     reference
         .iter()
@@ -20,7 +23,7 @@ pub fn psi(reference: &[f64], current: &[f64]) -> f64 {
         .max(0.0)
 }
 
-/// Jensen-Shannon distance, base 2 (so it lies in [0, 1]): sqrt of the JS divergence.
+/// Jensen-Shannon distance, base 2 (so it lies in [0, 1]): sqrt of the JS divergence. `compare` uses the PSI bins.
 pub fn js_distance(p: &[f64], q: &[f64]) -> f64 {
     let mut div = 0.0;
     for (&a, &b) in p.iter().zip(q) {
@@ -74,11 +77,12 @@ pub fn kolmogorov_sf(lambda: f64) -> f64 {
 
 /// Asymptotic two-sample KS p-value with Stephens' small-sample correction (Numerical Recipes 14.3):
 /// Ne = n m / (n + m), lambda = (sqrt(Ne) + 0.12 + 0.11 / sqrt(Ne)) * D. Constant time for any n; D = 0 gives 1.
-pub fn ks_p_value(d: f64, n: u64, m: u64) -> f64 {
-    if n == 0 || m == 0 || d.is_nan() {
+/// `n` and `m` are sample sizes as reals so that effective sizes (`effective_sample_size`) can be passed; a size
+/// that is not positive (or NaN) gives 1.
+pub fn ks_p_value(d: f64, n: f64, m: f64) -> f64 {
+    if !(n > 0.0 && m > 0.0) || d.is_nan() {
         return 1.0;
     }
-    let (n, m) = (n as f64, m as f64);
     let ne = n * m / (n + m);
     let s = ne.sqrt();
     kolmogorov_sf((s + 0.12 + 0.11 / s) * d)
@@ -157,10 +161,137 @@ pub fn chi_square_homogeneity(pairs: impl IntoIterator<Item = (u64, u64)>) -> Op
     Some(ChiSquare { statistic: stat, dof, p_value, cramers_v: (stat / total).sqrt().min(1.0) })
 }
 
+/// Lag-1 moments of a series in arrival order: sums over consecutive pairs (x, y) = (v[t-1], v[t]). Every field
+/// is a plain sum, so two accumulators over disjoint sets of pairs (e.g. two sub-windows) merge by addition,
+/// exactly as far as float addition is; nothing is allocated.
+///
+/// Precision: the autocorrelation is a difference of sums (S_xy - S_x S_y / p), which cancels badly when values
+/// sit far from zero relative to their spread (a width of 1920 that moves by 1). Push values shifted by one
+/// fixed reference (the baseline mean, say): correlation is unchanged by a shift, and the same shift in every
+/// sub-window keeps the merge exact.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct LagMoments {
+    pub pairs: u64,
+    pub sum_x: f64,
+    pub sum_y: f64,
+    pub sum_xx: f64,
+    pub sum_yy: f64,
+    pub sum_xy: f64,
+}
+
+/// Relative variance below which a side of the pairs counts as constant (its correlation is undefined): far
+/// above the rounding error of the sums, far below any real spread.
+const LAG_CONSTANT_RELATIVE: f64 = 1e-9;
+
+impl LagMoments {
+    /// Adds the pair (previous value, this value).
+    #[inline]
+    pub fn push_pair(&mut self, previous: f64, value: f64) {
+        self.pairs += 1;
+        self.sum_x += previous;
+        self.sum_y += value;
+        self.sum_xx += previous * previous;
+        self.sum_yy += value * value;
+        self.sum_xy += previous * value;
+    }
+
+    /// Adds the pairs of `other` (taken with the same shift).
+    pub fn merge(&mut self, other: &LagMoments) {
+        self.pairs += other.pairs;
+        self.sum_x += other.sum_x;
+        self.sum_y += other.sum_y;
+        self.sum_xx += other.sum_xx;
+        self.sum_yy += other.sum_yy;
+        self.sum_xy += other.sum_xy;
+    }
+
+    /// Pearson correlation of (v[t-1], v[t]) over the pairs, in [-1, 1]. `None` with fewer than 3 pairs or when
+    /// either side is constant (up to rounding): a constant series has no autocorrelation to speak of.
+    pub fn lag1_autocorrelation(&self) -> Option<f64> {
+        if self.pairs < 3 {
+            return None;
+        }
+        let p = self.pairs as f64;
+        let var_x = self.sum_xx - self.sum_x * self.sum_x / p;
+        let var_y = self.sum_yy - self.sum_y * self.sum_y / p;
+        if !(var_x > LAG_CONSTANT_RELATIVE * self.sum_xx && var_y > LAG_CONSTANT_RELATIVE * self.sum_yy) {
+            return None;
+        }
+        let cov = self.sum_xy - self.sum_x * self.sum_y / p;
+        let r = cov / (var_x * var_y).sqrt();
+        r.is_finite().then(|| r.clamp(-1.0, 1.0))
+    }
+}
+
+/// Lag-1 moments of one series fed value by value: remembers the last value so that each new one makes a pair.
+/// Missing values are skipped (the next value pairs with the last one seen).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LagSeries {
+    last: Option<f64>,
+    pub moments: LagMoments,
+}
+
+impl LagSeries {
+    /// Adds the next value (already shifted, see `LagMoments`); non-finite values are skipped like missing ones.
+    #[inline]
+    pub fn push(&mut self, value: f64) {
+        if !value.is_finite() {
+            return;
+        }
+        if let Some(previous) = self.last {
+            self.moments.push_pair(previous, value);
+        }
+        self.last = Some(value);
+    }
+
+    /// The effective sample size of `n` values of this series (`effective_sample_size`; `n` if `r` is undefined).
+    pub fn effective_n(&self, n: u64) -> f64 {
+        effective_sample_size(n, self.moments.lag1_autocorrelation().unwrap_or(0.0))
+    }
+}
+
+/// Effective number of independent values among `n` values of a series with lag-1 autocorrelation `r1`, by the
+/// AR(1) variance inflation: n (1 - r) / (1 + r). A non-positive (or NaN) `r1` gives `n` (negative correlation is
+/// not credited); the result is clamped to [1, n] (0 for n = 0).
+pub fn effective_sample_size(n: u64, r1: f64) -> f64 {
+    let n = n as f64;
+    if n == 0.0 {
+        return 0.0;
+    }
+    if r1.is_nan() || r1 <= 0.0 {
+        return n;
+    }
+    let r = r1.min(1.0);
+    (n * (1.0 - r) / (1.0 + r)).clamp(1.0, n)
+}
+
+/// Effective sample sizes for the KS p-value: how many independent values the reference and the current window
+/// are worth. Values outside [1, n] (or non-finite) are replaced by the raw count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EffectiveN {
+    pub reference: f64,
+    pub current: f64,
+}
+
+impl EffectiveN {
+    /// Every value independent: the raw counts.
+    pub fn raw(reference: &Histogram, current: &Histogram) -> EffectiveN {
+        EffectiveN { reference: reference.n as f64, current: current.n as f64 }
+    }
+}
+
+/// `effective` if it is a usable size for `n` values, else `n`.
+fn sane_effective(effective: f64, n: u64) -> f64 {
+    let n = n as f64;
+    if effective.is_finite() && effective >= n.min(1.0) && effective <= n { effective } else { n }
+}
+
 /// Every statistic of one metric's current window against its baseline.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct MetricDrift {
     pub n: u64,
+    /// Effective sample size of the current window (`effective_sample_size`): what its KS p-value counts.
+    pub n_effective: f64,
     pub mean: Option<f64>,
     pub baseline_mean: f64,
     pub psi: f64,
@@ -171,15 +302,19 @@ pub struct MetricDrift {
     pub wasserstein_norm: Option<f64>,
     pub outliers_moderate: f64,
     pub outliers_severe: f64,
+    /// Share of current values outside the baseline's [min, max].
+    pub out_of_range: f64,
 }
 
-/// Compares `current` with `reference` (both on `layout`). `scratch` holds the PSI bins between calls.
+/// Compares `current` with `reference` (both on `layout`). The KS p-value counts `effective` sizes instead of the
+/// raw ones (consecutive frames of a camera are far from independent). `scratch` holds the PSI bins between calls.
 pub fn compare(
     layout: &BinLayout,
     reference: &Histogram,
     baseline_mean: f64,
     baseline_std: f64,
     current: &Histogram,
+    effective: EffectiveN,
     scratch: &mut (Vec<f64>, Vec<f64>),
 ) -> MetricDrift {
     let (p, q) = scratch;
@@ -191,13 +326,16 @@ pub fn compare(
     let share = |x: u64| {
         if current.n > 0 { x as f64 / current.n as f64 } else { 0.0 }
     };
+    let n_ref = sane_effective(effective.reference, reference.n);
+    let n_cur = sane_effective(effective.current, current.n);
     MetricDrift {
         n: current.n,
+        n_effective: n_cur,
         mean: current.mean(layout),
         baseline_mean,
         psi: if has { psi(p, q) } else { 0.0 },
         ks_statistic: d,
-        ks_p_value: ks_p_value(d, reference.n, current.n),
+        ks_p_value: ks_p_value(d, n_ref, n_cur),
         js_distance: if has { js_distance(p, q) } else { 0.0 },
         wasserstein_norm: if baseline_std > 0.0 {
             Some(w / baseline_std)
@@ -208,5 +346,6 @@ pub fn compare(
         },
         outliers_moderate: share(current.outliers_moderate),
         outliers_severe: share(current.outliers_severe),
+        out_of_range: current.out_of_range(),
     }
 }

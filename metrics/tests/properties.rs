@@ -1,9 +1,13 @@
 //! Property tests for the math: merges are associative and exact, PSI >= 0 and 0 on identical inputs, KS symmetric
-//! and in [0, 1], p-values in [0, 1]; a sliding window equals the histogram of the values it covers.
+//! and in [0, 1], p-values in [0, 1]; a sliding window equals the histogram of the values it covers; lag-1 moments
+//! merged from pieces equal those of the whole series.
 
 use framewatch_metrics::baseline::metric_from_sorted;
 use framewatch_metrics::histogram::{BinLayout, Histogram, SlidingHistogram, SubHistogram};
-use framewatch_metrics::stats::{js_distance, kolmogorov_sf, ks_p_value, ks_statistic, psi, wasserstein};
+use framewatch_metrics::stats::{
+    LagMoments, LagSeries, effective_sample_size, js_distance, kolmogorov_sf, ks_p_value, ks_statistic, psi,
+    wasserstein,
+};
 use proptest::prelude::*;
 
 fn layout_from(mut base: Vec<f64>) -> BinLayout {
@@ -99,6 +103,12 @@ proptest! {
         let (mut p, mut q) = (Vec::new(), Vec::new());
         hb.coarse_proportions(&l, &mut p);
         hc.coarse_proportions(&l, &mut q);
+        // The standard PSI bins: deciles, open-ended, so every value (out of range too) lands in one of them.
+        prop_assert_eq!(p.len(), l.coarse_bins());
+        prop_assert!(p.len() <= 10);
+        prop_assert!((q.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        prop_assert!((0.0..=1.0).contains(&hc.out_of_range()));
+        prop_assert_eq!(hb.out_of_range(), 0.0);
         prop_assert!(psi(&p, &q) >= 0.0);
         prop_assert_eq!(psi(&p, &p), 0.0);
         prop_assert_eq!(psi(&q, &q), 0.0);
@@ -122,10 +132,66 @@ proptest! {
     }
 
     #[test]
-    fn p_values_are_probabilities(d in 0.0f64..=1.0, n in 1u64..10_000_000, m in 1u64..10_000_000) {
+    fn p_values_are_probabilities(d in 0.0f64..=1.0, n in 1u64..10_000_000, m in 1u64..10_000_000, f in 0.0f64..1.0) {
+        let (n, m) = (n as f64, m as f64);
         let p = ks_p_value(d, n, m);
         prop_assert!((0.0..=1.0).contains(&p));
         prop_assert_eq!(ks_p_value(0.0, n, m), 1.0);
+        // Fewer effective values can only make the same gap less significant.
+        let fewer = ks_p_value(d, 1.0 + f * (n - 1.0), m);
+        prop_assert!((0.0..=1.0).contains(&fewer));
+        prop_assert!(fewer + 1e-12 >= p);
+    }
+
+    #[test]
+    fn lag_moments_merged_from_pieces_equal_the_whole_series(
+        values in proptest::collection::vec(-1e3f64..1e3, 0..300),
+        cuts in proptest::collection::vec(0usize..300, 0..6),
+    ) {
+        // Pieces as sub-windows see them: a pair belongs to the piece of its later value.
+        let mut whole = LagSeries::default();
+        values.iter().for_each(|&v| whole.push(v));
+        let mut merged = LagMoments::default();
+        let mut bounds: Vec<usize> = cuts.into_iter().map(|c| c.min(values.len())).collect();
+        bounds.push(0);
+        bounds.push(values.len());
+        bounds.sort_unstable();
+        for w in bounds.windows(2) {
+            let mut piece = LagMoments::default();
+            for t in w[0].max(1)..w[1] {
+                piece.push_pair(values[t - 1], values[t]);
+            }
+            merged.merge(&piece);
+        }
+        let a = whole.moments;
+        prop_assert_eq!(a.pairs, merged.pairs);
+        prop_assert_eq!(a.pairs, values.len().saturating_sub(1) as u64);
+        let tol = 1e-9 * (1.0 + a.sum_xx + a.sum_yy);
+        for (x, y) in [(a.sum_x, merged.sum_x), (a.sum_y, merged.sum_y), (a.sum_xx, merged.sum_xx),
+                       (a.sum_yy, merged.sum_yy), (a.sum_xy, merged.sum_xy)] {
+            prop_assert!((x - y).abs() <= tol, "{x} vs {y}");
+        }
+        match (a.lag1_autocorrelation(), merged.lag1_autocorrelation()) {
+            (Some(r), Some(s)) => {
+                prop_assert!((-1.0..=1.0).contains(&r));
+                prop_assert!((r - s).abs() < 1e-6, "{r} vs {s}");
+            }
+            (None, None) => {}
+            (r, s) => prop_assert!(false, "whole {r:?}, merged {s:?}"),
+        }
+        let n = values.len() as u64;
+        let e = whole.effective_n(n);
+        prop_assert!((n == 0 && e == 0.0) || (1.0..=n as f64).contains(&e));
+    }
+
+    #[test]
+    fn effective_sample_size_is_within_one_and_n(n in 0u64..1_000_000_000, r in -2.0f64..2.0) {
+        let e = effective_sample_size(n, r);
+        if n == 0 {
+            prop_assert_eq!(e, 0.0);
+        } else {
+            prop_assert!((1.0..=n as f64).contains(&e));
+        }
     }
 
     #[test]
@@ -157,9 +223,11 @@ proptest! {
 
 #[test]
 fn ks_p_value_is_fast_and_exact_at_the_extremes() {
-    assert_eq!(ks_p_value(0.0, 1_000_000_000, 1_000_000_000), 1.0);
-    assert_eq!(ks_p_value(1.0, 1_000_000_000, 1_000_000_000), 0.0);
-    assert!(ks_p_value(1e-9, 10, 10) > 0.999);
+    assert_eq!(ks_p_value(0.0, 1e9, 1e9), 1.0);
+    assert_eq!(ks_p_value(1.0, 1e9, 1e9), 0.0);
+    assert!(ks_p_value(1e-9, 10.0, 10.0) > 0.999);
+    assert_eq!(ks_p_value(0.5, 0.0, 10.0), 1.0);
+    assert_eq!(ks_p_value(0.5, f64::NAN, 10.0), 1.0);
     // Known values of the Kolmogorov distribution: Q(1.36) ~= 0.0494, Q(1.0) ~= 0.2700, Q(0.5) ~= 0.9639
     assert!((kolmogorov_sf(1.358) - 0.05).abs() < 5e-4);
     assert!((kolmogorov_sf(1.0) - 0.26999967).abs() < 1e-6);

@@ -1,12 +1,14 @@
 //! Drift statistics against scipy/numpy (fixtures/reference/*.json from scripts/reference/make_fixtures.py):
-//! bins identical to numpy's, PSI and JS to 1e-9 on those bins, KS within 0.01 of exact `ks_2samp`, KS p-values
-//! within 0.005 absolute or 10 % relative of scipy's asymptotic value, chi-square as `chi2_contingency`.
+//! bins identical to numpy's, PSI (standard: baseline deciles, open-ended ends, empty bins at 1e-4) and JS to 1e-9
+//! on those bins (the same computation in another language: only float rounding differs), out-of-range share
+//! exactly, KS within 0.01 of exact `ks_2samp` (histogram resolution), KS p-values within 0.005 absolute or 10 %
+//! relative of scipy's asymptotic value (scipy rounds Ne to an integer), chi-square as `chi2_contingency`.
 
 mod common;
 
 use framewatch_metrics::baseline::metric_from_sorted;
 use framewatch_metrics::histogram::Histogram;
-use framewatch_metrics::stats::{chi_square_homogeneity, compare, ks_p_value};
+use framewatch_metrics::stats::{EffectiveN, chi_square_homogeneity, compare, ks_p_value};
 
 fn floats(v: &serde_json::Value) -> Vec<f64> {
     v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
@@ -30,13 +32,17 @@ fn drift_statistics_match_scipy_and_numpy() {
             cur.record(&base.layout, Some(v));
         }
         let mut scratch = (Vec::new(), Vec::new());
-        let d = compare(&base.layout, &base.histogram, base.mean, base.std, &cur, &mut scratch);
+        // The samples are independent draws: the p-value counts raw sizes, as scipy does.
+        let raw = EffectiveN::raw(&base.histogram, &cur);
+        let d = compare(&base.layout, &base.histogram, base.mean, base.std, &cur, raw, &mut scratch);
+        assert_eq!(d.n_effective, current.len() as f64, "{name}: n_effective of raw sizes");
 
         let close = |got: f64, want: f64, tol: f64, what: &str| {
             assert!((got - want).abs() <= tol, "{name}: {what} = {got}, reference {want} (tolerance {tol})");
         };
         close(d.psi, case["psi"].as_f64().expect("psi"), 1e-9, "psi");
         close(d.js_distance, case["js_distance"].as_f64().expect("js"), 1e-9, "js_distance");
+        close(d.out_of_range, case["out_of_range"].as_f64().expect("out_of_range"), 1e-12, "out_of_range");
         close(d.ks_statistic, case["ks_statistic"].as_f64().expect("ks"), 0.01, "ks_statistic (histogram vs exact)");
         assert!(
             d.ks_statistic <= case["ks_statistic"].as_f64().expect("ks") + 1e-12,
@@ -55,7 +61,7 @@ fn drift_statistics_match_scipy_and_numpy() {
         // p-value at the exact D: our asymptotic formula vs scipy's
         let exact_d = case["ks_statistic"].as_f64().expect("ks");
         let want_p = case["ks_p_value_asymp"].as_f64().expect("p");
-        let got_p = ks_p_value(exact_d, reference.len() as u64, current.len() as u64);
+        let got_p = ks_p_value(exact_d, reference.len() as f64, current.len() as f64);
         assert!(
             (got_p - want_p).abs() <= 0.005 || (got_p - want_p).abs() <= 0.1 * want_p,
             "{name}: p = {got_p}, scipy asymp {want_p}"
@@ -74,7 +80,7 @@ fn ks_p_values_match_scipy_across_sizes_including_d_zero_and_huge_n() {
             r["m"].as_u64().expect("m"),
             r["p"].as_f64().expect("p"),
         );
-        let got = ks_p_value(d, n, m);
+        let got = ks_p_value(d, n as f64, m as f64);
         assert!((0.0..=1.0).contains(&got));
         assert!(
             (got - want).abs() <= 0.005 || (got - want).abs() <= 0.1 * want,

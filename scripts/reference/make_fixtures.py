@@ -3,11 +3,13 @@
 
 Independent implementations, with numpy, scipy and OpenCV, of the definitions in metrics/METRICS.md:
   fixtures/reference/metrics.json   metric values of every image in fixtures/images (+ lossless copies it makes)
-  fixtures/reference/drift.json     raw samples + PSI/JS (numpy, same bins), exact KS (scipy), Wasserstein
+  fixtures/reference/drift.json     raw samples + PSI/JS (numpy: the reference's deciles with open-ended ends,
+                                    empty bins at 1e-4), out-of-range share, exact KS (scipy), Wasserstein
   fixtures/reference/ks_pvalues.json  scipy's asymptotic two-sample KS p-values: kstwo.sf(D, round(n*m/(n+m)))
   fixtures/reference/chi2.json      scipy.stats.chi2_contingency(correction=False)
 
 Run:  python3 -m pip install -r scripts/reference/requirements.txt && python3 scripts/reference/make_fixtures.py
+      (or name some fixtures to write only those: ... make_fixtures.py drift.json)
 The fixtures are committed; tests only read them, so CI needs no Python packages.
 """
 import json
@@ -227,11 +229,15 @@ def layout(ref):
     return edges, cuts
 
 
-def coarse_bins(values, edges, cuts):
-    lo, hi = edges[0], edges[-1]
-    idx = np.where(values < lo, 0, np.where(values > hi, len(cuts) + 2,
-                                            1 + np.searchsorted(cuts, values, side="right")))
-    return np.bincount(idx, minlength=len(cuts) + 3).astype(np.float64)
+def coarse_bins(values, cuts):
+    """Counts per PSI bin, the standard way: bins between the reference's deciles, the first and last open-ended,
+    so a value below the reference minimum counts in the first bin and one above its maximum in the last."""
+    idx = np.digitize(values, cuts)  # i such that cuts[i-1] <= v < cuts[i]; 0 below cuts[0], len(cuts) from the last
+    return np.bincount(idx, minlength=len(cuts) + 1).astype(np.float64)
+
+
+def out_of_range(ref, cur):
+    return float(((cur < ref.min()) | (cur > ref.max())).mean())
 
 
 def psi(p, q):
@@ -246,8 +252,8 @@ def js(p, q):
 
 def drift_case(name, ref, cur):
     edges, cuts = layout(ref)
-    p = coarse_bins(ref, edges, cuts)
-    q = coarse_bins(cur, edges, cuts)
+    p = coarse_bins(ref, cuts)
+    q = coarse_bins(cur, cuts)
     p, q = p / p.sum(), q / q.sum()
     ks = stats.ks_2samp(ref, cur)
     n, m = len(ref), len(cur)
@@ -265,6 +271,7 @@ def drift_case(name, ref, cur):
         "psi_cuts": cuts.tolist(),
         "psi": psi(p, q),
         "js_distance": js(p, q),
+        "out_of_range": out_of_range(ref, cur),
         "ks_statistic": float(ks.statistic),
         "ks_p_value_asymp": float(p_asymp),
         "wasserstein_norm": float(stats.wasserstein_distance(ref, cur) / std) if std > 0 else None,
@@ -323,8 +330,15 @@ def chi2_fixture():
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name, fn in [("metrics.json", metrics_fixture), ("drift.json", drift_fixture),
-                     ("ks_pvalues.json", ks_pvalue_fixture), ("chi2.json", chi2_fixture)]:
+    fixtures = [("metrics.json", metrics_fixture), ("drift.json", drift_fixture),
+                ("ks_pvalues.json", ks_pvalue_fixture), ("chi2.json", chi2_fixture)]
+    wanted = sys.argv[1:] or [name for name, _ in fixtures]
+    unknown = set(wanted) - {name for name, _ in fixtures}
+    if unknown:
+        sys.exit(f"unknown fixture(s) {sorted(unknown)}; known: {[name for name, _ in fixtures]}")
+    for name, fn in fixtures:
+        if name not in wanted:
+            continue
         with open(os.path.join(OUT, name), "w") as fh:
             json.dump(fn(), fh, indent=None if name == "drift.json" else 1)
             fh.write("\n")
