@@ -42,6 +42,8 @@ pub struct FrameContext<'a> {
     pub source_size: Option<(usize, usize)>,
     /// Encoded size in bytes (JPEG/PNG), absent for raw frames.
     pub encoded_bytes: Option<usize>,
+    /// The encoded frame as sent (JPEG/PNG), absent for raw frames: for metrics of the encoding itself.
+    pub encoded: Option<&'a [u8]>,
     pub pixel_stats: Option<&'a PixelStats>,
     pub data: Option<&'a DataMetrics>,
     pub predictions: &'a PredictionMetrics,
@@ -308,6 +310,15 @@ const BUILTINS: &[Builtin] = &[
         None,
         "Encoded size / (width*height): lower means harder compression. Undefined for raw frames.",
         |f| Some(f.encoded_bytes? as f64 / size(f).map(|s| s.0 * s.1)?)
+    ),
+    data!(
+        "jpeg_quality",
+        "IJG quality",
+        "[1, 100]",
+        None,
+        "Encoder quality estimated from the JPEG luminance quantisation table (nearest IJG-scaled Annex K table). \
+         Undefined for PNG and raw frames.",
+        |f| crate::decode::jpeg_quality(f.encoded?).map(f64::from)
     ),
     pred!("object_count", "count", "[0, inf)", Some("Object Count"), "Number of detections on the frame.", |f| Some(
         f.predictions.object_count

@@ -286,3 +286,108 @@ pub fn raw_into(
     }
     Ok(())
 }
+
+/// ITU-T T.81 Annex K.1 luminance quantisation table, natural (row-major) order: the table libjpeg scales by its
+/// `quality` setting, and the reference `jpeg_quality` is measured against.
+const ANNEX_K_LUMINANCE: [u16; 64] = [
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51,
+    87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101,
+    72, 92, 95, 98, 112, 100, 103, 99,
+];
+
+/// Natural-order index of the k-th coefficient in zigzag order (T.81 Figure A.6): DQT stores tables in zigzag order.
+const ZIGZAG_TO_NATURAL: [usize; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21,
+    28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54,
+    47, 55, 62, 63,
+];
+
+/// The Annex K luminance table scaled the way libjpeg's `jpeg_set_quality` does (`jpeg_quality_scaling`, baseline
+/// clamp to 1..=255), in natural order.
+fn ijg_luminance_table(quality: u32) -> [u16; 64] {
+    let q = quality.clamp(1, 100);
+    let scale = if q < 50 { 5000 / q } else { 200 - 2 * q };
+    ANNEX_K_LUMINANCE.map(|v| ((u32::from(v) * scale + 50) / 100).clamp(1, 255) as u16)
+}
+
+/// The encoder's quality setting (1-100) estimated from a JPEG's luminance quantisation table: the quality whose
+/// IJG-scaled Annex K table is nearest (least sum of absolute differences over the 64 entries) to the table the
+/// first frame component uses. Exact for libjpeg, libjpeg-turbo, mozjpeg (default tables), `jpeg-encoder`, PIL and
+/// OpenCV; for a camera with its own tables it is the IJG-equivalent quality. `None` for anything that is not a
+/// JPEG or whose markers before the first scan are malformed or carry no usable table.
+///
+/// Reads only the marker segments up to the first SOS, each bounds-checked; no allocation, no panic on any input.
+pub fn jpeg_quality(bytes: &[u8]) -> Option<u8> {
+    let table = jpeg_luminance_table(bytes)?;
+    let error = |q: u32| -> u32 {
+        let candidate = ijg_luminance_table(q);
+        candidate.iter().zip(&table).map(|(&a, &b)| u32::from(a.abs_diff(b))).sum()
+    };
+    // Ties (distinct qualities that give the same table, only near q = 1) resolve to the lowest quality.
+    (1..=100u32).min_by_key(|&q| error(q)).and_then(|q| u8::try_from(q).ok())
+}
+
+/// The quantisation table of the first component of the frame, natural order, from the segments before the first
+/// scan (table 0 when no frame header precedes the scan).
+fn jpeg_luminance_table(bytes: &[u8]) -> Option<[u16; 64]> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut tables: [Option<[u16; 64]>; 4] = [None; 4];
+    let mut first_component_table: Option<usize> = None;
+    let mut pos = 2usize;
+    // Each iteration consumes at least one byte, so the walk ends within bytes.len() steps.
+    loop {
+        if *bytes.get(pos)? != 0xFF {
+            return None;
+        }
+        // Any number of 0xFF fill bytes may precede a marker code.
+        while *bytes.get(pos)? == 0xFF {
+            pos += 1;
+        }
+        let marker = *bytes.get(pos)?;
+        pos += 1;
+        match marker {
+            // standalone markers: TEM, RSTn, a stray SOI
+            0x01 | 0xD0..=0xD8 => continue,
+            // start of scan or end of image: every table the first scan needs has been seen
+            0xDA | 0xD9 => break,
+            _ => {}
+        }
+        // The length counts its own two bytes; a shorter one makes the range empty-reversed and `get` refuse it.
+        let len = usize::from(u16::from_be_bytes([*bytes.get(pos)?, *bytes.get(pos + 1)?]));
+        let body = bytes.get(pos + 2..pos.checked_add(len)?)?;
+        match marker {
+            0xDB => read_dqt(body, &mut tables)?,
+            // SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC): component 1's table id is body byte 8
+            // (P, Y, Y, X, X, Nf, C1, H1V1, Tq1)
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                first_component_table = Some(usize::from(*body.get(8)? & 0x0F));
+            }
+            _ => {}
+        }
+        pos += len;
+    }
+    *tables.get(first_component_table.unwrap_or(0))?
+}
+
+/// Parses one DQT segment body (one or more tables) into `tables`, by table id.
+fn read_dqt(mut body: &[u8], tables: &mut [Option<[u16; 64]>; 4]) -> Option<()> {
+    while let Some((&pq_tq, rest)) = body.split_first() {
+        let (precision, id) = (pq_tq >> 4, usize::from(pq_tq & 0x0F));
+        let width = match precision {
+            0 => 1,
+            1 => 2,
+            _ => return None,
+        };
+        let data = rest.get(..64 * width)?;
+        let mut table = [0u16; 64];
+        for (k, &natural) in ZIGZAG_TO_NATURAL.iter().enumerate() {
+            table[natural] =
+                if width == 1 { u16::from(data[k]) } else { u16::from_be_bytes([data[2 * k], data[2 * k + 1]]) };
+        }
+        *tables.get_mut(id)? = Some(table);
+        body = &rest[64 * width..];
+    }
+    Some(())
+}

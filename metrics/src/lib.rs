@@ -7,6 +7,7 @@
 pub mod analysis;
 pub mod baseline;
 pub mod catalog;
+pub mod cause;
 pub mod custom;
 pub mod decode;
 pub mod drift;
@@ -19,6 +20,7 @@ pub mod stats;
 pub use analysis::AnalysisSettings;
 pub use baseline::{Baseline, BaselineBuilder, BaselineError, ComparableSettings};
 pub use catalog::{FrameContext, FrameMetric, MetricInfo, MetricKind, MetricRegistry, catalog};
+pub use cause::{Cause, ClassShift, Evidence, Finding, Shift, Tolerance, Tolerances, diagnose};
 pub use decode::{DecodeError, DecodeLimits, RawFormat, RgbImage};
 pub use drift::{DriftAccumulator, DriftReport, DriftThresholds, FailRule, Verdict};
 pub use prediction::{Detection, PredictionError, PredictionSettings};

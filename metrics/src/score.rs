@@ -119,6 +119,10 @@ impl Scorer {
             grey: image.map_or(&[][..], |v| v.1),
             source_size,
             encoded_bytes,
+            encoded: match pixels {
+                FramePixels::Encoded(bytes) => Some(bytes),
+                _ => None,
+            },
             pixel_stats: stats.as_ref(),
             data: data.as_ref(),
             predictions: &predictions,
