@@ -654,7 +654,7 @@ pub(crate) async fn run_load(
                 };
                 // Real footage carries its own clock: frame k was captured k / fps after the clip started.
                 let now = match (&playback, fps > 0.0) {
-                    (Some(_), true) => started_wall + Duration::from_secs_f64(k as f64 / fps),
+                    (Some(_), true) => started_wall + Duration::from_nanos((k as f64 * 1e9 / fps).round() as u64),
                     _ => SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
                 };
                 k += 1;
