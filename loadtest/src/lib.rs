@@ -7,6 +7,9 @@
 //!   framewatch serve --baseline fleet-baseline.json
 //!   framewatch-loadtest grpc --cameras 10 --fps 10 --duration 300 --drift camera=cam-3,at=60,kind=darken:0.5
 //!   framewatch-loadtest kafka --brokers 127.0.0.1:9092 --topic frames --cameras 10 --fps 10 --duration 300
+//!
+//! Real footage (FOOTAGE.md): `--clip DIR` plays a folder of a clip's frames in order on every camera, and
+//! `bench` runs the fault matrix (one clean camera, one per fault) and prints which alert cause each fault raised.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -25,7 +28,12 @@ use framewatch_proto::v1::query_service_client::QueryServiceClient;
 use framewatch_synth::{Camera, Drift, SynthDetection};
 use tokio::sync::Mutex;
 
+mod bench;
+mod footage;
 mod kafka;
+pub use bench::{BenchArgs, BenchCamera, BenchReport, run_bench};
+pub use footage::{Clip, ClipArgs, ClipRange, Playback, clip_files, frame_at, select};
+use framewatch_synth::footage::FootageDrifter;
 use kafka::KafkaOut;
 pub use kafka::sample_sum;
 use prost::Message as _;
@@ -40,11 +48,39 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Drive framewatch over gRPC.
-    Grpc(RunArgs),
+    Grpc(GrpcCmd),
     /// Drive framewatch through Kafka: produce frames (keyed by camera id) to the topic framewatch consumes.
-    Kafka(KafkaArgs),
-    /// Write a baseline of the clean synthetic fleet (global + one reference per camera) for `framewatch serve`.
-    Baseline(BaselineArgs),
+    Kafka(KafkaCmd),
+    /// Write a baseline (global + one reference per camera and site) for `framewatch serve`: of the clean
+    /// synthetic fleet, or with --clip of a real clip's frames (every camera sees the same clip).
+    Baseline(BaselineCmd),
+    /// The fault matrix on real footage: one clean camera and one camera per fault kind stream the held-out part
+    /// of a clip, faults start at --at; prints a confusion matrix (fault injected x alert cause) and writes JSON.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GrpcCmd {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub clip: ClipArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KafkaCmd {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub clip: ClipArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineCmd {
+    #[command(flatten)]
+    pub args: BaselineArgs,
+    #[command(flatten)]
+    pub clip: ClipRange,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -93,7 +129,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub prescored: bool,
     /// Drift schedule, repeatable: camera=cam-3,at=60,kind=darken:0.5 (kinds: darken, brighten, blur, noise,
-    /// colour_cast, jpeg_quality, freeze, moved, confidence_drop, class_shift).
+    /// colour_cast, jpeg_quality, freeze, moved, confidence_drop, class_shift, daylight:DAY_SECONDS).
     #[arg(long = "drift")]
     pub drifts: Vec<String>,
     /// Distinct frames pre-encoded per camera and cycled (keeps the client cheap at high rates). A window of
@@ -215,6 +251,55 @@ pub fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A baseline of a real clip's frames `--start-frame..=--end-frame`: every camera of the run streams the same
+/// clip, so each frame is scored once (in-process, the scorer framewatch runs) and counted for the fleet, for each
+/// camera and for each site.
+pub fn baseline_clip(args: &BaselineArgs, range: &ClipRange) -> anyhow::Result<()> {
+    let dir = range.clip.as_ref().context("baseline of a clip needs --clip DIR")?;
+    let clip = Clip::load(dir, range.start_frame, range.end_frame)?;
+    let registry = Arc::new(MetricRegistry::standard());
+    let settings = ScoreSettings::default();
+    let names: Vec<String> = registry.names().map(String::from).collect();
+    let comparable = ComparableSettings { analysis: settings.analysis, prediction: settings.prediction };
+    let mut builder = BaselineBuilder::new(names, comparable, 100);
+    let mut scorer = Scorer::new(registry, settings);
+    let mut keys: Vec<String> = (0..args.fleet.cameras).map(|i| format!("camera_id={}", camera_name(i))).collect();
+    let sites: std::collections::BTreeSet<String> =
+        (0..args.fleet.cameras).map(|i| format!("site={}", site_of(i))).collect();
+    keys.extend(sites);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    for (n, frame) in clip.frames.iter().enumerate() {
+        match scorer.score(FramePixels::Encoded(frame), &[]) {
+            Ok(s) => builder.add_to_slices(&keys, s.values, std::iter::empty::<&str>()),
+            Err(e) => {
+                eprintln!("frame {} of {}: {e}", clip.first_frame + n, dir.display());
+                builder.add_rejected(e.reason());
+            }
+        }
+    }
+    let last = clip.first_frame + clip.len() - 1;
+    eprintln!(
+        "scored frames {}..={last} of {} for cam-1 .. cam-{}",
+        clip.first_frame,
+        dir.display(),
+        args.fleet.cameras
+    );
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let b = builder.finish(
+        format!("unix:{secs}"),
+        framewatch_metrics::VERSION.into(),
+        format!(
+            "framewatch-loadtest clip {}: frames {}..={last} on {} cameras",
+            dir.display(),
+            clip.first_frame,
+            args.fleet.cameras
+        ),
+    )?;
+    std::fs::write(&args.output, b.to_json() + "\n").with_context(|| format!("write {}", args.output.display()))?;
+    eprintln!("wrote {}", args.output.display());
+    Ok(())
+}
+
 /// One pre-built frame: its content and detections.
 type Pooled = (v1::frame::Content, Vec<v1::Detection>);
 
@@ -275,6 +360,51 @@ pub struct DriftResult {
     pub injected_at_s: f64,
     pub detected_after_s: Option<f64>,
     pub first_alert: Option<String>,
+    /// The first alert's `cause` label (darker, blur, frozen ...), when framewatch gives one.
+    pub first_cause: Option<String>,
+}
+
+/// One alert state change seen on `WatchAlerts`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AlertRecord {
+    /// Seconds since the run started.
+    pub at_s: f64,
+    pub slice: String,
+    pub rule: String,
+    /// "firing", "resolved" or "pending".
+    pub state: String,
+    pub cause: Option<String>,
+    pub value: f64,
+    pub threshold: f64,
+}
+
+impl AlertRecord {
+    fn new(at_s: f64, e: &v1::AlertEvent) -> AlertRecord {
+        let state = match v1::alert_event::State::try_from(e.state) {
+            Ok(v1::alert_event::State::Firing) => "firing",
+            Ok(v1::alert_event::State::Resolved) => "resolved",
+            Ok(v1::alert_event::State::Pending) => "pending",
+            _ => "unspecified",
+        };
+        AlertRecord {
+            at_s,
+            slice: e.slice.clone(),
+            rule: e.rule.clone(),
+            state: state.into(),
+            cause: e.labels.get("cause").cloned(),
+            value: e.value,
+            threshold: e.threshold,
+        }
+    }
+
+    pub fn is_firing(&self) -> bool {
+        self.state == "firing"
+    }
+
+    /// The cause label, or the rule's name when framewatch gave no cause.
+    pub fn cause_or_rule(&self) -> String {
+        self.cause.clone().unwrap_or_else(|| format!("rule:{}", self.rule))
+    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -294,6 +424,8 @@ pub struct Report {
     pub latency_p99_ms: f64,
     pub drifts: Vec<DriftResult>,
     pub false_alarms: Vec<String>,
+    /// Every alert state change seen during the run, in order.
+    pub alerts: Vec<AlertRecord>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -305,17 +437,40 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Runs the load over gRPC and returns the report (also printed).
 pub async fn run_grpc(args: RunArgs) -> anyhow::Result<Report> {
-    run_load(args, None).await
+    run_load(args, None, ClipArgs::default(), true).await
+}
+
+/// `run_grpc` with real footage (`clip.range.clip`) instead of synthetic frames when given.
+pub async fn run_grpc_clip(args: RunArgs, clip: ClipArgs) -> anyhow::Result<Report> {
+    run_load(args, None, clip, true).await
 }
 
 /// Runs the load through Kafka and returns the report (also printed). Alerts are still watched over gRPC
 /// (`--target`); accepted and rejected frames are read from framewatch's /metrics.
 pub async fn run_kafka(args: KafkaArgs) -> anyhow::Result<Report> {
-    let kafka = KafkaOut::new(&args.brokers, &args.topic, &args.metrics_url)?;
-    run_load(args.run, Some(Arc::new(kafka))).await
+    run_kafka_clip(args, ClipArgs::default()).await
 }
 
-async fn run_load(args: RunArgs, kafka: Option<Arc<KafkaOut>>) -> anyhow::Result<Report> {
+/// `run_kafka` with real footage (`clip.range.clip`) instead of synthetic frames when given.
+pub async fn run_kafka_clip(args: KafkaArgs, clip: ClipArgs) -> anyhow::Result<Report> {
+    let kafka = KafkaOut::new(&args.brokers, &args.topic, &args.metrics_url)?;
+    run_load(args.run, Some(Arc::new(kafka)), clip, true).await
+}
+
+/// Seconds since the day of a `daylight` drift began (0 without one): the time-varying drift's clock.
+fn daylight_elapsed(active: &[DriftSpec], run_elapsed: Duration) -> f64 {
+    active
+        .iter()
+        .find(|d| matches!(d.kind, Drift::Daylight(_)))
+        .map_or(0.0, |d| run_elapsed.saturating_sub(d.at).as_secs_f64())
+}
+
+pub(crate) async fn run_load(
+    args: RunArgs,
+    kafka: Option<Arc<KafkaOut>>,
+    clip_args: ClipArgs,
+    print: bool,
+) -> anyhow::Result<Report> {
     let drifts: Vec<DriftSpec> = args.drifts.iter().map(|d| parse_drift(d)).collect::<anyhow::Result<_>>()?;
     for d in &drifts {
         let known = (0..args.fleet.cameras).any(|i| camera_name(i) == d.camera);
@@ -338,10 +493,22 @@ async fn run_load(args: RunArgs, kafka: Option<Arc<KafkaOut>>) -> anyhow::Result
         None => Vec::new(),
     };
     let images = Arc::new(images);
+    let clip = match &clip_args.range.clip {
+        Some(dir) => {
+            anyhow::ensure!(args.images.is_none(), "--clip and --images are two frame sources: pick one");
+            anyhow::ensure!(!args.prescored, "--prescored sends synthetic metric values; it does not apply to --clip");
+            let (r, moved) = (&clip_args.range, &clip_args.moved_clip);
+            let c = Clip::load(dir, r.start_frame, r.end_frame)?;
+            let m = moved.as_ref().map(|m| Clip::load(m, 1, None)).transpose()?;
+            Some((Arc::new(c), m.map(Arc::new)))
+        }
+        None => None,
+    };
 
     // Pre-encode every camera's first pool before the clock starts (both cores), so the run measures framewatch.
+    // Real footage is already encoded: nothing to prepare.
     let mut initial = Vec::new();
-    for i in 0..args.fleet.cameras {
+    for i in (0..args.fleet.cameras).filter(|_| clip.is_none()) {
         let (fleet, pool_n, stride, prescored) = (args.fleet.clone(), args.pool, args.stride, args.prescored);
         initial.push(tokio::task::spawn_blocking(move || {
             let mut cam = camera(&fleet, i);
@@ -355,11 +522,13 @@ async fn run_load(args: RunArgs, kafka: Option<Arc<KafkaOut>>) -> anyhow::Result
     for t in initial {
         initial_pools.push(Some(t.await?));
     }
+    initial_pools.resize_with(args.fleet.cameras, || None);
 
     // Watch alerts from the start.
     let mut query = QueryServiceClient::connect(args.target.clone()).await.context("connect to framewatch")?;
     let mut watch = query.watch_alerts(v1::WatchAlertsRequest { include_current: false }).await?.into_inner();
     let started = Instant::now();
+    let started_wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let events: Arc<Mutex<Vec<(f64, v1::AlertEvent)>>> = Arc::default();
     let ev = events.clone();
     let watcher = tokio::spawn(async move {
@@ -380,19 +549,26 @@ async fn run_load(args: RunArgs, kafka: Option<Arc<KafkaOut>>) -> anyhow::Result
             (args.target.clone(), args.fps, args.pool, args.stride, args.prescored);
         let (counters, reasons, latencies, images) =
             (counters.clone(), reasons.clone(), latencies.clone(), images.clone());
-        let first = initial_pools[i].take().context("initial pool")?;
+        let first = initial_pools[i].take();
+        let seed = args.fleet.seed * 1000 + i as u64;
+        let mut playback = clip
+            .as_ref()
+            .map(|(c, m)| Playback::new(c.clone(), m.clone(), clip_args.looping, seed, clip_args.reencode_quality));
         let kafka = kafka.clone();
         tasks.push(tokio::spawn(async move {
             let make_pool = move |mut cam: Camera, drifts: Vec<Drift>| {
                 tokio::task::spawn_blocking(move || {
-                    cam.drifts = drifts;
+                    // daylight varies with time: applied to each frame as it is sent, not frozen into the pool
+                    cam.drifts = drifts.into_iter().filter(|d| !matches!(d, Drift::Daylight(_))).collect();
                     let mut scorer =
                         prescored.then(|| Scorer::new(Arc::new(MetricRegistry::standard()), ScoreSettings::default()));
                     let pool = synth_pool(&mut cam, pool_n, stride, prescored, &mut scorer);
                     (cam, pool)
                 })
             };
-            let (mut cam, mut pool) = first;
+            let mut synthetic = first;
+            let mut active: Vec<Drift> = Vec::new();
+            let mut daylight = FootageDrifter::new(seed, 85);
             let sent_at: Arc<std::sync::Mutex<VecDeque<Instant>>> = Arc::default();
             let (tx, acks) = match &kafka {
                 Some(_) => (None, None),
@@ -430,18 +606,58 @@ async fn run_load(args: RunArgs, kafka: Option<Arc<KafkaOut>>) -> anyhow::Result
             while Instant::now() < deadline {
                 if applied < my_drifts.len() && started.elapsed() >= my_drifts[applied].at {
                     applied = my_drifts.iter().filter(|d| started.elapsed() >= d.at).count();
-                    let kinds: Vec<Drift> = my_drifts[..applied].iter().map(|d| d.kind).collect();
-                    let (c, p) = make_pool(cam, kinds).await?;
-                    cam = c;
-                    pool = p;
+                    active = my_drifts[..applied].iter().map(|d| d.kind).collect();
+                    if let Some((cam, _)) = synthetic.take() {
+                        synthetic = Some(make_pool(cam, active.clone()).await?);
+                    }
                 }
-                let (content, detections) = if images.is_empty() {
-                    pool[k % pool.len()].clone()
-                } else {
+                let day_s = daylight_elapsed(&my_drifts[..applied], started.elapsed());
+                let (content, detections) = if let Some(p) = playback.as_mut() {
+                    let frame = if p.is_heavy(&active) {
+                        let (mut owned, kinds, kk) = (playback.take().context("playback")?, active.clone(), k);
+                        let (back, f) = tokio::task::spawn_blocking(move || {
+                            let f = owned.frame(kk, &kinds, day_s);
+                            (owned, f)
+                        })
+                        .await?;
+                        playback = Some(back);
+                        f
+                    } else {
+                        p.frame(k, &active, day_s)
+                    };
+                    match frame {
+                        Some(bytes) => (v1::frame::Content::EncodedImage(bytes?), Vec::new()),
+                        None => break, // the clip has ended (without --loop)
+                    }
+                } else if !images.is_empty() {
                     (v1::frame::Content::EncodedImage(images[(k + i) % images.len()].clone()), Vec::new())
+                } else {
+                    let (_, pool) = synthetic.as_ref().context("synthetic pool")?;
+                    let (content, dets) = pool[k % pool.len()].clone();
+                    match content {
+                        v1::frame::Content::EncodedImage(bytes)
+                            if active.iter().any(|d| matches!(d, Drift::Daylight(_))) =>
+                        {
+                            let kinds: Vec<Drift> =
+                                active.iter().copied().filter(|d| matches!(d, Drift::Daylight(_))).collect();
+                            let (back, lit) = tokio::task::spawn_blocking(move || {
+                                let mut out = Vec::new();
+                                let r = daylight.apply(&bytes, &kinds, day_s, &mut out);
+                                (daylight, r.map(|()| out))
+                            })
+                            .await?;
+                            daylight = back;
+                            (v1::frame::Content::EncodedImage(lit?), dets)
+                        }
+                        other => (other, dets),
+                    }
+                };
+                // Real footage carries its own clock: frame k was captured k / fps after the clip started.
+                let now = match (&playback, fps > 0.0) {
+                    (Some(_), true) => started_wall + Duration::from_nanos((k as f64 * 1e9 / fps).round() as u64),
+                    _ => SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
                 };
                 k += 1;
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
                 let frame = v1::Frame {
                     camera_id: camera_name(i),
                     labels: [("site".to_string(), site_of(i))].into(),
@@ -501,6 +717,7 @@ async fn run_load(args: RunArgs, kafka: Option<Arc<KafkaOut>>) -> anyhow::Result
     watcher.abort();
 
     let events = events.lock().await.clone();
+    let alerts: Vec<AlertRecord> = events.iter().map(|(t, e)| AlertRecord::new(*t, e)).collect();
     let firing = |e: &v1::AlertEvent| e.state == v1::alert_event::State::Firing as i32;
     let drift_results: Vec<DriftResult> = drifts
         .iter()
@@ -513,6 +730,7 @@ async fn run_load(args: RunArgs, kafka: Option<Arc<KafkaOut>>) -> anyhow::Result
                 injected_at_s: d.at.as_secs_f64(),
                 detected_after_s: first.map(|(t, _)| t - d.at.as_secs_f64()),
                 first_alert: first.map(|(_, e)| e.rule.clone()),
+                first_cause: first.and_then(|(_, e)| e.labels.get("cause").cloned()),
             }
         })
         .collect();
@@ -543,7 +761,11 @@ async fn run_load(args: RunArgs, kafka: Option<Arc<KafkaOut>>) -> anyhow::Result
         latency_p99_ms: percentile(&lat, 0.99),
         drifts: drift_results,
         false_alarms,
+        alerts,
     };
+    if !print {
+        return Ok(report);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -567,7 +789,11 @@ async fn run_load(args: RunArgs, kafka: Option<Arc<KafkaOut>>) -> anyhow::Result
         );
         for d in &report.drifts {
             match (d.detected_after_s, &d.first_alert) {
-                (Some(t), Some(r)) => println!("  drift {}: detected after {t:.1} s ({r})", d.drift),
+                (Some(t), Some(r)) => println!(
+                    "  drift {}: detected after {t:.1} s ({r}{})",
+                    d.drift,
+                    d.first_cause.as_ref().map(|c| format!(", cause {c}")).unwrap_or_default()
+                ),
                 _ => println!("  drift {}: NOT detected", d.drift),
             }
         }
@@ -579,15 +805,62 @@ async fn run_load(args: RunArgs, kafka: Option<Arc<KafkaOut>>) -> anyhow::Result
     Ok(report)
 }
 
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Baseline(a) => baseline(a),
-        Cmd::Grpc(a) => {
-            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_grpc(a)).map(|_| ())
-        }
-        Cmd::Kafka(a) => {
-            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_kafka(a)).map(|_| ())
-        }
+        Cmd::Baseline(a) if a.clip.clip.is_some() => baseline_clip(&a.args, &a.clip),
+        Cmd::Baseline(a) => baseline(a.args),
+        Cmd::Grpc(a) => runtime()?.block_on(run_grpc_clip(a.run, a.clip)).map(|_| ()),
+        Cmd::Kafka(a) => runtime()?.block_on(run_kafka_clip(a.kafka, a.clip)).map(|_| ()),
+        Cmd::Bench(a) => runtime()?.block_on(run_bench(a)).map(|_| ()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("framewatch-loadtest").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_footage_command_lines_parse() {
+        let cli =
+            parse(&["grpc", "--clip", "f", "--start-frame", "401", "--end-frame", "700", "--loop", "--cameras", "9"])
+                .unwrap_or_else(|e| panic!("{e}"));
+        let Cmd::Grpc(g) = cli.command else { panic!("not grpc") };
+        assert_eq!(g.clip.range.clip, Some(PathBuf::from("f")));
+        assert_eq!((g.clip.range.start_frame, g.clip.range.end_frame, g.clip.looping), (401, Some(700), true));
+        assert_eq!((g.run.fleet.cameras, g.run.fps, g.clip.reencode_quality), (9, 10.0, 90));
+
+        let cli = parse(&["baseline", "--clip", "f", "--end-frame", "400", "--cameras", "9", "-o", "b.json"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Cmd::Baseline(b) = cli.command else { panic!("not baseline") };
+        assert_eq!((b.clip.start_frame, b.clip.end_frame, b.args.fleet.cameras), (1, Some(400), 9));
+
+        let cli = parse(&["bench", "--clip", "f", "--start-frame", "401", "--fault", "blur=blur:2", "-o", "r.json"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Cmd::Bench(b) = cli.command else { panic!("not bench") };
+        assert_eq!((b.at, b.faults.len(), b.clip.range.start_frame), (10.0, 1, 401));
+
+        assert!(parse(&["grpc", "--loop"]).is_err(), "--loop means nothing without --clip");
+        assert!(parse(&["grpc", "--clip", "f", "--reencode-quality", "0"]).is_err());
+        assert!(parse(&["kafka", "--clip", "f", "--moved-clip", "g"]).is_ok());
+    }
+
+    #[test]
+    fn daylight_drifts_parse_and_keep_their_own_clock() {
+        let d = parse_drift("camera=cam-1,at=30,kind=daylight:600").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.kind, Drift::Daylight(600.0));
+        let active = [d];
+        assert_eq!(daylight_elapsed(&active, Duration::from_secs(180)), 150.0);
+        assert_eq!(daylight_elapsed(&[], Duration::from_secs(180)), 0.0);
     }
 }

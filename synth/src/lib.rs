@@ -3,6 +3,10 @@
 //! can be injected per camera: darker or brighter, blurred, noisy, colour cast, harder JPEG compression, frozen,
 //! moved, less confident model, different class mix. Deterministic for a seed. Used by `framewatch demo` and the
 //! load tester; pure computation, no I/O (it knows the wire and metric detection types to convert into).
+//! The pixel drifts are shared with real footage: `footage::FootageDrifter` applies the same transforms to decoded
+//! camera JPEGs, so a drift means the same thing on a synthetic frame and on a real one.
+
+pub mod footage;
 
 /// One detection: normalised box, class, confidence, class probabilities (car, person, bicycle).
 #[derive(Debug, Clone, PartialEq)]
@@ -67,11 +71,73 @@ pub enum Drift {
     ConfidenceDrop(f32),
     /// The model sees mostly this class.
     ClassShift(&'static str),
+    /// A simulated day of this many seconds: brightness follows the sun (`daylight_gain`), starting from the
+    /// baseline's light, brighter at noon, darker at night. Time-varying: a frame's elapsed time picks the gain.
+    Daylight(f32),
 }
+
+/// Brightness gain of a simulated day `t_s` seconds into a day of `period_s` seconds. It starts at 1 (the light
+/// the baseline saw, mid-morning), rises to 1.5 at noon (a quarter day), is back to 1 in the evening (half a day)
+/// and falls to 0.3 at midnight (three quarters): a smooth curve, as a fixed camera's exposure sees a real day.
+pub fn daylight_gain(period_s: f32, t_s: f64) -> f32 {
+    if period_s <= 0.0 {
+        return 1.0;
+    }
+    let s = (std::f64::consts::TAU * t_s / f64::from(period_s)).sin() as f32;
+    if s >= 0.0 { 1.0 + 0.5 * s } else { 1.0 + 0.7 * s }
+}
+
+/// Applies the pixel drifts of `drifts` (darken, brighten, blur, noise, colour cast, daylight) to a w x h RGB image
+/// in place, in the order given, and returns the JPEG quality to encode it at: `quality`, unless a `JpegQuality`
+/// drift says otherwise. `elapsed_s` is the time since the drifts began (for the time-varying ones). The other
+/// drifts (freeze, moved, model drifts) are not pixel operations; their owners handle them.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_pixel_drifts(
+    rgb: &mut [u8],
+    tmp: &mut Vec<u8>,
+    w: usize,
+    h: usize,
+    drifts: &[Drift],
+    rng: &mut Rng,
+    elapsed_s: f64,
+    quality: u8,
+) -> u8 {
+    let mut quality = quality;
+    let scale = |rgb: &mut [u8], f: f32| rgb.iter_mut().for_each(|v| *v = (f32::from(*v) * f).clamp(0.0, 255.0) as u8);
+    for d in drifts {
+        match *d {
+            Drift::Darken(f) => scale(rgb, f),
+            Drift::Daylight(period) => scale(rgb, daylight_gain(period, elapsed_s)),
+            Drift::Brighten(a) => rgb.iter_mut().for_each(|v| *v = (f32::from(*v) + a).clamp(0.0, 255.0) as u8),
+            Drift::Blur(r) => {
+                box_blur(rgb, tmp, w, h, r as usize);
+                box_blur(rgb, tmp, w, h, r as usize);
+            }
+            Drift::Noise(s) => {
+                for v in rgb.iter_mut() {
+                    *v = (f32::from(*v) + rng.normal() * s).clamp(0.0, 255.0) as u8;
+                }
+            }
+            Drift::ColourCast(r, g, b) => {
+                for px in rgb.chunks_exact_mut(3) {
+                    px[0] = (f32::from(px[0]) * r).clamp(0.0, 255.0) as u8;
+                    px[1] = (f32::from(px[1]) * g).clamp(0.0, 255.0) as u8;
+                    px[2] = (f32::from(px[2]) * b).clamp(0.0, 255.0) as u8;
+                }
+            }
+            Drift::JpegQuality(q) => quality = q,
+            Drift::Freeze | Drift::Moved | Drift::ConfidenceDrop(_) | Drift::ClassShift(_) => {}
+        }
+    }
+    quality
+}
+
+/// Frame rate of a synthetic camera's own clock (used only by time-varying drifts such as daylight).
+pub const SYNTH_FPS: f64 = 10.0;
 
 impl Drift {
     /// Parses `darken:0.5`, `brighten:60`, `blur:3`, `noise:20`, `colour_cast:1.3,1.0,0.7`, `jpeg_quality:20`,
-    /// `freeze`, `moved`, `confidence_drop:0.6`, `class_shift:person`.
+    /// `freeze`, `moved`, `confidence_drop:0.6`, `class_shift:person`, `daylight:600` (a 600 s day).
     pub fn parse(s: &str) -> Result<Drift, String> {
         let (kind, arg) = s.split_once(':').map_or((s, ""), |(k, a)| (k, a));
         let num = |a: &str| a.trim().parse::<f32>().map_err(|_| format!("drift {s:?}: {a:?} is not a number"));
@@ -97,6 +163,10 @@ impl Drift {
                 "bicycle" => "bicycle",
                 other => return Err(format!("drift {s:?}: class {other:?} is not car, person or bicycle")),
             }),
+            "daylight" => match num(arg)? {
+                p if p > 0.0 => Drift::Daylight(p),
+                _ => return Err(format!("drift {s:?}: daylight takes a positive day length in seconds")),
+            },
             other => return Err(format!("unknown drift kind {other:?}")),
         })
     }
@@ -284,33 +354,9 @@ impl Camera {
         for v in self.rgb.iter_mut() {
             *v = (f32::from(*v) + self.rng.normal() * 2.0).clamp(0.0, 255.0) as u8;
         }
-        let mut quality = 85;
-        for d in self.drifts.clone() {
-            match d {
-                Drift::Darken(f) => self.rgb.iter_mut().for_each(|v| *v = (f32::from(*v) * f).clamp(0.0, 255.0) as u8),
-                Drift::Brighten(a) => {
-                    self.rgb.iter_mut().for_each(|v| *v = (f32::from(*v) + a).clamp(0.0, 255.0) as u8)
-                }
-                Drift::Blur(r) => {
-                    box_blur(&mut self.rgb, &mut self.tmp, w, h, r as usize);
-                    box_blur(&mut self.rgb, &mut self.tmp, w, h, r as usize);
-                }
-                Drift::Noise(s) => {
-                    for v in self.rgb.iter_mut() {
-                        *v = (f32::from(*v) + self.rng.normal() * s).clamp(0.0, 255.0) as u8;
-                    }
-                }
-                Drift::ColourCast(r, g, b) => {
-                    for px in self.rgb.chunks_exact_mut(3) {
-                        px[0] = (f32::from(px[0]) * r).clamp(0.0, 255.0) as u8;
-                        px[1] = (f32::from(px[1]) * g).clamp(0.0, 255.0) as u8;
-                        px[2] = (f32::from(px[2]) * b).clamp(0.0, 255.0) as u8;
-                    }
-                }
-                Drift::JpegQuality(q) => quality = q,
-                _ => {}
-            }
-        }
+        let elapsed_s = (self.frame_index - 1) as f64 / SYNTH_FPS;
+        let quality =
+            apply_pixel_drifts(&mut self.rgb, &mut self.tmp, w, h, &self.drifts, &mut self.rng, elapsed_s, 85);
         // The model: confident in daylight, less so in the dark or on blurred frames.
         let mean_level = self.rgb.iter().step_by(97).map(|&v| u32::from(v)).sum::<u32>() as f32
             / (self.rgb.len() / 97).max(1) as f32;
@@ -362,7 +408,7 @@ impl Camera {
 }
 
 /// Separable box blur of radius r (window 2r+1), edges clamped.
-fn box_blur(px: &mut [u8], tmp: &mut Vec<u8>, w: usize, h: usize, r: usize) {
+pub(crate) fn box_blur(px: &mut [u8], tmp: &mut Vec<u8>, w: usize, h: usize, r: usize) {
     if r == 0 || w == 0 || h == 0 {
         return;
     }
@@ -423,5 +469,19 @@ mod tests {
         assert_eq!(Drift::parse("freeze"), Ok(Drift::Freeze));
         assert!(Drift::parse("class_shift:dog").is_err());
         assert!(Drift::parse("sepia").is_err());
+        assert_eq!(Drift::parse("daylight:600"), Ok(Drift::Daylight(600.0)));
+        assert!(Drift::parse("daylight:0").is_err());
+    }
+
+    #[test]
+    fn a_simulated_day_is_brighter_at_noon_and_darker_at_night() {
+        let day = 600.0;
+        assert!((daylight_gain(day, 0.0) - 1.0).abs() < 1e-6, "starts at the baseline's light");
+        assert!((daylight_gain(day, 150.0) - 1.5).abs() < 1e-4, "noon");
+        assert!((daylight_gain(day, 450.0) - 0.3).abs() < 1e-4, "midnight");
+        assert!((daylight_gain(day, 600.0) - 1.0).abs() < 1e-4, "a day later");
+        // smooth: no jump between consecutive frames at 10 fps
+        let steps: Vec<f32> = (0..6000).map(|i| daylight_gain(day, f64::from(i) / 10.0)).collect();
+        assert!(steps.windows(2).all(|p| (p[0] - p[1]).abs() < 0.01));
     }
 }
