@@ -1,0 +1,312 @@
+//! The consumer: state shared by the poll loop and librdkafka's callbacks (which run on the poll thread, inside
+//! `poll`), the client callbacks (statistics, errors, logs), and the poll loop itself: gather a batch, submit it,
+//! settle what the workers answered, checkpoint and commit on an interval, drain on stop.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::backpressure;
+use super::batch::{Batch, Topics};
+use super::book::{Book, Pending, Settled};
+use super::dead_letter::{DeadLetters, Origin};
+use super::telemetry::{KafkaTelemetry, error_code, partition_labels};
+use crate::checkpoint::Checkpointer;
+use crate::config::{IngestConfig, KafkaConfig};
+use crate::frame::Source;
+use crate::pipeline::{Job, PipelineHandle, Work};
+use crate::telemetry::Telemetry;
+use crate::time::Clock;
+
+/// State shared by the poll loop and librdkafka's callbacks.
+pub(super) struct Shared {
+    pub(super) config: KafkaConfig,
+    pub(super) ingest: IngestConfig,
+    pub(super) telemetry: KafkaTelemetry,
+    pub(super) frames: Telemetry,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) pipeline: PipelineHandle,
+    pub(super) checkpointer: Option<Arc<Checkpointer>>,
+    pub(super) book: Mutex<Book>,
+    /// Checkpoint offsets not yet applied to an assignment.
+    pub(super) resume_from: Mutex<HashMap<(String, i32), i64>>,
+    /// Last offsets committed, to skip commits that would change nothing.
+    pub(super) committed: Mutex<HashMap<(String, i32), i64>>,
+    pub(super) dead_letters: Option<DeadLetters>,
+    pub(super) ready: Arc<AtomicBool>,
+    pub(super) error_log: Mutex<ErrorLog>,
+    /// Bumped by every revoke, so the poll loop drops what it gathered for the previous assignment.
+    pub(super) generation: AtomicU64,
+}
+
+/// Logs client errors with back-off: the first at once, then at most one line per interval (doubling to a
+/// minute), with the count of those not logged.
+#[derive(Debug)]
+pub(super) struct ErrorLog {
+    next: Instant,
+    interval: Duration,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    pub(super) fn new() -> ErrorLog {
+        ErrorLog { next: Instant::now(), interval: Duration::from_secs(1), suppressed: 0 }
+    }
+
+    fn log(&mut self, what: &str, error: &dyn std::fmt::Display) {
+        let now = Instant::now();
+        if now < self.next {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(%error, suppressed = self.suppressed, "kafka: {what} (retrying with back-off)");
+        self.suppressed = 0;
+        self.next = now + self.interval;
+        self.interval = (self.interval * 2).min(Duration::from_secs(60));
+    }
+
+    fn reset(&mut self) {
+        self.interval = Duration::from_secs(1);
+    }
+}
+
+/// librdkafka's callbacks reach the shared state through this context.
+pub(super) struct Ctx {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, stats: Statistics) {
+        let t = &self.shared.telemetry;
+        let up = stats.brokers.values().filter(|b| b.nodeid >= 0 && b.state == "UP").count();
+        t.brokers_up.set(up as i64);
+        let was = self.shared.ready.swap(up > 0, Ordering::SeqCst);
+        if up > 0 && !was {
+            tracing::info!(brokers = up, "kafka: connected");
+            self.shared.error_log.lock().unwrap_or_else(|p| p.into_inner()).reset();
+        }
+        for (topic, tstats) in &stats.topics {
+            for (&partition, p) in &tstats.partitions {
+                // librdkafka lists an internal partition -1 per topic, and every partition it knows of, not only
+                // the assigned ones (for which fetch_state is "none").
+                if partition < 0 || p.fetch_state == "none" {
+                    continue;
+                }
+                let labels = partition_labels(topic, partition);
+                t.high_watermark.get_or_create(&labels).set(p.hi_offset);
+                if p.consumer_lag >= 0 {
+                    t.lag.get_or_create(&labels).set(p.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)) {
+            self.shared.ready.store(false, Ordering::SeqCst);
+            self.shared.telemetry.brokers_up.set(0);
+        }
+        self.shared.client_error(reason, &error);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        // Connection failures repeat every reconnect; `error` above reports them with back-off.
+        if matches!(
+            level,
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error
+        ) {
+            tracing::debug!(facility = fac, "librdkafka: {message}");
+        } else {
+            tracing::trace!(facility = fac, "librdkafka: {message}");
+        }
+    }
+}
+
+impl Shared {
+    pub(super) fn book(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Settles the messages answered so far, without waiting.
+    pub(super) fn settle_answered(&self) {
+        self.book().advance(false, |s| self.settled(s));
+    }
+
+    fn client_error(&self, what: &str, e: &KafkaError) {
+        self.telemetry.errors.get_or_create(&vec![("code".into(), error_code(e))]).inc();
+        self.error_log.lock().unwrap_or_else(|p| p.into_inner()).log(what, e);
+    }
+
+    /// Counts a settled message's refusal and forwards it to the dead-letter topic.
+    pub(super) fn settled(&self, s: Settled<'_>) {
+        let Err(r) = &s.outcome else { return };
+        let (topic, partition, offset) = (s.topic, s.partition, s.offset);
+        self.telemetry
+            .rejected
+            .get_or_create(&vec![("topic".into(), topic.into()), ("reason".into(), r.reason.as_str().into())])
+            .inc();
+        tracing::debug!(topic, partition, offset, reason = r.reason.as_str(), message = %r.message, "kafka message refused");
+        if let (Some(dead_letters), Some((key, value))) = (&self.dead_letters, &s.original) {
+            dead_letters.send(Origin { topic, partition, offset }, r, key.as_deref(), value);
+        }
+    }
+
+    /// With checkpoints: waits for in-flight frames, checkpoints, then commits the checkpointed offsets. Without:
+    /// commits the offsets answered so far, after waiting for in-flight frames when `settle` (revoke, shutdown:
+    /// the next owner must start after every frame recorded here).
+    pub(super) fn checkpoint_and_commit(&self, consumer: &BaseConsumer<Ctx>, settle: bool) {
+        let offsets = {
+            let mut book = self.book();
+            book.advance(settle || self.checkpointer.is_some(), |s| self.settled(s));
+            book.offsets()
+        };
+        if let Some(c) = &self.checkpointer
+            && c.write(&offsets).is_err()
+        {
+            return; // committing past an unwritten checkpoint would lose frames on a crash
+        }
+        let mut committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tpl = TopicPartitionList::new();
+        for o in &offsets {
+            if committed.get(&(o.topic.clone(), o.partition)) != Some(&o.next) {
+                let _ = tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                self.telemetry.commits.get_or_create(&[("result", "ok")]).inc();
+                for o in offsets {
+                    self.telemetry.committed_offset.get_or_create(&partition_labels(&o.topic, o.partition)).set(o.next);
+                    committed.insert((o.topic, o.partition), o.next);
+                }
+            }
+            Err(e) => {
+                self.telemetry.commits.get_or_create(&[("result", "error")]).inc();
+                tracing::warn!(error = %e, "kafka: offset commit failed (retried at the next interval)");
+            }
+        }
+    }
+}
+
+/// The poll loop's own state: where it is and what it gathered.
+struct PollLoop {
+    consumer: BaseConsumer<Ctx>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    runtime: tokio::runtime::Handle,
+    /// The `framewatch_frames_received_total{source="kafka"}` counter, looked up once.
+    received: Counter,
+    topics: Topics,
+    batch: Batch,
+}
+
+/// The poll thread's body: consume until `stop`, then drain (wait for in-flight frames up to `grace`), commit for
+/// the last time and leave the group.
+pub(super) fn run(
+    consumer: BaseConsumer<Ctx>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    runtime: tokio::runtime::Handle,
+    grace: Duration,
+) {
+    let interval = Duration::from_secs_f64(shared.config.commit_interval_secs);
+    let received = shared.frames.received.get_or_create(&[("source", Source::Kafka.as_str())]).clone();
+    let mut state =
+        PollLoop { consumer, shared, stop, runtime, received, topics: Topics::default(), batch: Batch::default() };
+    let mut last_commit = Instant::now();
+    while !state.stop.is_cancelled() {
+        state.gather();
+        if !state.batch.is_empty() && !state.submit() {
+            // Stopping while the queue was full: these messages stay uncommitted and are read again after the
+            // restart.
+            break;
+        }
+        state.shared.settle_answered();
+        if last_commit.elapsed() >= interval {
+            state.shared.checkpoint_and_commit(&state.consumer, false);
+            last_commit = Instant::now();
+        }
+    }
+    state.finish(grace);
+}
+
+impl PollLoop {
+    /// Gathers what librdkafka has ready (up to a batch), waiting only for the first message.
+    fn gather(&mut self) {
+        let shared = &*self.shared;
+        let mut wait = Duration::from_millis(100);
+        let mut generation = shared.generation.load(Ordering::SeqCst);
+        while !self.batch.full(shared.pipeline.capacity()) {
+            let polled = self.consumer.poll(wait);
+            wait = Duration::ZERO;
+            let now = shared.generation.load(Ordering::SeqCst);
+            if now != generation {
+                // A revoke ran inside poll: what was gathered before it belongs to the previous assignment and is
+                // read again (from the committed offsets) if the partitions come back. What follows belongs to
+                // the new assignment and is kept.
+                self.batch.clear();
+                generation = now;
+            }
+            match polled {
+                None => break,
+                Some(Err(e)) => {
+                    shared.client_error("consume error", &e);
+                    break;
+                }
+                Some(Ok(m)) => {
+                    shared.ready.store(true, Ordering::SeqCst);
+                    let topic = self.topics.consumed(rdkafka::Message::topic(&m), &shared.telemetry);
+                    self.received.inc();
+                    self.batch.add(shared, topic, &m);
+                }
+            }
+        }
+    }
+
+    /// Hands the gathered batch to the pipeline (waiting, or pausing, while the queue is full) and enters its
+    /// messages in the book. False when stopping.
+    fn submit(&mut self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let (decodes, entries) = self.batch.take();
+        let n = decodes.len();
+        let job = Job { work: Work::Batch(Source::Kafka, decodes, tx) };
+        if !backpressure::submit(&self.consumer, &self.shared, &self.stop, &self.runtime, job) {
+            return false;
+        }
+        let mut book = self.shared.book();
+        let id = book.batch(rx, n);
+        for (index, (topic, partition, offset, original)) in entries.into_iter().enumerate() {
+            book.push(self.topics.name(topic), partition, Pending { offset, batch: id, index, original });
+        }
+        true
+    }
+
+    /// Shutdown: lets other sources' frames finish too (so the final checkpoint has them), commits, leaves the
+    /// group and flushes the dead-letter producer.
+    fn finish(self, grace: Duration) {
+        let PollLoop { consumer, shared, .. } = self;
+        if !shared.pipeline.wait_idle(grace) {
+            tracing::warn!(?grace, "kafka: frames still in flight after the grace period; checkpointing without them");
+        }
+        shared.checkpoint_and_commit(&consumer, true);
+        consumer.unsubscribe();
+        if let Some(d) = &shared.dead_letters {
+            d.flush();
+        }
+        tracing::info!("kafka source stopped");
+    }
+}
