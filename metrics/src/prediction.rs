@@ -4,6 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 /// One detection. Box coordinates are normalised to [0, 1] of the image (x right, y down).
+///
+/// The one serde form of a detection, read by the offline commands' predictions file and the service's Kafka JSON
+/// frames: the class is `class` or `class_label` (the protobuf field's name), empty when absent (like the protobuf
+/// field's default); `class_probabilities` is optional; unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Detection {
@@ -11,7 +15,7 @@ pub struct Detection {
     pub y_min: f32,
     pub x_max: f32,
     pub y_max: f32,
-    #[serde(rename = "class", alias = "class_label")]
+    #[serde(rename = "class", alias = "class_label", default)]
     pub class_label: String,
     pub confidence: f32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -69,11 +69,25 @@ fn clean_text(s: &str) -> bool {
 
 /// Checks and converts a wire frame. `now` is the receive time; a frame without capture time is stamped with it.
 pub fn from_proto(
-    frame: v1::Frame,
+    mut frame: v1::Frame,
     source: Source,
     now: SystemTime,
     cfg: &IngestConfig,
 ) -> Result<IncomingFrame, Rejection> {
+    let detections = std::mem::take(&mut frame.detections).into_iter().map(detection_from_proto).collect();
+    from_parts(frame, detections, source, now, cfg)
+}
+
+/// Checks and converts a wire frame whose detections are already the metrics crate's type (the Kafka JSON form
+/// reads them so); `frame.detections` is ignored.
+pub fn from_parts(
+    frame: v1::Frame,
+    detections: Vec<Detection>,
+    source: Source,
+    now: SystemTime,
+    cfg: &IngestConfig,
+) -> Result<IncomingFrame, Rejection> {
+    debug_assert!(frame.detections.is_empty(), "detections are passed on their own");
     let camera_id = frame.camera_id.trim().to_string();
     if camera_id.is_empty() {
         return Err(Rejection::new(RejectReason::MissingCameraId, "camera_id is empty"));
@@ -102,8 +116,27 @@ pub fn from_proto(
             format!("label {k:?}: empty key, over 256 bytes or control characters"),
         ));
     }
+    let capture_secs = capture_secs(frame.capture_time, now, cfg)?;
+    let content = content(frame.content, !detections.is_empty())?;
+    Ok(IncomingFrame {
+        source,
+        camera_id,
+        model_version: frame.model_version,
+        labels: frame.labels.into_iter().collect(),
+        capture_secs,
+        content,
+        detections,
+    })
+}
+
+/// The capture time in Unix seconds, within the ingest limits; a frame without one was captured `now`.
+fn capture_secs(
+    capture_time: Option<prost_types::Timestamp>,
+    now: SystemTime,
+    cfg: &IngestConfig,
+) -> Result<i64, Rejection> {
     let now_secs = unix_secs(now);
-    let capture_secs = match frame.capture_time {
+    let capture_secs = match capture_time {
         None => now_secs,
         Some(ts) => {
             if !(0..1_000_000_000).contains(&ts.nanos) || !(0..=253_402_300_799).contains(&ts.seconds) {
@@ -131,7 +164,12 @@ pub fn from_proto(
             format!("captured {} s ago (limit {} s)", now_secs - capture_secs, cfg.max_age_secs),
         ));
     }
-    let content = match frame.content {
+    Ok(capture_secs)
+}
+
+/// The frame's content; a frame without any needs detections.
+fn content(content: Option<v1::frame::Content>, has_detections: bool) -> Result<Content, Rejection> {
+    Ok(match content {
         Some(v1::frame::Content::EncodedImage(bytes)) => Content::Encoded(bytes),
         Some(v1::frame::Content::RawImage(raw)) => {
             let format = match v1::raw_image::PixelFormat::try_from(raw.pixel_format) {
@@ -155,23 +193,13 @@ pub fn from_proto(
             }
             Content::Values { values: mv.values.into_iter().collect(), perceptual_hash: mv.perceptual_hash }
         }
-        None if frame.detections.is_empty() => {
+        None if !has_detections => {
             return Err(Rejection::new(
                 RejectReason::EmptyFrame,
                 "the frame has no image, no metric values and no detections",
             ));
         }
         None => Content::None,
-    };
-    let detections = frame.detections.into_iter().map(detection_from_proto).collect();
-    Ok(IncomingFrame {
-        source,
-        camera_id,
-        model_version: frame.model_version,
-        labels: frame.labels.into_iter().collect(),
-        capture_secs,
-        content,
-        detections,
     })
 }
 

@@ -14,12 +14,13 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+use framewatch_metrics::Detection;
 use framewatch_proto::v1;
 use prost::Message as _;
 use serde::Deserialize;
 
 use crate::config::{IngestConfig, KafkaFormat};
-use crate::frame::{IncomingFrame, Source, from_proto};
+use crate::frame::{IncomingFrame, Source, detection_from_proto, from_parts};
 use crate::reject::{RejectReason, Rejection};
 use crate::time::parse_rfc3339;
 
@@ -36,8 +37,9 @@ struct JsonFrame {
     #[serde(default)]
     metrics: HashMap<String, f64>,
     perceptual_hash: Option<JsonHash>,
+    /// The metrics crate's own serde form (`class_label` or `class`, optional `class_probabilities`).
     #[serde(default)]
-    detections: Vec<JsonDetection>,
+    detections: Vec<Detection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,20 +55,6 @@ enum JsonHash {
     Number(u64),
     /// Hex, with or without 0x (JSON numbers above 2^53 lose precision in many producers).
     Text(String),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonDetection {
-    x_min: f32,
-    y_min: f32,
-    x_max: f32,
-    y_max: f32,
-    #[serde(default)]
-    class_label: String,
-    confidence: f32,
-    #[serde(default)]
-    class_probabilities: Vec<f32>,
 }
 
 /// A Kafka message's parts that matter here.
@@ -94,13 +82,15 @@ pub fn decode(
         // '{' would start a protobuf group (field 15), which a Frame never contains.
         KafkaFormat::Auto => payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
     };
-    let mut frame = if json {
+    let (mut frame, detections) = if json {
         let j: JsonFrame = serde_json::from_slice(payload)
             .map_err(|e| Rejection::new(RejectReason::InvalidJson, format!("not a framewatch JSON frame: {e}")))?;
         from_json(j)?
     } else {
-        v1::Frame::decode(payload)
-            .map_err(|e| Rejection::new(RejectReason::InvalidProtobuf, format!("not a framewatch.v1.Frame: {e}")))?
+        let mut frame = v1::Frame::decode(payload)
+            .map_err(|e| Rejection::new(RejectReason::InvalidProtobuf, format!("not a framewatch.v1.Frame: {e}")))?;
+        let detections = std::mem::take(&mut frame.detections).into_iter().map(detection_from_proto).collect();
+        (frame, detections)
     };
     if frame.camera_id.trim().is_empty()
         && let Some(key) = msg.key.and_then(|k| std::str::from_utf8(k).ok())
@@ -115,10 +105,11 @@ pub fn decode(
             nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
         });
     }
-    from_proto(frame, Source::Kafka, now, cfg)
+    from_parts(frame, detections, Source::Kafka, now, cfg)
 }
 
-fn from_json(j: JsonFrame) -> Result<v1::Frame, Rejection> {
+/// The JSON form as a wire frame without detections, and its detections (already the metrics crate's type).
+fn from_json(j: JsonFrame) -> Result<(v1::Frame, Vec<Detection>), Rejection> {
     let capture_time = match j.capture_time {
         None => None,
         Some(JsonTime::Unix(s)) if s.is_finite() && (0.0..253_402_300_800.0).contains(&s) => {
@@ -149,27 +140,15 @@ fn from_json(j: JsonFrame) -> Result<v1::Frame, Rejection> {
     let content = (!j.metrics.is_empty() || perceptual_hash.is_some()).then(|| {
         v1::frame::Content::MetricValues(v1::MetricValues { values: j.metrics.into_iter().collect(), perceptual_hash })
     });
-    let detections = j
-        .detections
-        .into_iter()
-        .map(|d| v1::Detection {
-            x_min: d.x_min,
-            y_min: d.y_min,
-            x_max: d.x_max,
-            y_max: d.y_max,
-            class_label: d.class_label,
-            confidence: d.confidence,
-            class_probabilities: d.class_probabilities,
-        })
-        .collect();
-    Ok(v1::Frame {
+    let frame = v1::Frame {
         camera_id: j.camera_id,
         labels: j.labels,
         capture_time,
         content,
-        detections,
+        detections: Vec::new(),
         model_version: j.model_version,
-    })
+    };
+    Ok((frame, j.detections))
 }
 
 #[cfg(test)]
@@ -199,6 +178,28 @@ mod tests {
             crate::frame::Content::Values { values: vec![("brightness".into(), 0.41)], perceptual_hash: Some(255) }
         );
         assert_eq!(f.detections.len(), 1);
+        assert_eq!((f.detections[0].class_label.as_str(), f.detections[0].confidence), ("car", 0.9));
+        assert!(f.detections[0].class_probabilities.is_empty(), "class_probabilities is optional");
+    }
+
+    #[test]
+    fn json_detections_keep_their_form() {
+        let cfg = IngestConfig::default();
+        let decode_json = |j: &str| decode(msg(j.as_bytes(), None, None), KafkaFormat::Json, now(), &cfg);
+        let f = decode_json(
+            r#"{"camera_id": "c", "detections": [{"x_min": 0, "y_min": 0, "x_max": 1, "y_max": 1, "confidence": 0.5,
+                "class_probabilities": [0.5, 0.5]}]}"#,
+        )
+        .expect("no class_label: empty, like the protobuf default");
+        assert_eq!((f.detections[0].class_label.as_str(), f.detections[0].class_probabilities.len()), ("", 2));
+        let unknown = decode_json(
+            r#"{"camera_id": "c", "detections": [{"x_min": 0, "y_min": 0, "x_max": 1, "y_max": 1, "confidence": 0.5,
+                "colour": "red"}]}"#,
+        );
+        assert_eq!(unknown.expect_err("unknown field").reason.as_str(), "invalid_json");
+        let no_confidence =
+            decode_json(r#"{"camera_id": "c", "detections": [{"x_min": 0, "y_min": 0, "x_max": 1, "y_max": 1}]}"#);
+        assert_eq!(no_confidence.expect_err("confidence is required").reason.as_str(), "invalid_json");
     }
 
     #[test]
