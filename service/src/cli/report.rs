@@ -182,13 +182,20 @@ fn opt(v: Option<f64>) -> String {
     v.map_or("-".into(), |x| format!("{x:.4}"))
 }
 
-pub fn print_drift(rep: &DriftReport, baseline: &Baseline, out: &mut impl Write) -> io::Result<()> {
+/// The drift table's header and rows: one row per metric, drifted metrics first, then by PSI.
+fn drift_rows(rep: &DriftReport) -> (Vec<String>, Vec<Vec<String>>) {
     let header: Vec<String> =
         ["metric", "n", "mean", "baseline", "psi", "ks", "ks_p", "js", "w_norm", "out_1.5iqr", "out_2.5iqr", "verdict"]
             .map(String::from)
             .to_vec();
+    // Drifted metrics first, then by PSI: the reader's eye lands on what moved most. Sorted on the numbers, before
+    // they are formatted (the sort is stable: equal keys keep the report's name order).
+    let mut metrics: Vec<_> = rep.metrics.iter().collect();
+    metrics.sort_by(|(_, a), (_, b)| {
+        (a.drift != Some(true)).cmp(&(b.drift != Some(true))).then(b.stats.psi.total_cmp(&a.stats.psi))
+    });
     let mut rows = Vec::new();
-    for (name, m) in &rep.metrics {
+    for (name, m) in metrics {
         let s = &m.stats;
         rows.push(vec![
             name.clone(),
@@ -209,11 +216,11 @@ pub fn print_drift(rep: &DriftReport, baseline: &Baseline, out: &mut impl Write)
             },
         ]);
     }
-    // Drifted metrics first, then by PSI: the reader's eye lands on what moved most.
-    rows.sort_by(|a, b| {
-        let key = |r: &Vec<String>| (r[11] != "DRIFT", -r[4].parse::<f64>().unwrap_or(0.0));
-        key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal)
-    });
+    (header, rows)
+}
+
+pub fn print_drift(rep: &DriftReport, baseline: &Baseline, out: &mut impl Write) -> io::Result<()> {
+    let (header, rows) = drift_rows(rep);
     writeln!(
         out,
         "baseline: {} frames ({}), built {}",
