@@ -4,7 +4,11 @@
 //! control slows the client; `try_submit` tells the Kafka source to wait and then pause its partitions; memory
 //! stays bounded by `queue_capacity` frames. Each worker owns a `Scorer` (reused buffers), records into the window
 //! store (a batch under one lock), and answers the submitter.
+//!
+//! A panic (a bug in a metric or a decoder) costs one frame, not the pool: it is refused as `internal_error`,
+//! counted and logged; a worker that dies anyway gives its queue permits back and is started again.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -177,7 +181,7 @@ impl Pipeline {
                 let (rx, ctx, frames) = (rx.clone(), ctx.clone(), frames.clone());
                 std::thread::Builder::new()
                     .name(format!("framewatch-score-{i}"))
-                    .spawn(move || worker(rx, ctx, &frames, capacity))
+                    .spawn(move || supervise(i, &rx, &ctx, &frames, capacity))
                     .unwrap_or_else(|e| panic!("cannot start scoring thread: {e}"))
             })
             .collect();
@@ -198,41 +202,96 @@ impl Pipeline {
     }
 }
 
-fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, ctx: WorkerContext, permits: &tokio::sync::Semaphore, capacity: usize) {
+/// Runs a worker until the queue is closed and drained. A worker that dies (a panic outside a frame's own guard)
+/// has already given its permits back (`Permits`) and answered nobody (its reply senders are dropped, which the
+/// sources read as `internal_error`); it is logged and started again with a fresh scorer, so the pool never
+/// shrinks.
+fn supervise(
+    id: usize,
+    rx: &Mutex<mpsc::Receiver<Job>>,
+    ctx: &WorkerContext,
+    permits: &tokio::sync::Semaphore,
+    capacity: usize,
+) {
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| worker(rx, ctx, permits, capacity))) {
+            Ok(()) => return,
+            Err(panic) => {
+                tracing::error!(
+                    worker = id,
+                    panic = panic_message(panic.as_ref()),
+                    "scoring worker died; restarting it"
+                )
+            }
+        }
+    }
+}
+
+/// A job's queue permits, given back when dropped: after the job is recorded (before anyone hears of it), and
+/// also when a panic unwinds through the worker, so a dying worker never shrinks the queue.
+struct Permits<'a> {
+    semaphore: &'a tokio::sync::Semaphore,
+    n: usize,
+    capacity: usize,
+    telemetry: &'a Telemetry,
+}
+
+impl Drop for Permits<'_> {
+    fn drop(&mut self) {
+        self.semaphore.add_permits(self.n);
+        self.telemetry.queue_depth.set(self.capacity.saturating_sub(self.semaphore.available_permits()) as i64);
+    }
+}
+
+fn worker(rx: &Mutex<mpsc::Receiver<Job>>, ctx: &WorkerContext, permits: &tokio::sync::Semaphore, capacity: usize) {
     let mut scorer = Scorer::new(ctx.registry.clone(), ctx.settings);
     // Reused across jobs: one scored slot per frame of the largest batch seen, and a single frame's outcome.
     let mut scored: Vec<Scored> = Vec::new();
     let mut outcome: Vec<Outcome> = Vec::with_capacity(1);
     loop {
         // Holding the lock while waiting is fine: idle workers have nothing else to do.
-        let job = match rx.lock() {
-            Ok(mut r) => r.blocking_recv(),
-            Err(_) => return,
-        };
-        let Some(job) = job else { return };
+        let Some(job) = rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv() else { return };
         // Recorded (or refused) before its permits come back and before anyone hears of it: the depth reaches
         // zero only when the store has every frame.
-        let n = job.frames().min(capacity);
+        let held = Permits { semaphore: permits, n: job.frames().min(capacity), capacity, telemetry: &ctx.telemetry };
         match job.work {
             Work::Frame(frame, reply) => {
                 let source = frame.source;
-                process(&mut scorer, &ctx, source, &[Ok(frame)], &mut scored, &mut outcome);
-                permits.add_permits(n);
-                ctx.telemetry.queue_depth.set(capacity.saturating_sub(permits.available_permits()) as i64);
+                process(&mut scorer, ctx, source, &[Ok(frame)], &mut scored, &mut outcome);
+                drop(held);
                 if let (Some(reply), Some(o)) = (reply, outcome.pop()) {
                     let _ = reply.send(o);
                 }
             }
             Work::Batch(source, batch, reply) => {
-                let frames: Vec<Result<IncomingFrame, Rejection>> = batch.into_iter().map(|decode| decode()).collect();
+                let frames: Vec<Result<IncomingFrame, Rejection>> = batch.into_iter().map(decode_guarded).collect();
                 let mut outcomes = Vec::with_capacity(frames.len());
-                process(&mut scorer, &ctx, source, &frames, &mut scored, &mut outcomes);
-                permits.add_permits(n);
-                ctx.telemetry.queue_depth.set(capacity.saturating_sub(permits.available_permits()) as i64);
+                process(&mut scorer, ctx, source, &frames, &mut scored, &mut outcomes);
+                drop(held);
                 let _ = reply.send(outcomes);
             }
         }
     }
+}
+
+/// The refusal of a frame whose decoding or scoring panicked.
+fn internal_error() -> Rejection {
+    Rejection::new(RejectReason::InternalError, "framewatch failed on this frame (a bug, logged); it was not recorded")
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("?")
+}
+
+/// Runs a source's decode, a panic in it refusing only that message.
+fn decode_guarded(decode: Decode) -> Result<IncomingFrame, Rejection> {
+    catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+        tracing::error!(
+            panic = panic_message(panic.as_ref()),
+            "decoding a message panicked; refused as internal_error"
+        );
+        Err(internal_error())
+    })
 }
 
 /// A frame's scores, ready to record (a reusable slot).
@@ -262,7 +321,7 @@ fn process(
     for (f, slot) in frames.iter().zip(scored.iter_mut()) {
         let started = Instant::now();
         outcomes.push(match f {
-            Ok(f) => score(scorer, ctx, f, slot),
+            Ok(f) => score_guarded(scorer, ctx, f, slot),
             Err(r) => Err(r.clone()),
         });
         ctx.telemetry.scoring_seconds.observe(started.elapsed().as_secs_f64());
@@ -313,6 +372,20 @@ fn process(
     }
 }
 
+/// `score`, with a panic confined to its frame: refused as `internal_error` and logged, and the scorer replaced
+/// (its reused buffers may be half-written). The slot is not recorded, since the outcome is an error.
+fn score_guarded(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, out: &mut Scored) -> Outcome {
+    catch_unwind(AssertUnwindSafe(|| score(scorer, ctx, f, out))).unwrap_or_else(|panic| {
+        tracing::error!(
+            camera_id = %f.camera_id,
+            panic = panic_message(panic.as_ref()),
+            "scoring a frame panicked; refused as internal_error"
+        );
+        *scorer = Scorer::new(ctx.registry.clone(), ctx.settings);
+        Err(internal_error())
+    })
+}
+
 /// Decodes and scores one frame into `out`, with edge-computed values in place of computed ones.
 fn score(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, out: &mut Scored) -> Outcome {
     let pixels = match &f.content {
@@ -346,4 +419,140 @@ fn score(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, out: &mut 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use framewatch_metrics::catalog::{FrameContext, FrameMetric, MetricInfo, MetricKind};
+    use framewatch_metrics::{BaselineBuilder, ComparableSettings, RawFormat};
+    use prometheus_client::registry::Registry;
+
+    use crate::config::Config;
+    use crate::store::StoreSettings;
+    use crate::time::ManualClock;
+
+    const NOW: i64 = 1_764_151_200;
+    /// Frames this wide trip the bug in `Buggy`.
+    const POISON_WIDTH: usize = 13;
+
+    /// A user's custom metric with a bug: it panics on frames 13 pixels wide.
+    #[derive(Debug)]
+    struct Buggy;
+
+    impl FrameMetric for Buggy {
+        fn info(&self) -> MetricInfo {
+            MetricInfo {
+                name: "buggy",
+                kind: MetricKind::Data,
+                unit: "ratio",
+                range: "[0, 1]",
+                description: "panics on frames 13 pixels wide",
+                encord: None,
+            }
+        }
+        fn compute(&self, f: &FrameContext<'_>) -> Option<f64> {
+            match f.source_size {
+                Some((POISON_WIDTH, _)) => panic!("bug in a custom metric"),
+                _ => Some(1.0),
+            }
+        }
+    }
+
+    fn context() -> WorkerContext {
+        let mut registry = MetricRegistry::standard();
+        registry.register(Buggy).expect("register the custom metric");
+        let registry = Arc::new(registry);
+        let mut baseline = BaselineBuilder::new(vec!["brightness".into()], ComparableSettings::default(), 10);
+        for i in 0..100 {
+            baseline.add(&[Some(0.3 + f64::from(i % 10) / 50.0)], ["car"]);
+        }
+        let baseline = baseline.finish("t".into(), "v".into(), "s".into()).expect("baseline");
+        let index_of = |n: &str| registry.index_of(n);
+        let settings = StoreSettings::from_config(&Config::default(), index_of).expect("store settings");
+        WorkerContext {
+            store: Arc::new(Mutex::new(WindowStore::new(settings, &baseline, index_of))),
+            registry: registry.clone(),
+            settings: ScoreSettings::default(),
+            clock: Arc::new(ManualClock::at(NOW)),
+            telemetry: Telemetry::register(&mut Registry::default(), 4),
+            cameras: Arc::new(Mutex::new(CameraTracker::new(100))),
+        }
+    }
+
+    fn frame(source: Source, width: usize) -> IncomingFrame {
+        IncomingFrame {
+            source,
+            camera_id: "cam-1".into(),
+            model_version: "v1".into(),
+            labels: Default::default(),
+            capture_secs: NOW,
+            content: Content::Raw { pixels: vec![128; width * 8], width, height: 8, format: RawFormat::Gray8 },
+            detections: Vec::new(),
+        }
+    }
+
+    fn reason(o: &Outcome) -> &'static str {
+        o.as_ref().err().map_or("ok", |r| r.reason.as_str())
+    }
+
+    fn count(
+        family: &prometheus_client::metrics::family::Family<
+            [(&'static str, &'static str); 2],
+            prometheus_client::metrics::counter::Counter,
+        >,
+        labels: [(&'static str, &'static str); 2],
+    ) -> u64 {
+        family.get(&labels).map_or(0, |c| c.get())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_panicking_metric_refuses_its_frame_as_internal_error_and_later_frames_are_scored() {
+        let ctx = context();
+        // One worker: the frames after the panic are scored by the same (recovered) worker.
+        let pipeline = Pipeline::start(1, 4, ctx.clone());
+        let handle = pipeline.handle();
+        let mut answers = Vec::new();
+        for width in [16, POISON_WIDTH, 16, 16] {
+            let (tx, rx) = oneshot::channel();
+            handle.submit(Job { work: Work::Frame(frame(Source::Grpc, width), Some(tx)) }).await.expect("queued");
+            answers.push(rx.await.expect("every frame is answered"));
+        }
+        assert_eq!(answers.iter().map(reason).collect::<Vec<_>>(), ["ok", "internal_error", "ok", "ok"]);
+
+        // A batch: a panicking decode and a panicking metric each cost their own message only.
+        let (tx, rx) = oneshot::channel();
+        let decodes: Vec<Decode> = vec![
+            Box::new(|| Ok(frame(Source::Kafka, 16))),
+            Box::new(|| panic!("bug in a decoder")),
+            Box::new(|| Ok(frame(Source::Kafka, POISON_WIDTH))),
+            Box::new(|| Ok(frame(Source::Kafka, 16))),
+        ];
+        handle.submit(Job { work: Work::Batch(Source::Kafka, decodes, tx) }).await.expect("queued");
+        let batch = rx.await.expect("the batch is answered");
+        assert_eq!(batch.iter().map(reason).collect::<Vec<_>>(), ["ok", "internal_error", "internal_error", "ok"]);
+
+        let t = &ctx.telemetry;
+        assert_eq!(count(&t.rejected, [("source", "grpc"), ("reason", "internal_error")]), 1);
+        assert_eq!(count(&t.rejected, [("source", "kafka"), ("reason", "internal_error")]), 2);
+        assert_eq!(t.accepted.get(&[("source", "grpc")]).map_or(0, |c| c.get()), 3);
+        assert_eq!(t.accepted.get(&[("source", "kafka")]).map_or(0, |c| c.get()), 2);
+        assert_eq!(handle.depth(), 0, "every permit came back");
+        drop(handle);
+        pipeline.drain();
+    }
+
+    #[test]
+    fn a_worker_unwinding_gives_its_permits_back() {
+        let semaphore = tokio::sync::Semaphore::new(8);
+        let telemetry = Telemetry::register(&mut Registry::default(), 8);
+        semaphore.try_acquire_many(5).expect("room").forget();
+        let unwound = catch_unwind(AssertUnwindSafe(|| {
+            let _held = Permits { semaphore: &semaphore, n: 5, capacity: 8, telemetry: &telemetry };
+            panic!("a worker dies holding a job");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(semaphore.available_permits(), 8);
+        assert_eq!(telemetry.queue_depth.get(), 0);
+    }
 }
