@@ -4,9 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use framewatch_e2e::{root, scratch};
 
 fn framewatch(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_framewatch")).args(args).current_dir(root()).output().expect("run framewatch")
@@ -18,14 +16,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A fresh directory under the target dir, unique per test.
-fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("mkdir");
-    d
 }
 
 fn build_baseline(dir: &Path) -> PathBuf {
@@ -46,7 +36,7 @@ fn build_baseline(dir: &Path) -> PathBuf {
 
 #[test]
 fn score_writes_one_json_line_per_frame_and_reports_bad_files() {
-    let dir = scratch("score");
+    let dir = scratch("cli-score");
     std::fs::copy(root().join("fixtures/images/building.jpg"), dir.join("good.jpg")).expect("copy");
     let bytes = std::fs::read(root().join("fixtures/images/fruits.jpg")).expect("read");
     std::fs::write(dir.join("cut.jpg"), &bytes[..bytes.len() / 3]).expect("write");
@@ -83,7 +73,7 @@ fn score_table_shows_selected_metrics_and_rejects_unknown_ones() {
 
 #[test]
 fn baseline_then_drift_finds_the_night_shift_and_gates_ci() {
-    let dir = scratch("drift");
+    let dir = scratch("cli-drift");
     let baseline = build_baseline(&dir);
     let text = std::fs::read_to_string(&baseline).expect("baseline");
     let b: serde_json::Value = serde_json::from_str(&text).expect("json");
@@ -145,7 +135,7 @@ fn baseline_then_drift_finds_the_night_shift_and_gates_ci() {
 
 #[test]
 fn drift_refuses_other_analysis_settings_bad_rules_and_broken_baselines() {
-    let dir = scratch("refuse");
+    let dir = scratch("cli-refuse");
     let baseline = build_baseline(&dir);
     let bpath = baseline.to_str().expect("utf8");
     let o = framewatch(&["drift", "--baseline", bpath, "examples/night", "--max-side", "128"]);
@@ -210,7 +200,7 @@ fn demo_runs_for_a_set_duration_and_prints_a_summary() {
 
 #[test]
 fn baseline_build_makes_one_reference_per_sub_directory() {
-    let dir = scratch("slices");
+    let dir = scratch("cli-slices");
     for (cam, range) in [("cam-a", 0..40), ("cam-b", 40..80)] {
         std::fs::create_dir_all(dir.join("train").join(cam)).expect("mkdir");
         for i in range {

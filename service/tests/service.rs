@@ -3,12 +3,12 @@
 //! /metrics, health, and graceful shutdown. Time is a manual clock, so windows do not depend on the wall clock.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use framewatch::config::Config;
 use framewatch::server::Service;
 use framewatch::time::ManualClock;
+use framewatch_e2e::{http_get, root};
 use framewatch_proto::v1::ingest_service_client::IngestServiceClient;
 use framewatch_proto::v1::query_service_client::QueryServiceClient;
 use framewatch_proto::v1::{
@@ -17,10 +17,6 @@ use framewatch_proto::v1::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NOW: i64 = 1_795_000_000;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn config() -> Config {
     let mut c = Config { baseline: Some(root().join("examples/baseline.json")), ..Config::default() };
@@ -78,16 +74,21 @@ fn frames(set: &str, camera: &str, site: &str) -> Vec<Frame> {
         .collect()
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+/// The harness's (blocking) GET, run off the runtime's threads: (status, body).
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let owned = path.to_string();
+    tokio::task::spawn_blocking(move || http_get(addr, &owned))
         .await
-        .expect("write");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, text)
+        .expect("GET task")
+        .unwrap_or_else(|| panic!("GET {path}: no answer"))
+}
+
+/// A sample's value in a Prometheus exposition (the first line starting with `series `).
+fn sample(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in\n{body}"))
 }
 
 fn bad_frames() -> Vec<(Frame, &'static str)> {
@@ -273,7 +274,7 @@ async fn streamed_frames_drift_is_visible_over_grpc_and_metrics_and_bad_frames_a
     assert!(catalog.metrics.iter().any(|m| m.name == "redness"));
 
     // Prometheus exposition
-    let (status, body) = http_get(svc.http_addr, "/metrics").await;
+    let (status, body) = get(svc.http_addr, "/metrics").await;
     assert_eq!(status, 200);
     assert!(
         body.contains("framewatch_frames_rejected_total{source=\"grpc\",reason=\"missing_camera_id\"} 1"),
@@ -288,8 +289,8 @@ async fn streamed_frames_drift_is_visible_over_grpc_and_metrics_and_bad_frames_a
     );
     assert!(body.contains("framewatch_drift_psi{slice=\"global\",dimension=\"global\",metric=\"brightness\"}"));
     assert!(body.contains("framewatch_frames_late_total 1"), "{body}");
-    assert_eq!(http_get(svc.http_addr, "/readyz").await.0, 200);
-    assert_eq!(http_get(svc.http_addr, "/healthz").await.0, 200);
+    assert_eq!(get(svc.http_addr, "/readyz").await.0, 200);
+    assert_eq!(get(svc.http_addr, "/healthz").await.0, 200);
 
     // gRPC health
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", svc.grpc_addr))
@@ -434,7 +435,7 @@ async fn alerts_go_pending_then_firing_then_resolve_and_reach_watchers_and_the_w
     assert!(seen.iter().any(|(r, _, _, t)| r == "DarkFramesConfidence" && *t), "model test flagged: {seen:?}");
 
     // metrics show alert state and the failing model test
-    let (_, body) = http_get(svc.http_addr, "/metrics").await;
+    let (_, body) = get(svc.http_addr, "/metrics").await;
     assert!(
         body.contains(
             "framewatch_alert_state{rule=\"BrightnessDrift\",slice=\"camera_id=cam-night\",severity=\"warning\"} 2"
@@ -483,19 +484,11 @@ async fn alerts_go_pending_then_firing_then_resolve_and_reach_watchers_and_the_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_pipeline_holds_the_client_back_and_the_queue_stays_bounded() {
+    const CAPACITY: f64 = 2.0;
     let mut cfg = config();
     cfg.pipeline.workers = 1;
-    cfg.pipeline.queue_capacity = 2;
+    cfg.pipeline.queue_capacity = CAPACITY as usize;
     let svc = Service::start(cfg, Arc::new(ManualClock::at(NOW))).await.expect("start");
-    let depth_probe = svc.pipeline.clone();
-    let probe = tokio::spawn(async move {
-        let mut max = 0;
-        for _ in 0..2000 {
-            max = max.max(depth_probe.depth());
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        max
-    });
     // 300 frames offered as fast as the client can: each is a real JPEG that takes the single worker a while.
     let mut all = frames("night", "cam-a", "lot-1");
     all.extend(frames("train", "cam-b", "lot-1"));
@@ -503,6 +496,35 @@ async fn a_slow_pipeline_holds_the_client_back_and_the_queue_stays_bounded() {
     let n = all.len();
     let mut ingest = IngestServiceClient::connect(format!("http://{}", svc.grpc_addr)).await.expect("connect");
     let mut acks = ingest.stream_frames(tokio_stream::iter(all)).await.expect("stream").into_inner();
+    // While the stream runs, every scrape of /metrics must show the bound: at most CAPACITY frames queued or being
+    // scored, and at most one more read off the stream and waiting for room. The server reads no further ahead of
+    // the worker: that is the client being held back (HTTP/2 flow control does the rest). Counters are read in
+    // registration order (received, then accepted and rejected), so a scrape never overstates what is in flight.
+    let http = svc.http_addr;
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let scraper = tokio::spawn(async move {
+        let mut scrapes = 0u32;
+        while done_rx.try_recv().is_err() {
+            let (_, body) = get(http, "/metrics").await;
+            let depth = sample(&body, "framewatch_queue_depth");
+            let received = sample(&body, "framewatch_frames_received_total{source=\"grpc\"}");
+            let answered = body
+                .lines()
+                .filter(|l| {
+                    l.starts_with("framewatch_frames_accepted_total{source=\"grpc\"}")
+                        || l.starts_with("framewatch_frames_rejected_total{source=\"grpc\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+            assert!(depth <= CAPACITY, "queue depth {depth} exceeded its capacity of {CAPACITY}");
+            assert!(
+                received - answered <= CAPACITY + 1.0,
+                "{received} frames read, {answered} answered: the server read ahead of the queue"
+            );
+            scrapes += 1;
+        }
+        scrapes
+    });
     let mut count = 0;
     while let Some(a) = acks.message().await.expect("ack") {
         assert!(a.accepted, "{}", a.message);
@@ -510,9 +532,9 @@ async fn a_slow_pipeline_holds_the_client_back_and_the_queue_stays_bounded() {
         count += 1;
     }
     assert_eq!(count as usize, n, "every frame acknowledged, none lost");
-    let max_depth = probe.await.expect("probe");
-    assert!(max_depth <= 2, "queue depth {max_depth} exceeded its capacity of 2");
-    assert!(max_depth >= 1, "the probe saw the queue in use");
+    let _ = done_tx.send(());
+    let scrapes = scraper.await.expect("every scrape showed the bound");
+    eprintln!("{scrapes} scrapes of /metrics while streaming");
     drop(ingest);
     svc.stop().await.expect("stop");
 }
@@ -545,7 +567,7 @@ async fn slice_cap_series_budget_and_shutdown_drain() {
     }
     assert_eq!(accepted, 36);
     svc.evaluate_now().await;
-    let (_, body) = http_get(svc.http_addr, "/metrics").await;
+    let (_, body) = get(svc.http_addr, "/metrics").await;
     let active: f64 = body
         .lines()
         .find_map(|l| l.strip_prefix("framewatch_slices_active "))
@@ -573,17 +595,32 @@ async fn slice_cap_series_budget_and_shutdown_drain() {
             ..Frame::default()
         })
         .collect();
+    let sent = pending.len();
     let mut acks = ingest.stream_frames(tokio_stream::iter(pending)).await.expect("stream").into_inner();
     let first = acks.message().await.expect("ack").expect("first ack");
     assert!(first.accepted);
     let token = svc.shutdown_token();
     token.cancel();
-    let mut answered = 1;
-    while let Ok(Some(a)) = acks.message().await {
-        answered += 1;
-        assert!(a.accepted || a.reason == "shutting_down", "{}: {}", a.reason, a.message);
+    // Every frame sent gets its acknowledgement, in order: recorded, or refused as shutting_down; none is dropped
+    // and the stream is not cut.
+    let (mut accepted, mut refused) = (1, 0);
+    loop {
+        match acks.message().await {
+            Ok(Some(a)) => {
+                assert_eq!(a.sequence as usize, accepted + refused, "acknowledgements in order");
+                if a.accepted {
+                    accepted += 1;
+                } else {
+                    assert_eq!(a.reason, "shutting_down", "{}", a.message);
+                    refused += 1;
+                }
+            }
+            Ok(None) => break,
+            Err(status) => panic!("the stream broke after {} of {sent} answers: {status}", accepted + refused),
+        }
     }
-    assert!(answered >= 1);
+    eprintln!("drain: {accepted} recorded, {refused} refused as shutting_down");
+    assert_eq!(accepted + refused, sent, "every frame sent was answered");
     drop((ingest, acks));
     svc.wait().await.expect("stopped cleanly");
 }
