@@ -45,6 +45,12 @@ impl DriftThresholds {
             .then_some((s.psi >= self.psi || s.ks_statistic >= self.ks_statistic) && s.ks_p_value <= self.p_value)
     }
 
+    /// Whether a metric's change is clear of sampling noise, for the cause diagnosis: the default verdict, or a
+    /// mean shift with a p-value at or below `p_value` (on effective sample sizes); never below `min_frames`.
+    pub fn significant_shift(&self, s: &MetricDrift) -> bool {
+        s.n >= self.min_frames && (self.verdict(s) == Some(true) || s.mean_p_value <= self.p_value)
+    }
+
     /// The default verdict for a categorical of `n` observations.
     pub fn categorical_verdict(&self, n: u64, chi: &ChiSquare) -> Option<bool> {
         (n >= self.min_frames).then_some(chi.cramers_v >= self.cramers_v && chi.p_value <= self.p_value)

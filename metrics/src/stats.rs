@@ -304,6 +304,29 @@ pub struct MetricDrift {
     pub outliers_severe: f64,
     /// Share of current values outside the baseline's [min, max].
     pub out_of_range: f64,
+    /// Two-sided p-value of the difference of means (a z test on effective sample sizes, with the baseline's
+    /// spread on both sides): the significance the cause diagnosis uses. Unlike KS it keeps power when a static
+    /// camera's window is worth one sample, because it weighs the shift against the camera's own spread.
+    pub mean_p_value: f64,
+}
+
+/// Two-sided p-value of `mean_b - mean_c` with standard deviations `sd_*` over `n_*` effective samples (Welch's
+/// z, normal approximation). 1 when either side is empty or nothing can be judged; 0 when both sides have no
+/// spread and the means differ.
+pub fn mean_shift_p_value(mean_b: f64, sd_b: f64, n_b: f64, mean_c: f64, sd_c: f64, n_c: f64) -> f64 {
+    if !(n_b >= 1.0 && n_c >= 1.0 && (mean_b - mean_c).is_finite()) {
+        return 1.0;
+    }
+    let diff = (mean_b - mean_c).abs();
+    let se = (sd_b * sd_b / n_b + sd_c * sd_c / n_c).sqrt();
+    if !se.is_finite() {
+        return 1.0;
+    }
+    if se == 0.0 {
+        return if diff > 0.0 { 0.0 } else { 1.0 };
+    }
+    use statrs::distribution::{ContinuousCDF, Normal};
+    (2.0 * Normal::standard().sf(diff / se)).clamp(0.0, 1.0)
 }
 
 /// Compares `current` with `reference` (both on `layout`). The KS p-value counts `effective` sizes instead of the
@@ -347,5 +370,30 @@ pub fn compare(
         outliers_moderate: share(current.outliers_moderate),
         outliers_severe: share(current.outliers_severe),
         out_of_range: current.out_of_range(),
+        // Under "no change" the window varies as the baseline does: the baseline's spread on both sides (the
+        // window's own spread would include the very shift under test when a fault starts mid-window).
+        mean_p_value: current
+            .mean(layout)
+            .map_or(1.0, |m| mean_shift_p_value(baseline_mean, baseline_std, n_ref, m, baseline_std, n_cur)),
+    }
+}
+
+#[cfg(test)]
+mod mean_shift_tests {
+    use super::*;
+
+    #[test]
+    fn welch_z_matches_the_normal_tail() {
+        // z = 0.2 / sqrt(0.006^2 + 0.006^2) = 23.6: certain even on one effective sample per side.
+        assert!(mean_shift_p_value(0.43, 0.006, 1.0, 0.23, 0.006, 1.0) < 1e-12);
+        // A 0.003 move on the same spread is nothing (z = 0.35, p = 0.72).
+        let p = mean_shift_p_value(0.439, 0.006, 1.0, 0.436, 0.006, 1.0);
+        assert!((p - 0.7237).abs() < 1e-3, "{p}");
+        // scipy.stats.norm.sf(1.96) * 2 = 0.04999579
+        let p = mean_shift_p_value(0.0, 1.0, 2.0, 1.96, 1.0, 2.0);
+        assert!((p - 0.049_995_79).abs() < 1e-6, "{p}");
+        assert_eq!(mean_shift_p_value(0.5, 0.0, 10.0, 0.5, 0.0, 10.0), 1.0);
+        assert_eq!(mean_shift_p_value(0.5, 0.0, 10.0, 0.6, 0.0, 10.0), 0.0);
+        assert_eq!(mean_shift_p_value(0.5, 0.1, 0.0, 0.6, 0.1, 10.0), 1.0);
     }
 }

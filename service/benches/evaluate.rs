@@ -13,9 +13,8 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use framewatch::config::Config;
-use framewatch::evaluate::evaluate;
+use framewatch::evaluate::{EvaluationSettings, evaluate};
 use framewatch::store::{FrameRecord, StoreSettings, WindowStore};
-use framewatch_metrics::drift::DriftThresholds;
 use framewatch_metrics::{
     Baseline, BaselineBuilder, ComparableSettings, FramePixels, MetricRegistry, ScoreSettings, Scorer,
 };
@@ -160,7 +159,7 @@ fn bench(c: &mut Criterion) {
         "100 cameras at 10 frames/s, full 15-minute windows, own references: {per_slice:.1} KiB per slice (global slice included in the total)"
     );
     let baseline = baseline(&registry);
-    let thresholds = DriftThresholds::default();
+    let settings = EvaluationSettings::from(&framewatch::config::EvaluationConfig::default());
     let mut group = c.benchmark_group("evaluate");
     group.sample_size(10);
     for n in [100usize, 1000, 10_000] {
@@ -170,7 +169,7 @@ fn bench(c: &mut Criterion) {
         eprintln!("{n} slices (+ global): {:.1} KiB held per slice", held as f64 / (n + 1) as f64 / 1024.0);
         let store = Mutex::new(store);
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| evaluate(&store, &baseline, &thresholds, now).slices.len())
+            b.iter(|| evaluate(&store, &baseline, &settings, &[], now).slices.len())
         });
     }
     group.finish();

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use framewatch_metrics::cause::{Cause, Tolerances};
 use framewatch_metrics::drift::DriftThresholds;
 use serde::Deserialize;
 
@@ -142,11 +143,24 @@ pub struct EvaluationConfig {
     /// The default verdict's thresholds (`[evaluation.thresholds]`: min_frames, psi, ks_statistic, cramers_v,
     /// p_value), the metrics crate's own type.
     pub thresholds: DriftThresholds,
+    /// Practical tolerance per metric in its own units (`[evaluation.tolerances]`, e.g. `brightness = 0.04`,
+    /// `sharpness = 0.6` for a ratio): below it no cause fires, however significant the test (METRICS.md, Causes).
+    pub tolerances: Tolerances,
+    /// A camera whose identical-picture streak reaches this many frames is `frozen`.
+    pub frozen_frames: u64,
+    /// A camera that shows another scene for this many frames is `moved`.
+    pub moved_frames: u64,
 }
 
 impl Default for EvaluationConfig {
     fn default() -> Self {
-        EvaluationConfig { interval_secs: 5.0, thresholds: DriftThresholds::default() }
+        EvaluationConfig {
+            interval_secs: 5.0,
+            thresholds: DriftThresholds::default(),
+            tolerances: Tolerances::default(),
+            frozen_frames: 30,
+            moved_frames: 30,
+        }
     }
 }
 
@@ -204,8 +218,8 @@ pub struct RuleConfig {
     /// ending in '*' ("camera_id=*", "predicate=*").
     #[serde(default = "all_slices")]
     pub slice: String,
-    /// psi, ks_statistic, ks_p_value, js_distance, wasserstein_norm, mean, mean_delta, outliers_moderate,
-    /// outliers_severe, drift (1/0), cramers_v (class distribution), frames (in window),
+    /// cause (1/0, see `cause`), psi, ks_statistic, ks_p_value, js_distance, wasserstein_norm, mean, mean_delta,
+    /// outliers_moderate, outliers_severe, out_of_range, drift (1/0), cramers_v (class distribution), frames,
     /// seconds_since_last_frame, frozen_frames, moved_frames, frame_change (camera slices).
     pub statistic: String,
     /// ">", ">=", "<" or "<=".
@@ -226,6 +240,12 @@ pub struct RuleConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// The cause this rule names (label `cause`; one of darker, brighter, blur, noise, colour_cast, compression,
+    /// frozen, moved, confidence_drop, class_shift, distribution, ingest, model_test). With `statistic = "cause"`
+    /// the rule's value is 1 while the evaluation diagnoses this cause on the slice. Default: `model_test` for
+    /// model test cases, `distribution` otherwise.
+    #[serde(default)]
+    pub cause: Option<Cause>,
     /// A model test case: `statistic op threshold` is what SHOULD hold ("confidence_mean mean >= 0.7 in slice
     /// dark"); the alert fires while it does not, and pass/fail is exported.
     #[serde(default)]

@@ -155,6 +155,7 @@ fn demo_config(args: &DemoArgs) -> Config {
         )]
         .into(),
         test: true,
+        cause: None,
     });
     c.alerts.default_rules = false;
     c.alerts.rules = rules;

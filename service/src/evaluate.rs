@@ -1,5 +1,6 @@
 //! Drift evaluation: every few seconds each slice's window is merged (under the store lock, one slice at a time,
-//! so ingest never waits long) and compared with the baseline (outside the lock). The result is an immutable
+//! so ingest never waits long), compared with the baseline (outside the lock), and diagnosed: which causes
+//! (darker, blur, frozen, ...) explain the change (`framewatch_metrics::cause`). The result is an immutable
 //! `Evaluation` that the exporter, the query API and the alert engine read. Cost: linear in active slices.
 
 use std::collections::BTreeMap;
@@ -7,11 +8,16 @@ use std::sync::{Arc, Mutex};
 
 use framewatch_metrics::Baseline;
 use framewatch_metrics::baseline::CLASS_CATEGORICAL;
+use framewatch_metrics::cause::{ClassShift, Evidence, Finding, Shift, Tolerances, diagnose};
 use framewatch_metrics::drift::DriftThresholds;
-use framewatch_metrics::stats::{ChiSquare, MetricDrift, chi_square_homogeneity, compare};
+use framewatch_metrics::stats::{
+    ChiSquare, EffectiveN, MetricDrift, chi_square_homogeneity, compare, effective_sample_size,
+};
 
+use crate::cameras::CameraState;
+use crate::config::EvaluationConfig;
 use crate::slice::SliceKey;
-use crate::store::WindowStore;
+use crate::store::{WindowSnapshot, WindowStore};
 
 #[derive(Debug, Clone)]
 pub struct MetricEval {
@@ -41,6 +47,8 @@ pub struct SliceEval {
     pub classes: Option<ClassEval>,
     /// Judged against the slice's own baseline (else the global one).
     pub own_baseline: bool,
+    /// The causes that explain this slice's change, consequences already suppressed (empty: nothing to say).
+    pub causes: Vec<Finding>,
 }
 
 /// One evaluation of every slice, sorted by slice key.
@@ -52,14 +60,36 @@ pub struct Evaluation {
 
 impl Evaluation {
     pub fn slice(&self, key: &str) -> Option<&SliceEval> {
-        self.slices.binary_search_by(|s| (*s.key).cmp(key)).ok().map(|i| &self.slices[i])
+        self.slices.binary_search_by(|s| s.key.as_str().cmp(key)).ok().map(|i| &self.slices[i])
     }
 }
 
+/// What the evaluation judges with (from `[evaluation]`).
+#[derive(Debug, Clone)]
+pub struct EvaluationSettings {
+    pub thresholds: DriftThresholds,
+    pub tolerances: Tolerances,
+    pub frozen_frames: u64,
+    pub moved_frames: u64,
+}
+
+impl From<&EvaluationConfig> for EvaluationSettings {
+    fn from(c: &EvaluationConfig) -> Self {
+        EvaluationSettings {
+            thresholds: c.thresholds,
+            tolerances: c.tolerances,
+            frozen_frames: c.frozen_frames,
+            moved_frames: c.moved_frames,
+        }
+    }
+}
+
+/// Evaluates every slice; `cameras` (sorted by camera id) are the temporal detectors' states.
 pub fn evaluate(
     store: &Mutex<WindowStore>,
     baseline: &Baseline,
-    thresholds: &DriftThresholds,
+    settings: &EvaluationSettings,
+    cameras: &[(String, CameraState)],
     now_secs: i64,
 ) -> Evaluation {
     let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
@@ -69,6 +99,7 @@ pub fn evaluate(
         s.slice_keys()
     };
     let mut scratch = (Vec::new(), Vec::new());
+    let mut evidence = Evidence::default();
     let mut slices = Vec::with_capacity(keys.len());
     for key in keys {
         let (snap, names): (_, Vec<Arc<str>>) = {
@@ -76,23 +107,30 @@ pub fn evaluate(
             let Some(snap) = s.snapshot(&key, now_secs) else { continue };
             (snap, s.tracked().iter().map(|t| t.name.clone()).collect())
         };
-        let mut metrics = Vec::with_capacity(names.len());
-        for (name, h) in names.iter().zip(&snap.hists) {
-            let Some((b, _)) = baseline.metric_for(&key, name) else { continue };
-            let stats = compare(&b.layout, &b.histogram, b.mean, b.std, h, &mut scratch);
-            let drift = thresholds.verdict(&stats);
-            metrics.push(MetricEval { name: name.clone(), stats, missing: h.missing, baseline_std: b.std, drift });
+        let metrics = compare_metrics(baseline, &settings.thresholds, &snap, &names, &mut scratch);
+        let classes = compare_classes(baseline, &settings.thresholds, &snap);
+        let camera = snap
+            .key
+            .camera_id()
+            .and_then(|c| cameras.binary_search_by(|(k, _)| k.as_str().cmp(c.as_str())).ok().map(|i| &cameras[i].1));
+        evidence.clear();
+        for m in &metrics {
+            let significant = settings.thresholds.significant_shift(&m.stats);
+            if let Some(shift) = Shift::from_drift(&m.stats, m.baseline_std, significant) {
+                evidence.set_metric(&m.name, shift);
+            }
         }
-        let classes = baseline.categorical_for(&key, CLASS_CATEGORICAL).and_then(|base| {
-            let counts: BTreeMap<String, u64> = snap.classes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-            let keys: std::collections::BTreeSet<&String> = base.keys().chain(counts.keys()).collect();
-            let pairs = keys.iter().map(|k| (base.get(*k).copied().unwrap_or(0), counts.get(*k).copied().unwrap_or(0)));
-            let chi = chi_square_homogeneity(pairs)?;
-            let n: u64 = counts.values().sum();
-            let drift = thresholds.categorical_verdict(n, &chi);
-            Some(ClassEval { counts, chi_square: chi, drift })
+        evidence.frozen = camera.is_some_and(|c| c.frozen_frames >= settings.frozen_frames);
+        evidence.moved = camera.is_some_and(|c| c.moved_frames >= settings.moved_frames);
+        evidence.classes = classes.as_ref().map(|c| {
+            let n: u64 = c.counts.values().sum();
+            ClassShift {
+                cramers_v: c.chi_square.cramers_v,
+                significant: n >= settings.thresholds.min_frames && c.chi_square.p_value <= settings.thresholds.p_value,
+            }
         });
         slices.push(SliceEval {
+            causes: diagnose(&evidence, &settings.tolerances),
             key: snap.key,
             frames: snap.frames,
             last_seen_secs: snap.last_seen_secs,
@@ -105,4 +143,36 @@ pub fn evaluate(
     }
     slices.sort_by(|a, b| a.key.cmp(&b.key));
     Evaluation { evaluated_at_secs: now_secs, slices }
+}
+
+/// Every tracked metric's statistics. P-values count effective sample sizes: the baseline's (from its frames'
+/// order) and the window's (from the lag-1 autocorrelation of consecutive frames of each camera).
+fn compare_metrics(
+    baseline: &Baseline,
+    thresholds: &DriftThresholds,
+    snap: &WindowSnapshot,
+    names: &[Arc<str>],
+    scratch: &mut (Vec<f64>, Vec<f64>),
+) -> Vec<MetricEval> {
+    let mut metrics = Vec::with_capacity(names.len());
+    for (i, (name, h)) in names.iter().zip(&snap.hists).enumerate() {
+        let Some((b, _)) = baseline.metric_for(&snap.key, name) else { continue };
+        let r1 = snap.lags.get(i).and_then(|l| l.lag1_autocorrelation()).unwrap_or(0.0);
+        let effective = EffectiveN { reference: b.effective_n, current: effective_sample_size(h.n, r1) };
+        let stats = compare(&b.layout, &b.histogram, b.mean, b.std, h, effective, scratch);
+        let drift = thresholds.verdict(&stats);
+        metrics.push(MetricEval { name: name.clone(), stats, missing: h.missing, baseline_std: b.std, drift });
+    }
+    metrics
+}
+
+fn compare_classes(baseline: &Baseline, thresholds: &DriftThresholds, snap: &WindowSnapshot) -> Option<ClassEval> {
+    let base = baseline.categorical_for(&snap.key, CLASS_CATEGORICAL)?;
+    let counts: BTreeMap<String, u64> = snap.classes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let keys: std::collections::BTreeSet<&String> = base.keys().chain(counts.keys()).collect();
+    let pairs = keys.iter().map(|k| (base.get(*k).copied().unwrap_or(0), counts.get(*k).copied().unwrap_or(0)));
+    let chi = chi_square_homogeneity(pairs)?;
+    let n: u64 = counts.values().sum();
+    let drift = thresholds.categorical_verdict(n, &chi);
+    Some(ClassEval { counts, chi_square: chi, drift })
 }

@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
+use framewatch_metrics::cause::Cause;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -15,6 +16,12 @@ use crate::alerts::{AlertSnapshot, Phase};
 use crate::cameras::CameraTracker;
 use crate::evaluate::Evaluation;
 use crate::store::WindowStore;
+
+/// Series one metric of one slice exports (mean, psi, ks, js, wasserstein, 2 outlier shares, verdict,
+/// out_of_range, effective n).
+const SERIES_PER_METRIC: usize = 10;
+/// Cause rows per slice (every cause but ingest and model_test).
+const CAUSE_SERIES: usize = 11;
 
 /// Renders drift statistics and store counters on each scrape.
 #[derive(Debug)]
@@ -73,17 +80,37 @@ impl Collector for DriftCollector {
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         let mut baseline_mean = vec![];
         let (mut class_v, mut class_drift) = (vec![], vec![]);
-        for s in &eval.slices {
-            let dim = s.key.dimension();
-            let exported = s.key.is_global() || dim.starts_with("predicate:") || self.export_dimensions.contains(&dim);
-            if !exported {
-                continue;
-            }
-            if budget < s.metrics.len() + 1 {
+        let (mut out_of_range, mut n_eff, mut causes) = (vec![], vec![], vec![]);
+        // Fleet-wide slices first (global, predicates, then label dimensions other than cameras), so the budget
+        // runs out on camera slices, never on what the shipped rules and dashboards watch fleet-wide.
+        let mut order: Vec<(u8, &crate::evaluate::SliceEval, String)> = eval
+            .slices
+            .iter()
+            .filter_map(|s| {
+                let dim = s.key.dimension();
+                let rank = if s.key.is_global() {
+                    0
+                } else if s.key.is_predicate() {
+                    1
+                } else if !self.export_dimensions.contains(&dim) {
+                    return None;
+                } else if dim == "camera_id" {
+                    3
+                } else {
+                    2
+                };
+                Some((rank, s, dim))
+            })
+            .collect();
+        order.sort_by_key(|(rank, _, _)| *rank);
+        for (_, s, dim) in order {
+            // Real series: frames, class V and verdict, 10 per metric, one per cause.
+            let cost = 3 + SERIES_PER_METRIC * s.metrics.len() + CAUSE_SERIES;
+            if budget < cost {
                 skipped += 1;
                 continue;
             }
-            budget -= s.metrics.len() + 1;
+            budget -= cost;
             let base = vec![("slice", s.key.to_string()), ("dimension", dim.clone())];
             frames.push((base.clone(), s.frames as f64));
             if let Some(c) = &s.classes {
@@ -110,9 +137,17 @@ impl Collector for DriftCollector {
                 let mut ls = l.clone();
                 ls.push(("severity", "severe".into()));
                 os.push((ls, m.stats.outliers_severe));
+                out_of_range.push((l.clone(), m.stats.out_of_range));
+                n_eff.push((l.clone(), m.stats.n_effective));
                 if let Some(d) = m.drift {
                     drift.push((l, if d { 1.0 } else { 0.0 }));
                 }
+            }
+            // One row per diagnosable cause, 0 or 1, so rules and dashboards see 0 rather than "no data".
+            for c in Cause::ALL.iter().filter(|c| !matches!(c, Cause::Ingest | Cause::ModelTest)) {
+                let mut l = base.clone();
+                l.push(("cause", c.as_str().to_string()));
+                causes.push((l, if s.causes.iter().any(|f| f.cause == *c) { 1.0 } else { 0.0 }));
             }
         }
         if let Some(g) = eval.slices.iter().find(|s| s.key.is_global()) {
@@ -124,12 +159,35 @@ impl Collector for DriftCollector {
         gauge(&mut enc, "framewatch_window_frames", "Frames in the slice's current window", &frames)?;
         gauge(&mut enc, "framewatch_window_mean", "Mean of the metric over the slice's window", &mean)?;
         gauge(&mut enc, "framewatch_baseline_mean", "Mean of the metric in the training baseline", &baseline_mean)?;
-        gauge(&mut enc, "framewatch_drift_psi", "Population stability index vs baseline (deciles + tails)", &psi)?;
+        gauge(
+            &mut enc,
+            "framewatch_drift_psi",
+            "Population stability index vs baseline (baseline deciles, open-ended ends)",
+            &psi,
+        )?;
         gauge(&mut enc, "framewatch_drift_ks_statistic", "Two-sample KS statistic vs baseline", &ks)?;
         gauge(&mut enc, "framewatch_drift_js_distance", "Jensen-Shannon distance vs baseline, base 2", &js)?;
         gauge(&mut enc, "framewatch_drift_wasserstein_norm", "Wasserstein-1 distance / baseline std", &wn)?;
         gauge(&mut enc, "framewatch_outlier_share", "Share of window values outside the baseline IQR fences", &om)?;
         gauge(&mut enc, "framewatch_drift_detected", "1 when the default drift verdict holds, 0 when not", &drift)?;
+        gauge(
+            &mut enc,
+            "framewatch_out_of_range_share",
+            "Share of window values outside the baseline's [min, max]",
+            &out_of_range,
+        )?;
+        gauge(
+            &mut enc,
+            "framewatch_effective_sample_size",
+            "Effective number of independent values in the window (lag-1 autocorrelation of each camera's frames)",
+            &n_eff,
+        )?;
+        gauge(
+            &mut enc,
+            "framewatch_cause_detected",
+            "1 while the diagnosis names this cause for the slice (consequences of another cause suppressed)",
+            &causes,
+        )?;
         gauge(&mut enc, "framewatch_class_cramers_v", "Cramer's V of the class distribution vs baseline", &class_v)?;
         gauge(
             &mut enc,
@@ -146,6 +204,7 @@ impl Collector for DriftCollector {
                     ("rule", a.rule.to_string()),
                     ("slice", a.slice.to_string()),
                     ("severity", a.severity.clone()),
+                    ("cause", a.labels.get("cause").cloned().unwrap_or_default()),
                 ];
                 (labels, if a.phase == Phase::Firing { 2.0 } else { 1.0 })
             })

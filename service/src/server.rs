@@ -29,7 +29,7 @@ use crate::api::QueryApi;
 use crate::cameras::CameraTracker;
 use crate::checkpoint::{CheckpointTelemetry, Checkpointer, compat_fingerprint};
 use crate::config::Config;
-use crate::evaluate::{Evaluation, evaluate};
+use crate::evaluate::{Evaluation, EvaluationSettings, evaluate};
 use crate::export::DriftCollector;
 use crate::http::{HttpState, KafkaHealth};
 use crate::pipeline::{Pipeline, PipelineHandle, WorkerContext};
@@ -350,19 +350,19 @@ fn evaluator(
         dispatcher: Dispatcher::new(p.alert_tx.clone(), webhook, config.alerts.resend_secs),
         snapshot: p.alert_state.clone(),
     });
-    let thresholds = config.evaluation.thresholds;
+    let settings = EvaluationSettings::from(&config.evaluation);
     let (store, baseline, evaluation, cameras) =
         (p.store.clone(), p.baseline.clone(), p.evaluation.clone(), p.cameras.clone());
     let idle = config.slices.idle_evict_secs as i64;
     Ok(Arc::new(move || {
         let now = now_secs(clock.as_ref());
-        let e = Arc::new(evaluate(&store, &baseline, &thresholds, now));
-        *evaluation.write().unwrap_or_else(|p| p.into_inner()) = e.clone();
         let cams = {
             let mut c = cameras.lock().unwrap_or_else(|p| p.into_inner());
             c.forget_idle(now - idle);
             c.snapshot()
         };
+        let e = Arc::new(evaluate(&store, &baseline, &settings, &cams, now));
+        *evaluation.write().unwrap_or_else(|p| p.into_inner()) = e.clone();
         alerting.lock().unwrap_or_else(|p| p.into_inner()).step(&e, &cams, now);
     }))
 }

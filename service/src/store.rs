@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use framewatch_metrics::Baseline;
 use framewatch_metrics::histogram::{BinLayout, Histogram, SubHistogram};
+use framewatch_metrics::stats::LagMoments;
 
 use crate::config::{Config, Predicate};
 use crate::slice::{GLOBAL, LabelKeyBuilder, SliceKey};
@@ -89,6 +90,55 @@ struct SliceState {
     /// Bins per tracked metric: the slice's own baseline's when it has one, else the global baseline's.
     layouts: Arc<[BinLayout]>,
     own_baseline: bool,
+    /// Lag-1 moments per tracked metric (consecutive frames of one camera), for effective sample sizes.
+    lags: Lags,
+    /// A camera slice's latest value per tracked metric (NaN: none), to pair with the camera's next frame.
+    last: Vec<f64>,
+}
+
+/// Lag-1 moments in two generations of one window length each, by capture time: the window's estimate merges
+/// both, so it always covers at least one full window without keeping a copy per sub-window (memory).
+#[derive(Debug, Default)]
+struct Lags {
+    /// Window number (sub-window index / steps) of `current`.
+    epoch: i64,
+    current: Vec<LagMoments>,
+    previous: Vec<LagMoments>,
+}
+
+impl Lags {
+    /// The generation for a frame of window number `epoch`, rolling forward as time moves; `None` for a frame
+    /// older than both generations.
+    fn generation(&mut self, epoch: i64, metrics: usize) -> Option<&mut Vec<LagMoments>> {
+        if self.current.is_empty() {
+            self.current = vec![LagMoments::default(); metrics];
+            self.previous = vec![LagMoments::default(); metrics];
+            self.epoch = epoch;
+        }
+        if epoch > self.epoch {
+            if epoch == self.epoch + 1 {
+                std::mem::swap(&mut self.current, &mut self.previous);
+            } else {
+                self.previous.fill(LagMoments::default());
+            }
+            self.current.fill(LagMoments::default());
+            self.epoch = epoch;
+        }
+        match self.epoch - epoch {
+            0 => Some(&mut self.current),
+            1 => Some(&mut self.previous),
+            _ => None,
+        }
+    }
+
+    fn merged(&self, metrics: usize) -> Vec<LagMoments> {
+        let mut out = vec![LagMoments::default(); metrics];
+        for (o, (c, p)) in out.iter_mut().zip(self.current.iter().zip(&self.previous)) {
+            o.merge(c);
+            o.merge(p);
+        }
+        out
+    }
 }
 
 /// Counters the store keeps for the exporter.
@@ -106,6 +156,8 @@ pub struct Tracked {
     pub registry_index: usize,
     pub name: Arc<str>,
     pub layout: BinLayout,
+    /// The baseline mean, subtracted from values before lag moments are summed (precision).
+    pub shift: f64,
 }
 
 /// A slice's merged window, ready for statistics.
@@ -121,6 +173,8 @@ pub struct WindowSnapshot {
     pub classes: HashMap<Arc<str>, u64>,
     /// Whether the slice is judged against its own baseline (else the global one).
     pub own_baseline: bool,
+    /// Lag-1 moments per tracked metric over about the last one to two window lengths.
+    pub lags: Vec<LagMoments>,
 }
 
 #[derive(Debug)]
@@ -136,11 +190,16 @@ pub struct WindowStore {
     counters: StoreCounters,
     /// Reused per frame: the slice keys it belongs to.
     keys: Vec<String>,
+    /// Reused per frame: (previous, current) value per tracked metric for the frame's camera (NaN: no pair).
+    pairs: Vec<(f64, f64)>,
+    /// Whether `camera_id` alone is a slice dimension (then camera slices carry the last values for pairs).
+    camera_slices: bool,
 }
 
 impl WindowStore {
     /// Tracks every metric that the baseline has; `index_of` maps names to registry indices.
     pub fn new(settings: StoreSettings, baseline: &Baseline, index_of: impl Fn(&str) -> Option<usize>) -> WindowStore {
+        let camera_slices = settings.dimensions.iter().any(|d| d.len() == 1 && d[0] == "camera_id");
         let tracked: Vec<Tracked> = baseline
             .metrics
             .iter()
@@ -149,6 +208,7 @@ impl WindowStore {
                     registry_index: index_of(name)?,
                     name: Arc::from(name.as_str()),
                     layout: m.layout.clone(),
+                    shift: m.mean,
                 })
             })
             .collect();
@@ -173,6 +233,8 @@ impl WindowStore {
             class_names: HashMap::new(),
             counters: StoreCounters::default(),
             keys: Vec::new(),
+            pairs: Vec::new(),
+            camera_slices,
         }
     }
 
@@ -204,12 +266,45 @@ impl WindowStore {
         let mut keys = std::mem::take(&mut self.keys);
         let n = slice_keys(&self.settings, frame, &mut keys);
         let classes: Vec<Arc<str>> = frame.classes.iter().map(|c| self.intern(c)).collect();
+        let camera = self.camera_pairs(frame, &keys[..n]);
         for key in &keys[..n] {
             self.record_in(key, index, frame, &classes, now_secs);
+        }
+        if let Some(i) = camera {
+            self.remember_last(&keys[i], frame);
         }
         self.keys = keys;
         self.counters.recorded += 1;
         Recorded::Yes { slices: n }
+    }
+
+    /// Fills `pairs` with (previous, current) values of the frame's camera; returns the camera slice's position
+    /// in `keys`. Without a camera slice every pair is NaN (no lag information: effective n = n).
+    fn camera_pairs(&mut self, frame: &FrameRecord<'_>, keys: &[String]) -> Option<usize> {
+        self.pairs.clear();
+        self.pairs.resize(self.tracked.len(), (f64::NAN, f64::NAN));
+        if !self.camera_slices {
+            return None;
+        }
+        let mut own = String::new();
+        crate::slice::LabelKeyBuilder::new(&mut own).push("camera_id", frame.camera_id);
+        let i = keys.iter().position(|k| *k == own)?;
+        if let Some(slice) = self.slices.get(keys[i].as_str()) {
+            for ((pair, t), last) in self.pairs.iter_mut().zip(&self.tracked).zip(&slice.last) {
+                if let Some(v) = frame.values.get(t.registry_index).copied().flatten() {
+                    *pair = (*last - t.shift, v - t.shift);
+                }
+            }
+        }
+        Some(i)
+    }
+
+    fn remember_last(&mut self, key: &str, frame: &FrameRecord<'_>) {
+        let Some(slice) = self.slices.get_mut(key) else { return };
+        slice.last.resize(self.tracked.len(), f64::NAN);
+        for (last, t) in slice.last.iter_mut().zip(&self.tracked) {
+            *last = frame.values.get(t.registry_index).copied().flatten().unwrap_or(f64::NAN);
+        }
     }
 
     fn intern(&mut self, class: &str) -> Arc<str> {
@@ -238,7 +333,14 @@ impl WindowStore {
             };
             self.slices.insert(
                 SliceKey::from_canonical(key),
-                SliceState { ring, last_seen_secs: now_secs, layouts, own_baseline },
+                SliceState {
+                    ring,
+                    last_seen_secs: now_secs,
+                    layouts,
+                    own_baseline,
+                    lags: Lags::default(),
+                    last: Vec::new(),
+                },
             );
         }
         let Some(slice) = self.slices.get_mut(key) else { return };
@@ -264,6 +366,15 @@ impl WindowStore {
         }
         for c in classes {
             *slot.classes.entry(c.clone()).or_default() += 1;
+        }
+        if self.pairs.iter().any(|(p, c)| p.is_finite() && c.is_finite())
+            && let Some(lags) = slice.lags.generation(index.div_euclid(steps), self.tracked.len())
+        {
+            for (m, &(p, c)) in lags.iter_mut().zip(&self.pairs) {
+                if p.is_finite() && c.is_finite() {
+                    m.push_pair(p, c);
+                }
+            }
         }
     }
 
@@ -326,6 +437,7 @@ impl WindowStore {
             hists,
             classes,
             own_baseline: slice.own_baseline,
+            lags: slice.lags.merged(self.tracked.len()),
         })
     }
 }
@@ -345,6 +457,11 @@ pub struct SavedSlice {
     pub last_seen_secs: i64,
     /// Non-empty sub-windows, oldest first.
     pub subs: Vec<SavedSubWindow>,
+    /// Lag-1 moments per tracked metric: window number of the current generation, then both generations
+    /// (empty when the slice has none).
+    pub lag_epoch: i64,
+    pub lags_current: Vec<LagMoments>,
+    pub lags_previous: Vec<LagMoments>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -390,7 +507,14 @@ impl WindowStore {
                     })
                     .collect();
                 subs.sort_by_key(|w| w.index);
-                SavedSlice { key: key.to_string(), last_seen_secs: s.last_seen_secs, subs }
+                SavedSlice {
+                    key: key.to_string(),
+                    last_seen_secs: s.last_seen_secs,
+                    subs,
+                    lag_epoch: s.lags.epoch,
+                    lags_current: s.lags.current.clone(),
+                    lags_previous: s.lags.previous.clone(),
+                }
             })
             .collect();
         slices.sort_by(|a, b| a.key.cmp(&b.key));
@@ -449,7 +573,13 @@ impl WindowStore {
                 let hists = sub.hists.iter().map(SubHistogram::from_histogram).collect();
                 *slot = SubWindow { index: sub.index, frames: sub.frames, hists, classes };
             }
-            let state = SliceState { ring, last_seen_secs: sl.last_seen_secs, layouts, own_baseline };
+            let lags = if sl.lags_current.len() == self.tracked.len() && sl.lags_previous.len() == self.tracked.len() {
+                Lags { epoch: sl.lag_epoch, current: sl.lags_current, previous: sl.lags_previous }
+            } else {
+                Lags::default()
+            };
+            let state =
+                SliceState { ring, last_seen_secs: sl.last_seen_secs, layouts, own_baseline, lags, last: Vec::new() };
             restored.insert(SliceKey::from_canonical(&sl.key), state);
         }
         self.slices = restored;

@@ -212,13 +212,12 @@ fn kafka_frames_are_scored_exported_and_raise_an_alert() {
         r#"[alerts]
 default_rules = false
 [[alerts.rules]]
-name = "KafkaBrightnessDrift"
-metric = "brightness"
+name = "KafkaDarker"
+cause = "darker"
 slice = "camera_id=*"
-statistic = "drift"
+statistic = "cause"
 op = ">="
 threshold = 1
-min_frames = 50
 "#,
     );
     let fw = Instance::start(&dir, "framewatch", &cfg);
@@ -267,15 +266,15 @@ min_frames = 50
         Duration::from_secs(20),
     );
     let state = fw.wait_value(
-        "the brightness alert on the darkened camera",
+        "the darker alert on the darkened camera",
         "framewatch_alert_state",
-        &[("rule", "KafkaBrightnessDrift"), ("slice", "camera_id=cam-2")],
+        &[("rule", "KafkaDarker"), ("slice", "camera_id=cam-2")],
         2.0,
         Duration::from_secs(30),
     );
     assert_eq!(state, 2.0, "firing");
     let m = fw.metrics();
-    let others = metric_sum(&m, "framewatch_alert_state", &[("rule", "KafkaBrightnessDrift")]).unwrap_or(0.0);
+    let others = metric_sum(&m, "framewatch_alert_state", &[("rule", "KafkaDarker")]).unwrap_or(0.0);
     assert_eq!(others, 2.0, "only cam-2 alerts:\n{m}");
     let (status, body) = http_get(fw.http, "/readyz").expect("readyz");
     assert_eq!((status, body.as_str()), (200, "grpc: ready\nkafka: ready\n"));

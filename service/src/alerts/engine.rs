@@ -1,13 +1,15 @@
 //! The alert state machine: per (rule, slice) inactive -> pending -> firing -> resolved, with a `for` duration,
 //! a minimum number of values, and hysteresis (a firing alert resolves only when the value is back past
-//! `resolve_threshold`). Model test cases are rules whose expectation must hold.
+//! `resolve_threshold`). Model test cases are rules whose expectation must hold. Every event carries the label
+//! `cause` (one value of `framewatch_metrics::cause::Cause`) and, for cause rules, the supporting numbers as the
+//! annotation `evidence`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::rules::Rule;
 use crate::cameras::CameraState;
-use crate::evaluate::Evaluation;
+use crate::evaluate::{Evaluation, SliceEval};
 use crate::slice::SliceKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +27,10 @@ pub struct AlertEvent {
     pub value: f64,
     pub threshold: f64,
     pub severity: String,
+    /// The rule's labels plus `cause`, and `camera_id` on camera slices.
     pub labels: BTreeMap<String, String>,
+    /// The rule's annotations plus `evidence` (cause rules) and, for an alert resolved because its slice left
+    /// the evaluation, `resolution = "slice_gone"`.
     pub annotations: BTreeMap<String, String>,
     pub starts_at_secs: i64,
     pub ends_at_secs: Option<i64>,
@@ -41,45 +46,26 @@ pub struct AlertSnapshot {
     pub tests: Vec<(Arc<str>, SliceKey, bool)>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Pending { since: i64 },
-    Firing { since: i64 },
+    Pending,
+    Firing,
 }
 
-/// One event of `rule` on `slice`.
-#[allow(clippy::too_many_arguments)]
-fn alert_event(
-    rule: &Rule,
-    name: &Arc<str>,
-    slice: &SliceKey,
-    phase: Phase,
-    value: f64,
+/// One (rule, slice) that is pending or firing.
+#[derive(Debug, Clone)]
+struct Active {
+    state: State,
     since: i64,
-    ends: Option<i64>,
-    now: i64,
-) -> AlertEvent {
-    AlertEvent {
-        rule: name.clone(),
-        slice: slice.clone(),
-        phase,
-        value,
-        threshold: rule.config.threshold,
-        severity: rule.config.severity.clone(),
-        labels: rule.config.labels.clone(),
-        annotations: rule.config.annotations.clone(),
-        starts_at_secs: since,
-        ends_at_secs: ends,
-        at_secs: now,
-        model_test: rule.config.test,
-    }
+    value: f64,
+    evidence: Option<String>,
 }
 
 #[derive(Debug)]
 pub struct AlertEngine {
     rules: Vec<Rule>,
     names: Vec<Arc<str>>,
-    states: HashMap<(usize, SliceKey), (State, f64)>,
+    states: HashMap<(usize, SliceKey), Active>,
     /// Latest value of every model test per slice: (rule, slice) -> passing.
     tests: BTreeMap<(Arc<str>, SliceKey), bool>,
 }
@@ -94,80 +80,116 @@ impl AlertEngine {
         &self.rules
     }
 
+    /// One event of rule `ri` on `slice` in `phase`.
+    fn event(&self, ri: usize, slice: &SliceKey, phase: Phase, a: &Active, ends: Option<i64>, now: i64) -> AlertEvent {
+        let rule = &self.rules[ri];
+        let mut labels = rule.config.labels.clone();
+        labels.insert("cause".into(), rule.cause().as_str().into());
+        if let Some(c) = slice.camera_id() {
+            labels.insert("camera_id".into(), c);
+        }
+        let mut annotations = rule.config.annotations.clone();
+        if let Some(e) = &a.evidence {
+            annotations.insert("evidence".into(), e.clone());
+        }
+        AlertEvent {
+            rule: self.names[ri].clone(),
+            slice: slice.clone(),
+            phase,
+            value: a.value,
+            threshold: rule.config.threshold,
+            severity: rule.config.severity.clone(),
+            labels,
+            annotations,
+            starts_at_secs: a.since,
+            ends_at_secs: ends,
+            at_secs: now,
+            model_test: rule.config.test,
+        }
+    }
+
     /// Steps every state machine with a new evaluation; returns the state changes.
     pub fn step(&mut self, eval: &Evaluation, cameras: &[(String, CameraState)], now: i64) -> Vec<AlertEvent> {
         let mut events = Vec::new();
-        let mut seen: std::collections::HashSet<(usize, SliceKey)> = std::collections::HashSet::new();
+        let mut seen: HashSet<(usize, SliceKey)> = HashSet::new();
         self.tests.clear();
-        for (ri, rule) in self.rules.iter().enumerate() {
-            for s in eval.slices.iter().filter(|s| rule.matches(&s.key)) {
+        for ri in 0..self.rules.len() {
+            for s in &eval.slices {
+                if !self.rules[ri].matches(&s.key) {
+                    continue;
+                }
                 let camera = s.key.camera_id().and_then(|c| {
                     cameras.binary_search_by(|(k, _)| k.as_str().cmp(c.as_str())).ok().map(|i| &cameras[i].1)
                 });
-                let Some(value) = rule.value(s, camera, now) else { continue };
-                if rule.config.test {
-                    self.tests
-                        .insert((self.names[ri].clone(), s.key.clone()), rule.op.holds(value, rule.config.threshold));
-                }
+                let Some(value) = self.rules[ri].value(s, camera, now) else { continue };
                 let key = (ri, s.key.clone());
                 seen.insert(key.clone());
-                let threshold = rule.config.threshold;
-                let resolve = rule.config.resolve_threshold.unwrap_or(threshold);
-                let name = &self.names[ri];
-                let event = |phase, since: i64, ends: Option<i64>| {
-                    alert_event(rule, name, &s.key, phase, value, since, ends, now)
-                };
-                match self.states.get(&key).copied() {
-                    None => {
-                        if rule.alerting(value, threshold) {
-                            if rule.config.for_secs == 0 {
-                                self.states.insert(key, (State::Firing { since: now }, value));
-                                events.push(event(Phase::Firing, now, None));
-                            } else {
-                                self.states.insert(key, (State::Pending { since: now }, value));
-                                events.push(event(Phase::Pending, now, None));
-                            }
-                        }
-                    }
-                    Some((State::Pending { since }, _)) => {
-                        if !rule.alerting(value, threshold) {
-                            self.states.remove(&key);
-                        } else if now - since >= rule.config.for_secs as i64 {
-                            self.states.insert(key, (State::Firing { since: now }, value));
-                            events.push(event(Phase::Firing, now, None));
-                        } else {
-                            self.states.insert(key, (State::Pending { since }, value));
-                        }
-                    }
-                    Some((State::Firing { since }, _)) => {
-                        if rule.alerting(value, resolve) {
-                            self.states.insert(key, (State::Firing { since }, value));
-                        } else {
-                            self.states.remove(&key);
-                            events.push(event(Phase::Resolved, since, Some(now)));
-                        }
-                    }
-                }
+                self.step_one(key, s, value, now, &mut events);
             }
         }
-        // A slice that left the evaluation (no data, evicted) cannot keep an alert firing.
+        // A slice that left the evaluation (no data for a window, idle, evicted) cannot keep an alert firing: it
+        // resolves, marked as such, so nobody reads it as "fixed".
         let gone: Vec<(usize, SliceKey)> = self.states.keys().filter(|k| !seen.contains(*k)).cloned().collect();
         for key in gone {
-            if let Some((State::Firing { since }, value)) = self.states.remove(&key) {
-                let rule = &self.rules[key.0];
-                events.push(alert_event(
-                    rule,
-                    &self.names[key.0],
-                    &key.1,
-                    Phase::Resolved,
-                    value,
-                    since,
-                    Some(now),
-                    now,
-                ));
+            if let Some(a) = self.states.remove(&key)
+                && a.state == State::Firing
+            {
+                let mut ev = self.event(key.0, &key.1, Phase::Resolved, &a, Some(now), now);
+                ev.annotations.insert("resolution".into(), "slice_gone".into());
+                events.push(ev);
             }
         }
         events
+    }
+
+    fn step_one(&mut self, key: (usize, SliceKey), s: &SliceEval, value: f64, now: i64, events: &mut Vec<AlertEvent>) {
+        let rule = &self.rules[key.0];
+        if rule.config.test {
+            self.tests.insert((self.names[key.0].clone(), key.1.clone()), rule.op.holds(value, rule.config.threshold));
+        }
+        let threshold = rule.config.threshold;
+        let resolve = rule.config.resolve_threshold.unwrap_or(threshold);
+        let evidence = rule.evidence(s);
+        let for_secs = rule.config.for_secs as i64;
+        let next = match self.states.get(&key) {
+            None if rule.alerting(value, threshold) => {
+                let state = if for_secs == 0 { State::Firing } else { State::Pending };
+                Some((state, now, true))
+            }
+            None => None,
+            Some(a) if a.state == State::Pending => {
+                if !rule.alerting(value, threshold) {
+                    None
+                } else if now - a.since >= for_secs {
+                    Some((State::Firing, now, true))
+                } else {
+                    Some((State::Pending, a.since, false))
+                }
+            }
+            Some(a) => {
+                if rule.alerting(value, resolve) {
+                    Some((State::Firing, a.since, false))
+                } else {
+                    let a = Active { value, evidence, ..a.clone() };
+                    events.push(self.event(key.0, &key.1, Phase::Resolved, &a, Some(now), now));
+                    self.states.remove(&key);
+                    return;
+                }
+            }
+        };
+        match next {
+            None => {
+                self.states.remove(&key);
+            }
+            Some((state, since, changed)) => {
+                let a = Active { state, since, value, evidence };
+                if changed {
+                    let phase = if state == State::Firing { Phase::Firing } else { Phase::Pending };
+                    events.push(self.event(key.0, &key.1, phase, &a, None, now));
+                }
+                self.states.insert(key, a);
+            }
+        }
     }
 
     /// Alerts pending or firing now, as events (for watchers that join late and for webhook re-sends).
@@ -175,12 +197,9 @@ impl AlertEngine {
         let mut v: Vec<AlertEvent> = self
             .states
             .iter()
-            .map(|((ri, slice), (state, value))| {
-                let (phase, since) = match state {
-                    State::Pending { since } => (Phase::Pending, *since),
-                    State::Firing { since } => (Phase::Firing, *since),
-                };
-                alert_event(&self.rules[*ri], &self.names[*ri], slice, phase, *value, since, None, now)
+            .map(|((ri, slice), a)| {
+                let phase = if a.state == State::Firing { Phase::Firing } else { Phase::Pending };
+                self.event(*ri, slice, phase, a, None, now)
             })
             .collect();
         v.sort_by(|a, b| (&a.rule, &a.slice).cmp(&(&b.rule, &b.slice)));
@@ -206,6 +225,7 @@ mod tests {
     use crate::alerts::default_rules;
     use crate::config::RuleConfig;
     use crate::evaluate::{MetricEval, SliceEval};
+    use framewatch_metrics::cause::{Cause, Finding};
     use framewatch_metrics::stats::MetricDrift;
     use std::collections::BTreeMap;
 
@@ -221,6 +241,9 @@ mod tests {
             wasserstein_norm: Some(0.0),
             outliers_moderate: 0.0,
             outliers_severe: 0.0,
+            out_of_range: 0.0,
+            n_effective: n as f64,
+            mean_p_value: 1.0,
         };
         Evaluation {
             evaluated_at_secs: 0,
@@ -233,6 +256,7 @@ mod tests {
                 metrics: vec![MetricEval { name: Arc::from("m"), stats, missing: 0, baseline_std: 1.0, drift: None }],
                 classes: None,
                 own_baseline: false,
+                causes: Vec::new(),
             }],
         }
     }
@@ -252,6 +276,7 @@ mod tests {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             test,
+            cause: None,
         };
         Rule::new(c, 100, &|m| m == "m").expect("rule")
     }
@@ -292,13 +317,50 @@ mod tests {
         assert_eq!(e.tests().values().copied().collect::<Vec<_>>(), vec![false]);
     }
 
+    fn with_causes(mut e: Evaluation, causes: &[(Cause, &str)]) -> Evaluation {
+        e.slices[0].causes = causes.iter().map(|(c, s)| Finding { cause: *c, summary: s.to_string() }).collect();
+        e
+    }
+
     #[test]
-    fn a_vanished_slice_resolves_its_alert() {
+    fn cause_rules_fire_one_alert_per_cause_with_its_label_and_evidence() {
+        let rules: Vec<Rule> =
+            default_rules().into_iter().map(|r| Rule::new(r, 10, &|_| true).expect("rule")).collect();
+        let mut e = AlertEngine::new(rules);
+        let darker = with_causes(eval(0.0, 0.8, 200), &[(Cause::Darker, "brightness mean 0.43 -> 0.21 (-51 %)")]);
+        assert!(e.step(&darker, &[], 0).iter().all(|ev| ev.phase == Phase::Pending));
+        let fired = e.step(&darker, &[], 61);
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        let ev = &fired[0];
+        assert_eq!((&*ev.rule, ev.phase), ("CameraDarker", Phase::Firing));
+        assert_eq!(ev.labels["cause"], "darker");
+        assert_eq!(ev.labels["camera_id"], "c1");
+        assert_eq!(ev.annotations["evidence"], "brightness mean 0.43 -> 0.21 (-51 %)");
+        // The cause goes away: the alert resolves (hysteresis on the 0/1 value).
+        let ev = e.step(&eval(0.0, 0.8, 200), &[], 70);
+        assert_eq!((ev.len(), ev[0].phase, ev[0].labels["cause"].as_str()), (1, Phase::Resolved, "darker"));
+    }
+
+    #[test]
+    fn every_alert_carries_a_cause_label() {
+        let mut e = AlertEngine::new(vec![rule("psi", ">=", 0.25, None, 0, false), {
+            let mut c = rule("mean", ">=", 0.7, None, 0, true).config;
+            c.name = "T".into();
+            Rule::new(c, 10, &|_| true).expect("test rule")
+        }]);
+        let ev = e.step(&eval(0.5, 0.5, 200), &[], 0);
+        let causes: Vec<&str> = ev.iter().map(|e| e.labels["cause"].as_str()).collect();
+        assert_eq!(causes, ["distribution", "model_test"]);
+    }
+
+    #[test]
+    fn a_vanished_slice_resolves_its_alert_marked_as_gone() {
         let mut e = AlertEngine::new(vec![rule("psi", ">=", 0.25, None, 0, false)]);
         e.step(&eval(0.5, 0.8, 200), &[], 0);
         let ev = e.step(&Evaluation::default(), &[], 30);
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].phase, Phase::Resolved);
+        assert_eq!(ev[0].annotations["resolution"], "slice_gone");
     }
 
     #[test]
@@ -306,8 +368,12 @@ mod tests {
         let mut c = default_rules()[0].clone();
         c.statistic = "psy".into();
         let e = Rule::new(c, 100, &|_| true).expect_err("bad statistic");
-        assert!(e.to_string().contains("alerts.rules[BrightnessDrift].statistic"), "{e}");
+        assert!(e.to_string().contains("alerts.rules[CameraDarker].statistic"), "{e}");
         let mut c = default_rules()[0].clone();
+        c.cause = None;
+        let e = Rule::new(c, 100, &|_| true).expect_err("a cause rule without its cause");
+        assert!(e.to_string().contains("alerts.rules[CameraDarker].cause"), "{e}");
+        let mut c = rule("psi", ">=", 0.25, None, 0, false).config;
         c.metric = Some("nope".into());
         assert!(Rule::new(c, 100, &|m| m == "brightness").is_err());
         for r in default_rules() {

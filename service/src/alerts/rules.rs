@@ -2,6 +2,7 @@
 //! with errors that name the key, and the default rules (`defaults.toml`).
 
 use anyhow::{Context, bail};
+use framewatch_metrics::cause::Cause;
 use framewatch_metrics::drift::Comparison;
 use serde::Deserialize;
 
@@ -12,6 +13,8 @@ use crate::slice::SliceSelector;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stat {
+    Cause,
+    OutOfRange,
     Psi,
     Ks,
     KsP,
@@ -33,6 +36,8 @@ pub(crate) enum Stat {
 impl Stat {
     fn parse(s: &str) -> Option<Stat> {
         Some(match s {
+            "cause" => Stat::Cause,
+            "out_of_range" => Stat::OutOfRange,
             "psi" => Stat::Psi,
             "ks_statistic" => Stat::Ks,
             "ks_p_value" => Stat::KsP,
@@ -65,6 +70,7 @@ impl Stat {
                 | Stat::MeanDelta
                 | Stat::OutliersModerate
                 | Stat::OutliersSevere
+                | Stat::OutOfRange
                 | Stat::Drift
         )
     }
@@ -100,6 +106,9 @@ impl Rule {
         if !c.threshold.is_finite() || c.resolve_threshold.is_some_and(|t| !t.is_finite()) {
             bail!("{at}.threshold: must be a finite number");
         }
+        if stat == Stat::Cause && c.cause.is_none() {
+            bail!("{at}.cause: statistic \"cause\" needs the cause to watch (e.g. cause = \"darker\")");
+        }
         let selector = SliceSelector::parse(&c.slice).with_context(|| {
             format!("{at}.slice: {:?} is not a slice key or selector (*, camera_id=*, predicate=*, PREFIX*)", c.slice)
         })?;
@@ -118,6 +127,8 @@ impl Rule {
             s.metrics.iter().find(|m| &*m.name == name).filter(|m| m.stats.n >= self.min_frames)
         };
         match self.stat {
+            Stat::Cause => Some(if s.causes.iter().any(|f| Some(f.cause) == self.config.cause) { 1.0 } else { 0.0 }),
+            Stat::OutOfRange => metric().map(|m| m.stats.out_of_range),
             Stat::Psi => metric().map(|m| m.stats.psi),
             Stat::Ks => metric().map(|m| m.stats.ks_statistic),
             Stat::KsP => metric().map(|m| m.stats.ks_p_value),
@@ -138,6 +149,19 @@ impl Rule {
             Stat::MovedFrames => camera.map(|c| c.moved_frames as f64),
             Stat::FrameChange => camera.map(|c| c.frame_change),
         }
+    }
+
+    /// The `cause` label of this rule's alerts.
+    pub fn cause(&self) -> Cause {
+        self.config.cause.unwrap_or(if self.config.test { Cause::ModelTest } else { Cause::Distribution })
+    }
+
+    /// The supporting numbers of a cause rule on a slice (the diagnosis' summary).
+    pub(crate) fn evidence(&self, s: &SliceEval) -> Option<String> {
+        if self.stat != Stat::Cause {
+            return None;
+        }
+        s.causes.iter().find(|f| Some(f.cause) == self.config.cause).map(|f| f.summary.clone())
     }
 
     /// Whether the alert condition holds for `value` against `threshold`.
