@@ -1,6 +1,10 @@
 //! The training-set baseline: per metric, fixed quantile edges with the baseline's own counts, quartiles and
 //! moments; per categorical, counts. Stored as versioned JSON (README.md, "Baseline file"); loading validates every field and
 //! names the one that is wrong.
+//!
+//! A baseline may be keyed by a context (`ContextSpec`: time of day, or a frame label such as illumination) so that
+//! night is compared with night: its slice references are then held per (slice, context value), keyed
+//! `camera_id=cam-1,context=night`, next to each slice's context-free reference (the fallback).
 
 use std::collections::BTreeMap;
 
@@ -76,6 +80,129 @@ pub struct SliceBaselineFile {
     pub categoricals: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
+/// The dimension name of the context pair appended to a slice key (`camera_id=cam-1,context=night`). Reserved:
+/// a label named `context` cannot be a slice dimension of a context baseline.
+pub const CONTEXT_DIMENSION: &str = "context";
+
+/// What a baseline's references are keyed by, besides the slice: written `hour_of_day:N` or a label name.
+///
+/// - `hour_of_day:N` (N divides 24): N equal buckets of the UTC day from each frame's capture time, named by
+///   their hours, `00-06`, `06-12`, `12-18`, `18-24` for N = 4 (zero-padded, end exclusive).
+/// - `LABEL` (e.g. `illumination`): the value of that frame label (`day`, `ir`, ...). A frame without the label
+///   has no context value and is judged against its slice's context-free reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ContextSpec {
+    HourOfDay { buckets: u8 },
+    Label(String),
+}
+
+impl ContextSpec {
+    pub fn parse(text: &str) -> Result<ContextSpec, String> {
+        let text = text.trim();
+        if let Some(n) = text.strip_prefix("hour_of_day") {
+            let n = n.strip_prefix(':').unwrap_or(if n.is_empty() { "24" } else { n });
+            return match n.parse::<u8>() {
+                Ok(b) if b > 0 && 24 % b == 0 => Ok(ContextSpec::HourOfDay { buckets: b }),
+                _ => Err(format!(
+                    "context {text:?}: hour_of_day takes a number of buckets that divides 24 (1, 2, 3, 4, 6, 8, 12, 24)"
+                )),
+            };
+        }
+        let valid = !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        match text {
+            _ if !valid => Err(format!(
+                "context {text:?}: expected hour_of_day:N or a label name (letters, digits, '_'), e.g. illumination"
+            )),
+            CONTEXT_DIMENSION | "camera_id" | "model_version" => {
+                Err(format!("context {text:?}: not a frame label that can key a context"))
+            }
+            _ => Ok(ContextSpec::Label(text.to_string())),
+        }
+    }
+
+    /// The context value of a frame captured at `capture_secs` (Unix seconds) with labels `label`: the
+    /// time-of-day bucket, or the label's value (`None` when the frame lacks the label or it is empty).
+    pub fn value<'a>(&self, capture_secs: i64, label: impl FnOnce(&str) -> Option<&'a str>) -> Option<String> {
+        let mut out = String::new();
+        self.write_value(capture_secs, label, &mut out).then_some(out)
+    }
+
+    /// `value` written into a reused buffer (the service does this per frame); `false` when there is none.
+    pub fn write_value<'a>(
+        &self,
+        capture_secs: i64,
+        label: impl FnOnce(&str) -> Option<&'a str>,
+        out: &mut String,
+    ) -> bool {
+        use std::fmt::Write as _;
+        out.clear();
+        match self {
+            ContextSpec::HourOfDay { buckets } => {
+                let width = 24 / u32::from(*buckets);
+                // Pure arithmetic on a time the caller gives: this crate reads no clock.
+                let hour = (capture_secs.rem_euclid(86_400) / 3600) as u32;
+                let start = hour / width * width;
+                write!(out, "{start:02}-{:02}", start + width).is_ok()
+            }
+            ContextSpec::Label(name) => match label(name) {
+                Some(v) if !v.is_empty() => {
+                    out.push_str(v);
+                    true
+                }
+                _ => false,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ContextSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContextSpec::HourOfDay { buckets } => write!(f, "hour_of_day:{buckets}"),
+            ContextSpec::Label(name) => f.write_str(name),
+        }
+    }
+}
+
+impl TryFrom<String> for ContextSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<ContextSpec, String> {
+        ContextSpec::parse(&s)
+    }
+}
+
+impl From<ContextSpec> for String {
+    fn from(c: ContextSpec) -> String {
+        c.to_string()
+    }
+}
+
+/// `slice` with the context pair appended: `camera_id=cam-1` + `night` -> `camera_id=cam-1,context=night`. The
+/// value is escaped as slice keys escape values (`\`, `,`, `=` get a backslash).
+pub fn context_key(slice: &str, value: &str) -> String {
+    let mut key = String::with_capacity(slice.len() + value.len() + 9);
+    key.push_str(slice);
+    key.push(',');
+    key.push_str(CONTEXT_DIMENSION);
+    key.push('=');
+    for c in value.chars() {
+        if matches!(c, '\\' | ',' | '=') {
+            key.push('\\');
+        }
+        key.push(c);
+    }
+    key
+}
+
+/// The slice of a context-keyed slice key (`camera_id=cam-1,context=night` -> `camera_id=cam-1`); `None` for a
+/// key without a context pair. The pair is always last, and an escaped value never holds an unescaped `=`, so the
+/// last `,context=` is the separator.
+pub fn without_context(key: &str) -> Option<&str> {
+    let i = key.rfind(",context=")?;
+    Some(&key[..i])
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BaselineFile {
@@ -86,9 +213,14 @@ pub struct BaselineFile {
     pub metrics: BTreeMap<String, MetricBaselineFile>,
     #[serde(default)]
     pub categoricals: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Per-slice references, keyed like the service's slices ("camera_id=cam-3").
+    /// Per-slice references, keyed like the service's slices ("camera_id=cam-3"); in a context baseline also per
+    /// (slice, context value): "camera_id=cam-3,context=night".
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub slices: BTreeMap<String, SliceBaselineFile>,
+    /// What the references are keyed by besides the slice (`hour_of_day:4`, `illumination`); absent in a baseline
+    /// without contexts (and in every file written before contexts existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<ContextSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +273,7 @@ pub struct Baseline {
     pub metrics: BTreeMap<String, MetricBaseline>,
     pub categoricals: BTreeMap<String, BTreeMap<String, u64>>,
     pub slices: BTreeMap<String, SliceBaseline>,
+    pub context: Option<ContextSpec>,
 }
 
 fn invalid(metric: &str, field: &'static str, problem: impl Into<String>) -> BaselineError {
@@ -191,12 +324,24 @@ impl Baseline {
             metrics,
             categoricals: file.categoricals,
             slices,
+            context: file.context,
         })
     }
 
-    /// The reference for `metric` on `slice`: the slice's own when it has one (`true`), else the global one.
+    /// The key of the reference that judges `slice`: its own (`camera_id=cam-1,context=night`), else, for a
+    /// context-keyed slice, its context-free one (`camera_id=cam-1`); `None`: the global reference.
+    pub fn reference_for<'k>(&self, slice: &'k str) -> Option<&'k str> {
+        if self.slices.contains_key(slice) {
+            return Some(slice);
+        }
+        without_context(slice).filter(|parent| self.slices.contains_key(*parent))
+    }
+
+    /// The reference for `metric` on `slice` (chosen by `reference_for`): the slice's own when it has one (`true`),
+    /// else the global one.
     pub fn metric_for(&self, slice: &str, metric: &str) -> Option<(&MetricBaseline, bool)> {
-        if let Some(m) = self.slices.get(slice).and_then(|s| s.metrics.get(metric)) {
+        if let Some(m) = self.reference_for(slice).and_then(|k| self.slices.get(k)).and_then(|s| s.metrics.get(metric))
+        {
             return Some((m, true));
         }
         self.metrics.get(metric).map(|m| (m, false))
@@ -204,7 +349,10 @@ impl Baseline {
 
     /// The reference counts of a categorical on `slice` (the slice's own when it has them).
     pub fn categorical_for(&self, slice: &str, name: &str) -> Option<&BTreeMap<String, u64>> {
-        self.slices.get(slice).and_then(|s| s.categoricals.get(name)).or_else(|| self.categoricals.get(name))
+        self.reference_for(slice)
+            .and_then(|k| self.slices.get(k))
+            .and_then(|s| s.categoricals.get(name))
+            .or_else(|| self.categoricals.get(name))
     }
 
     pub fn to_file(&self) -> BaselineFile {
@@ -249,6 +397,7 @@ impl Baseline {
                     (k.clone(), f)
                 })
                 .collect(),
+            context: self.context.clone(),
         }
     }
 
@@ -403,6 +552,7 @@ pub struct BaselineBuilder {
     settings: ComparableSettings,
     rejected: BTreeMap<String, u64>,
     fine_bins: u32,
+    context: Option<ContextSpec>,
 }
 
 /// Default number of quantile bins: KS on histograms is then within 0.01 of the exact statistic.
@@ -423,7 +573,15 @@ impl BaselineBuilder {
             settings,
             rejected: BTreeMap::new(),
             fine_bins,
+            context: None,
         }
+    }
+
+    /// Records that the slice references are keyed by `context`: the caller then adds each frame to its slices'
+    /// context keys (`context_key`) as well as to the context-free ones, which serve as fallbacks.
+    pub fn with_context(mut self, context: ContextSpec) -> BaselineBuilder {
+        self.context = Some(context);
+        self
     }
 
     pub fn add<'a>(&mut self, values: &[Option<f64>], class_labels: impl IntoIterator<Item = &'a str> + Clone) {
@@ -483,6 +641,7 @@ impl BaselineBuilder {
             metrics,
             categoricals,
             slices,
+            context: self.context,
         })
     }
 }
@@ -512,4 +671,80 @@ pub fn metric_from_sorted(
     let mean = sorted.iter().sum::<f64>() / n;
     let std = (sorted.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
     Ok(MetricBaseline { layout, histogram, mean, std, quartiles, missing, effective_n: n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built(context: Option<ContextSpec>) -> Baseline {
+        let mut b = BaselineBuilder::new(vec!["brightness".into()], ComparableSettings::default(), 100);
+        if let Some(c) = context {
+            b = b.with_context(c);
+        }
+        for i in 0..100 {
+            let (night, v) = (i % 2 == 0, (i % 10) as f64 / 100.0);
+            let value = if night { 0.1 + v } else { 0.5 + v };
+            let ctx = context_key("camera_id=cam-1", if night { "night" } else { "day" });
+            b.add_to_slices(&["camera_id=cam-1", ctx.as_str()], &[Some(value)], ["car"]);
+        }
+        b.finish("t".into(), "v".into(), "s".into()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn context_specs_parse_print_and_bucket_the_day() {
+        let four = ContextSpec::parse("hour_of_day:4").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(four, ContextSpec::HourOfDay { buckets: 4 });
+        assert_eq!(four.to_string(), "hour_of_day:4");
+        let at = |h: i64| four.value(1_800_000_000 - 1_800_000_000 % 86_400 + h * 3600 + 59, |_| None);
+        let names: Vec<_> = [0, 5, 6, 11, 12, 18, 23].map(at).into_iter().flatten().collect();
+        assert_eq!(names, ["00-06", "00-06", "06-12", "06-12", "12-18", "18-24", "18-24"]);
+        assert_eq!(ContextSpec::parse("hour_of_day"), Ok(ContextSpec::HourOfDay { buckets: 24 }));
+        assert_eq!(ContextSpec::parse("hour_of_day:24").map(|c| c.value(3600 * 7, |_| None)), Ok(Some("07-08".into())));
+        for bad in ["hour_of_day:5", "hour_of_day:0", "", "a b", "context", "camera_id"] {
+            assert!(ContextSpec::parse(bad).is_err(), "{bad}");
+        }
+        let label = ContextSpec::parse("illumination").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(label.value(0, |n| (n == "illumination").then_some("ir")), Some("ir".into()));
+        assert_eq!(label.value(0, |_| Some("")), None, "an empty label is no context");
+    }
+
+    #[test]
+    fn context_keys_escape_values_and_strip_back() {
+        assert_eq!(context_key("camera_id=cam-1", "night"), "camera_id=cam-1,context=night");
+        assert_eq!(context_key("camera_id=a\\,b", "x=y"), "camera_id=a\\,b,context=x\\=y");
+        assert_eq!(without_context("camera_id=a\\,b,context=x\\=y"), Some("camera_id=a\\,b"));
+        assert_eq!(without_context("camera_id=a\\,context\\=b"), None, "an escaped look-alike is a value");
+        assert_eq!(without_context("camera_id=cam-1"), None);
+    }
+
+    #[test]
+    fn context_references_are_picked_per_value_with_fallbacks_and_round_trip() {
+        let b = built(Some(ContextSpec::Label("illumination".into())));
+        let night = b.metric_for("camera_id=cam-1,context=night", "brightness").map(|(m, own)| (m.mean, own));
+        let day = b.metric_for("camera_id=cam-1,context=day", "brightness").map(|(m, own)| (m.mean, own));
+        assert!(matches!(night, Some((m, true)) if (m - 0.14).abs() < 1e-9), "{night:?}");
+        assert!(matches!(day, Some((m, true)) if (m - 0.55).abs() < 1e-9), "{day:?}");
+        // an unknown context value falls back to the camera's context-free reference, an unknown camera to global
+        assert_eq!(b.reference_for("camera_id=cam-1,context=dusk"), Some("camera_id=cam-1"));
+        assert_eq!(b.reference_for("camera_id=cam-9,context=day"), None);
+        assert!(b.categorical_for("camera_id=cam-1,context=dusk", CLASS_CATEGORICAL).is_some());
+
+        let text = b.to_json();
+        assert!(text.contains("\"context\": \"illumination\""), "{text}");
+        let back = Baseline::from_json(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.context, b.context);
+        assert_eq!(back.to_file(), b.to_file());
+    }
+
+    #[test]
+    fn baselines_without_a_context_still_load_and_bad_contexts_are_named() {
+        let b = built(None);
+        let text = b.to_json();
+        assert!(!text.contains("\"context\""), "no field unless keyed by a context");
+        assert_eq!(Baseline::from_json(&text).map(|b| b.context).ok(), Some(None));
+        let bad = text.replacen("\"format\"", "\"context\": \"hour_of_day:7\",\n  \"format\"", 1);
+        let err = Baseline::from_json(&bad).map(|_| ()).expect_err("hour_of_day:7 is refused").to_string();
+        assert!(err.contains("hour_of_day"), "{err}");
+    }
 }

@@ -4,10 +4,16 @@
 //! Text form: `global`; `dim=value[,dim=value...]` for label dimensions (`camera_id=cam-3`,
 //! `site=lot-7,model_version=v2`); `predicate=NAME` for metric predicates. In values, `\`, `,` and `=` are escaped
 //! with a backslash, so a camera id such as `a,b=c` stays one dimension (`camera_id=a\,b\=c`).
+//!
+//! With a context baseline (`metrics::baseline::ContextSpec`) label-dimension keys end in a context pair,
+//! `camera_id=cam-1,context=night`: the slice is still of dimension `camera_id` and of camera `cam-1` (selectors
+//! such as `camera_id=*` match it); `context()` says which reference it is judged against.
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
+
+use framewatch_metrics::baseline::CONTEXT_DIMENSION;
 
 /// The fleet-wide slice.
 pub const GLOBAL: &str = "global";
@@ -165,23 +171,55 @@ impl SliceKey {
     }
 
     /// The dimension this slice belongs to: `global`, `predicate:NAME`, or the label names joined with `+`
-    /// (`site+model_version`), as configured in `slices.dimensions`.
+    /// (`site+model_version`), as configured in `slices.dimensions`. A context pair is not part of the dimension.
     pub fn dimension(&self) -> String {
         match self.kind() {
             SliceKind::Global => GLOBAL.to_string(),
             SliceKind::Predicate(name) => format!("{PREDICATE}:{name}"),
-            SliceKind::Labels(pairs) => pairs.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>().join("+"),
+            SliceKind::Labels(pairs) => {
+                label_pairs(&pairs).iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>().join("+")
+            }
         }
     }
 
-    /// The camera of a `camera_id=...` slice.
+    /// The camera of a `camera_id=...` slice (with or without a context pair).
     pub fn camera_id(&self) -> Option<String> {
         match self.kind() {
-            SliceKind::Labels(pairs) if pairs.len() == 1 && pairs[0].0 == "camera_id" => {
-                pairs.into_iter().next().map(|(_, v)| v)
+            SliceKind::Labels(pairs) => match label_pairs(&pairs) {
+                [(d, v)] if d == "camera_id" => Some(v.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The context value of a context-keyed slice (`camera_id=cam-1,context=night` -> `night`).
+    pub fn context(&self) -> Option<String> {
+        match self.kind() {
+            SliceKind::Labels(mut pairs)
+                if pairs.len() > 1 && pairs.last().is_some_and(|p| p.0 == CONTEXT_DIMENSION) =>
+            {
+                pairs.pop().map(|(_, v)| v)
             }
             _ => None,
         }
+    }
+
+    /// The slice without its context pair (`camera_id=cam-1,context=night` -> `camera_id=cam-1`); itself when
+    /// it has none.
+    pub fn without_context(&self) -> SliceKey {
+        match framewatch_metrics::baseline::without_context(&self.0) {
+            Some(parent) => SliceKey::from_canonical(parent),
+            None => self.clone(),
+        }
+    }
+}
+
+/// Label pairs without a trailing context pair (which is only ever appended after at least one label).
+fn label_pairs(pairs: &[(String, String)]) -> &[(String, String)] {
+    match pairs {
+        [rest @ .., (d, _)] if !rest.is_empty() && d == CONTEXT_DIMENSION => rest,
+        _ => pairs,
     }
 }
 
@@ -306,5 +344,25 @@ mod tests {
         assert!(sel("predicate=dark").matches(&dark));
         assert!(sel("global").matches(&g) && !sel("global").matches(&cam));
         assert_eq!(SliceSelector::parse("a b"), None);
+    }
+
+    #[test]
+    fn context_keyed_slices_keep_their_dimension_and_camera() {
+        let k = SliceKey::labels([("camera_id", "cam-1"), ("context", "night")]);
+        assert_eq!(k.as_str(), framewatch_metrics::baseline::context_key("camera_id=cam-1", "night"));
+        assert_eq!(k.dimension(), "camera_id");
+        assert_eq!(k.camera_id().as_deref(), Some("cam-1"));
+        assert_eq!(k.context().as_deref(), Some("night"));
+        assert_eq!(k.without_context(), SliceKey::camera("cam-1"));
+        assert_eq!(SliceKey::parse(k.as_str()), Some(k.clone()));
+        let sel = |s: &str| SliceSelector::parse(s).expect(s);
+        assert!(sel("camera_id=*").matches(&k) && sel("*").matches(&k) && sel("camera_id=cam-1*").matches(&k));
+        let site = SliceKey::labels([("site", "lot-7"), ("model_version", "v2"), ("context", "00-06")]);
+        assert_eq!(site.dimension(), "site+model_version");
+        assert!(sel("site+model_version=*").matches(&site) && !sel("camera_id=*").matches(&site));
+        assert_eq!(site.camera_id(), None);
+        // a plain key has no context; a label named context alone is not a context pair
+        assert_eq!(SliceKey::camera("cam-1").context(), None);
+        assert_eq!(SliceKey::labels([("context", "x")]).dimension(), "context");
     }
 }

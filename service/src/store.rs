@@ -1,11 +1,14 @@
 //! The slice/window store: every scored frame lands, by capture time, in the sub-window of each slice it belongs
 //! to (global, label dimensions, metric predicates). A window is the ring of its last `steps` sub-windows, merged on
 //! demand, so late frames go where they were captured and nothing is ever subtracted.
+//! With a context baseline every label-dimension key also carries the frame's context value
+//! (`camera_id=cam-1,context=night`): each (camera, context) has its own window, judged against its own reference.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use framewatch_metrics::Baseline;
+use framewatch_metrics::baseline::{CONTEXT_DIMENSION, ContextSpec};
 use framewatch_metrics::histogram::{BinLayout, Histogram, SubHistogram};
 use framewatch_metrics::stats::LagMoments;
 
@@ -90,6 +93,9 @@ struct SliceState {
     /// Bins per tracked metric: the slice's own baseline's when it has one, else the global baseline's.
     layouts: Arc<[BinLayout]>,
     own_baseline: bool,
+    /// The baseline slice whose reference judges this slice (its own key, or its context-free key as a
+    /// fallback); `None`: the global reference.
+    reference: Option<Arc<str>>,
     /// Lag-1 moments per tracked metric (consecutive frames of one camera), for effective sample sizes.
     lags: Lags,
     /// A camera slice's latest value per tracked metric (NaN: none), to pair with the camera's next frame.
@@ -173,6 +179,9 @@ pub struct WindowSnapshot {
     pub classes: HashMap<Arc<str>, u64>,
     /// Whether the slice is judged against its own baseline (else the global one).
     pub own_baseline: bool,
+    /// Which baseline reference judges the slice: a key of the baseline's `slices` (for a context-keyed slice
+    /// whose context value has no reference, its context-free one), or `None` for the global reference.
+    pub reference: Option<Arc<str>>,
     /// Lag-1 moments per tracked metric over about the last one to two window lengths.
     pub lags: Vec<LagMoments>,
 }
@@ -194,6 +203,10 @@ pub struct WindowStore {
     pairs: Vec<(f64, f64)>,
     /// Whether `camera_id` alone is a slice dimension (then camera slices carry the last values for pairs).
     camera_slices: bool,
+    /// The baseline's context: appended to every label-dimension key.
+    context: Option<ContextSpec>,
+    /// Reused per frame: the frame's context value.
+    context_value: String,
 }
 
 impl WindowStore {
@@ -235,7 +248,26 @@ impl WindowStore {
             keys: Vec::new(),
             pairs: Vec::new(),
             camera_slices,
+            context: baseline.context.clone(),
+            context_value: String::new(),
         }
+    }
+
+    /// The reference that judges slice `key` (the same choice as `Baseline::reference_for`, so windows are
+    /// binned as their reference is): its own, else its context-free one, else the global one.
+    fn layouts_for(&self, key: &str) -> (Arc<[BinLayout]>, Option<Arc<str>>) {
+        let own = self.slice_layouts.get_key_value(key).or_else(|| {
+            framewatch_metrics::baseline::without_context(key).and_then(|p| self.slice_layouts.get_key_value(p))
+        });
+        match own {
+            Some((k, l)) => (l.clone(), Some(Arc::from(k.as_str()))),
+            None => (self.global_layouts.clone(), None),
+        }
+    }
+
+    /// The context spec of the baseline, when it is keyed by one.
+    pub fn context(&self) -> Option<&ContextSpec> {
+        self.context.as_ref()
     }
 
     pub fn tracked(&self) -> &[Tracked] {
@@ -264,9 +296,16 @@ impl WindowStore {
         // A frame from slightly in the future (clock skew the ingest accepted) counts in the current sub-window.
         let index = frame.capture_secs.min(now_secs).div_euclid(step);
         let mut keys = std::mem::take(&mut self.keys);
-        let n = slice_keys(&self.settings, frame, &mut keys);
+        let mut context_value = std::mem::take(&mut self.context_value);
+        let context = match &self.context {
+            Some(spec) => spec
+                .write_value(frame.capture_secs, |name| frame.labels.get(name).map(String::as_str), &mut context_value)
+                .then_some(context_value.as_str()),
+            None => None,
+        };
+        let n = slice_keys(&self.settings, frame, context, &mut keys);
         let classes: Vec<Arc<str>> = frame.classes.iter().map(|c| self.intern(c)).collect();
-        let camera = self.camera_pairs(frame, &keys[..n]);
+        let camera = self.camera_pairs(frame, context, &keys[..n]);
         for key in &keys[..n] {
             self.record_in(key, index, frame, &classes, now_secs);
         }
@@ -274,20 +313,27 @@ impl WindowStore {
             self.remember_last(&keys[i], frame);
         }
         self.keys = keys;
+        self.context_value = context_value;
         self.counters.recorded += 1;
         Recorded::Yes { slices: n }
     }
 
     /// Fills `pairs` with (previous, current) values of the frame's camera; returns the camera slice's position
     /// in `keys`. Without a camera slice every pair is NaN (no lag information: effective n = n).
-    fn camera_pairs(&mut self, frame: &FrameRecord<'_>, keys: &[String]) -> Option<usize> {
+    /// With a context the camera's slice is the one of its current context (`camera_id=X,context=V`): pairs are
+    /// taken within a context, so a change of context starts a new run of pairs.
+    fn camera_pairs(&mut self, frame: &FrameRecord<'_>, context: Option<&str>, keys: &[String]) -> Option<usize> {
         self.pairs.clear();
         self.pairs.resize(self.tracked.len(), (f64::NAN, f64::NAN));
         if !self.camera_slices {
             return None;
         }
         let mut own = String::new();
-        crate::slice::LabelKeyBuilder::new(&mut own).push("camera_id", frame.camera_id);
+        let mut b = crate::slice::LabelKeyBuilder::new(&mut own);
+        b.push("camera_id", frame.camera_id);
+        if let Some(c) = context {
+            b.push(CONTEXT_DIMENSION, c);
+        }
         let i = keys.iter().position(|k| *k == own)?;
         if let Some(slice) = self.slices.get(keys[i].as_str()) {
             for ((pair, t), last) in self.pairs.iter_mut().zip(&self.tracked).zip(&slice.last) {
@@ -327,17 +373,15 @@ impl WindowStore {
             let ring = (0..self.settings.steps)
                 .map(|_| SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: HashMap::new() })
                 .collect();
-            let (layouts, own_baseline) = match self.slice_layouts.get(key) {
-                Some(l) => (l.clone(), true),
-                None => (self.global_layouts.clone(), false),
-            };
+            let (layouts, reference) = self.layouts_for(key);
             self.slices.insert(
                 SliceKey::from_canonical(key),
                 SliceState {
                     ring,
                     last_seen_secs: now_secs,
                     layouts,
-                    own_baseline,
+                    own_baseline: reference.is_some(),
+                    reference,
                     lags: Lags::default(),
                     last: Vec::new(),
                 },
@@ -437,6 +481,7 @@ impl WindowStore {
             hists,
             classes,
             own_baseline: slice.own_baseline,
+            reference: slice.reference.clone(),
             lags: slice.lags.merged(self.tracked.len()),
         })
     }
@@ -537,10 +582,8 @@ impl WindowStore {
             if sl.subs.len() > steps {
                 return Err(RestoreError::Steps { slice: sl.key, expected: steps, found: sl.subs.len() });
             }
-            let (layouts, own_baseline) = match self.slice_layouts.get(&sl.key) {
-                Some(l) => (l.clone(), true),
-                None => (self.global_layouts.clone(), false),
-            };
+            let (layouts, reference) = self.layouts_for(&sl.key);
+            let own_baseline = reference.is_some();
             let mut ring: Vec<SubWindow> = (0..steps)
                 .map(|_| SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: HashMap::new() })
                 .collect();
@@ -578,8 +621,15 @@ impl WindowStore {
             } else {
                 Lags::default()
             };
-            let state =
-                SliceState { ring, last_seen_secs: sl.last_seen_secs, layouts, own_baseline, lags, last: Vec::new() };
+            let state = SliceState {
+                ring,
+                last_seen_secs: sl.last_seen_secs,
+                layouts,
+                own_baseline,
+                reference,
+                lags,
+                last: Vec::new(),
+            };
             restored.insert(SliceKey::from_canonical(&sl.key), state);
         }
         self.slices = restored;
@@ -588,11 +638,15 @@ impl WindowStore {
     }
 }
 
-/// Every slice key a frame belongs to: "global", one per configured dimension whose labels the frame has, and
-/// one per predicate it satisfies.
 /// Every slice key a frame belongs to, written into `out[..n]` (reused strings); returns n: "global", one per
-/// configured dimension whose labels the frame has, and one per predicate it satisfies.
-fn slice_keys(settings: &StoreSettings, frame: &FrameRecord<'_>, out: &mut Vec<String>) -> usize {
+/// configured dimension whose labels the frame has (with the frame's `context` value appended, when the
+/// baseline is keyed by one and the frame has a value), and one per predicate it satisfies.
+fn slice_keys(
+    settings: &StoreSettings,
+    frame: &FrameRecord<'_>,
+    context: Option<&str>,
+    out: &mut Vec<String>,
+) -> usize {
     fn slot(out: &mut Vec<String>, n: usize) -> &mut String {
         if n == out.len() {
             out.push(String::new());
@@ -616,6 +670,9 @@ fn slice_keys(settings: &StoreSettings, frame: &FrameRecord<'_>, out: &mut Vec<S
                 continue 'dims;
             }
             key.push(label, value);
+        }
+        if let Some(c) = context {
+            key.push(CONTEXT_DIMENSION, c);
         }
         n += 1;
     }
@@ -683,6 +740,52 @@ mod tests {
         assert_eq!((g.hists[1].n, g.hists[1].missing), (1, 1));
         assert_eq!(g.classes.values().sum::<u64>(), 2);
         assert_eq!(s.snapshot("predicate=dark", now).expect("dark").frames, 1);
+    }
+
+    #[test]
+    fn context_baselines_key_label_slices_by_context_and_pick_their_reference() {
+        use framewatch_metrics::baseline::{ContextSpec, context_key};
+        let mut b = BaselineBuilder::new(
+            vec!["brightness".into(), "confidence_mean".into()],
+            ComparableSettings::default(),
+            100,
+        )
+        .with_context(ContextSpec::Label("illumination".into()));
+        let night = context_key("camera_id=cam-1", "night");
+        for i in 0..200 {
+            let v = [Some(0.1 + (i % 50) as f64 / 1000.0), Some(0.9)];
+            b.add_to_slices(&["camera_id=cam-1", night.as_str()], &v, ["car"]);
+        }
+        let baseline = b.finish("t".into(), "v".into(), "s".into()).expect("baseline");
+        let cfg = Config {
+            slices: crate::config::SliceConfig { dimensions: vec!["camera_id".into()], ..Default::default() },
+            ..Config::default()
+        };
+        let index = |n: &str| ["brightness", "confidence_mean"].iter().position(|m| *m == n);
+        let mut s = WindowStore::new(StoreSettings::from_config(&cfg, index).expect("settings"), &baseline, index);
+        let now = 1_000_000;
+        let at = |v: &str| -> HashMap<String, String> { [("illumination".to_string(), v.to_string())].into() };
+        let (dark, day, none) = (at("night"), at("day"), HashMap::new());
+        for t in 0..3 {
+            s.record(&rec("cam-1", &dark, now - 10 + t, &[Some(0.1 + t as f64 / 100.0), Some(0.9)]), now);
+        }
+        s.record(&rec("cam-1", &day, now, &[Some(0.5), Some(0.9)]), now);
+        s.record(&rec("cam-1", &none, now, &[Some(0.5), Some(0.9)]), now);
+        let mut keys: Vec<String> = s.slice_keys().iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        assert_eq!(keys, ["camera_id=cam-1", "camera_id=cam-1,context=day", "camera_id=cam-1,context=night", "global"]);
+        let n = s.snapshot(&night, now).expect("night");
+        assert_eq!((n.frames, n.reference.as_deref()), (3, Some(night.as_str())));
+        assert_eq!(n.lags[0].pairs, 2, "consecutive frames of the camera within its context pair up");
+        let d = s.snapshot("camera_id=cam-1,context=day", now).expect("day");
+        assert_eq!(d.reference.as_deref(), Some("camera_id=cam-1"), "no day reference: the camera's context-free one");
+        assert!(d.own_baseline);
+        assert_eq!(s.snapshot(GLOBAL, now).expect("global").reference, None);
+        assert_eq!(s.snapshot(GLOBAL, now).expect("global").frames, 5);
+        // restored state picks the same references
+        let mut r = WindowStore::new(StoreSettings::from_config(&cfg, index).expect("settings"), &baseline, index);
+        r.restore_state(s.export_state()).expect("restore");
+        assert_eq!(r.snapshot(&night, now).expect("night").reference.as_deref(), Some(night.as_str()));
     }
 
     #[test]
