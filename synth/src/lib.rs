@@ -87,6 +87,20 @@ pub fn daylight_gain(period_s: f32, t_s: f64) -> f32 {
     if s >= 0.0 { 1.0 + 0.5 * s } else { 1.0 + 0.7 * s }
 }
 
+/// The illumination a camera sees at a daylight `gain` (`daylight_gain`), as a frame label a site would set
+/// (`illumination=...`, e.g. from a light sensor or the camera's IR-cut switch). Five bands of gain, narrow enough
+/// that within one the picture (and the synthetic model's confidence, which falls in the dark) changes by less
+/// than the cause tolerances: `noon` from 1.25, `day` from 0.9 (the baseline's light), `dusk` from 0.72, `night`
+/// from 0.5, `midnight` below. The dusk/night edge sits where the synthetic model starts to lose confidence in
+/// the dark, so a band does not straddle that change. A context baseline keyed by this label compares each frame with frames of the
+/// same light.
+pub fn illumination(gain: f32) -> &'static str {
+    ILLUMINATION.iter().find(|(lowest, _)| gain >= *lowest).map_or("midnight", |(_, name)| *name)
+}
+
+/// The bands of `illumination`: (lowest gain, label), brightest first; below the last is `midnight`.
+pub const ILLUMINATION: [(f32, &str); 4] = [(1.25, "noon"), (0.9, "day"), (0.72, "dusk"), (0.5, "night")];
+
 /// Applies the pixel drifts of `drifts` (darken, brighten, blur, noise, colour cast, daylight) to a w x h RGB image
 /// in place, in the order given, and returns the JPEG quality to encode it at: `quality`, unless a `JpegQuality`
 /// drift says otherwise. `elapsed_s` is the time since the drifts began (for the time-varying ones). The other
@@ -483,5 +497,8 @@ mod tests {
         // smooth: no jump between consecutive frames at 10 fps
         let steps: Vec<f32> = (0..6000).map(|i| daylight_gain(day, f64::from(i) / 10.0)).collect();
         assert!(steps.windows(2).all(|p| (p[0] - p[1]).abs() < 0.01));
+        let labels: Vec<&str> =
+            [0.0, 75.0, 150.0, 300.0, 330.0, 360.0, 450.0].map(|t| illumination(daylight_gain(day, t))).into();
+        assert_eq!(labels, ["day", "noon", "noon", "day", "dusk", "night", "midnight"]);
     }
 }
