@@ -130,11 +130,40 @@ pub struct Playback {
     looping: bool,
     drifter: FootageDrifter,
     frozen: Option<Vec<u8>>,
+    /// Drifted frames already rendered, by clip frame, for the pixel drifts in `cached_for` (a loop replays them
+    /// instead of paying the decode, transform and encode again; daylight depends on time and is never cached).
+    cache: std::collections::HashMap<usize, Vec<u8>>,
+    cached_for: Vec<Drift>,
 }
 
 impl Playback {
     pub fn new(clip: Arc<Clip>, moved_clip: Option<Arc<Clip>>, looping: bool, seed: u64, quality: u8) -> Playback {
-        Playback { clip, moved_clip, looping, drifter: FootageDrifter::new(seed, quality), frozen: None }
+        Playback {
+            clip,
+            moved_clip,
+            looping,
+            drifter: FootageDrifter::new(seed, quality),
+            frozen: None,
+            cache: std::collections::HashMap::new(),
+            cached_for: Vec::new(),
+        }
+    }
+
+    /// Renders every clip frame under `drifts` ahead of the run, so a client on a busy machine does not fall
+    /// behind the clip's rate while transforming (a lagging client sends frames whose capture times are late).
+    pub fn prerender(&mut self, drifts: &[Drift]) -> anyhow::Result<()> {
+        let pixel: Vec<Drift> =
+            drifts.iter().copied().filter(|d| touches_pixels(d, self.moved_clip.is_some())).collect();
+        if pixel.is_empty() || pixel.iter().any(|d| matches!(d, Drift::Daylight(_))) {
+            return Ok(());
+        }
+        for i in 0..self.clip.len() {
+            let mut out = Vec::new();
+            self.drifter.apply(&self.clip.frames[i], &pixel, 0.0, &mut out)?;
+            self.cache.insert(i, out);
+        }
+        self.cached_for = pixel;
+        Ok(())
     }
 
     /// True when the k-th frame under `drifts` costs a decode and an encode (run it off the async threads).
@@ -155,13 +184,19 @@ impl Playback {
             return Some(Ok(f.clone()));
         }
         let moved_elsewhere = drifts.contains(&Drift::Moved) && self.moved_clip.is_some();
-        let source = match (&self.moved_clip, moved_elsewhere) {
-            (Some(m), true) => &m.frames[frame_at(k, m.len(), true)?],
-            _ => &self.clip.frames[frame_at(k, self.clip.len(), self.looping)?],
+        let (source, index) = match (&self.moved_clip, moved_elsewhere) {
+            (Some(m), true) => (&m.frames[frame_at(k, m.len(), true)?], None),
+            _ => {
+                let i = frame_at(k, self.clip.len(), self.looping)?;
+                (&self.clip.frames[i], Some(i))
+            }
         };
         let pixel_drifts: Vec<Drift> =
             drifts.iter().copied().filter(|d| touches_pixels(d, self.moved_clip.is_some())).collect();
-        let bytes = if pixel_drifts.is_empty() {
+        let cached = index.filter(|_| !pixel_drifts.is_empty() && pixel_drifts == self.cached_for);
+        let bytes = if let Some(b) = cached.and_then(|i| self.cache.get(&i)) {
+            Ok(b.clone())
+        } else if pixel_drifts.is_empty() {
             Ok(source.clone())
         } else {
             let mut out = Vec::new();

@@ -524,6 +524,28 @@ pub(crate) async fn run_load(
     }
     initial_pools.resize_with(args.fleet.cameras, || None);
 
+    // Each camera's drifted clip is rendered before the run, on every core (see `Playback::prerender`).
+    let mut playbacks: Vec<Option<Playback>> = (0..args.fleet.cameras)
+        .map(|i| {
+            clip.as_ref().map(|(c, m)| {
+                let seed = args.fleet.seed * 1000 + i as u64;
+                Playback::new(c.clone(), m.clone(), clip_args.looping, seed, clip_args.reencode_quality)
+            })
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (i, p) in playbacks.iter_mut().enumerate() {
+            let name = camera_name(i);
+            let kinds: Vec<Drift> = drifts.iter().filter(|d| d.camera == name).map(|d| d.kind).collect();
+            if let Some(p) = p.as_mut() {
+                s.spawn(move || {
+                    if let Err(e) = p.prerender(&kinds) {
+                        eprintln!("{name}: cannot pre-render the drifted clip ({e:#}); rendering while streaming");
+                    }
+                });
+            }
+        }
+    });
     // Watch alerts from the start.
     let mut query = QueryServiceClient::connect(args.target.clone()).await.context("connect to framewatch")?;
     let mut watch = query.watch_alerts(v1::WatchAlertsRequest { include_current: false }).await?.into_inner();
@@ -551,9 +573,7 @@ pub(crate) async fn run_load(
             (counters.clone(), reasons.clone(), latencies.clone(), images.clone());
         let first = initial_pools[i].take();
         let seed = args.fleet.seed * 1000 + i as u64;
-        let mut playback = clip
-            .as_ref()
-            .map(|(c, m)| Playback::new(c.clone(), m.clone(), clip_args.looping, seed, clip_args.reencode_quality));
+        let mut playback = playbacks[i].take();
         let kafka = kafka.clone();
         tasks.push(tokio::spawn(async move {
             let make_pool = move |mut cam: Camera, drifts: Vec<Drift>| {

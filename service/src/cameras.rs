@@ -3,7 +3,7 @@
 //! never produces, unlike a merely static scene), and how long it has shown a scene far from the one it settled
 //! on (moved). "The scene" is a bitwise vote over many frames, not one frame, so people and cars passing through
 //! do not look like a moved camera: a slow vote (background, ~3000 frames) and a fast one (recent, ~16 frames);
-//! the camera has moved while the recent frames confidently contradict a fifth or more of the bits the background
+//! the camera has moved while the recent frames confidently contradict a sixth or more of the bits the background
 //! is confident about. The background does not learn from frames that look elsewhere; after `RESETTLE_FRAMES` of
 //! them the recent view becomes the background. Bounded: at most `max_cameras`, the longest-silent is forgotten first.
 
@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use framewatch_metrics::phash::hamming;
 
 /// The camera looks elsewhere when the recent frames confidently contradict at least this many of the bits the
-/// background is confident about, and at least a fifth of them (see `looks_elsewhere`).
+/// background is confident about, and at least a sixth of them (see `looks_elsewhere`).
 pub const MOVED_BITS: u32 = 3;
 /// Frames a camera must have sent before it can be judged moved.
 const WARMUP_FRAMES: u64 = 64;
@@ -41,10 +41,11 @@ fn stable_bits(background: &[f32; 64]) -> u32 {
     background.iter().filter(|&&b| !(CONFIDENT..=1.0 - CONFIDENT).contains(&b)).count() as u32
 }
 
-/// Measured on synthetic scenes: a live scene contradicts none of its stable bits, a re-aimed camera 25-40 %.
+/// Measured on synthetic scenes: a live scene contradicts none of its stable bits, a re-aimed camera 19-40 %
+/// (a sixth, 17 %, is the line; real footage, vtest.avi re-aimed: see BENCHMARKS.md).
 fn looks_elsewhere(background: &[f32; 64], recent: &[f32; 64]) -> bool {
     let c = contradicted_bits(background, recent);
-    c >= MOVED_BITS && c * 5 >= stable_bits(background)
+    c >= MOVED_BITS && c * 6 >= stable_bits(background)
 }
 
 fn bits(hash: u64) -> [f32; 64] {
@@ -127,10 +128,16 @@ impl CameraTracker {
                     }
                 } else {
                     s.moved_frames = 0;
-                    // A running mean at first, so the background is a vote of many frames, not the first one.
-                    let rate = (1.0 / s.votes as f32).max(BACKGROUND_RATE);
-                    for (i, b) in s.background.iter_mut().enumerate() {
-                        *b += rate * (((hash >> i) & 1) as f32 - *b);
+                    // A frame that on its own contradicts the settled view (a re-aimed camera's first frames,
+                    // while the recent vote is not yet sure of the new one) teaches the background nothing: a
+                    // young camera's background would otherwise forget the old view before the move is seen.
+                    let settled = s.votes >= WARMUP_FRAMES;
+                    if !(settled && looks_elsewhere(&s.background, &bits(hash))) {
+                        // A running mean at first, so the background is a vote of many frames, not the first one.
+                        let rate = (1.0 / s.votes as f32).max(BACKGROUND_RATE);
+                        for (i, b) in s.background.iter_mut().enumerate() {
+                            *b += rate * (((hash >> i) & 1) as f32 - *b);
+                        }
                     }
                 }
             }
