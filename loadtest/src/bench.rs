@@ -198,6 +198,7 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<BenchReport> {
         drifts,
         pool: 1,
         stride: 1,
+        hold_out: 0,
         json: false,
     };
     eprintln!(

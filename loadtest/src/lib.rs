@@ -141,6 +141,10 @@ pub struct RunArgs {
     /// baseline does (match `baseline --frames`).
     #[arg(long, default_value_t = 4)]
     pub stride: usize,
+    /// Frames each synthetic camera runs before its pool is taken: `--hold-out N` with the baseline's
+    /// `--frames N` streams frames the baseline never saw (judge false alarms on held-out data, not a replay).
+    #[arg(long, default_value_t = 0)]
+    pub hold_out: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -510,8 +514,13 @@ pub(crate) async fn run_load(
     let mut initial = Vec::new();
     for i in (0..args.fleet.cameras).filter(|_| clip.is_none()) {
         let (fleet, pool_n, stride, prescored) = (args.fleet.clone(), args.pool, args.stride, args.prescored);
+        let hold_out = args.hold_out;
         initial.push(tokio::task::spawn_blocking(move || {
             let mut cam = camera(&fleet, i);
+            let mut buf = Vec::new();
+            for _ in 0..hold_out {
+                cam.next_frame(&mut buf);
+            }
             let mut scorer =
                 prescored.then(|| Scorer::new(Arc::new(MetricRegistry::standard()), ScoreSettings::default()));
             let pool = synth_pool(&mut cam, pool_n, stride, prescored, &mut scorer);

@@ -183,9 +183,9 @@ fn demo_runs_for_a_set_duration_and_prints_a_summary() {
     let o = framewatch(&[
         "demo",
         "--duration",
-        "12",
+        "50",
         "--drift-after",
-        "4",
+        "10",
         "--grpc-addr",
         "127.0.0.1:0",
         "--http-addr",
@@ -195,7 +195,12 @@ fn demo_runs_for_a_set_duration_and_prints_a_summary() {
     let out = stdout(&o);
     assert!(out.contains("framewatch demo"), "{out}");
     assert!(out.contains("== framewatch demo summary"), "{out}");
-    assert!(out.contains("cam-4 freezes"), "{out}");
+    // Issue 10's regressions: every fault named by its one correct cause (the frozen, blurred and orange cameras
+    // used to fire BrightnessDrift, the darkened one BlurDrift), nothing on the clean cameras, and the summary
+    // states only what fired.
+    assert!(out.contains("cam-4 frozen: frozen after"), "{out}");
+    assert!(out.contains("faults named by their one correct cause: 4 of 4"), "{out}");
+    assert!(out.contains("alerts on cameras without a fault: none"), "{out}");
 }
 
 #[test]

@@ -72,6 +72,7 @@ fn thirty_seconds(fleet: FleetArgs, grpc: std::net::SocketAddr, drifts: &[&str])
         drifts: drifts.iter().map(|d| d.to_string()).collect(),
         pool: 128,
         stride: 2,
+        hold_out: 0,
         json: true,
     }
 }

@@ -226,4 +226,20 @@ mod example_tests {
         assert!(rules.iter().any(|r| r.config.name == "DarkFramesConfidence" && r.config.test));
         assert!(rules.len() >= 9, "defaults plus two");
     }
+
+    /// Every runbook the default rules link (`README.md#cause-...`) is a heading of the README.
+    #[test]
+    fn default_runbooks_exist_in_the_readme() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+        let anchors: Vec<String> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("#### "))
+            .map(|h| h.to_lowercase().replace(": ", "-").replace(' ', "-"))
+            .collect();
+        for r in default_rules() {
+            let link = &r.annotations["runbook"];
+            let anchor = link.strip_prefix("README.md#").expect("README link");
+            assert!(anchors.iter().any(|a| a == anchor), "{}: no README heading for {link}", r.name);
+        }
+    }
 }
