@@ -230,3 +230,47 @@ fn baseline_build_makes_one_reference_per_sub_directory() {
     assert_eq!(b["slices"]["camera_id=cam-a"]["frames"], 40);
     assert!(b["slices"]["camera_id=cam-b"]["metrics"]["brightness"]["edges"].is_array());
 }
+
+#[test]
+fn baseline_build_keys_references_by_time_of_day_context() {
+    let dir = scratch("cli-context");
+    let mut preds = String::new();
+    for i in 0..80 {
+        let name = format!("frame_{i:03}.jpg");
+        std::fs::create_dir_all(dir.join("train/cam-a")).expect("mkdir");
+        std::fs::copy(root().join("examples/train").join(&name), dir.join("train/cam-a").join(&name)).expect("copy");
+        // half captured in the morning (08:xx UTC), half at night (22:xx UTC)
+        let hour = if i < 40 { 8 } else { 22 };
+        preds.push_str(&format!(
+            "{{\"path\": \"{name}\", \"capture_time\": \"2026-11-30T{hour:02}:{:02}:00Z\"}}\n",
+            i % 60
+        ));
+    }
+    std::fs::write(dir.join("p.jsonl"), preds).expect("write");
+    let out = dir.join("b.json");
+    let args = |context: &str| {
+        framewatch(&[
+            "baseline",
+            "build",
+            dir.join("train").to_str().expect("utf8"),
+            "--predictions",
+            dir.join("p.jsonl").to_str().expect("utf8"),
+            "--slice-dimension",
+            "camera_id",
+            "--context",
+            context,
+            "-o",
+            out.to_str().expect("utf8"),
+        ])
+    };
+    let o = args("hour_of_day:4");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("read")).expect("json");
+    assert_eq!(b["context"], "hour_of_day:4");
+    assert_eq!(b["slices"]["camera_id=cam-a"]["frames"], 80, "the context-free reference keeps every frame");
+    assert_eq!(b["slices"]["camera_id=cam-a,context=06-12"]["frames"], 40);
+    assert_eq!(b["slices"]["camera_id=cam-a,context=18-24"]["frames"], 40);
+    let o = args("hour_of_day:5");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("divides 24"), "{}", stderr(&o));
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use framewatch_metrics::baseline::DEFAULT_FINE_BINS;
+use framewatch_metrics::baseline::{ContextSpec, DEFAULT_FINE_BINS, context_key};
 use framewatch_metrics::drift::parse_rules;
 use framewatch_metrics::{
     Baseline, BaselineBuilder, ComparableSettings, DriftAccumulator, DriftThresholds, MetricRegistry, ScoreSettings,
@@ -150,6 +150,11 @@ pub struct BuildArgs {
     /// service then judges against their own reference instead of the fleet-wide one.
     #[arg(long, value_name = "DIMENSION")]
     pub slice_dimension: Option<String>,
+    /// Key each slice's reference by a context, so night is compared with night: `hour_of_day:N` (N UTC buckets
+    /// of the capture time: the predictions line's `capture_time`, else the file's modification time) or a label
+    /// name (the predictions line's `labels`, e.g. `illumination`). Needs --slice-dimension.
+    #[arg(long, value_name = "CONTEXT")]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +310,17 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let comparable = ComparableSettings { analysis: settings.analysis, prediction: settings.prediction };
     let names: Vec<String> = registry.names().map(str::to_string).collect();
     let mut builder = BaselineBuilder::new(names, comparable, args.bins);
+    let context = match &args.context {
+        None => None,
+        Some(text) => {
+            if args.slice_dimension.is_none() {
+                bail!("--context keys per-slice references: give --slice-dimension too");
+            }
+            let spec = ContextSpec::parse(text).map_err(anyhow::Error::msg)?;
+            builder = builder.with_context(spec.clone());
+            Some(spec)
+        }
+    };
     let bar = progress(files.len());
     let mut reasons = BTreeMap::<&'static str, u64>::new();
     score_files(&files, &preds, &registry, settings, threads(args.input.threads), |input, result| {
@@ -312,9 +328,17 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         match result {
             FrameResult::Scored { values, detections, .. } => {
                 let classes = detections.iter().map(|d| d.class_label.as_str());
-                match slice_key(args.slice_dimension.as_deref(), input) {
-                    Some(key) => builder.add_to_slices(&[key.as_str()], &values, classes),
-                    None => builder.add(&values, classes),
+                let key = slice_key(args.slice_dimension.as_deref(), input);
+                let keyed = key.as_deref().zip(context.as_ref()).and_then(|(k, spec)| {
+                    let info = preds.frame_info(input);
+                    let secs = info.and_then(|i| i.capture_secs).or_else(|| modified_secs(&input.path))?;
+                    let value = spec.value(secs, |name| info.and_then(|i| i.labels.get(name)).map(String::as_str))?;
+                    Some(context_key(k, &value))
+                });
+                match (key, keyed) {
+                    (Some(k), Some(c)) => builder.add_to_slices(&[k.as_str(), c.as_str()], &values, classes),
+                    (Some(k), None) => builder.add_to_slices(&[k.as_str()], &values, classes),
+                    _ => builder.add(&values, classes),
                 }
             }
             FrameResult::Failed { reason, message } => {
@@ -353,6 +377,11 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `DIMENSION=<first sub-directory>` for a file found under a directory argument.
+/// The file's modification time, Unix seconds (the capture time of last resort for hour_of_day contexts).
+fn modified_secs(path: &std::path::Path) -> Option<i64> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok().map(crate::time::unix_secs)
+}
+
 fn slice_key(dimension: Option<&str>, input: &InputFile) -> Option<String> {
     let dim = dimension?;
     let rel = std::path::Path::new(&input.relative);

@@ -57,34 +57,84 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<InputFile>) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Detections per frame, from a JSON-lines file: `{"path": "...", "detections": [...]}` per line.
+/// Detections per frame, from a JSON-lines file: `{"path": "...", "detections": [...]}` per line, optionally with
+/// the frame's `capture_time` (RFC 3339 text or Unix seconds) and `labels` (for context baselines).
 #[derive(Debug, Default)]
 pub struct Predictions {
     by_key: HashMap<String, Arc<[Detection]>>,
+    frames: HashMap<String, FrameInfo>,
+}
+
+/// What a predictions line says about its frame besides detections.
+#[derive(Debug, Default, Clone)]
+pub struct FrameInfo {
+    /// Capture time, Unix seconds.
+    pub capture_secs: Option<i64>,
+    pub labels: HashMap<String, String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum CaptureTime {
+    Unix(f64),
+    Text(String),
 }
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PredictionLine {
     path: String,
+    #[serde(default)]
     detections: Vec<Detection>,
+    #[serde(default)]
+    capture_time: Option<CaptureTime>,
+    #[serde(default)]
+    labels: HashMap<String, String>,
 }
 
 impl Predictions {
     pub fn load(path: &Path) -> anyhow::Result<Predictions> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut by_key = HashMap::new();
+        let mut frames = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             let rec: PredictionLine = serde_json::from_str(line)
                 .with_context(|| format!("{}:{}: not a prediction line", path.display(), i + 1))?;
+            let capture_secs = match rec.capture_time {
+                None => None,
+                Some(CaptureTime::Unix(s)) if s.is_finite() && (0.0..253_402_300_800.0).contains(&s) => {
+                    Some(s.floor() as i64)
+                }
+                Some(CaptureTime::Unix(s)) => {
+                    bail!("{}:{}: capture_time {s} is not a Unix time", path.display(), i + 1)
+                }
+                Some(CaptureTime::Text(t)) => Some(
+                    crate::time::parse_rfc3339(&t)
+                        .map(|(s, _)| s)
+                        .with_context(|| format!("{}:{}: capture_time {t:?} is not RFC 3339", path.display(), i + 1))?,
+                ),
+            };
+            if capture_secs.is_some() || !rec.labels.is_empty() {
+                frames.insert(rec.path.clone(), FrameInfo { capture_secs, labels: rec.labels });
+            }
             if by_key.insert(rec.path.clone(), Arc::from(rec.detections)).is_some() {
                 bail!("{}:{}: path {:?} appears twice", path.display(), i + 1, rec.path);
             }
         }
-        Ok(Predictions { by_key })
+        Ok(Predictions { by_key, frames })
+    }
+
+    /// The capture time and labels a predictions line gave for this frame (looked up like `lookup`).
+    pub fn frame_info(&self, input: &InputFile) -> Option<&FrameInfo> {
+        let full = input.path.to_string_lossy();
+        let name = input.path.file_name().map(|n| n.to_string_lossy());
+        [Some(full.as_ref()), Some(input.relative.as_str()), name.as_deref()]
+            .into_iter()
+            .flatten()
+            .find_map(|k| self.frames.get(k))
     }
 
     /// Looks a frame up by its path as given, its path relative to the directory argument, then its file name.
