@@ -7,15 +7,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use framewatch::cameras::CameraTracker;
-use framewatch::config::Config;
 use framewatch::evaluate::{EvaluationSettings, evaluate};
-use framewatch::fingerprint::fingerprint;
 use framewatch::store::{FrameRecord, StoreSettings, WindowStore};
 use framewatch_metrics::cause::Cause;
-use framewatch_metrics::{
-    Baseline, BaselineBuilder, ComparableSettings, FramePixels, MetricRegistry, ScoreSettings, Scorer,
-};
-use framewatch_synth::{Camera, Drift, SynthDetection};
+use framewatch_metrics::{Baseline, BaselineBuilder, ComparableSettings, MetricRegistry, ScoreSettings, Scorer};
+use framewatch_synth::{Camera, Drift};
+
+mod synthetic;
 
 const FPS: i64 = 5;
 const T0: i64 = 1_800_000_000;
@@ -39,22 +37,9 @@ impl Fleet {
 
     /// Next frame of `cam`: values, classes, pHash and content fingerprint.
     fn frame(&mut self, cam: &mut Camera) -> (Vec<Option<f64>>, Vec<&'static str>, u64, u64) {
-        let dets = cam.next_frame(&mut self.buf);
-        let pd: Vec<_> = dets.iter().map(SynthDetection::to_detection).collect();
-        let s = self.scorer.score(FramePixels::Encoded(&self.buf), &pd).expect("synthetic frames score");
-        let classes = dets.iter().map(|d| d.class).collect();
-        (s.values.to_vec(), classes, s.perceptual_hash.expect("pixels"), fingerprint(&self.buf))
+        let f = synthetic::next_frame(cam, &mut self.scorer, &mut self.buf);
+        (f.values, f.classes, f.hash, f.content)
     }
-}
-
-fn config() -> Config {
-    let mut c = Config::default();
-    c.windows.length_secs = 60;
-    c.windows.step_secs = 5;
-    c.windows.allowed_lateness_secs = 30;
-    c.evaluation.thresholds.min_frames = 50;
-    c.slices.dimensions = vec!["camera_id".into()];
-    c
 }
 
 /// Every camera's causes after 60 s of held-out frames with `faults` injected (camera index -> drift).
@@ -80,7 +65,7 @@ fn causes_after(
     }
     let baseline: Baseline =
         b.finish("2026-12-01T00:00:00Z".into(), "test".into(), "causes test".into()).expect("baseline");
-    let cfg = config();
+    let cfg = synthetic::short_windows();
     let index_of = |n: &str| fleet.registry.index_of(n);
     let store = Mutex::new(WindowStore::new(
         StoreSettings::from_config(&cfg, index_of).expect("settings"),

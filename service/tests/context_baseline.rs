@@ -11,16 +11,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use framewatch::cameras::CameraTracker;
-use framewatch::config::Config;
 use framewatch::evaluate::{EvaluationSettings, evaluate};
-use framewatch::fingerprint::fingerprint;
 use framewatch::store::{FrameRecord, StoreSettings, WindowStore};
 use framewatch_metrics::baseline::{ContextSpec, context_key};
 use framewatch_metrics::cause::Cause;
-use framewatch_metrics::{
-    Baseline, BaselineBuilder, ComparableSettings, FramePixels, MetricRegistry, ScoreSettings, Scorer,
-};
-use framewatch_synth::{Camera, Drift, SYNTH_FPS, SynthDetection, daylight_gain, illumination};
+use framewatch_metrics::{Baseline, BaselineBuilder, ComparableSettings, MetricRegistry, ScoreSettings, Scorer};
+use framewatch_synth::{Camera, Drift, SYNTH_FPS, daylight_gain, illumination};
+
+mod synthetic;
 
 /// Capture rate: a 60 s window holds 120 frames, above `min_frames`.
 const FPS: i64 = 2;
@@ -65,27 +63,9 @@ struct Scored {
 
 fn next(cam: &mut DayCamera, scorer: &mut Scorer, buf: &mut Vec<u8>) -> Scored {
     let light = cam.light();
-    let dets = cam.cam.next_frame(buf);
+    let f = synthetic::next_frame(&mut cam.cam, scorer, buf);
     cam.frames += 1;
-    let pd: Vec<_> = dets.iter().map(SynthDetection::to_detection).collect();
-    let s = scorer.score(FramePixels::Encoded(buf), &pd).expect("synthetic frames score");
-    Scored {
-        values: s.values.to_vec(),
-        classes: dets.iter().map(|d| d.class).collect(),
-        hash: s.perceptual_hash.expect("pixels"),
-        content: fingerprint(buf),
-        light,
-    }
-}
-
-fn config() -> Config {
-    let mut c = Config::default();
-    c.windows.length_secs = 60;
-    c.windows.step_secs = 5;
-    c.windows.allowed_lateness_secs = 30;
-    c.evaluation.thresholds.min_frames = 50;
-    c.slices.dimensions = vec!["camera_id".into()];
-    c
+    Scored { values: f.values, classes: f.classes, hash: f.hash, content: f.content, light }
 }
 
 /// Causes fired over one day: (slice key, cause) -> number of evaluations it fired on.
@@ -131,7 +111,7 @@ fn a_simulated_day_is_quiet_with_a_context_baseline_and_not_without() {
     }
 
     // Day two: the same clean cameras, frames neither baseline saw, evaluated every window step.
-    let cfg = config();
+    let cfg = synthetic::short_windows();
     let index_of = |n: &str| registry.index_of(n);
     let store = |b: &Baseline| {
         Mutex::new(WindowStore::new(StoreSettings::from_config(&cfg, index_of).expect("settings"), b, index_of))
