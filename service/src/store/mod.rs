@@ -15,6 +15,12 @@ use framewatch_metrics::stats::LagMoments;
 use crate::config::{Config, Predicate};
 use crate::slice::{GLOBAL, LabelKeyBuilder, SliceKey};
 
+mod lags;
+mod saved;
+
+use lags::Lags;
+pub use saved::{RestoreError, SavedSlice, SavedStore, SavedSubWindow};
+
 /// How frames are grouped and windowed (derived from `Config`).
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
@@ -100,51 +106,6 @@ struct SliceState {
     lags: Lags,
     /// A camera slice's latest value per tracked metric (NaN: none), to pair with the camera's next frame.
     last: Vec<f64>,
-}
-
-/// Lag-1 moments in two generations of one window length each, by capture time: the window's estimate merges
-/// both, so it always covers at least one full window without keeping a copy per sub-window (memory).
-#[derive(Debug, Default)]
-struct Lags {
-    /// Window number (sub-window index / steps) of `current`.
-    epoch: i64,
-    current: Vec<LagMoments>,
-    previous: Vec<LagMoments>,
-}
-
-impl Lags {
-    /// The generation for a frame of window number `epoch`, rolling forward as time moves; `None` for a frame
-    /// older than both generations.
-    fn generation(&mut self, epoch: i64, metrics: usize) -> Option<&mut Vec<LagMoments>> {
-        if self.current.is_empty() {
-            self.current = vec![LagMoments::default(); metrics];
-            self.previous = vec![LagMoments::default(); metrics];
-            self.epoch = epoch;
-        }
-        if epoch > self.epoch {
-            if epoch == self.epoch + 1 {
-                std::mem::swap(&mut self.current, &mut self.previous);
-            } else {
-                self.previous.fill(LagMoments::default());
-            }
-            self.current.fill(LagMoments::default());
-            self.epoch = epoch;
-        }
-        match self.epoch - epoch {
-            0 => Some(&mut self.current),
-            1 => Some(&mut self.previous),
-            _ => None,
-        }
-    }
-
-    fn merged(&self, metrics: usize) -> Vec<LagMoments> {
-        let mut out = vec![LagMoments::default(); metrics];
-        for (o, (c, p)) in out.iter_mut().zip(self.current.iter().zip(&self.previous)) {
-            o.merge(c);
-            o.merge(p);
-        }
-        out
-    }
 }
 
 /// Counters the store keeps for the exporter.
@@ -484,157 +445,6 @@ impl WindowStore {
             reference: slice.reference.clone(),
             lags: slice.lags.merged(self.tracked.len()),
         })
-    }
-}
-
-/// The store's contents, owned, for checkpoints: every slice with its live sub-windows. Layouts are not included;
-/// they come from the baseline, which a checkpoint must match (see `checkpoint`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SavedStore {
-    pub slices: Vec<SavedSlice>,
-    pub counters: StoreCounters,
-}
-
-/// One slice in a `SavedStore`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SavedSlice {
-    pub key: String,
-    pub last_seen_secs: i64,
-    /// Non-empty sub-windows, oldest first.
-    pub subs: Vec<SavedSubWindow>,
-    /// Lag-1 moments per tracked metric: window number of the current generation, then both generations
-    /// (empty when the slice has none).
-    pub lag_epoch: i64,
-    pub lags_current: Vec<LagMoments>,
-    pub lags_previous: Vec<LagMoments>,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SavedSubWindow {
-    pub index: i64,
-    pub frames: u64,
-    /// One per tracked metric, in `WindowStore::tracked()` order.
-    pub hists: Vec<Histogram>,
-    /// Class label counts, sorted by label.
-    pub classes: Vec<(String, u64)>,
-}
-
-/// Why a `SavedStore` does not fit this store.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RestoreError {
-    #[error("slice {slice:?}: {found} histograms per sub-window, this store tracks {expected} metrics")]
-    MetricCount { slice: String, expected: usize, found: usize },
-    #[error("slice {slice:?}, metric {metric}: {found} bins, the baseline layout has {expected}")]
-    Bins { slice: String, metric: String, expected: usize, found: usize },
-    #[error("slice {slice:?}: {found} sub-windows, a window has {expected} steps")]
-    Steps { slice: String, expected: usize, found: usize },
-    #[error("slice {slice:?}: sub-window {index} appears twice")]
-    DuplicateSubWindow { slice: String, index: i64 },
-}
-
-impl WindowStore {
-    /// Copies the contents out (under the caller's lock; serialising happens after the lock is released).
-    pub fn export_state(&self) -> SavedStore {
-        let mut slices: Vec<SavedSlice> = self
-            .slices
-            .iter()
-            .map(|(key, s)| {
-                let mut subs: Vec<SavedSubWindow> = s
-                    .ring
-                    .iter()
-                    .filter(|w| w.index != i64::MIN && w.frames > 0)
-                    .map(|w| {
-                        let mut classes: Vec<(String, u64)> =
-                            w.classes.iter().map(|(c, n)| (c.to_string(), *n)).collect();
-                        classes.sort();
-                        let hists = w.hists.iter().map(SubHistogram::to_histogram).collect();
-                        SavedSubWindow { index: w.index, frames: w.frames, hists, classes }
-                    })
-                    .collect();
-                subs.sort_by_key(|w| w.index);
-                SavedSlice {
-                    key: key.to_string(),
-                    last_seen_secs: s.last_seen_secs,
-                    subs,
-                    lag_epoch: s.lags.epoch,
-                    lags_current: s.lags.current.clone(),
-                    lags_previous: s.lags.previous.clone(),
-                }
-            })
-            .collect();
-        slices.sort_by(|a, b| a.key.cmp(&b.key));
-        SavedStore { slices, counters: self.counters }
-    }
-
-    /// Replaces the contents with `state`, after checking every histogram against this store's layouts. On error
-    /// the store is left as it was.
-    pub fn restore_state(&mut self, state: SavedStore) -> Result<(), RestoreError> {
-        let steps = self.settings.steps;
-        let mut slices = state.slices;
-        // `slices.max_slices` may have been lowered since: keep the most recently seen (global always).
-        let dropped = slices.len().saturating_sub(self.settings.max_slices) as u64;
-        if dropped > 0 {
-            slices.sort_by_key(|s| (s.key != GLOBAL, std::cmp::Reverse(s.last_seen_secs)));
-            slices.truncate(self.settings.max_slices);
-        }
-        let mut restored = HashMap::with_capacity(slices.len());
-        for sl in slices {
-            if sl.subs.len() > steps {
-                return Err(RestoreError::Steps { slice: sl.key, expected: steps, found: sl.subs.len() });
-            }
-            let (layouts, reference) = self.layouts_for(&sl.key);
-            let own_baseline = reference.is_some();
-            let mut ring: Vec<SubWindow> = (0..steps)
-                .map(|_| SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: HashMap::new() })
-                .collect();
-            for sub in sl.subs {
-                if sub.hists.len() != layouts.len() {
-                    return Err(RestoreError::MetricCount {
-                        slice: sl.key,
-                        expected: layouts.len(),
-                        found: sub.hists.len(),
-                    });
-                }
-                for ((h, layout), t) in sub.hists.iter().zip(layouts.iter()).zip(&self.tracked) {
-                    if h.counts.len() != layout.bins() {
-                        return Err(RestoreError::Bins {
-                            slice: sl.key,
-                            metric: t.name.to_string(),
-                            expected: layout.bins(),
-                            found: h.counts.len(),
-                        });
-                    }
-                }
-                let slot = &mut ring[sub.index.rem_euclid(steps as i64) as usize];
-                if slot.index != i64::MIN {
-                    return Err(RestoreError::DuplicateSubWindow { slice: sl.key, index: sub.index });
-                }
-                let mut classes = HashMap::with_capacity(sub.classes.len());
-                for (c, n) in sub.classes {
-                    classes.insert(self.intern(&c), n);
-                }
-                let hists = sub.hists.iter().map(SubHistogram::from_histogram).collect();
-                *slot = SubWindow { index: sub.index, frames: sub.frames, hists, classes };
-            }
-            let lags = if sl.lags_current.len() == self.tracked.len() && sl.lags_previous.len() == self.tracked.len() {
-                Lags { epoch: sl.lag_epoch, current: sl.lags_current, previous: sl.lags_previous }
-            } else {
-                Lags::default()
-            };
-            let state = SliceState {
-                ring,
-                last_seen_secs: sl.last_seen_secs,
-                layouts,
-                own_baseline,
-                reference,
-                lags,
-                last: Vec::new(),
-            };
-            restored.insert(SliceKey::from_canonical(&sl.key), state);
-        }
-        self.slices = restored;
-        self.counters = StoreCounters { evicted_capacity: state.counters.evicted_capacity + dropped, ..state.counters };
-        Ok(())
     }
 }
 

@@ -1,0 +1,160 @@
+//! The store's contents as plain data for checkpoints (export under the caller's lock, restore after checks).
+
+use std::collections::HashMap;
+
+use framewatch_metrics::histogram::{Histogram, SubHistogram};
+use framewatch_metrics::stats::LagMoments;
+
+use super::{Lags, SliceState, StoreCounters, SubWindow, WindowStore};
+use crate::slice::{GLOBAL, SliceKey};
+
+/// The store's contents, owned, for checkpoints: every slice with its live sub-windows. Layouts are not included;
+/// they come from the baseline, which a checkpoint must match (see `checkpoint`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedStore {
+    pub slices: Vec<SavedSlice>,
+    pub counters: StoreCounters,
+}
+
+/// One slice in a `SavedStore`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedSlice {
+    pub key: String,
+    pub last_seen_secs: i64,
+    /// Non-empty sub-windows, oldest first.
+    pub subs: Vec<SavedSubWindow>,
+    /// Lag-1 moments per tracked metric: window number of the current generation, then both generations
+    /// (empty when the slice has none).
+    pub lag_epoch: i64,
+    pub lags_current: Vec<LagMoments>,
+    pub lags_previous: Vec<LagMoments>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedSubWindow {
+    pub index: i64,
+    pub frames: u64,
+    /// One per tracked metric, in `WindowStore::tracked()` order.
+    pub hists: Vec<Histogram>,
+    /// Class label counts, sorted by label.
+    pub classes: Vec<(String, u64)>,
+}
+
+/// Why a `SavedStore` does not fit this store.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RestoreError {
+    #[error("slice {slice:?}: {found} histograms per sub-window, this store tracks {expected} metrics")]
+    MetricCount { slice: String, expected: usize, found: usize },
+    #[error("slice {slice:?}, metric {metric}: {found} bins, the baseline layout has {expected}")]
+    Bins { slice: String, metric: String, expected: usize, found: usize },
+    #[error("slice {slice:?}: {found} sub-windows, a window has {expected} steps")]
+    Steps { slice: String, expected: usize, found: usize },
+    #[error("slice {slice:?}: sub-window {index} appears twice")]
+    DuplicateSubWindow { slice: String, index: i64 },
+}
+
+impl WindowStore {
+    /// Copies the contents out (under the caller's lock; serialising happens after the lock is released).
+    pub fn export_state(&self) -> SavedStore {
+        let mut slices: Vec<SavedSlice> = self
+            .slices
+            .iter()
+            .map(|(key, s)| {
+                let mut subs: Vec<SavedSubWindow> = s
+                    .ring
+                    .iter()
+                    .filter(|w| w.index != i64::MIN && w.frames > 0)
+                    .map(|w| {
+                        let mut classes: Vec<(String, u64)> =
+                            w.classes.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+                        classes.sort();
+                        let hists = w.hists.iter().map(SubHistogram::to_histogram).collect();
+                        SavedSubWindow { index: w.index, frames: w.frames, hists, classes }
+                    })
+                    .collect();
+                subs.sort_by_key(|w| w.index);
+                SavedSlice {
+                    key: key.to_string(),
+                    last_seen_secs: s.last_seen_secs,
+                    subs,
+                    lag_epoch: s.lags.epoch,
+                    lags_current: s.lags.current.clone(),
+                    lags_previous: s.lags.previous.clone(),
+                }
+            })
+            .collect();
+        slices.sort_by(|a, b| a.key.cmp(&b.key));
+        SavedStore { slices, counters: self.counters }
+    }
+
+    /// Replaces the contents with `state`, after checking every histogram against this store's layouts. On error
+    /// the store is left as it was.
+    pub fn restore_state(&mut self, state: SavedStore) -> Result<(), RestoreError> {
+        let steps = self.settings.steps;
+        let mut slices = state.slices;
+        // `slices.max_slices` may have been lowered since: keep the most recently seen (global always).
+        let dropped = slices.len().saturating_sub(self.settings.max_slices) as u64;
+        if dropped > 0 {
+            slices.sort_by_key(|s| (s.key != GLOBAL, std::cmp::Reverse(s.last_seen_secs)));
+            slices.truncate(self.settings.max_slices);
+        }
+        let mut restored = HashMap::with_capacity(slices.len());
+        for sl in slices {
+            if sl.subs.len() > steps {
+                return Err(RestoreError::Steps { slice: sl.key, expected: steps, found: sl.subs.len() });
+            }
+            let (layouts, reference) = self.layouts_for(&sl.key);
+            let own_baseline = reference.is_some();
+            let mut ring: Vec<SubWindow> = (0..steps)
+                .map(|_| SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: HashMap::new() })
+                .collect();
+            for sub in sl.subs {
+                if sub.hists.len() != layouts.len() {
+                    return Err(RestoreError::MetricCount {
+                        slice: sl.key,
+                        expected: layouts.len(),
+                        found: sub.hists.len(),
+                    });
+                }
+                for ((h, layout), t) in sub.hists.iter().zip(layouts.iter()).zip(&self.tracked) {
+                    if h.counts.len() != layout.bins() {
+                        return Err(RestoreError::Bins {
+                            slice: sl.key,
+                            metric: t.name.to_string(),
+                            expected: layout.bins(),
+                            found: h.counts.len(),
+                        });
+                    }
+                }
+                let slot = &mut ring[sub.index.rem_euclid(steps as i64) as usize];
+                if slot.index != i64::MIN {
+                    return Err(RestoreError::DuplicateSubWindow { slice: sl.key, index: sub.index });
+                }
+                let mut classes = HashMap::with_capacity(sub.classes.len());
+                for (c, n) in sub.classes {
+                    classes.insert(self.intern(&c), n);
+                }
+                let hists = sub.hists.iter().map(SubHistogram::from_histogram).collect();
+                *slot = SubWindow { index: sub.index, frames: sub.frames, hists, classes };
+            }
+            let lags = if sl.lags_current.len() == self.tracked.len() && sl.lags_previous.len() == self.tracked.len() {
+                Lags { epoch: sl.lag_epoch, current: sl.lags_current, previous: sl.lags_previous }
+            } else {
+                Lags::default()
+            };
+            let state = SliceState {
+                ring,
+                last_seen_secs: sl.last_seen_secs,
+                layouts,
+                own_baseline,
+                reference,
+                lags,
+                last: Vec::new(),
+            };
+            restored.insert(SliceKey::from_canonical(&sl.key), state);
+        }
+        self.slices = restored;
+        self.counters = StoreCounters { evicted_capacity: state.counters.evicted_capacity + dropped, ..state.counters };
+        Ok(())
+    }
+}
