@@ -647,3 +647,41 @@ async fn slice_cap_series_budget_and_shutdown_drain() {
     drop((ingest, acks));
     svc.wait().await.expect("stopped cleanly");
 }
+
+/// Regression (issue 13): the HTTP server used to stop on the same token as everything else, so `/readyz` never
+/// showed "not ready" while the service drained. It must answer 503 from the moment draining starts, while an open
+/// gRPC stream holds the drain up, and the HTTP listener must stay up until the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_turns_503_as_soon_as_draining_starts() {
+    let mut cfg = config();
+    cfg.server.shutdown_grace_secs = 30;
+    let svc = Service::start(cfg, Arc::new(ManualClock::at(NOW))).await.expect("start");
+    let http = svc.http_addr;
+    assert_eq!(get(http, "/readyz").await.0, 200);
+    // An open stream: the drain waits for it (up to the grace period).
+    let mut ingest = IngestServiceClient::connect(format!("http://{}", svc.grpc_addr)).await.expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Frame>(1);
+    let mut acks =
+        ingest.stream_frames(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("stream").into_inner();
+    let frame = frames("train", "cam-1", "lot-1").remove(0);
+    tx.send(frame).await.expect("send");
+    assert!(acks.message().await.expect("ack").expect("one ack").accepted);
+    let token = svc.shutdown_token();
+    let stopping = tokio::spawn(svc.wait());
+    token.cancel();
+    let mut seen = None;
+    for _ in 0..200 {
+        let (status, body) = get(http, "/readyz").await;
+        if status == 503 {
+            seen = Some(body);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let body = seen.expect("/readyz said 503 while the stream held the drain up");
+    assert!(body.contains("grpc: not ready"), "{body}");
+    assert_eq!(get(http, "/healthz").await.0, 200, "draining is not dying");
+    drop(tx);
+    while acks.message().await.ok().flatten().is_some() {}
+    stopping.await.expect("join").expect("stopped cleanly");
+}
