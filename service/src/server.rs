@@ -27,7 +27,7 @@ use crate::alerts::webhook::Webhook;
 use crate::alerts::{AlertEngine, AlertEvent, AlertSnapshot, Alerting, Dispatcher, build_rules};
 use crate::api::QueryApi;
 use crate::cameras::CameraTracker;
-use crate::checkpoint::{CheckpointTelemetry, Checkpointer, compat_fingerprint};
+use crate::checkpoint::{CheckpointTelemetry, Checkpointer, SavedOffset, compat_fingerprint};
 use crate::config::Config;
 use crate::evaluate::{Evaluation, EvaluationSettings, evaluate};
 use crate::export::DriftCollector;
@@ -97,6 +97,9 @@ struct Parts {
     evaluation: Arc<RwLock<Arc<Evaluation>>>,
     alert_tx: tokio::sync::broadcast::Sender<AlertEvent>,
     alert_state: Arc<RwLock<AlertSnapshot>>,
+    telemetry: Telemetry,
+    registry: Arc<MetricRegistry>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Service {
@@ -121,6 +124,7 @@ impl Service {
         let index_of = |n: &str| registry.index_of(n);
         let store_settings = StoreSettings::from_config(&config, index_of)?;
         let compat = compat_fingerprint(&baseline, &store_settings);
+        let mut prom = Registry::default();
         let p = Parts {
             store: Arc::new(Mutex::new(WindowStore::new(store_settings, &baseline, index_of))),
             baseline: Arc::new(baseline),
@@ -128,18 +132,14 @@ impl Service {
             evaluation: Arc::default(),
             alert_tx: tokio::sync::broadcast::channel::<AlertEvent>(1024).0,
             alert_state: Arc::default(),
+            telemetry: Telemetry::register(&mut prom, config.pipeline.queue_capacity),
+            registry: registry.clone(),
+            clock,
         };
-
-        let grpc_listener = TcpListener::bind(config.server.grpc_addr)
-            .await
-            .with_context(|| format!("cannot listen on server.grpc_addr {}", config.server.grpc_addr))?;
-        let http_listener = TcpListener::bind(config.server.http_addr)
-            .await
-            .with_context(|| format!("cannot listen on server.http_addr {}", config.server.http_addr))?;
+        let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
+        let http_listener = bind(config.server.http_addr, "server.http_addr").await?;
         let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
 
-        let mut prom = Registry::default();
-        let telemetry = Telemetry::register(&mut prom, config.pipeline.queue_capacity);
         prom.register_collector(Box::new(DriftCollector {
             evaluation: p.evaluation.clone(),
             store: p.store.clone(),
@@ -148,90 +148,24 @@ impl Service {
             alerts: p.alert_state.clone(),
             cameras: p.cameras.clone(),
         }));
-        let evaluate_now = evaluator(&config, &p, clock.clone(), http_addr, &tree, &mut prom)?;
+        let evaluate_now = evaluator(&config, &p, http_addr, &tree, &mut prom)?;
         let checkpointer = config.checkpoint.path.clone().filter(|p| !p.as_os_str().is_empty()).map(|path| {
             let group = if config.kafka.enabled() { config.kafka.group_id.clone() } else { String::new() };
             let telemetry = CheckpointTelemetry::register(&mut prom);
             Arc::new(Checkpointer::new(path, compat, group, p.store.clone(), p.cameras.clone(), telemetry))
         });
+        // Windows and camera state come back before any frame is scored; the offsets go to the Kafka source.
         let resume_from = checkpointer.as_ref().map(|c| c.restore()).unwrap_or_default();
         let kafka_telemetry = config.kafka.enabled().then(|| KafkaTelemetry::register(&mut prom));
-        let prom = Arc::new(prom);
-
-        let workers = match config.pipeline.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        let settings = ScoreSettings {
-            analysis: p.baseline.settings.analysis,
-            prediction: p.baseline.settings.prediction,
-            limits: DecodeLimits {
-                max_encoded_bytes: config.pipeline.max_image_bytes,
-                max_pixels: config.pipeline.max_image_pixels,
-            },
-        };
-        let pipeline = Pipeline::start(
-            workers,
-            config.pipeline.queue_capacity,
-            WorkerContext {
-                registry: registry.clone(),
-                settings,
-                store: p.store.clone(),
-                clock: clock.clone(),
-                telemetry: telemetry.clone(),
-                cameras: p.cameras.clone(),
-            },
-        );
-
+        let (pipeline, workers) = start_pipeline(&config, &p);
         let kafka = match kafka_telemetry {
-            Some(kt) => Some(KafkaSource::start(
-                config.kafka.clone(),
-                KafkaDeps {
-                    pipeline: pipeline.handle(),
-                    frames: telemetry.clone(),
-                    telemetry: kt,
-                    clock: clock.clone(),
-                    ingest: config.ingest.clone(),
-                    checkpointer: checkpointer.clone(),
-                    resume_from,
-                    runtime: tokio::runtime::Handle::current(),
-                    grace: Duration::from_secs(config.server.shutdown_grace_secs),
-                    stop: tree.kafka.clone(),
-                },
-            )?),
+            Some(kt) => Some(start_kafka(&config, &p, &pipeline, kt, (checkpointer.clone(), resume_from), &tree)?),
             None => None,
         };
-
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<IngestServiceServer<GrpcIngest>>().await;
-        health_reporter.set_serving::<QueryServiceServer<QueryApi>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(framewatch_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("gRPC reflection")?;
-        let ingest = GrpcIngest {
-            pipeline: pipeline.handle(),
-            telemetry: telemetry.clone(),
-            clock: clock.clone(),
-            config: config.ingest.clone(),
-        };
-        let query = QueryApi {
-            evaluation: p.evaluation.clone(),
-            registry: registry.clone(),
-            alerts: p.alert_tx.clone(),
-            alert_state: p.alert_state.clone(),
-        };
-        let grpc = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(IngestServiceServer::new(ingest))
-            .add_service(QueryServiceServer::new(query))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), tree.grpc.clone().cancelled_owned());
-        let grpc_task = tokio::spawn(grpc);
-
+        let (health, grpc_task) = start_grpc(grpc_listener, &config, &p, &pipeline, &tree).await?;
         let ready = Arc::new(AtomicBool::new(false));
         let http_state = HttpState {
-            registry: prom,
+            registry: Arc::new(prom),
             ready: ready.clone(),
             kafka: kafka.as_ref().map(|k| KafkaHealth { connected: k.ready(), alive: k.alive() }),
         };
@@ -247,7 +181,7 @@ impl Service {
             evaluate_now.clone(),
         );
         // Without Kafka, checkpoints run on their own timer (with Kafka, the source writes them with its offsets).
-        let timed_checkpoint = if kafka.is_none() { checkpointer.clone() } else { None };
+        let timed_checkpoint = if kafka.is_none() { checkpointer } else { None };
         if let Some(c) = timed_checkpoint.clone() {
             let write: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
                 // Failures are logged and counted by the checkpointer.
@@ -263,7 +197,7 @@ impl Service {
             tree: tree.clone(),
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
             ready,
-            health: health_reporter,
+            health,
             grpc_task,
             kafka,
             pipeline,
@@ -311,6 +245,99 @@ impl Service {
     }
 }
 
+async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {key} {addr}"))
+}
+
+/// The scoring pool: one worker per core unless `pipeline.workers` says otherwise.
+fn start_pipeline(config: &Config, p: &Parts) -> (Pipeline, usize) {
+    let workers = match config.pipeline.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let settings = ScoreSettings {
+        analysis: p.baseline.settings.analysis,
+        prediction: p.baseline.settings.prediction,
+        limits: DecodeLimits {
+            max_encoded_bytes: config.pipeline.max_image_bytes,
+            max_pixels: config.pipeline.max_image_pixels,
+        },
+    };
+    let context = WorkerContext {
+        registry: p.registry.clone(),
+        settings,
+        store: p.store.clone(),
+        clock: p.clock.clone(),
+        telemetry: p.telemetry.clone(),
+        cameras: p.cameras.clone(),
+    };
+    (Pipeline::start(workers, config.pipeline.queue_capacity, context), workers)
+}
+
+/// The Kafka source, writing checkpoints with its offsets and resuming from the restored checkpoint's offsets.
+fn start_kafka(
+    config: &Config,
+    p: &Parts,
+    pipeline: &Pipeline,
+    telemetry: KafkaTelemetry,
+    (checkpointer, resume_from): (Option<Arc<Checkpointer>>, Vec<SavedOffset>),
+    tree: &ShutdownTree,
+) -> anyhow::Result<KafkaSource> {
+    KafkaSource::start(
+        config.kafka.clone(),
+        KafkaDeps {
+            pipeline: pipeline.handle(),
+            frames: p.telemetry.clone(),
+            telemetry,
+            clock: p.clock.clone(),
+            ingest: config.ingest.clone(),
+            checkpointer,
+            resume_from,
+            runtime: tokio::runtime::Handle::current(),
+            grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            stop: tree.kafka.clone(),
+        },
+    )
+}
+
+type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// gRPC: health, reflection, ingest and queries, until the tree's gRPC branch is cancelled.
+async fn start_grpc(
+    listener: TcpListener,
+    config: &Config,
+    p: &Parts,
+    pipeline: &Pipeline,
+    tree: &ShutdownTree,
+) -> anyhow::Result<(tonic_health::server::HealthReporter, GrpcTask)> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<IngestServiceServer<GrpcIngest>>().await;
+    health_reporter.set_serving::<QueryServiceServer<QueryApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(framewatch_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("gRPC reflection")?;
+    let ingest = GrpcIngest {
+        pipeline: pipeline.handle(),
+        telemetry: p.telemetry.clone(),
+        clock: p.clock.clone(),
+        config: config.ingest.clone(),
+    };
+    let query = QueryApi {
+        evaluation: p.evaluation.clone(),
+        registry: p.registry.clone(),
+        alerts: p.alert_tx.clone(),
+        alert_state: p.alert_state.clone(),
+    };
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(IngestServiceServer::new(ingest))
+        .add_service(QueryServiceServer::new(query))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), tree.grpc.clone().cancelled_owned());
+    Ok((health_reporter, tokio::spawn(grpc)))
+}
+
 fn check_settings(config: &Config, baseline: &Baseline) -> anyhow::Result<()> {
     if let Some(m) = config.pipeline.max_side
         && m != baseline.settings.analysis.max_side
@@ -327,7 +354,6 @@ fn check_settings(config: &Config, baseline: &Baseline) -> anyhow::Result<()> {
 fn evaluator(
     config: &Config,
     p: &Parts,
-    clock: Arc<dyn Clock>,
     http_addr: SocketAddr,
     tree: &ShutdownTree,
     prom: &mut Registry,
@@ -351,8 +377,8 @@ fn evaluator(
         snapshot: p.alert_state.clone(),
     });
     let settings = EvaluationSettings::from(&config.evaluation);
-    let (store, baseline, evaluation, cameras) =
-        (p.store.clone(), p.baseline.clone(), p.evaluation.clone(), p.cameras.clone());
+    let (store, baseline, evaluation, cameras, clock) =
+        (p.store.clone(), p.baseline.clone(), p.evaluation.clone(), p.cameras.clone(), p.clock.clone());
     let idle = config.slices.idle_evict_secs as i64;
     Ok(Arc::new(move || {
         let now = now_secs(clock.as_ref());
@@ -392,7 +418,7 @@ struct Drain {
     grace: Duration,
     ready: Arc<AtomicBool>,
     health: tonic_health::server::HealthReporter,
-    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    grpc_task: GrpcTask,
     kafka: Option<KafkaSource>,
     pipeline: Pipeline,
     checkpoint: Option<Arc<Checkpointer>>,

@@ -685,3 +685,28 @@ async fn readiness_turns_503_as_soon_as_draining_starts() {
     while acks.message().await.ok().flatten().is_some() {}
     stopping.await.expect("join").expect("stopped cleanly");
 }
+
+/// Without Kafka, checkpoints run on a timer and at shutdown; a restarted service restores its windows before it
+/// scores anything (guards the assembly in server.rs, which restores before starting the pipeline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_without_kafka_restores_the_windows_from_the_checkpoint() {
+    let dir = framewatch_e2e::scratch("grpc-checkpoint");
+    let mut cfg = config();
+    cfg.checkpoint.path = Some(dir.join("checkpoint.bin"));
+    let clock = Arc::new(ManualClock::at(NOW));
+    let svc = Service::start(cfg.clone(), clock.clone()).await.expect("start");
+    let mut ingest = IngestServiceClient::connect(format!("http://{}", svc.grpc_addr)).await.expect("connect");
+    let sent = frames("train", "cam-1", "lot-1");
+    let n = sent.len() as u64;
+    let mut acks = ingest.stream_frames(tokio_stream::iter(sent)).await.expect("stream").into_inner();
+    while let Some(a) = acks.message().await.expect("ack") {
+        assert!(a.accepted, "{}", a.message);
+    }
+    drop(ingest);
+    svc.stop().await.expect("stop writes the final checkpoint");
+    let again = Service::start(cfg, clock).await.expect("restart");
+    again.evaluate_now().await;
+    let frames_now = again.evaluation.read().expect("eval").slice("camera_id=cam-1").map(|s| s.frames);
+    assert_eq!(frames_now, Some(n), "the window came back from the checkpoint");
+    again.stop().await.expect("stop");
+}
