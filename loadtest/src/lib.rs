@@ -217,12 +217,7 @@ fn camera(fleet: &FleetArgs, i: usize) -> Camera {
 }
 
 pub fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
-    let registry = Arc::new(MetricRegistry::standard());
-    let settings = ScoreSettings::default();
-    let names: Vec<String> = registry.names().map(String::from).collect();
-    let comparable = ComparableSettings { analysis: settings.analysis, prediction: settings.prediction };
-    let mut builder = BaselineBuilder::new(names, comparable, 100);
-    let mut scorer = Scorer::new(registry, settings);
+    let (mut builder, mut scorer) = builder_and_scorer();
     let mut buf = Vec::new();
     for i in 0..args.fleet.cameras {
         let mut cam = camera(&args.fleet, i);
@@ -241,17 +236,27 @@ pub fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
         }
         eprintln!("scored {} clean frames of {}", args.frames, camera_name(i));
     }
+    let source = format!(
+        "framewatch-loadtest synthetic fleet: {} cameras x {} frames, seed {}",
+        args.fleet.cameras, args.frames, args.fleet.seed
+    );
+    write_baseline(builder, source, &args.output)
+}
+
+/// A baseline builder for the whole catalog and a scorer with the default settings (what framewatch runs).
+fn builder_and_scorer() -> (BaselineBuilder, Scorer) {
+    let registry = Arc::new(MetricRegistry::standard());
+    let settings = ScoreSettings::default();
+    let names: Vec<String> = registry.names().map(String::from).collect();
+    let comparable = ComparableSettings { analysis: settings.analysis, prediction: settings.prediction };
+    (BaselineBuilder::new(names, comparable, 100), Scorer::new(registry, settings))
+}
+
+fn write_baseline(builder: BaselineBuilder, source: String, output: &std::path::Path) -> anyhow::Result<()> {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let b = builder.finish(
-        format!("unix:{secs}"),
-        framewatch_metrics::VERSION.into(),
-        format!(
-            "framewatch-loadtest synthetic fleet: {} cameras x {} frames, seed {}",
-            args.fleet.cameras, args.frames, args.fleet.seed
-        ),
-    )?;
-    std::fs::write(&args.output, b.to_json() + "\n").with_context(|| format!("write {}", args.output.display()))?;
-    eprintln!("wrote {}", args.output.display());
+    let b = builder.finish(format!("unix:{secs}"), framewatch_metrics::VERSION.into(), source)?;
+    std::fs::write(output, b.to_json() + "\n").with_context(|| format!("write {}", output.display()))?;
+    eprintln!("wrote {}", output.display());
     Ok(())
 }
 
@@ -261,12 +266,7 @@ pub fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
 pub fn baseline_clip(args: &BaselineArgs, range: &ClipRange) -> anyhow::Result<()> {
     let dir = range.clip.as_ref().context("baseline of a clip needs --clip DIR")?;
     let clip = Clip::load(dir, range.start_frame, range.end_frame)?;
-    let registry = Arc::new(MetricRegistry::standard());
-    let settings = ScoreSettings::default();
-    let names: Vec<String> = registry.names().map(String::from).collect();
-    let comparable = ComparableSettings { analysis: settings.analysis, prediction: settings.prediction };
-    let mut builder = BaselineBuilder::new(names, comparable, 100);
-    let mut scorer = Scorer::new(registry, settings);
+    let (mut builder, mut scorer) = builder_and_scorer();
     let mut keys: Vec<String> = (0..args.fleet.cameras).map(|i| format!("camera_id={}", camera_name(i))).collect();
     let sites: std::collections::BTreeSet<String> =
         (0..args.fleet.cameras).map(|i| format!("site={}", site_of(i))).collect();
@@ -288,20 +288,13 @@ pub fn baseline_clip(args: &BaselineArgs, range: &ClipRange) -> anyhow::Result<(
         dir.display(),
         args.fleet.cameras
     );
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let b = builder.finish(
-        format!("unix:{secs}"),
-        framewatch_metrics::VERSION.into(),
-        format!(
-            "framewatch-loadtest clip {}: frames {}..={last} on {} cameras",
-            dir.display(),
-            clip.first_frame,
-            args.fleet.cameras
-        ),
-    )?;
-    std::fs::write(&args.output, b.to_json() + "\n").with_context(|| format!("write {}", args.output.display()))?;
-    eprintln!("wrote {}", args.output.display());
-    Ok(())
+    let source = format!(
+        "framewatch-loadtest clip {}: frames {}..={last} on {} cameras",
+        dir.display(),
+        clip.first_frame,
+        args.fleet.cameras
+    );
+    write_baseline(builder, source, &args.output)
 }
 
 /// One pre-built frame: its content and detections.

@@ -72,6 +72,18 @@ impl Fault {
     }
 }
 
+/// Metrics whose shift the report shows as a difference (the others as a ratio), as their tolerances are.
+const ABSOLUTE: &[&str] = &[
+    "brightness",
+    "jpeg_quality",
+    "dark_fraction",
+    "bright_fraction",
+    "red_mean",
+    "blue_mean",
+    "saturation",
+    "entropy",
+];
+
 fn decode(bytes: &[u8]) -> RgbImage {
     let mut img = RgbImage::default();
     decode_into(bytes, &DecodeLimits::default(), &mut img).expect("decode");
@@ -265,42 +277,12 @@ fn every_fault_on_every_real_photo_is_named_alone_and_clean_re_encodes_are_silen
                 .zip(&currents)
                 .filter_map(|(c, cur)| {
                     let (b, v) = (c.baseline[i]?, cur[i]?);
-                    Some(
-                        if matches!(
-                            n,
-                            "brightness"
-                                | "jpeg_quality"
-                                | "dark_fraction"
-                                | "bright_fraction"
-                                | "red_mean"
-                                | "blue_mean"
-                                | "saturation"
-                                | "entropy"
-                        ) {
-                            v - b
-                        } else {
-                            v / b
-                        },
-                    )
+                    Some(if ABSOLUTE.contains(&n) { v - b } else { v / b })
                 })
                 .collect();
             r.sort_by(f64::total_cmp);
             let m = r.get(r.len() / 2).copied().unwrap_or(f64::NAN);
-            if matches!(
-                n,
-                "brightness"
-                    | "jpeg_quality"
-                    | "dark_fraction"
-                    | "bright_fraction"
-                    | "red_mean"
-                    | "blue_mean"
-                    | "saturation"
-                    | "entropy"
-            ) {
-                format!("{m:>+15.3}")
-            } else {
-                format!("{m:>14.2}x")
-            }
+            if ABSOLUTE.contains(&n) { format!("{m:>+15.3}") } else { format!("{m:>14.2}x") }
         });
         println!("{:<11} | {} | {found_counts:?}", format!("{fault:?}"), cells.join(" | "));
 
