@@ -2,6 +2,8 @@
 //! killed when dropped, plain HTTP/1.0 requests, and bounded waiting. Nothing here is mocked: the helpers start
 //! and talk to the real programs.
 
+pub mod tls;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

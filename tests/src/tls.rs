@@ -1,0 +1,109 @@
+//! Throwaway certificates for the TLS tests: a CA, a server certificate for the loopback names (127.0.0.1, ::1,
+//! localhost) and a client certificate signed by it, plus a second, unrelated CA that a client must refuse.
+//! Generated in-process (rcgen, ring), written as PEM files that Prometheus, Alertmanager, grpcio and stunnel read.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
+};
+
+/// PEM files in one directory.
+#[derive(Debug, Clone)]
+pub struct TestPki {
+    pub dir: PathBuf,
+    /// The CA that signed `server_*` and `client_*`.
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A CA that signed nothing here: trusting only it must fail the handshake.
+    pub other_ca_cert: PathBuf,
+    /// A client certificate signed by `other_ca_cert` (refused by a server that requires `ca_cert`).
+    pub other_client_cert: PathBuf,
+    pub other_client_key: PathBuf,
+}
+
+struct Ca {
+    params: CertificateParams,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("ca params: {e}"));
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        Ca { params, key: KeyPair::generate().unwrap_or_else(|e| panic!("ca key: {e}")) }
+    }
+
+    fn self_signed_pem(&self) -> String {
+        self.params.clone().self_signed(&self.key).unwrap_or_else(|e| panic!("self-sign: {e}")).pem()
+    }
+
+    /// A leaf certificate signed by this CA: (certificate PEM, key PEM).
+    fn leaf(&self, name: &str, sans: &[SanType], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("params: {e}"));
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.subject_alt_names = sans.to_vec();
+        params.extended_key_usages = vec![usage];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap_or_else(|e| panic!("sign {name}: {e}"));
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    p
+}
+
+/// The loopback names a server certificate covers.
+pub fn loopback_sans() -> Vec<SanType> {
+    vec![
+        SanType::IpAddress([127, 0, 0, 1].into()),
+        SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()),
+        SanType::DnsName("localhost".try_into().unwrap_or_else(|e| panic!("dns name: {e}"))),
+    ]
+}
+
+/// Writes a fresh PKI into `dir` (created if missing).
+pub fn pki(dir: &Path) -> TestPki {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    let ca = Ca::new("framewatch test CA");
+    let other = Ca::new("some other CA");
+    let (server_cert, server_key) = ca.leaf("framewatch", &loopback_sans(), ExtendedKeyUsagePurpose::ServerAuth);
+    let (client_cert, client_key) = ca.leaf("camera-7", &[], ExtendedKeyUsagePurpose::ClientAuth);
+    let (other_client_cert, other_client_key) = other.leaf("intruder", &[], ExtendedKeyUsagePurpose::ClientAuth);
+    TestPki {
+        dir: dir.to_path_buf(),
+        ca_cert: write(dir, "ca.pem", &ca.self_signed_pem()),
+        server_cert: write(dir, "server.pem", &server_cert),
+        server_key: write(dir, "server.key", &server_key),
+        client_cert: write(dir, "client.pem", &client_cert),
+        client_key: write(dir, "client.key", &client_key),
+        other_ca_cert: write(dir, "other-ca.pem", &other.self_signed_pem()),
+        other_client_cert: write(dir, "other-client.pem", &other_client_cert),
+        other_client_key: write(dir, "other-client.key", &other_client_key),
+    }
+}
+
+/// Re-issues the server certificate (same CA, new key) over the existing files: a certificate rotation.
+/// Returns the new certificate's PEM so a test can tell which one a server presents.
+pub fn rotate_server_cert(pki: &TestPki) -> String {
+    // A new CA would break the clients' trust; rotation keeps the CA. The CA's key is not kept on disk, so the
+    // rotated certificate comes from a fresh CA written over `ca.pem` too: tests re-read it after rotating.
+    let ca = Ca::new("framewatch test CA");
+    let (cert, key) = ca.leaf("framewatch", &loopback_sans(), ExtendedKeyUsagePurpose::ServerAuth);
+    write(&pki.dir, "ca.pem", &ca.self_signed_pem());
+    // Key first, certificate last: a watcher that reloads on the certificate's change sees a matching pair.
+    write(&pki.dir, "server.key", &key);
+    write(&pki.dir, "server.pem", &cert);
+    cert
+}
