@@ -188,8 +188,22 @@ pub struct AlertsConfig {
     /// moved camera, class-distribution shift, ingest stalled) besides `rules`.
     pub default_rules: bool,
     pub rules: Vec<RuleConfig>,
-    /// Alertmanager base URL (http://host:port); alerts are POSTed to {url}/api/v2/alerts. Empty: no webhook.
+    /// Alertmanager base URL (http://host:port, https://host:port, http://[::1]:9093, optionally with a path
+    /// prefix); alerts are POSTed to {url}/api/v2/alerts. Empty: no webhook.
     pub alertmanager_url: String,
+    /// PEM file of the CA certificate(s) that sign Alertmanager's certificate (https only). Unset: the system's
+    /// roots.
+    pub tls_ca_path: Option<PathBuf>,
+    /// File holding a bearer token sent as `Authorization: Bearer ...` (re-read for every batch).
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic authentication user; the password is read from `basic_auth_password_file` (re-read every batch).
+    pub basic_auth_user: String,
+    pub basic_auth_password_file: Option<PathBuf>,
+    /// Longest wait for a TCP connection to Alertmanager.
+    pub connect_timeout_secs: f64,
+    /// Longest wait for one whole delivery attempt (connect, TLS handshake, request and answer); also bounds
+    /// the final flush at shutdown.
+    pub request_timeout_secs: f64,
     /// Pending webhook deliveries; when full, the oldest new batch is dropped and counted.
     pub webhook_queue: usize,
     /// Firing alerts are re-sent this often so Alertmanager keeps them active.
@@ -202,9 +216,52 @@ impl Default for AlertsConfig {
             default_rules: true,
             rules: Vec::new(),
             alertmanager_url: String::new(),
+            tls_ca_path: None,
+            bearer_token_file: None,
+            basic_auth_user: String::new(),
+            basic_auth_password_file: None,
+            connect_timeout_secs: 5.0,
+            request_timeout_secs: 10.0,
             webhook_queue: 256,
             resend_secs: 60,
         }
+    }
+}
+
+impl AlertsConfig {
+    /// The webhook keys that can be judged without touching the network or the files.
+    fn validate_webhook(&self) -> anyhow::Result<()> {
+        let url = self.alertmanager_url.trim();
+        if url.is_empty() {
+            return Ok(());
+        }
+        let https = url.starts_with("https://");
+        if !https && !url.starts_with("http://") {
+            bail!("alerts.alertmanager_url: {url:?} must start with http:// or https://");
+        }
+        if self.tls_ca_path.is_some() && !https {
+            bail!("alerts.tls_ca_path is set but alerts.alertmanager_url is not https");
+        }
+        if self.bearer_token_file.is_some()
+            && (!self.basic_auth_user.is_empty() || self.basic_auth_password_file.is_some())
+        {
+            bail!("alerts: set either alerts.bearer_token_file or alerts.basic_auth_user, not both");
+        }
+        if self.basic_auth_user.is_empty() != self.basic_auth_password_file.is_none() {
+            bail!("alerts.basic_auth_user and alerts.basic_auth_password_file go together");
+        }
+        if self.basic_auth_user.contains(':') {
+            bail!("alerts.basic_auth_user must not contain ':'");
+        }
+        for (key, v) in [
+            ("alerts.connect_timeout_secs", self.connect_timeout_secs),
+            ("alerts.request_timeout_secs", self.request_timeout_secs),
+        ] {
+            if !(v > 0.0 && v <= 300.0) {
+                bail!("{key} must be in (0, 300]");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -455,6 +512,7 @@ impl Config {
                 }
             }
         }
+        self.alerts.validate_webhook()?;
         if !(self.checkpoint.interval_secs > 0.0 && self.checkpoint.interval_secs <= 86_400.0) {
             bail!("checkpoint.interval_secs must be in (0, 86400]");
         }
@@ -570,6 +628,30 @@ mod tests {
         let e = Config::load(None, env(&[("FRAMEWATCH_KAFKA__BROKERS", "b:9092"), ("FRAMEWATCH_KAFKA__TOPICS", "[]")]))
             .expect_err("no topics");
         assert!(e.to_string().contains("kafka.topics"), "{e}");
+    }
+
+    #[test]
+    fn webhook_settings_are_checked() {
+        let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs)).map_err(|e| e.to_string());
+        let url = ("FRAMEWATCH_ALERTS__ALERTMANAGER_URL", "https://[::1]:9093");
+        let c =
+            load(&[url, ("FRAMEWATCH_ALERTS__TLS_CA_PATH", "/ca.pem"), ("FRAMEWATCH_ALERTS__BEARER_TOKEN_FILE", "/t")])
+                .expect("https with a CA and a token");
+        assert_eq!((c.alerts.connect_timeout_secs, c.alerts.request_timeout_secs), (5.0, 10.0));
+        let e = load(&[("FRAMEWATCH_ALERTS__ALERTMANAGER_URL", "ftp://am"), ("OTHER", "")]).expect_err("scheme");
+        assert!(e.contains("alerts.alertmanager_url"), "{e}");
+        let e =
+            load(&[("FRAMEWATCH_ALERTS__ALERTMANAGER_URL", "http://am"), ("FRAMEWATCH_ALERTS__TLS_CA_PATH", "/ca")])
+                .expect_err("a CA for http");
+        assert!(e.contains("alerts.tls_ca_path"), "{e}");
+        let e =
+            load(&[url, ("FRAMEWATCH_ALERTS__BEARER_TOKEN_FILE", "/t"), ("FRAMEWATCH_ALERTS__BASIC_AUTH_USER", "u")])
+                .expect_err("two kinds of auth");
+        assert!(e.contains("alerts.bearer_token_file"), "{e}");
+        let e = load(&[url, ("FRAMEWATCH_ALERTS__BASIC_AUTH_USER", "u")]).expect_err("user without password");
+        assert!(e.contains("alerts.basic_auth_password_file"), "{e}");
+        let e = load(&[url, ("FRAMEWATCH_ALERTS__REQUEST_TIMEOUT_SECS", "0")]).expect_err("zero timeout");
+        assert!(e.contains("alerts.request_timeout_secs"), "{e}");
     }
 
     #[test]

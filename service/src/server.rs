@@ -5,7 +5,7 @@
 //! Shutdown order (`drain`): readiness and gRPC health go NOT_SERVING; gRPC stops accepting and open streams
 //! finish; the Kafka source drains, checkpoints and commits; the scoring queue drains; the final checkpoint;
 //! the evaluator stops after one last evaluation (so resolved alerts are flushed to the webhook); then HTTP. The
-//! grace period bounds the whole sequence once.
+//! grace period bounds the whole sequence once; the webhook's final flush adds at most `alerts.request_timeout_secs`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -148,7 +148,7 @@ impl Service {
             alerts: p.alert_state.clone(),
             cameras: p.cameras.clone(),
         }));
-        let evaluate_now = evaluator(&config, &p, http_addr, &tree, &mut prom)?;
+        let (evaluate_now, webhook_task) = evaluator(&config, &p, http_addr, &tree, &mut prom)?;
         let checkpointer = config.checkpoint.path.clone().filter(|p| !p.as_os_str().is_empty()).map(|path| {
             let group = if config.kafka.enabled() { config.kafka.group_id.clone() } else { String::new() };
             let telemetry = CheckpointTelemetry::register(&mut prom);
@@ -204,6 +204,7 @@ impl Service {
             checkpoint: timed_checkpoint,
             eval_task,
             final_eval: evaluate_now.clone(),
+            webhook_task,
             http_task,
         };
         let task = tokio::spawn(drain.run());
@@ -350,26 +351,26 @@ fn check_settings(config: &Config, baseline: &Baseline) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The evaluation step: evaluate every slice, publish the result, step the alerts (which notify).
+/// One evaluation, run by the interval timer, by tests and once more at shutdown.
+type Evaluate = Arc<dyn Fn() + Send + Sync>;
+
+/// The evaluation step: evaluate every slice, publish the result, step the alerts (which notify); and the
+/// webhook's delivery task, when there is one.
 fn evaluator(
     config: &Config,
     p: &Parts,
     http_addr: SocketAddr,
     tree: &ShutdownTree,
     prom: &mut Registry,
-) -> anyhow::Result<Arc<dyn Fn() + Send + Sync>> {
+) -> anyhow::Result<(Evaluate, Option<JoinHandle<()>>)> {
     let rules =
         build_rules(&config.alerts, config.evaluation.thresholds.min_frames, &|m| p.baseline.metrics.contains_key(m))?;
-    let webhook = if config.alerts.alertmanager_url.is_empty() {
-        None
+    let (webhook, webhook_task) = if config.alerts.alertmanager_url.is_empty() {
+        (None, None)
     } else {
-        Some(Webhook::start(
-            &config.alerts.alertmanager_url,
-            config.alerts.webhook_queue,
-            format!("http://{http_addr}/metrics"),
-            tree.webhook.clone(),
-            prom,
-        )?)
+        let (w, task) =
+            Webhook::start(&config.alerts, format!("http://{http_addr}/metrics"), tree.webhook.clone(), prom)?;
+        (Some(w), Some(task))
     };
     let alerting = Mutex::new(Alerting {
         engine: AlertEngine::new(rules),
@@ -380,7 +381,7 @@ fn evaluator(
     let (store, baseline, evaluation, cameras, clock) =
         (p.store.clone(), p.baseline.clone(), p.evaluation.clone(), p.cameras.clone(), p.clock.clone());
     let idle = config.slices.idle_evict_secs as i64;
-    Ok(Arc::new(move || {
+    let evaluate: Evaluate = Arc::new(move || {
         let now = now_secs(clock.as_ref());
         let cams = {
             let mut c = cameras.lock().unwrap_or_else(|p| p.into_inner());
@@ -390,7 +391,8 @@ fn evaluator(
         let e = Arc::new(evaluate(&store, &baseline, &settings, &cams, now));
         *evaluation.write().unwrap_or_else(|p| p.into_inner()) = e.clone();
         alerting.lock().unwrap_or_else(|p| p.into_inner()).step(&e, &cams, now);
-    }))
+    });
+    Ok((evaluate, webhook_task))
 }
 
 /// Runs blocking `work` every `every` (first run after one period for checkpoints, at once for evaluations is
@@ -424,6 +426,7 @@ struct Drain {
     checkpoint: Option<Arc<Checkpointer>>,
     eval_task: JoinHandle<()>,
     final_eval: Arc<dyn Fn() + Send + Sync>,
+    webhook_task: Option<JoinHandle<()>>,
     http_task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -440,6 +443,7 @@ impl Drain {
             checkpoint,
             eval_task,
             final_eval,
+            webhook_task,
             http_task,
         } = self;
         tree.requested.cancelled().await;
@@ -467,8 +471,13 @@ impl Drain {
         tree.evaluator.cancel();
         let _ = eval_task.await;
         let _ = tokio::task::spawn_blocking(move || final_eval()).await;
-        // The webhook flushes what the last evaluation resolved, bounded by what is left of the grace period.
+        // The webhook flushes what the last evaluation resolved (one attempt per batch, bounded by
+        // alerts.request_timeout_secs by the task itself), then its task ends; a stalled Alertmanager cannot hold
+        // shutdown longer than that.
         tree.webhook.cancel();
+        if let Some(task) = webhook_task {
+            let _ = task.await;
+        }
         tree.http.cancel();
         let _ = tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_secs(1)), http_task).await;
         tracing::info!("framewatch stopped");
