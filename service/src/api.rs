@@ -23,6 +23,8 @@ pub struct QueryApi {
     pub registry: Arc<MetricRegistry>,
     pub alerts: broadcast::Sender<AlertEvent>,
     pub alert_state: Arc<RwLock<AlertSnapshot>>,
+    /// One permit per `WatchAlerts` subscriber (`server.max_alert_watchers`), held until its stream ends.
+    pub watchers: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn alert_event(e: &AlertEvent) -> pb::AlertEvent {
@@ -111,6 +113,11 @@ impl QueryService for QueryApi {
     type WatchAlertsStream = AlertStream;
 
     async fn watch_alerts(&self, req: Request<WatchAlertsRequest>) -> Result<Response<AlertStream>, Status> {
+        let Ok(watcher) = self.watchers.clone().try_acquire_owned() else {
+            return Err(Status::resource_exhausted(
+                "too many WatchAlerts subscribers are connected (server.max_alert_watchers); retry later",
+            ));
+        };
         // Subscribe before reading the current state, so no change falls between the two.
         let mut live = self.alerts.subscribe();
         let current = if req.into_inner().include_current {
@@ -120,13 +127,19 @@ impl QueryService for QueryApi {
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
+            let _watcher = watcher;
             for e in &current {
                 if tx.send(Ok(alert_event(e))).await.is_err() {
                     return;
                 }
             }
             loop {
-                match live.recv().await {
+                // A subscriber that went away frees its slot at once, not at the next alert.
+                let next = tokio::select! {
+                    _ = tx.closed() => return,
+                    e = live.recv() => e,
+                };
+                match next {
                     Ok(e) => {
                         if tx.send(Ok(alert_event(&e))).await.is_err() {
                             return;

@@ -39,6 +39,23 @@ pub struct ServerConfig {
     pub http_addr: SocketAddr,
     /// On SIGTERM/SIGINT: health goes NOT_SERVING, in-flight frames drain for at most this long.
     pub shutdown_grace_secs: u64,
+    /// Open connections per listener (gRPC and HTTP each). Past it, a new connection is closed at once and
+    /// counted (`framewatch_connections_refused_total`).
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams (RPCs) per gRPC connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_streams_per_connection: u32,
+    /// HTTP/2 keepalive ping interval on gRPC connections, and the TCP keepalive of both listeners: a peer that
+    /// vanished (a camera behind NAT) is noticed and its connection closed. 0 turns keepalive off.
+    pub keepalive_secs: u64,
+    /// How long an HTTP/1 client may take to send a request's headers (and how long an idle keep-alive
+    /// connection stays open), and how long a TLS handshake may take on either listener.
+    pub header_timeout_secs: u64,
+    /// Concurrent `QueryService.WatchAlerts` subscribers; past it, RESOURCE_EXHAUSTED.
+    pub max_alert_watchers: usize,
+    /// TLS for both listeners (off when `cert_path` is empty).
+    pub tls: TlsConfig,
+    /// Bearer tokens with roles (off when `tokens_file` is empty).
+    pub auth: AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -47,7 +64,67 @@ impl Default for ServerConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             shutdown_grace_secs: 10,
+            max_connections: 1024,
+            max_streams_per_connection: 64,
+            keepalive_secs: 30,
+            header_timeout_secs: 10,
+            max_alert_watchers: 64,
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
         }
+    }
+}
+
+/// `[server.tls]`: PEM files, re-read when they change (`reload_secs`), so a rotated certificate is served to
+/// new connections without a restart.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (leaf first). Setting it (with `key_path`) turns TLS on for gRPC and HTTP.
+    pub cert_path: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+    /// CA bundle for client certificates: when set, every client must present one it signed (mTLS).
+    pub client_ca_path: PathBuf,
+    /// How often the files are checked for changes.
+    pub reload_secs: f64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_path: PathBuf::new(),
+            key_path: PathBuf::new(),
+            client_ca_path: PathBuf::new(),
+            reload_secs: 5.0,
+        }
+    }
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.as_os_str().is_empty()
+    }
+}
+
+/// `[server.auth]`: a file of `ROLE TOKEN` lines (roles `ingest`, `query`, `metrics`), re-read when it changes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub tokens_file: PathBuf,
+    /// How often the file is checked for changes.
+    pub reload_secs: f64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { tokens_file: PathBuf::new(), reload_secs: 5.0 }
+    }
+}
+
+impl AuthConfig {
+    pub fn enabled(&self) -> bool {
+        !self.tokens_file.as_os_str().is_empty()
     }
 }
 
@@ -469,6 +546,30 @@ impl Config {
                 w.allowed_lateness_secs,
                 w.length_secs
             );
+        }
+        let srv = &self.server;
+        if srv.max_connections == 0 || srv.max_streams_per_connection == 0 || srv.max_alert_watchers == 0 {
+            bail!(
+                "server.max_connections, server.max_streams_per_connection and server.max_alert_watchers must be at \
+                 least 1"
+            );
+        }
+        if srv.header_timeout_secs == 0 {
+            bail!("server.header_timeout_secs must be at least 1");
+        }
+        let tls = &srv.tls;
+        if tls.enabled() == tls.key_path.as_os_str().is_empty() {
+            bail!("server.tls: set both cert_path and key_path (or neither)");
+        }
+        if !tls.enabled() && !tls.client_ca_path.as_os_str().is_empty() {
+            bail!("server.tls.client_ca_path needs server.tls.cert_path and key_path (mTLS runs over TLS)");
+        }
+        for (key, secs) in
+            [("server.tls.reload_secs", tls.reload_secs), ("server.auth.reload_secs", srv.auth.reload_secs)]
+        {
+            if !(secs > 0.0 && secs <= 3600.0) {
+                bail!("{key} must be in (0, 3600]");
+            }
         }
         if self.pipeline.queue_capacity == 0 {
             bail!("pipeline.queue_capacity must be at least 1");

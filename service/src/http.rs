@@ -1,5 +1,8 @@
 //! The HTTP listener: `/metrics` (OpenMetrics or classic text), `/healthz` (liveness) and `/readyz` (readiness,
-//! one line per source). It stays up while the service drains, so load balancers see `/readyz` turn 503.
+//! one line per source). It stays up while the service drains, so load balancers see `/readyz` turn 503. With
+//! `[server.auth]`, `/metrics` needs a bearer token of role `metrics` (Prometheus: `authorization.credentials_file`);
+//! the health checks stay open. Served by hyper's HTTP/1 server directly (not `axum::serve`) for its header-read
+//! timeout: a client that opens a connection and sends nothing, or headers byte by byte, is cut off.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +12,14 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Auth, Denied, Role};
+use crate::listen::Incoming;
 
 #[derive(Clone, Debug)]
 pub struct HttpState {
@@ -18,6 +28,8 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// The Kafka source's broker connection and poll-thread liveness, when there is one.
     pub kafka: Option<KafkaHealth>,
+    /// Bearer tokens, when `[server.auth]` is on.
+    pub auth: Option<Auth>,
 }
 
 #[derive(Clone, Debug)]
@@ -36,7 +48,15 @@ pub fn router(state: HttpState) -> Router {
 
 /// OpenMetrics for clients that ask for it (Prometheus does), the classic text format (0.0.4) otherwise (curl,
 /// promtool, older scrapers).
-async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    if let Some(auth) = &s.auth {
+        let token = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        if let Err(d) = auth.check("http", token, Role::Metrics) {
+            let status = if d == Denied::WrongRole { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+            let challenge = [(header::WWW_AUTHENTICATE, "Bearer realm=\"framewatch\"")];
+            return (status, challenge, format!("{}\n", d.message(Role::Metrics))).into_response();
+        }
+    }
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -54,12 +74,13 @@ async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> 
         )
     };
     match encoded {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body),
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain")],
             format!("encoding failed: {e}\n"),
-        ),
+        )
+            .into_response(),
     }
 }
 
@@ -92,4 +113,45 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     }
     let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, body)
+}
+
+/// Serves `router` on `incoming` until `stop`; then open connections finish their request in flight and close.
+/// `header_timeout` bounds how long a client may take to send a request's headers (from the connection's start or
+/// the end of its previous response).
+pub async fn serve(
+    mut incoming: Incoming,
+    router: Router,
+    header_timeout: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let connections = TaskTracker::new();
+    loop {
+        let conn = tokio::select! {
+            _ = stop.cancelled() => break,
+            c = incoming.next() => match c {
+                Some(c) => c,
+                None => break,
+            },
+        };
+        let (service, stop) = (TowerToHyperService::new(router.clone()), stop.clone());
+        connections.spawn(async move {
+            let peer = conn.peer();
+            let mut http1 = hyper::server::conn::http1::Builder::new();
+            http1.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            let served = http1.serve_connection(TokioIo::new(conn), service);
+            tokio::pin!(served);
+            let result = tokio::select! {
+                r = served.as_mut() => r,
+                _ = stop.cancelled() => {
+                    served.as_mut().graceful_shutdown();
+                    served.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
 }

@@ -7,6 +7,7 @@
 //!   -> checkpoint (store + cameras + Kafka offsets)
 //!   -> http (/metrics, /healthz, /readyz) -> export (/metrics) + api (queries) -> alerts (rules -> log, watch,
 //!      webhook) -> evaluate (drift vs baseline) -> store (slice windows) + cameras (frozen / moved)
+//!   auth (bearer tokens with roles), listen (connection bound, keepalive, TLS) -> reload (files re-read on change)
 //!   leaves: config, telemetry, reject, slice, time, fingerprint
 //! ```
 
@@ -34,6 +35,10 @@ pub mod evaluate;
 
 pub mod cameras;
 pub mod store;
+
+pub mod auth;
+pub mod listen;
+pub mod reload;
 
 pub mod config;
 pub mod fingerprint;

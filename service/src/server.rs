@@ -20,20 +20,23 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::alerts::webhook::Webhook;
 use crate::alerts::{AlertEngine, AlertEvent, AlertSnapshot, Alerting, Dispatcher, build_rules};
 use crate::api::QueryApi;
+use crate::auth::{Auth, GrpcAuth, Role, Tokens};
 use crate::cameras::CameraTracker;
 use crate::checkpoint::{CheckpointTelemetry, Checkpointer, SavedOffset, compat_fingerprint};
 use crate::config::Config;
 use crate::evaluate::{Evaluation, EvaluationSettings, evaluate};
 use crate::export::DriftCollector;
 use crate::http::{HttpState, KafkaHealth};
+use crate::listen::{self, Incoming, ListenSettings, ListenTelemetry, ServerTls};
 use crate::pipeline::{Pipeline, PipelineHandle, WorkerContext};
-use crate::sources::grpc::GrpcIngest;
+use crate::reload::{self, ReloadTelemetry, Reloading};
+use crate::sources::grpc::{GrpcIngest, OversizeStatus};
 use crate::sources::kafka::{KafkaDeps, KafkaSource, KafkaTelemetry};
 use crate::store::{StoreSettings, WindowStore};
 use crate::telemetry::Telemetry;
@@ -136,9 +139,12 @@ impl Service {
             registry: registry.clone(),
             clock,
         };
+        let guard = Guard::start(&config, &mut prom, &tree)?;
         let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
         let http_listener = bind(config.server.http_addr, "server.http_addr").await?;
-        let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
+        let grpc_incoming = guard.accept(grpc_listener, "grpc", &config, tree.grpc.clone())?;
+        let http_incoming = guard.accept(http_listener, "http", &config, tree.http.clone())?;
+        let (grpc_addr, http_addr) = (grpc_incoming.local_addr(), http_incoming.local_addr());
 
         prom.register_collector(Box::new(DriftCollector {
             evaluation: p.evaluation.clone(),
@@ -162,19 +168,20 @@ impl Service {
             Some(kt) => Some(start_kafka(&config, &p, &pipeline, kt, (checkpointer.clone(), resume_from), &tree)?),
             None => None,
         };
-        let (health, grpc_task) = start_grpc(grpc_listener, &config, &p, &pipeline, &tree).await?;
+        let (health, grpc_task) = start_grpc(grpc_incoming, &config, &p, &pipeline, guard.auth.as_ref(), &tree).await?;
         let ready = Arc::new(AtomicBool::new(false));
         let http_state = HttpState {
             registry: Arc::new(prom),
             ready: ready.clone(),
             kafka: kafka.as_ref().map(|k| KafkaHealth { connected: k.ready(), alive: k.alive() }),
+            auth: guard.auth.clone(),
         };
-        let http_stop = tree.http.clone();
-        let http_task = tokio::spawn(async move {
-            axum::serve(http_listener, crate::http::router(http_state))
-                .with_graceful_shutdown(http_stop.cancelled_owned())
-                .await
-        });
+        let http_task = tokio::spawn(crate::http::serve(
+            http_incoming,
+            crate::http::router(http_state),
+            Duration::from_secs(config.server.header_timeout_secs),
+            tree.http.clone(),
+        ));
         let eval_task = spawn_interval(
             Duration::from_secs_f64(config.evaluation.interval_secs),
             tree.evaluator.clone(),
@@ -250,6 +257,69 @@ async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {key} {addr}"))
 }
 
+/// What stands at the door of both listeners: TLS (reloaded when its files change), the connection bound and
+/// bearer tokens. Files are read now, so a bad certificate or tokens file stops start-up with an error naming it.
+struct Guard {
+    auth: Option<Auth>,
+    grpc_tls: Option<ServerTls>,
+    http_tls: Option<ServerTls>,
+    telemetry: ListenTelemetry,
+}
+
+impl Guard {
+    fn start(config: &Config, prom: &mut Registry, tree: &ShutdownTree) -> anyhow::Result<Guard> {
+        let reloads = ReloadTelemetry::register(prom);
+        let tls = &config.server.tls;
+        // Watchers run until the last part (HTTP) stops.
+        let stop = tree.http.clone();
+        let (grpc_tls, http_tls) = if tls.enabled() {
+            (
+                Some(ServerTls::start("tls_grpc", tls, b"h2", reloads.clone(), stop.clone())?),
+                Some(ServerTls::start("tls_http", tls, b"http/1.1", reloads.clone(), stop.clone())?),
+            )
+        } else {
+            (None, None)
+        };
+        let a = &config.server.auth;
+        let auth = if a.enabled() {
+            let path = a.tokens_file.clone();
+            let tokens = Arc::new(Reloading::new(Tokens::load(&path)?));
+            let every = Duration::from_secs_f64(a.reload_secs);
+            reload::watch(
+                "tokens",
+                vec![path.clone()],
+                every,
+                tokens.clone(),
+                move || Tokens::load(&path),
+                reloads,
+                stop,
+            );
+            Some(Auth::new(tokens, prom))
+        } else {
+            None
+        };
+        Ok(Guard { auth, grpc_tls, http_tls, telemetry: ListenTelemetry::register(prom) })
+    }
+
+    fn accept(
+        &self,
+        listener: TcpListener,
+        name: &'static str,
+        config: &Config,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Incoming> {
+        let s = &config.server;
+        let settings = ListenSettings {
+            name,
+            max_connections: s.max_connections,
+            keepalive: (s.keepalive_secs > 0).then(|| Duration::from_secs(s.keepalive_secs)),
+            handshake_timeout: Duration::from_secs(s.header_timeout_secs),
+        };
+        let tls = if name == "grpc" { self.grpc_tls.clone() } else { self.http_tls.clone() };
+        Ok(listen::accept(listener, settings, tls, self.telemetry.clone(), stop)?)
+    }
+}
+
 /// The scoring pool: one worker per core unless `pipeline.workers` says otherwise.
 fn start_pipeline(config: &Config, p: &Parts) -> (Pipeline, usize) {
     let workers = match config.pipeline.workers {
@@ -305,10 +375,11 @@ type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// gRPC: health, reflection, ingest and queries, until the tree's gRPC branch is cancelled.
 async fn start_grpc(
-    listener: TcpListener,
+    incoming: Incoming,
     config: &Config,
     p: &Parts,
     pipeline: &Pipeline,
+    auth: Option<&Auth>,
     tree: &ShutdownTree,
 ) -> anyhow::Result<(tonic_health::server::HealthReporter, GrpcTask)> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -318,24 +389,37 @@ async fn start_grpc(
         .register_encoded_file_descriptor_set(framewatch_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("gRPC reflection")?;
+    let max_message_bytes = crate::sources::grpc::max_message_bytes(config.pipeline.max_image_bytes);
     let ingest = GrpcIngest {
         pipeline: pipeline.handle(),
         telemetry: p.telemetry.clone(),
         clock: p.clock.clone(),
         config: config.ingest.clone(),
+        max_message_bytes,
     };
     let query = QueryApi {
         evaluation: p.evaluation.clone(),
         registry: p.registry.clone(),
         alerts: p.alert_tx.clone(),
         alert_state: p.alert_state.clone(),
+        watchers: Arc::new(tokio::sync::Semaphore::new(config.server.max_alert_watchers)),
     };
+    let s = &config.server;
+    let keepalive = (s.keepalive_secs > 0).then(|| Duration::from_secs(s.keepalive_secs));
+    let ingest_service = OversizeStatus {
+        inner: IngestServiceServer::new(ingest.clone()).max_decoding_message_size(max_message_bytes),
+        ingest,
+    };
+    // Health stays open (load balancers and kubelets probe it without a token); the rest needs its role.
     let grpc = tonic::transport::Server::builder()
+        .max_concurrent_streams(s.max_streams_per_connection)
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(keepalive.map(|k| k.min(Duration::from_secs(20))))
         .add_service(health_service)
-        .add_service(reflection)
-        .add_service(IngestServiceServer::new(ingest))
-        .add_service(QueryServiceServer::new(query))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), tree.grpc.clone().cancelled_owned());
+        .add_service(InterceptedService::new(reflection, GrpcAuth::new(auth, Role::Query)))
+        .add_service(InterceptedService::new(ingest_service, GrpcAuth::new(auth, Role::Ingest)))
+        .add_service(InterceptedService::new(QueryServiceServer::new(query), GrpcAuth::new(auth, Role::Query)))
+        .serve_with_incoming_shutdown(incoming.into_stream(), tree.grpc.clone().cancelled_owned());
     Ok((health_reporter, tokio::spawn(grpc)))
 }
 
@@ -368,8 +452,9 @@ fn evaluator(
     let (webhook, webhook_task) = if config.alerts.alertmanager_url.is_empty() {
         (None, None)
     } else {
-        let (w, task) =
-            Webhook::start(&config.alerts, format!("http://{http_addr}/metrics"), tree.webhook.clone(), prom)?;
+        let metrics_url =
+            format!("{}://{http_addr}/metrics", if config.server.tls.enabled() { "https" } else { "http" });
+        let (w, task) = Webhook::start(&config.alerts, metrics_url, tree.webhook.clone(), prom)?;
         (Some(w), Some(task))
     };
     let alerting = Mutex::new(Alerting {
@@ -427,7 +512,7 @@ struct Drain {
     eval_task: JoinHandle<()>,
     final_eval: Arc<dyn Fn() + Send + Sync>,
     webhook_task: Option<JoinHandle<()>>,
-    http_task: JoinHandle<std::io::Result<()>>,
+    http_task: JoinHandle<()>,
 }
 
 impl Drain {

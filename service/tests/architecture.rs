@@ -18,7 +18,8 @@ const LAYERS: &[&[&str]] = &[
     &["alerts"],
     &["evaluate"],
     &["store", "cameras"],
-    &["config", "telemetry"],
+    &["auth", "listen"],
+    &["reload", "config", "telemetry"],
     &["reject", "slice", "time", "fingerprint"],
 ];
 

@@ -2,12 +2,17 @@
 //! localhost) and a client certificate signed by it, plus a second, unrelated CA that a client must refuse.
 //! Generated in-process (rcgen, ring), written as PEM files that Prometheus, Alertmanager, grpcio and stunnel read.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SanType,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// PEM files in one directory.
 #[derive(Debug, Clone)]
@@ -106,4 +111,54 @@ pub fn rotate_server_cert(pki: &TestPki) -> String {
     write(&pki.dir, "server.key", &key);
     write(&pki.dir, "server.pem", &cert);
     cert
+}
+
+/// A rustls client configuration (ring provider) trusting only `ca`, presenting `identity` (certificate, key) when
+/// given, and offering `alpn` (`h2` for gRPC, `http/1.1` for HTTP).
+pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap_or_else(|e| panic!("read {}: {e}", ca.display())) {
+        roots.add(cert.unwrap_or_else(|e| panic!("{}: {e}", ca.display()))).unwrap_or_else(|e| panic!("trust: {e}"));
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("TLS versions: {e}"))
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .unwrap_or_else(|e| panic!("read {}: {e}", cert.display()));
+            let key = PrivateKeyDer::from_pem_file(key).unwrap_or_else(|e| panic!("read {}: {e}", key.display()));
+            builder.with_client_auth_cert(chain, key).unwrap_or_else(|e| panic!("client identity: {e}"))
+        }
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// GET `https://addr/path` with `tls` and optional request headers: (status, body), or None when the connection
+/// or the handshake fails (or nothing comes back within 10 s).
+pub async fn https_get(
+    addr: SocketAddr,
+    path: &str,
+    tls: Arc<rustls::ClientConfig>,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
+    use http_body_util::{BodyExt, Empty};
+    // hyper-rustls offers ALPN http/1.1 itself and refuses a config that already has protocols.
+    let mut tls = (*tls).clone();
+    tls.alpn_protocols.clear();
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+    let mut req = hyper::Request::get(format!("https://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Empty::<hyper::body::Bytes>::new()).ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await.ok()?.ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }

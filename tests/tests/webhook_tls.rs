@@ -15,10 +15,8 @@ use framewatch::alerts::webhook::Webhook;
 use framewatch::alerts::{AlertEvent, Phase};
 use framewatch::config::AlertsConfig;
 use framewatch::slice::SliceKey;
-use framewatch_e2e::tls::{TestPki, pki};
+use framewatch_e2e::tls::{TestPki, client_config, pki};
 use framewatch_e2e::{Proc, free_port, http_get, metric_sum, root, scratch, tool, wait_for};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -73,29 +71,10 @@ fn start_alertmanager(dir: &Path, addrs: &[SocketAddr], tls: Option<&TestPki>) -
 
 /// GET over https, trusting `ca`, with basic authentication: (status, body).
 async fn https_get(addr: SocketAddr, path: &str, ca: &Path, password: &str) -> Option<(u16, String)> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).ok()? {
-        roots.add(cert.ok()?).ok()?;
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
-    let req = hyper::Request::get(format!("https://{addr}{path}"))
-        .header("authorization", format!("Basic {auth}"))
-        .body(Empty::<Bytes>::new())
-        .ok()?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await.ok()?.ok()?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.ok()?.to_bytes();
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
+    let tls = client_config(ca, None, &[b"http/1.1"]);
+    framewatch_e2e::tls::https_get(addr, path, tls, &[("authorization", &format!("Basic {auth}"))]).await
 }
 
 /// Polls (bounded) until the https Alertmanager answers `/-/ready` with 200.

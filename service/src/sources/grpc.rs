@@ -24,6 +24,8 @@ pub struct GrpcIngest {
     pub telemetry: Telemetry,
     pub clock: Arc<dyn Clock>,
     pub config: IngestConfig,
+    /// See `max_message_bytes`.
+    pub max_message_bytes: usize,
 }
 
 /// An acknowledgement not yet known: either decided at validation, or waiting for a worker.
@@ -74,6 +76,45 @@ fn ack(sequence: u64, outcome: &Outcome, accepted_total: u64, rejected_total: u6
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<Ack, Status>> + Send>>;
 
+/// What the acknowledging task hears from the reading task, in order.
+enum Next {
+    Ack(u64, Pending),
+    /// The stream cannot go on (a message over the size limit): end it with this status.
+    End(Status),
+}
+
+/// Room for predictions and labels beside the image in one gRPC message.
+pub const MESSAGE_OVERHEAD: usize = 1 << 20;
+
+/// The largest gRPC ingest message: `pipeline.max_image_bytes` plus room for predictions and labels. tonic checks
+/// the length prefix before it buffers a body, so a larger message costs no memory.
+pub fn max_message_bytes(max_image_bytes: usize) -> usize {
+    max_image_bytes.saturating_add(MESSAGE_OVERHEAD)
+}
+
+/// tonic's answer to a message over `max_decoding_message_size`.
+fn is_oversize(status: &Status) -> bool {
+    status.code() == tonic::Code::OutOfRange && status.message().contains("message length too large")
+}
+
+impl GrpcIngest {
+    /// RESOURCE_EXHAUSTED naming the limit, counted as `message_too_large`, for tonic's oversize error.
+    fn refuse_oversize(&self, status: &Status) -> Option<Status> {
+        is_oversize(status).then(|| {
+            self.telemetry.received.get_or_create(&[("source", Source::Grpc.as_str())]).inc();
+            self.telemetry.reject(Source::Grpc.as_str(), RejectReason::MessageTooLarge);
+            Status::resource_exhausted(format!(
+                "{}; a frame message may have at most {} bytes (pipeline.max_image_bytes = {} plus {} for \
+                 predictions and labels)",
+                status.message(),
+                self.max_message_bytes,
+                self.max_message_bytes.saturating_sub(MESSAGE_OVERHEAD),
+                MESSAGE_OVERHEAD
+            ))
+        })
+    }
+}
+
 /// Acknowledgements in flight per stream; past this the stream stops reading frames until acks are consumed.
 const PENDING_ACKS: usize = 128;
 
@@ -83,7 +124,7 @@ impl IngestService for GrpcIngest {
 
     async fn stream_frames(&self, request: Request<Streaming<Frame>>) -> Result<Response<AckStream>, Status> {
         let mut inbound = request.into_inner();
-        let (pending_tx, mut pending_rx) = mpsc::channel::<(u64, Pending)>(PENDING_ACKS);
+        let (pending_tx, mut pending_rx) = mpsc::channel::<Next>(PENDING_ACKS);
         let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(PENDING_ACKS);
         let this = self.clone();
         tokio::spawn(async move {
@@ -92,14 +133,19 @@ impl IngestService for GrpcIngest {
                 match inbound.message().await {
                     Ok(Some(frame)) => {
                         let p = this.accept(frame).await;
-                        if pending_tx.send((seq, p)).await.is_err() {
+                        if pending_tx.send(Next::Ack(seq, p)).await.is_err() {
                             break; // the client stopped reading acknowledgements
                         }
                         seq += 1;
                     }
                     Ok(None) => break,
                     Err(status) => {
-                        tracing::debug!(%status, "ingest stream ended with an error");
+                        // After the acks of the frames before it, the stream ends with this status.
+                        if let Some(status) = this.refuse_oversize(&status) {
+                            let _ = pending_tx.send(Next::End(status)).await;
+                        } else {
+                            tracing::debug!(%status, "ingest stream ended with an error");
+                        }
                         break;
                     }
                 }
@@ -107,7 +153,14 @@ impl IngestService for GrpcIngest {
         });
         tokio::spawn(async move {
             let (mut ok, mut bad) = (0u64, 0u64);
-            while let Some((seq, p)) = pending_rx.recv().await {
+            while let Some(next) = pending_rx.recv().await {
+                let (seq, p) = match next {
+                    Next::Ack(seq, p) => (seq, p),
+                    Next::End(status) => {
+                        let _ = out_tx.send(Err(status)).await;
+                        break;
+                    }
+                };
                 let outcome = resolve(p).await;
                 if outcome.is_ok() {
                     ok += 1
@@ -126,5 +179,46 @@ impl IngestService for GrpcIngest {
         let outcome = resolve(self.accept(request.into_inner()).await).await;
         let (ok, bad) = if outcome.is_ok() { (1, 0) } else { (0, 1) };
         Ok(Response::new(ack(0, &outcome, ok, bad)))
+    }
+}
+
+/// Wraps the ingest service so that the unary `SendFrame`'s oversize message, which tonic refuses before the
+/// handler runs (OUT_OF_RANGE), is answered like the streaming one: RESOURCE_EXHAUSTED naming the limit, counted.
+#[derive(Debug, Clone)]
+pub struct OversizeStatus<S> {
+    pub inner: S,
+    pub ingest: GrpcIngest,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for OversizeStatus<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for OversizeStatus<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<B>, Response = HttpResponse>,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
+        let response = self.inner.call(request);
+        let ingest = self.ingest.clone();
+        Box::pin(async move {
+            let response = response.await?;
+            // A status in the headers is a trailers-only answer: the call failed before any message was sent.
+            match Status::from_header_map(response.headers()).and_then(|s| ingest.refuse_oversize(&s)) {
+                Some(status) => Ok(status.into_http()),
+                None => Ok(response),
+            }
+        })
     }
 }
