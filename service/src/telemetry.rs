@@ -48,6 +48,9 @@ impl Telemetry {
             "Time to decode and score one frame (worker thread)",
             t.scoring_seconds.clone(),
         );
+        // gRPC ingest is always on: its counters start at 0, so rates and scrapes see 0 rather than no series.
+        let grpc = [("source", "grpc")];
+        let _ = (t.received.get_or_create(&grpc), t.accepted.get_or_create(&grpc));
         t
     }
 
