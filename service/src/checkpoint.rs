@@ -5,9 +5,13 @@
 //! body in postcard (serde, varint integers). It is written to `<path>.tmp`, fsynced and renamed over `<path>`, so
 //! a crash leaves either the previous checkpoint or the new one. A checkpoint is only restored when it was written
 //! for the same baseline, window and slice settings and consumer group (`compat`); a corrupt or incompatible one
-//! is reported, renamed to `<path>.rejected-<unix time>` and never used.
+//! is reported, renamed to `<path>.rejected-<unix time>` and never used. A file that cannot be read (permissions,
+//! I/O error, a directory, a symbolic link: links are never followed) is not corruption: start-up stops with the
+//! error rather than starting empty and overwriting it later. A `<path>.tmp` left by an interrupted write is
+//! removed at start-up; before every write it is removed and created afresh with O_EXCL (never through a link).
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +31,8 @@ use crate::store::{SavedStore, StoreSettings, WindowStore};
 const MAGIC: &[u8; 8] = b"FWCKPT\0\x01";
 const HEADER: usize = 24;
 const FORMAT_VERSION: u32 = 1;
+/// Slices copied per hold of the store lock while a checkpoint is taken.
+const EXPORT_CHUNK: usize = 64;
 
 /// The next offset to read in one partition (everything before it is in the checkpoint's windows).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -232,7 +238,7 @@ impl Checkpointer {
     }
 
     fn write_inner(&self, offsets: &[SavedOffset]) -> Result<usize, CheckpointError> {
-        let store = self.store.lock().unwrap_or_else(|p| p.into_inner()).export_state();
+        let store = export_store(&self.store, EXPORT_CHUNK, || {});
         let cameras = self.cameras.lock().unwrap_or_else(|p| p.into_inner()).export_state();
         let mut offsets = offsets.to_vec();
         offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
@@ -247,18 +253,20 @@ impl Checkpointer {
         };
         let bytes = encode(&c)?;
         let io = |source| CheckpointError::Io { path: self.path.clone(), source };
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
+        let tmp = tmp_path(&self.path);
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&bytes).map_err(io)?;
-            f.sync_all().map_err(io)?;
+        remove_if_present(&tmp).map_err(io)?;
+        let written =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).and_then(|mut f| {
+                f.write_all(&bytes)?;
+                f.sync_all()
+            });
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &self.path)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
         }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // The rename is durable once the directory is.
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
@@ -268,11 +276,24 @@ impl Checkpointer {
 
     /// Reads the checkpoint at start-up and loads it into the store and cameras. Returns the offsets to resume
     /// from (empty when there is no usable checkpoint). A corrupt or incompatible file is set aside, reported and
-    /// counted; the service then starts with empty windows.
-    pub fn restore(&self) -> Vec<SavedOffset> {
+    /// counted; the service then starts with empty windows. A file that cannot be read is an error (counted as
+    /// `io_error`): the caller must not start, since a later write would replace a checkpoint nobody looked at.
+    pub fn restore(&self) -> Result<Vec<SavedOffset>, CheckpointError> {
+        let tmp = tmp_path(&self.path);
+        match remove_if_present(&tmp) {
+            Ok(true) => {
+                tracing::warn!(path = %tmp.display(), "removed a partial checkpoint left by an interrupted write")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(path = %tmp.display(), error = %e, "cannot remove a partial checkpoint"),
+        }
         let (result, label) = match self.try_restore() {
-            Ok(None) => (Vec::new(), "none"),
-            Ok(Some(offsets)) => (offsets, "restored"),
+            Ok(None) => (Ok(Vec::new()), "none"),
+            Ok(Some(offsets)) => (Ok(offsets), "restored"),
+            Err(e @ CheckpointError::Io { .. }) => {
+                tracing::error!(error = %e, "checkpoint cannot be read: not starting (fix it, or move it away)");
+                (Err(e), "io_error")
+            }
             Err(e) => {
                 let label = e.result_label();
                 let mut aside = self.path.clone().into_os_string();
@@ -284,7 +305,7 @@ impl Checkpointer {
                     rename_ok = moved.is_ok(),
                     "checkpoint NOT restored: starting with empty windows"
                 );
-                (Vec::new(), label)
+                (Ok(Vec::new()), label)
             }
         };
         self.telemetry.restores.get_or_create(&[("result", label)]).inc();
@@ -292,11 +313,19 @@ impl Checkpointer {
     }
 
     fn try_restore(&self) -> Result<Option<Vec<SavedOffset>>, CheckpointError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
+        let refuse = |what: &str| {
+            let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}, not a regular file"));
+            Err(CheckpointError::Io { path: self.path.clone(), source })
+        };
+        match std::fs::symlink_metadata(&self.path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(CheckpointError::Io { path: self.path.clone(), source }),
-        };
+            Ok(m) if m.file_type().is_symlink() => return refuse("a symbolic link (not followed)"),
+            Ok(m) if !m.is_file() => return refuse("a directory or special file"),
+            Ok(_) => {}
+        }
+        let bytes =
+            std::fs::read(&self.path).map_err(|source| CheckpointError::Io { path: self.path.clone(), source })?;
         let c = decode(&self.path, &bytes)?;
         let incompatible = |reason: String| CheckpointError::Incompatible { path: self.path.clone(), reason };
         if c.compat != self.compat {
@@ -326,6 +355,38 @@ impl Checkpointer {
         );
         Ok(Some(c.offsets))
     }
+}
+
+/// `<path>.tmp`, where a checkpoint is written before it is renamed over `<path>`.
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+/// Removes a file or link (never what a link points to); whether there was one.
+fn remove_if_present(path: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies the store out in parts of `chunk` slices, taking the lock once per part, so frames are not held up for
+/// the whole copy of a large store. Slices evicted between parts are left out; the Kafka source writes
+/// checkpoints with no frame in flight, so its parts add up to one consistent state. `between` runs while the
+/// lock is released (a test hook).
+fn export_store(store: &Mutex<WindowStore>, chunk: usize, mut between: impl FnMut()) -> SavedStore {
+    let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
+    let mut keys = lock().slice_keys();
+    keys.sort_by_cached_key(|k| k.to_string());
+    let mut slices = Vec::with_capacity(keys.len());
+    for part in keys.chunks(chunk.max(1)) {
+        between();
+        slices.extend(lock().export_slices(part));
+    }
+    SavedStore { slices, counters: lock().counters() }
 }
 
 #[cfg(test)]
@@ -389,7 +450,7 @@ mod tests {
         let offsets = vec![SavedOffset { topic: "t".into(), partition: 3, next: 17 }];
         a.write(&offsets).expect("write");
         let c = parts(&b, &d);
-        assert_eq!(c.restore(), offsets);
+        assert_eq!(c.restore().expect("restore"), offsets);
         assert_eq!(restored(&c), 1);
         let (sa, sc) = (a.store.lock().expect("a").export_state(), c.store.lock().expect("c").export_state());
         assert_eq!(sa, sc);
@@ -411,7 +472,7 @@ mod tests {
         flipped[last] ^= 1;
         std::fs::write(a.path(), &flipped).expect("write");
         let c = parts(&b, &d);
-        assert!(c.restore().is_empty());
+        assert!(c.restore().expect("restore").is_empty());
         assert_eq!(c.telemetry.restores.get_or_create(&[("result", "corrupt")]).get(), 1);
         assert_eq!(c.store.lock().expect("c").slice_count(), 0, "nothing restored");
         assert!(!a.path().exists(), "set aside");
@@ -424,19 +485,96 @@ mod tests {
         // truncated
         std::fs::write(a.path(), &good[..good.len() / 2]).expect("write");
         let c = parts(&b, &d);
-        assert!(c.restore().is_empty());
+        assert!(c.restore().expect("restore").is_empty());
         assert_eq!(c.telemetry.restores.get_or_create(&[("result", "corrupt")]).get(), 1);
 
         // written against another baseline
         std::fs::write(a.path(), &good).expect("write");
         let other = parts(&baseline(0.1), &d);
-        assert!(other.restore().is_empty());
+        assert!(other.restore().expect("restore").is_empty());
         assert_eq!(other.telemetry.restores.get_or_create(&[("result", "incompatible")]).get(), 1);
         assert_eq!(other.store.lock().expect("o").slice_count(), 0);
 
         // no file at all: a first start
         let c = parts(&b, &d);
-        assert!(c.restore().is_empty());
+        assert!(c.restore().expect("restore").is_empty());
         assert_eq!(c.telemetry.restores.get_or_create(&[("result", "none")]).get(), 1);
+    }
+
+    #[test]
+    fn an_unreadable_checkpoint_stops_start_up_and_is_left_alone() {
+        let d = dir("unreadable");
+        let b = baseline(0.0);
+        // A directory where the file should be: reading fails (as EACCES or EIO would; tests run as root, where
+        // permissions do not stop a read).
+        std::fs::create_dir_all(d.join("ckpt.bin")).expect("mkdir");
+        let c = parts(&b, &d);
+        let e = c.restore().expect_err("a read error is not an empty start");
+        assert!(matches!(e, CheckpointError::Io { .. }), "{e}");
+        assert_eq!(c.telemetry.restores.get_or_create(&[("result", "io_error")]).get(), 1);
+        assert!(d.join("ckpt.bin").is_dir(), "left where it was, not set aside");
+    }
+
+    #[test]
+    fn links_are_not_followed_and_partial_writes_are_cleaned_up() {
+        let d = dir("links");
+        let b = baseline(0.0);
+        let a = parts(&b, &d);
+        fill(&a);
+        a.write(&[]).expect("write");
+        // The checkpoint path is a link to a valid checkpoint elsewhere: refused, nothing restored.
+        std::fs::rename(a.path(), d.join("elsewhere.bin")).expect("move");
+        std::os::unix::fs::symlink(d.join("elsewhere.bin"), a.path()).expect("link");
+        let c = parts(&b, &d);
+        let e = c.restore().expect_err("a link is not followed");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(c.store.lock().expect("c").slice_count(), 0);
+        std::fs::remove_file(a.path()).expect("unlink");
+
+        // A partial write left by a crash is removed at start-up.
+        std::fs::write(d.join("ckpt.bin.tmp"), b"half a checkpoint").expect("write");
+        let c = parts(&b, &d);
+        assert!(c.restore().expect("nothing to restore").is_empty());
+        assert!(!d.join("ckpt.bin.tmp").exists(), "the partial write is removed");
+
+        // A link planted at the temporary path does not redirect the write.
+        std::fs::write(d.join("victim"), b"keep me").expect("write");
+        std::os::unix::fs::symlink(d.join("victim"), d.join("ckpt.bin.tmp")).expect("link");
+        fill(&c);
+        c.write(&[]).expect("write");
+        assert_eq!(std::fs::read(d.join("victim")).expect("read"), b"keep me");
+        assert!(!d.join("ckpt.bin").is_symlink() && !d.join("ckpt.bin.tmp").exists());
+        assert_eq!(parts(&b, &d).restore().expect("restore"), Vec::new());
+    }
+
+    #[test]
+    fn the_store_lock_is_released_between_parts_of_an_export() {
+        let b = baseline(0.0);
+        let c = parts(&b, &dir("parts"));
+        let labels = HashMap::new();
+        {
+            let mut store = c.store.lock().expect("store");
+            for cam in 0..200 {
+                let camera = format!("cam-{cam}");
+                let rec = crate::store::FrameRecord {
+                    camera_id: &camera,
+                    model_version: "",
+                    labels: &labels,
+                    capture_secs: 1_000_000,
+                    values: &[Some(0.5)],
+                    classes: &["car"],
+                };
+                store.record(&rec, 1_000_000);
+            }
+        }
+        let whole = c.store.lock().expect("store").export_state();
+        assert_eq!(whole.slices.len(), 201, "200 cameras and global");
+        let mut released = 0;
+        let parted = export_store(&c.store, 16, || {
+            assert!(c.store.try_lock().is_ok(), "the lock is free between parts");
+            released += 1;
+        });
+        assert_eq!(released, 201usize.div_ceil(16));
+        assert_eq!(parted, whole);
     }
 }

@@ -161,7 +161,13 @@ impl Service {
             Arc::new(Checkpointer::new(path, compat, group, p.store.clone(), p.cameras.clone(), telemetry))
         });
         // Windows and camera state come back before any frame is scored; the offsets go to the Kafka source.
-        let resume_from = checkpointer.as_ref().map(|c| c.restore()).unwrap_or_default();
+        // A checkpoint that cannot be read stops start-up: starting empty would overwrite it at the next write.
+        let resume_from = checkpointer
+            .as_ref()
+            .map(|c| c.restore())
+            .transpose()
+            .context("checkpoint.path cannot be read; fix it or move it away (framewatch never starts over it)")?
+            .unwrap_or_default();
         let kafka_telemetry = config.kafka.enabled().then(|| KafkaTelemetry::register(&mut prom));
         let (pipeline, workers) = start_pipeline(&config, &p);
         let kafka = match kafka_telemetry {

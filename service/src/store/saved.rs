@@ -56,35 +56,15 @@ pub enum RestoreError {
 impl WindowStore {
     /// Copies the contents out (under the caller's lock; serialising happens after the lock is released).
     pub fn export_state(&self) -> SavedStore {
-        let mut slices: Vec<SavedSlice> = self
-            .slices
-            .iter()
-            .map(|(key, s)| {
-                let mut subs: Vec<SavedSubWindow> = s
-                    .ring
-                    .iter()
-                    .filter(|w| w.index != i64::MIN && w.frames > 0)
-                    .map(|w| {
-                        let mut classes: Vec<(String, u64)> =
-                            w.classes.iter().map(|(c, n)| (c.to_string(), *n)).collect();
-                        classes.sort();
-                        let hists = w.hists.iter().map(SubHistogram::to_histogram).collect();
-                        SavedSubWindow { index: w.index, frames: w.frames, hists, classes }
-                    })
-                    .collect();
-                subs.sort_by_key(|w| w.index);
-                SavedSlice {
-                    key: key.to_string(),
-                    last_seen_secs: s.last_seen_secs,
-                    subs,
-                    lag_epoch: s.lags.epoch,
-                    lags_current: s.lags.current.clone(),
-                    lags_previous: s.lags.previous.clone(),
-                }
-            })
-            .collect();
+        let mut slices: Vec<SavedSlice> = self.slices.iter().map(|(key, s)| saved_slice(key, s)).collect();
         slices.sort_by(|a, b| a.key.cmp(&b.key));
         SavedStore { slices, counters: self.counters }
+    }
+
+    /// The saved form of those of `keys` (from `slice_keys`) that still exist, in `keys`' order: an export in
+    /// parts, which need not hold the lock throughout.
+    pub fn export_slices(&self, keys: &[SliceKey]) -> Vec<SavedSlice> {
+        keys.iter().filter_map(|k| self.slices.get(k).map(|s| saved_slice(k, s))).collect()
     }
 
     /// Replaces the contents with `state`, after checking every histogram against this store's layouts. On error
@@ -156,5 +136,28 @@ impl WindowStore {
         self.slices = restored;
         self.counters = StoreCounters { evicted_capacity: state.counters.evicted_capacity + dropped, ..state.counters };
         Ok(())
+    }
+}
+
+fn saved_slice(key: &SliceKey, s: &SliceState) -> SavedSlice {
+    let mut subs: Vec<SavedSubWindow> = s
+        .ring
+        .iter()
+        .filter(|w| w.index != i64::MIN && w.frames > 0)
+        .map(|w| {
+            let mut classes: Vec<(String, u64)> = w.classes.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+            classes.sort();
+            let hists = w.hists.iter().map(SubHistogram::to_histogram).collect();
+            SavedSubWindow { index: w.index, frames: w.frames, hists, classes }
+        })
+        .collect();
+    subs.sort_by_key(|w| w.index);
+    SavedSlice {
+        key: key.to_string(),
+        last_seen_secs: s.last_seen_secs,
+        subs,
+        lag_epoch: s.lags.epoch,
+        lags_current: s.lags.current.clone(),
+        lags_previous: s.lags.previous.clone(),
     }
 }
