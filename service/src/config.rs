@@ -511,19 +511,16 @@ impl Config {
         path: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Config> {
-        let mut doc: toml::Table = match path {
+        let doc: toml::Table = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
                 text.parse().with_context(|| format!("{}: not valid TOML", p.display()))?
             }
             None => toml::Table::new(),
         };
-        for (key, value) in env {
-            if let Some(rest) = key.strip_prefix("FRAMEWATCH_") {
-                apply_override(&mut doc, rest, &value)?;
-            }
-        }
-        let cfg: Config = toml::Value::Table(doc).try_into().context("invalid configuration")?;
+        let overrides: Vec<(String, String)> =
+            env.into_iter().filter_map(|(k, v)| Some((k.strip_prefix("FRAMEWATCH_")?.to_string(), v))).collect();
+        let cfg = with_overrides(doc, &overrides)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -625,18 +622,62 @@ impl Config {
     }
 }
 
-/// `SERVER__GRPC_ADDR=...` sets `server.grpc_addr`; a single segment (`BASELINE`) sets a top-level key. The value
-/// is read as a TOML value when it parses as one (numbers, booleans, arrays), else as a string.
-fn apply_override(doc: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
-    let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
-    if path.iter().any(String::is_empty) {
-        bail!("environment variable FRAMEWATCH_{key}: empty key segment");
+/// Tables whose values are passed through as strings (librdkafka properties): an override there is always the
+/// raw string.
+const PASS_THROUGH: &[&[&str]] = &[&["kafka", "properties"]];
+
+/// Applies `FRAMEWATCH_*` overrides (without the prefix) to `doc` and reads the configuration. `SERVER__GRPC_ADDR`
+/// sets `server.grpc_addr`; a single segment (`BASELINE`) sets a top-level key. A value is read as the key's
+/// type: in a pass-through table it is the raw string; elsewhere a TOML literal when it parses as one (numbers,
+/// booleans, arrays) and the key takes it, else the raw string. So a password or group id `1e3`, `007` or `true`
+/// stays exactly that text instead of becoming a number.
+fn with_overrides(mut doc: toml::Table, overrides: &[(String, String)]) -> anyhow::Result<Config> {
+    // Overrides that went in as a non-string literal: retried as strings if the configuration does not read.
+    let mut literals = Vec::new();
+    for (key, value) in overrides {
+        let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if path.iter().any(String::is_empty) {
+            bail!("environment variable FRAMEWATCH_{key}: empty key segment");
+        }
+        let raw = toml::Value::String(value.clone());
+        let passed_through = PASS_THROUGH.iter().any(|t| path.len() > t.len() && path[..t.len()] == **t);
+        let literal = (!passed_through)
+            .then(|| format!("v = {value}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v")))
+            .flatten()
+            .filter(|v| !v.is_str());
+        if literal.is_some() {
+            literals.push((key.as_str(), path.clone(), raw.clone()));
+        }
+        set_key(&mut doc, key, &path, literal.unwrap_or(raw))?;
     }
-    let parsed = format!("v = {value}")
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let read = |doc: &toml::Table| toml::Value::Table(doc.clone()).try_into::<Config>();
+    let mut result = read(&doc);
+    for (key, path, raw) in literals {
+        let Err(e) = &result else { break };
+        let before = e.to_string();
+        let literal = set_key(&mut doc, key, &path, raw)?;
+        let retry = read(&doc);
+        match &retry {
+            // As a string, this key reads (or the first error is now elsewhere): keep the string.
+            Ok(_) => result = retry,
+            Err(e) if e.to_string() != before => result = retry,
+            Err(_) => {
+                if let Some(v) = literal {
+                    set_key(&mut doc, key, &path, v)?;
+                }
+            }
+        }
+    }
+    result.context("invalid configuration")
+}
+
+/// Sets `path` in `doc` (creating tables on the way); the value it replaces.
+fn set_key(
+    doc: &mut toml::Table,
+    key: &str,
+    path: &[String],
+    value: toml::Value,
+) -> anyhow::Result<Option<toml::Value>> {
     let mut table = doc;
     for seg in &path[..path.len() - 1] {
         let entry = table.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -644,8 +685,7 @@ fn apply_override(doc: &mut toml::Table, key: &str, value: &str) -> anyhow::Resu
             .as_table_mut()
             .with_context(|| format!("environment variable FRAMEWATCH_{key}: {seg} is not a table"))?;
     }
-    table.insert(path[path.len() - 1].clone(), parsed);
-    Ok(())
+    Ok(table.insert(path[path.len() - 1].clone(), value))
 }
 
 #[cfg(test)]
@@ -681,6 +721,33 @@ mod tests {
         assert_eq!(c.pipeline.workers, 3);
         assert_eq!(c.baseline, Some(PathBuf::from("/tmp/b.json")));
         assert_eq!(c.slices.dimensions, vec!["camera_id".to_string()]);
+    }
+
+    #[test]
+    fn environment_overrides_keep_their_text_where_the_key_is_a_string() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("FRAMEWATCH_KAFKA__BROKERS", "b:9092"),
+                ("FRAMEWATCH_KAFKA__GROUP_ID", "007"),
+                ("FRAMEWATCH_KAFKA__PROPERTIES__SASL.PASSWORD", "1e3"),
+                ("FRAMEWATCH_KAFKA__PROPERTIES__SASL.USERNAME", "true"),
+                ("FRAMEWATCH_ALERTS__BASIC_AUTH_USER", "12345"),
+                ("FRAMEWATCH_PIPELINE__WORKERS", "3"),
+                ("FRAMEWATCH_EVALUATION__INTERVAL_SECS", "1e1"),
+            ]),
+        )
+        .expect("overrides");
+        assert_eq!(c.kafka.group_id, "007");
+        let props = c.kafka.property_strings().expect("strings");
+        assert!(props.contains(&("sasl.password".into(), "1e3".into())), "{props:?}");
+        assert!(props.contains(&("sasl.username".into(), "true".into())), "{props:?}");
+        assert_eq!(c.alerts.basic_auth_user, "12345");
+        // Typed keys still take literals, and a value that fits neither way is an error naming the key.
+        assert_eq!((c.pipeline.workers, c.evaluation.interval_secs), (3, 10.0));
+        let e =
+            format!("{:#}", Config::load(None, env(&[("FRAMEWATCH_PIPELINE__WORKERS", "1e3")])).expect_err("float"));
+        assert!(e.contains("workers"), "{e}");
     }
 
     #[test]
