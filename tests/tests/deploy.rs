@@ -173,6 +173,88 @@ fn compose_file_wires_the_stack_together() {
     }
 }
 
+/// Issue #11 (posture): nothing the compose stack publishes is reachable from other hosts, and Grafana has no
+/// anonymous admin: its password comes from a secret, not the file.
+#[test]
+fn compose_publishes_on_loopback_only_and_grafana_needs_a_login() {
+    let docs = yaml_docs("deploy/compose.yaml");
+    let services = docs[0]["services"].as_mapping().expect("services");
+    let mut published = 0;
+    for (name, svc) in services {
+        for p in svc["ports"].as_sequence().into_iter().flatten() {
+            let p = p.as_str().unwrap_or_else(|| panic!("{name:?}: port {p:?} is not a \"host:port:port\" string"));
+            assert!(p.starts_with("127.0.0.1:"), "{name:?} publishes {p} on every interface");
+            published += 1;
+        }
+    }
+    assert!(published >= 5, "the stack publishes its ports ({published})");
+    let grafana = &docs[0]["services"]["grafana"];
+    let env = &grafana["environment"];
+    assert_eq!(env["GF_AUTH_ANONYMOUS_ENABLED"].as_str(), Some("false"));
+    assert!(env["GF_AUTH_ANONYMOUS_ORG_ROLE"].as_str().is_none_or(|r| r == "Viewer"));
+    assert!(env.get("GF_SECURITY_ADMIN_PASSWORD").is_none(), "admin password written in the compose file");
+    let file = env["GF_SECURITY_ADMIN_PASSWORD__FILE"].as_str().expect("admin password from a secret");
+    let secret = file.strip_prefix("/run/secrets/").expect("a compose secret");
+    assert!(grafana["secrets"].as_sequence().expect("secrets").iter().any(|s| s == secret));
+    assert!(docs[0]["secrets"][secret]["environment"].as_str().is_some(), "{secret} comes from the environment");
+}
+
+/// Issue #11 (posture): the TLS overlay turns on framewatch's TLS and tokens from compose secrets, and Prometheus
+/// scrapes over https with the metrics token (its config passes promtool).
+#[test]
+fn compose_tls_overlay_wires_certificates_and_tokens() {
+    let docs = yaml_docs("deploy/compose.tls.yaml");
+    let overlay = &docs[0];
+    let secrets = overlay["secrets"].as_mapping().expect("secrets");
+    for (name, s) in secrets {
+        let file = s["file"].as_str().unwrap_or_else(|| panic!("{name:?} has no file"));
+        assert!(file.starts_with("./secrets/"), "{name:?}: {file}");
+    }
+    let in_secret = |svc: &str, path: &str| {
+        let name = path.strip_prefix("/run/secrets/").unwrap_or_else(|| panic!("{path} is not a secret"));
+        assert!(secrets.contains_key(name), "undeclared secret {name}");
+        let used = overlay["services"][svc]["secrets"].as_sequence().expect("service secrets");
+        assert!(used.iter().any(|s| s == name), "{svc} does not mount {name}");
+    };
+    let env = &overlay["services"]["framewatch"]["environment"];
+    for key in [
+        "FRAMEWATCH_SERVER__TLS__CERT_PATH",
+        "FRAMEWATCH_SERVER__TLS__KEY_PATH",
+        "FRAMEWATCH_SERVER__AUTH__TOKENS_FILE",
+    ] {
+        in_secret("framewatch", env[key].as_str().unwrap_or_else(|| panic!("overlay lacks {key}")));
+    }
+    // and the overlay's environment is configuration framewatch reads, with TLS and tokens on
+    let vars: Vec<(String, String)> = env
+        .as_mapping()
+        .expect("environment map")
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+        .collect();
+    let config = framewatch::config::Config::load(None, vars).expect("the overlay's environment is valid");
+    assert!(config.server.tls.enabled() && config.server.auth.enabled());
+    // Prometheus: its overlay config is mounted, valid, and uses the mounted CA and token
+    let command = overlay["services"]["prometheus"]["command"][0].as_str().expect("command");
+    let config = command.strip_prefix("--config.file=/etc/prometheus/").expect("config file");
+    let text = std::fs::read_to_string(root().join("deploy/prometheus").join(config)).expect("read");
+    let prom: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+    let job = &prom["scrape_configs"][0];
+    assert_eq!(job["scheme"], "https");
+    in_secret("prometheus", job["tls_config"]["ca_file"].as_str().expect("ca_file"));
+    assert_eq!(job["authorization"]["type"], "Bearer");
+    in_secret("prometheus", job["authorization"]["credentials_file"].as_str().expect("credentials_file"));
+    let dir = scratch("compose-tls");
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        text.replace("/etc/prometheus/framewatch.rules.yml", "framewatch.rules.yml"),
+    )
+    .expect("write");
+    std::fs::copy(root().join("deploy/prometheus/framewatch.rules.yml"), dir.join("framewatch.rules.yml"))
+        .expect("copy");
+    let out = run_ok(&tool("promtool"), &["check", "config", "--syntax-only", "prometheus.yml"], &dir);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
 #[test]
 fn kubernetes_manifests_have_the_expected_objects() {
     let docs = yaml_docs("deploy/k8s/framewatch.yaml");
@@ -188,12 +270,147 @@ fn kubernetes_manifests_have_the_expected_objects() {
     assert!(c["resources"]["requests"]["memory"].as_str().is_some());
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    // the embedded config is a valid framewatch config
-    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").expect("configmap");
-    let toml_text = cm["data"]["framewatch.toml"].as_str().expect("toml");
-    let dir = scratch("k8s");
-    std::fs::write(dir.join("fw.toml"), toml_text).expect("write");
-    framewatch::config::Config::load(Some(&dir.join("fw.toml")), Vec::new()).expect("valid framewatch config");
+    // the embedded config, TLS and tokens included, is a valid framewatch config (the files themselves are in
+    // Secrets, checked against the mounts in the test below)
+    let config: framewatch::config::Config =
+        toml::Value::Table(embedded_config(&docs)).try_into().expect("valid framewatch config");
+    config.validate().expect("valid framewatch config");
+    assert!(config.server.tls.enabled() && config.server.auth.enabled(), "TLS and tokens are on");
+}
+
+fn k8s_object<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> &'a serde_yaml::Value {
+    docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"))
+}
+
+/// Issue #11 (posture): the pod runs with seccomp RuntimeDefault, no service-account token, non-root on a
+/// read-only root without capabilities; its CPU limit equals pipeline.workers.
+#[test]
+fn kubernetes_pod_is_locked_down_and_sized_to_its_workers() {
+    let docs = yaml_docs("deploy/k8s/framewatch.yaml");
+    let pod = &k8s_object(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert!(pod["securityContext"]["runAsUser"].as_u64().is_some_and(|u| u > 0));
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], serde_yaml::Value::from(vec!["ALL"]));
+    let config = embedded_config(&docs);
+    let workers = config["pipeline"]["workers"].as_integer().expect("pipeline.workers set explicitly");
+    assert!(workers > 0, "pipeline.workers = 0 means one per node core, not per granted core");
+    let cpu = c["resources"]["limits"]["cpu"].as_str().expect("a CPU limit");
+    assert_eq!(cpu.parse::<i64>().ok(), Some(workers), "CPU limit {cpu} vs pipeline.workers {workers}");
+    assert_eq!(c["resources"]["requests"]["cpu"], c["resources"]["limits"]["cpu"], "guaranteed CPU");
+}
+
+/// The embedded framewatch.toml as a TOML table.
+fn embedded_config(docs: &[serde_yaml::Value]) -> toml::Table {
+    let text = k8s_object(docs, "ConfigMap")["data"]["framewatch.toml"].as_str().expect("toml");
+    text.parse().expect("framewatch.toml is TOML")
+}
+
+/// The container path a volume is mounted at, and the volume.
+fn mount_of<'a>(pod: &'a serde_yaml::Value, path: &str) -> (&'a str, &'a serde_yaml::Value) {
+    let mounts = pod["containers"][0]["volumeMounts"].as_sequence().expect("volumeMounts");
+    let m = mounts
+        .iter()
+        .filter(|m| m["mountPath"].as_str().is_some_and(|p| path.starts_with(&format!("{}/", p.trim_end_matches('/')))))
+        .max_by_key(|m| m["mountPath"].as_str().map_or(0, str::len))
+        .unwrap_or_else(|| panic!("nothing mounted at {path}"));
+    let name = m["name"].as_str().expect("name");
+    let volume = pod["volumes"].as_sequence().expect("volumes").iter().find(|v| v["name"] == name).expect("volume");
+    (m["mountPath"].as_str().expect("mountPath"), volume)
+}
+
+/// Issue #11 (posture): TLS certificate, key and CA and the tokens file come from Secrets mounted where the
+/// config says; the checkpoint lives on a persistent volume; SIGKILL comes only after the worst-case drain.
+#[test]
+fn kubernetes_secrets_checkpoint_volume_and_grace_match_the_config() {
+    let docs = yaml_docs("deploy/k8s/framewatch.yaml");
+    let pod = &k8s_object(&docs, "Deployment")["spec"]["template"]["spec"];
+    let config = embedded_config(&docs);
+    let secret_file = |key: &str, path: &str| {
+        let (at, volume) = mount_of(pod, path);
+        let secret =
+            volume["secret"]["secretName"].as_str().unwrap_or_else(|| panic!("{key}: {path} not from a Secret"));
+        let file = path.strip_prefix(&format!("{at}/")).expect("inside the mount");
+        (secret.to_string(), file.to_string())
+    };
+    let tls = config["server"]["tls"].as_table().expect("[server.tls]");
+    let (cert_secret, cert_file) = secret_file("server.tls.cert_path", tls["cert_path"].as_str().expect("cert_path"));
+    let (key_secret, key_file) = secret_file("server.tls.key_path", tls["key_path"].as_str().expect("key_path"));
+    // a kubernetes.io/tls-style Secret (what cert-manager writes): tls.crt, tls.key, ca.crt
+    assert_eq!((cert_file.as_str(), key_file.as_str()), ("tls.crt", "tls.key"));
+    assert_eq!(cert_secret, key_secret);
+    let tokens = config["server"]["auth"]["tokens_file"].as_str().expect("server.auth.tokens_file");
+    secret_file("server.auth.tokens_file", tokens);
+    // Prometheus scrapes over https with the CA from the same Secret and a metrics token
+    let endpoint = &k8s_object(&docs, "ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https");
+    assert_eq!(endpoint["tlsConfig"]["ca"]["secret"]["name"].as_str(), Some(cert_secret.as_str()));
+    assert_eq!(endpoint["tlsConfig"]["ca"]["secret"]["key"], "ca.crt");
+    assert_eq!(endpoint["authorization"]["type"], "Bearer");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(pod["containers"][0][probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+    }
+    // the checkpoint directory is a writable PersistentVolumeClaim declared in the same file
+    let checkpoint = config["checkpoint"]["path"].as_str().expect("checkpoint.path");
+    let (_, volume) = mount_of(pod, checkpoint);
+    let claim = volume["persistentVolumeClaim"]["claimName"].as_str().expect("checkpoint on a PVC");
+    let pvc = k8s_object(&docs, "PersistentVolumeClaim");
+    assert_eq!(pvc["metadata"]["name"].as_str(), Some(claim));
+    // Grace: server.rs Drain::run waits up to shutdown_grace_secs for gRPC and the queue, then the Kafka source
+    // waits up to another shutdown_grace_secs (consumer.rs finish), the dead-letter flush up to 5 s, the webhook's
+    // final flush up to 5 s, HTTP 1 s; the checkpoint writes come on top.
+    let grace = config["server"]["shutdown_grace_secs"].as_integer().expect("shutdown_grace_secs");
+    let drain = 2 * grace + 5 + 5 + 1;
+    let period = pod["terminationGracePeriodSeconds"].as_i64().expect("terminationGracePeriodSeconds");
+    assert!(period >= drain + 15, "terminationGracePeriodSeconds {period} leaves no margin over a {drain} s drain");
+}
+
+/// Issue #11 (posture): a NetworkPolicy admits only the gRPC and HTTP ports and lets out only DNS, Kafka and
+/// Alertmanager.
+#[test]
+fn kubernetes_network_policy_admits_only_the_service_ports() {
+    let docs = yaml_docs("deploy/k8s/framewatch.yaml");
+    let np = k8s_object(&docs, "NetworkPolicy");
+    let pod_labels = &k8s_object(&docs, "Deployment")["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in np["spec"]["podSelector"]["matchLabels"].as_mapping().expect("podSelector") {
+        assert_eq!(&pod_labels[k], v, "the policy selects framewatch's pods");
+    }
+    let types = np["spec"]["policyTypes"].as_sequence().expect("policyTypes");
+    assert!(types.iter().any(|t| t == "Ingress") && types.iter().any(|t| t == "Egress"));
+    let ports = |rules: &serde_yaml::Value| -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = rules
+            .as_sequence()
+            .expect("rules")
+            .iter()
+            .flat_map(|r| r["ports"].as_sequence().expect("every rule names its ports"))
+            .map(|p| (p["protocol"].as_str().expect("protocol").to_string(), p["port"].as_u64().expect("port")))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    let mut container_ports: Vec<(String, u64)> =
+        k8s_object(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_sequence()
+            .expect("ports")
+            .iter()
+            .map(|p| ("TCP".to_string(), p["containerPort"].as_u64().expect("containerPort")))
+            .collect();
+    container_ports.sort();
+    assert_eq!(ports(&np["spec"]["ingress"]), container_ports, "ingress only on the gRPC and HTTP ports");
+    let egress = ports(&np["spec"]["egress"]);
+    for want in [("UDP", 53), ("TCP", 53), ("TCP", 9092), ("TCP", 9093)] {
+        assert!(egress.contains(&(want.0.to_string(), want.1)), "egress lacks {want:?}: {egress:?}");
+    }
+    assert!(egress.len() <= 4, "egress wider than DNS, Kafka and Alertmanager: {egress:?}");
+    // every egress rule names its peers (no rule open to the whole world)
+    for rule in np["spec"]["egress"].as_sequence().expect("egress") {
+        assert!(rule["to"].as_sequence().is_some_and(|t| !t.is_empty()), "egress to anywhere: {rule:?}");
+    }
 }
 
 #[test]
