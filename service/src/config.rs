@@ -195,10 +195,17 @@ pub struct SliceConfig {
     pub dimensions: Vec<String>,
     /// Slices defined by a metric: name = "metric < value" (operators < <= > >=).
     pub predicates: BTreeMap<String, String>,
-    /// At most this many slices; the idlest is evicted to make room (counted and logged).
+    /// At most this many slices; to make room, the idlest slice that is not yet established is evicted (the
+    /// idlest established one only when every slice is established), counted and logged (rate-limited).
     pub max_slices: usize,
     /// A slice with no frame for this long is evicted.
     pub idle_evict_secs: u64,
+    /// New slices admitted per second once the first `max_slices` are in (a token bucket as deep as
+    /// `max_slices`): a flood of fresh camera ids or label values cannot churn the store. A refused slice's frame
+    /// still counts in its other slices; refusals are counted (`framewatch_slices_refused_total`).
+    pub admit_per_sec: f64,
+    /// A slice that has recorded this many frames is established: evicted only when no other slice can be.
+    pub protect_after_frames: u64,
 }
 
 impl Default for SliceConfig {
@@ -208,6 +215,8 @@ impl Default for SliceConfig {
             predicates: BTreeMap::new(),
             max_slices: 2000,
             idle_evict_secs: 3600,
+            admit_per_sec: 20.0,
+            protect_after_frames: 50,
         }
     }
 }
@@ -573,6 +582,9 @@ impl Config {
         }
         if !(self.evaluation.interval_secs > 0.0 && self.evaluation.interval_secs <= 3600.0) {
             bail!("evaluation.interval_secs must be in (0, 3600]");
+        }
+        if !(self.slices.admit_per_sec > 0.0 && self.slices.admit_per_sec.is_finite()) {
+            bail!("slices.admit_per_sec must be a positive number");
         }
         if self.slices.max_slices == 0 {
             bail!("slices.max_slices must be at least 1");

@@ -56,6 +56,9 @@ pub struct SliceEval {
 pub struct Evaluation {
     pub evaluated_at_secs: i64,
     pub slices: Vec<SliceEval>,
+    /// Slices the store evicted for capacity since the previous evaluation, sorted: their alerts are kept and
+    /// marked "evicted", not resolved.
+    pub evicted: Vec<SliceKey>,
 }
 
 impl Evaluation {
@@ -93,11 +96,13 @@ pub fn evaluate(
     now_secs: i64,
 ) -> Evaluation {
     let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
-    let keys = {
+    let (keys, mut evicted) = {
         let mut s = lock();
         s.evict_idle(now_secs);
-        s.slice_keys()
+        (s.slice_keys(), s.take_evicted())
     };
+    evicted.sort();
+    evicted.dedup();
     let mut scratch = (Vec::new(), Vec::new());
     let mut evidence = Evidence::default();
     let mut slices = Vec::with_capacity(keys.len());
@@ -142,7 +147,7 @@ pub fn evaluate(
         });
     }
     slices.sort_by(|a, b| a.key.cmp(&b.key));
-    Evaluation { evaluated_at_secs: now_secs, slices }
+    Evaluation { evaluated_at_secs: now_secs, slices, evicted }
 }
 
 /// Every tracked metric's statistics. P-values count effective sample sizes: the baseline's (from its frames'

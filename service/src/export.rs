@@ -52,9 +52,9 @@ fn gauge(
 
 impl Collector for DriftCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (counters, slices) = match self.store.lock() {
-            Ok(s) => (s.counters(), s.slice_count()),
-            Err(p) => (p.get_ref().counters(), p.get_ref().slice_count()),
+        let (counters, slices, refused) = match self.store.lock() {
+            Ok(s) => (s.counters(), s.slice_count(), s.refused_slices()),
+            Err(p) => (p.get_ref().counters(), p.get_ref().slice_count(), p.get_ref().refused_slices()),
         };
         let c = ConstCounter::new(counters.late);
         c.encode(enc.encode_descriptor(
@@ -69,6 +69,14 @@ impl Collector for DriftCollector {
             "Slices forgotten (slice cap reached, or idle)",
             None,
             ev.metric_type(),
+        )?)?;
+        let r = ConstCounter::new(refused);
+        r.encode(enc.encode_descriptor(
+            "framewatch_slices_refused",
+            "Frames whose new slice was refused because new slices arrived faster than slices.admit_per_sec (the \
+             frames still count in their other slices)",
+            None,
+            r.metric_type(),
         )?)?;
         let g = ConstGauge::new(slices as i64);
         g.encode(enc.encode_descriptor("framewatch_slices_active", "Slices held in memory", None, g.metric_type())?)?;

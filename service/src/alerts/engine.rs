@@ -29,8 +29,9 @@ pub struct AlertEvent {
     pub severity: String,
     /// The rule's labels plus `cause`, and `camera_id` on camera slices.
     pub labels: BTreeMap<String, String>,
-    /// The rule's annotations plus `evidence` (cause rules) and, for an alert resolved because its slice left
-    /// the evaluation, `resolution = "slice_gone"`.
+    /// The rule's annotations plus `evidence` (cause rules); for an alert resolved because its slice left the
+    /// evaluation, `resolution = "slice_gone"`; for a firing alert whose slice was evicted (`slices.max_slices`),
+    /// `slice_state = "evicted"`: it keeps firing, since nothing shows the problem is gone.
     pub annotations: BTreeMap<String, String>,
     pub starts_at_secs: i64,
     pub ends_at_secs: Option<i64>,
@@ -59,6 +60,8 @@ struct Active {
     since: i64,
     value: f64,
     evidence: Option<String>,
+    /// The slice was evicted while this alert fired: it stays firing, marked, until the slice is evaluated again.
+    evicted: bool,
 }
 
 #[derive(Debug)]
@@ -91,6 +94,9 @@ impl AlertEngine {
         let mut annotations = rule.config.annotations.clone();
         if let Some(e) = &a.evidence {
             annotations.insert("evidence".into(), e.clone());
+        }
+        if a.evicted {
+            annotations.insert("slice_state".into(), "evicted".into());
         }
         AlertEvent {
             rule: self.names[ri].clone(),
@@ -127,10 +133,21 @@ impl AlertEngine {
                 self.step_one(key, s, value, now, &mut events);
             }
         }
-        // A slice that left the evaluation (no data for a window, idle, evicted) cannot keep an alert firing: it
-        // resolves, marked as such, so nobody reads it as "fixed".
+        // A slice that left the evaluation (no data for a window, idle) cannot keep an alert firing: it resolves,
+        // marked as such, so nobody reads it as "fixed". A slice evicted to make room is different: its problem
+        // may well go on, so a firing alert stays firing, marked "evicted" (one event says so), until the slice
+        // is evaluated again.
         let gone: Vec<(usize, SliceKey)> = self.states.keys().filter(|k| !seen.contains(*k)).cloned().collect();
         for key in gone {
+            let Some(a) = self.states.get_mut(&key) else { continue };
+            if a.state == State::Firing && (a.evicted || eval.evicted.binary_search(&key.1).is_ok()) {
+                if !a.evicted {
+                    a.evicted = true;
+                    let a = a.clone();
+                    events.push(self.event(key.0, &key.1, Phase::Firing, &a, None, now));
+                }
+                continue;
+            }
             if let Some(a) = self.states.remove(&key)
                 && a.state == State::Firing
             {
@@ -170,7 +187,7 @@ impl AlertEngine {
                 if rule.alerting(value, resolve) {
                     Some((State::Firing, a.since, false))
                 } else {
-                    let a = Active { value, evidence, ..a.clone() };
+                    let a = Active { value, evidence, evicted: false, ..a.clone() };
                     events.push(self.event(key.0, &key.1, Phase::Resolved, &a, Some(now), now));
                     self.states.remove(&key);
                     return;
@@ -182,7 +199,7 @@ impl AlertEngine {
                 self.states.remove(&key);
             }
             Some((state, since, changed)) => {
-                let a = Active { state, since, value, evidence };
+                let a = Active { state, since, value, evidence, evicted: false };
                 if changed {
                     let phase = if state == State::Firing { Phase::Firing } else { Phase::Pending };
                     events.push(self.event(key.0, &key.1, phase, &a, None, now));
@@ -258,6 +275,7 @@ mod tests {
                 own_baseline: false,
                 causes: Vec::new(),
             }],
+            evicted: Vec::new(),
         }
     }
 
@@ -361,6 +379,27 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].phase, Phase::Resolved);
         assert_eq!(ev[0].annotations["resolution"], "slice_gone");
+    }
+
+    #[test]
+    fn an_evicted_slice_keeps_its_alert_firing_marked_evicted_until_it_is_judged_again() {
+        let phases = |ev: Vec<AlertEvent>| ev.iter().map(|e| e.phase).collect::<Vec<_>>();
+        let mut e = AlertEngine::new(vec![rule("psi", ">=", 0.25, Some(0.1), 0, false)]);
+        assert_eq!(phases(e.step(&eval(0.5, 0.8, 200), &[], 0)), vec![Phase::Firing]);
+        // Evicted: one event says so; the alert stays firing and active, and is not resolved.
+        let evicted = Evaluation { evicted: vec![SliceKey::camera("c1")], ..Evaluation::default() };
+        let ev = e.step(&evicted, &[], 30);
+        assert_eq!((ev.len(), ev[0].phase), (1, Phase::Firing));
+        assert_eq!(ev[0].annotations["slice_state"], "evicted");
+        assert!(ev[0].ends_at_secs.is_none());
+        assert!(e.step(&Evaluation::default(), &[], 60).is_empty(), "no resolution while the slice is away");
+        let active = e.active(90);
+        assert_eq!((active.len(), active[0].annotations["slice_state"].as_str()), (1, "evicted"));
+        // Back, and judged fine on its data: only now does it resolve.
+        let back = e.step(&eval(0.05, 0.8, 200), &[], 120);
+        assert_eq!(phases(back.clone()), vec![Phase::Resolved]);
+        assert!(!back[0].annotations.contains_key("slice_state"));
+        assert!(!back[0].annotations.contains_key("resolution"));
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct StoreSettings {
     pub allowed_lateness_secs: i64,
     pub max_slices: usize,
     pub idle_evict_secs: i64,
+    pub admit_per_sec: f64,
+    pub protect_after_frames: u64,
     /// Each entry is one slice dimension: a list of label names joined with '+' in config.
     pub dimensions: Vec<Vec<String>>,
     /// Predicate slices with the registry index of their metric.
@@ -54,6 +56,8 @@ impl StoreSettings {
             allowed_lateness_secs: cfg.windows.allowed_lateness_secs as i64,
             max_slices: cfg.slices.max_slices,
             idle_evict_secs: cfg.slices.idle_evict_secs as i64,
+            admit_per_sec: cfg.slices.admit_per_sec,
+            protect_after_frames: cfg.slices.protect_after_frames,
             dimensions: cfg.slices.dimensions.iter().map(|d| d.split('+').map(str::to_string).collect()).collect(),
             predicates,
         })
@@ -106,6 +110,8 @@ struct SliceState {
     lags: Lags,
     /// A camera slice's latest value per tracked metric (NaN: none), to pair with the camera's next frame.
     last: Vec<f64>,
+    /// Frames recorded since the slice was created (or restored): established slices are evicted last.
+    frames_total: u64,
 }
 
 /// Counters the store keeps for the exporter.
@@ -168,12 +174,52 @@ pub struct WindowStore {
     context: Option<ContextSpec>,
     /// Reused per frame: the frame's context value.
     context_value: String,
+    /// New-slice admission (`slices.admit_per_sec`).
+    admission: Admission,
+    /// Slices evicted for capacity since the evaluation last took them (`take_evicted`), at most
+    /// `EVICTED_MEMORY`: their alerts say "evicted" instead of resolving.
+    evicted: Vec<SliceKey>,
+    /// Evictions and refusals not yet logged (logs are rate-limited to one line per kind per `LOG_EVERY_SECS`).
+    unlogged: (u64, u64),
+    last_logged_secs: (i64, i64),
+}
+
+/// Most slice keys remembered as evicted between two evaluations; past it the oldest are forgotten (their alerts
+/// then resolve as `slice_gone`, as before).
+const EVICTED_MEMORY: usize = 4096;
+/// At most one log line per this many seconds for evictions, and one for refusals.
+const LOG_EVERY_SECS: i64 = 10;
+
+/// A token bucket for new slices: `max_slices` deep (a fleet's first slices all get in at start-up), refilled at
+/// `admit_per_sec`.
+#[derive(Debug, Clone, Copy)]
+struct Admission {
+    tokens: f64,
+    last_secs: Option<i64>,
+    refused: u64,
+}
+
+impl Admission {
+    fn admit(&mut self, settings: &StoreSettings, now_secs: i64) -> bool {
+        let depth = settings.max_slices as f64;
+        let elapsed = self.last_secs.map_or(0, |l| (now_secs - l).max(0)) as f64;
+        self.tokens = (self.tokens + elapsed * settings.admit_per_sec).min(depth);
+        self.last_secs = Some(self.last_secs.map_or(now_secs, |l| l.max(now_secs)));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.refused += 1;
+            false
+        }
+    }
 }
 
 impl WindowStore {
     /// Tracks every metric that the baseline has; `index_of` maps names to registry indices.
     pub fn new(settings: StoreSettings, baseline: &Baseline, index_of: impl Fn(&str) -> Option<usize>) -> WindowStore {
         let camera_slices = settings.dimensions.iter().any(|d| d.len() == 1 && d[0] == "camera_id");
+        let settings_depth = settings.max_slices as f64;
         let tracked: Vec<Tracked> = baseline
             .metrics
             .iter()
@@ -211,6 +257,10 @@ impl WindowStore {
             camera_slices,
             context: baseline.context.clone(),
             context_value: String::new(),
+            admission: Admission { tokens: settings_depth, last_secs: None, refused: 0 },
+            evicted: Vec::new(),
+            unlogged: (0, 0),
+            last_logged_secs: (i64::MIN, i64::MIN),
         }
     }
 
@@ -328,8 +378,13 @@ impl WindowStore {
 
     fn record_in(&mut self, key: &str, index: i64, frame: &FrameRecord<'_>, classes: &[Arc<str>], now_secs: i64) {
         if !self.slices.contains_key(key) {
+            if key != GLOBAL && !self.admission.admit(&self.settings, now_secs) {
+                self.unlogged.1 += 1;
+                self.log_churn(now_secs, key);
+                return;
+            }
             if self.slices.len() >= self.settings.max_slices {
-                self.evict_idlest();
+                self.evict_one(now_secs);
             }
             let ring = (0..self.settings.steps)
                 .map(|_| SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: HashMap::new() })
@@ -345,11 +400,13 @@ impl WindowStore {
                     reference,
                     lags: Lags::default(),
                     last: Vec::new(),
+                    frames_total: 0,
                 },
             );
         }
         let Some(slice) = self.slices.get_mut(key) else { return };
         slice.last_seen_secs = slice.last_seen_secs.max(now_secs);
+        slice.frames_total += 1;
         let steps = self.settings.steps as i64;
         let slot = &mut slice.ring[index.rem_euclid(steps) as usize];
         if slot.index != index {
@@ -383,18 +440,52 @@ impl WindowStore {
         }
     }
 
-    fn evict_idlest(&mut self) {
+    /// Makes room: evicts the idlest slice that is not established, else the idlest established one (never
+    /// `global`). A flood of new slices thus evicts its own kind, not the slices that have been reporting.
+    fn evict_one(&mut self, now_secs: i64) {
+        let protect = self.settings.protect_after_frames;
         let victim = self
             .slices
             .iter()
             .filter(|(k, _)| !k.is_global())
-            .min_by_key(|(_, s)| s.last_seen_secs)
+            .min_by_key(|(_, s)| (s.frames_total >= protect, s.last_seen_secs))
             .map(|(k, _)| k.clone());
         if let Some(k) = victim {
-            tracing::info!(slice = %k, "slice evicted: slices.max_slices reached");
             self.slices.remove(&k);
             self.counters.evicted_capacity += 1;
+            self.unlogged.0 += 1;
+            self.log_churn(now_secs, k.as_str());
+            if self.evicted.len() >= EVICTED_MEMORY {
+                self.evicted.remove(0);
+            }
+            self.evicted.push(k);
         }
+    }
+
+    /// One log line per kind (evicted, refused) per `LOG_EVERY_SECS`, with the count since the last one.
+    fn log_churn(&mut self, now_secs: i64, latest: &str) {
+        if self.unlogged.0 > 0 && now_secs.saturating_sub(self.last_logged_secs.0) >= LOG_EVERY_SECS {
+            tracing::info!(evicted = self.unlogged.0, latest, "slices evicted: slices.max_slices reached");
+            (self.unlogged.0, self.last_logged_secs.0) = (0, now_secs);
+        }
+        if self.unlogged.1 > 0 && now_secs.saturating_sub(self.last_logged_secs.1) >= LOG_EVERY_SECS {
+            tracing::warn!(
+                refused = self.unlogged.1,
+                latest,
+                "new slices refused: arriving faster than slices.admit_per_sec (their frames still count elsewhere)"
+            );
+            (self.unlogged.1, self.last_logged_secs.1) = (0, now_secs);
+        }
+    }
+
+    /// The slices evicted for capacity since the last call (oldest first).
+    pub fn take_evicted(&mut self) -> Vec<SliceKey> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Frames whose new slice `slices.admit_per_sec` refused, since start.
+    pub fn refused_slices(&self) -> u64 {
+        self.admission.refused
     }
 
     /// Forgets slices without frames for `idle_evict_secs`.
@@ -517,12 +608,16 @@ mod tests {
     }
 
     fn store(max_slices: usize) -> WindowStore {
+        store_with(crate::config::SliceConfig { max_slices, ..Default::default() })
+    }
+
+    fn store_with(slices: crate::config::SliceConfig) -> WindowStore {
         let cfg = Config {
             slices: crate::config::SliceConfig {
                 dimensions: vec!["camera_id".into(), "site+model_version".into()],
                 predicates: [("dark".to_string(), "brightness < 0.25".to_string())].into(),
-                max_slices,
                 idle_evict_secs: 600,
+                ..slices
             },
             ..Config::default()
         };
@@ -624,6 +719,44 @@ mod tests {
         let snap = s.snapshot(GLOBAL, t0 + 19 * 60).expect("g");
         assert_eq!(snap.frames, 15);
         assert_eq!(snap.window_end_secs - snap.window_start_secs, 900);
+    }
+
+    #[test]
+    fn a_flood_of_new_slices_neither_evicts_established_ones_nor_grows_past_the_cap() {
+        let mut s = store_with(crate::config::SliceConfig {
+            max_slices: 10,
+            admit_per_sec: 1.0,
+            protect_after_frames: 5,
+            ..Default::default()
+        });
+        let labels = HashMap::new();
+        let real = ["lot-1", "lot-2", "lot-3", "lot-4"];
+        for t in 1_000..1_010 {
+            for cam in real {
+                s.record(&rec(cam, &labels, t, &[Some(0.5), None]), t);
+            }
+        }
+        // Pre-scored frames with a fresh camera id each, 10 a second for 100 seconds, while the real cameras
+        // keep quiet (so they are the idlest slices).
+        let fresh: Vec<String> = (0..1_000).map(|i| format!("intruder-{i}")).collect();
+        for (i, cam) in fresh.iter().enumerate() {
+            let t = 1_100 + i as i64 / 10;
+            s.record(&rec(cam, &labels, t, &[Some(0.5), None]), t);
+        }
+        assert!(s.slice_count() <= 10);
+        for cam in real {
+            let key = format!("camera_id={cam}");
+            assert!(s.snapshot(&key, 1_200).is_some_and(|w| w.frames == 10), "{key} was evicted or lost frames");
+        }
+        let evicted = s.take_evicted();
+        assert!(!evicted.is_empty() && evicted.iter().all(|k| k.as_str().starts_with("camera_id=intruder-")));
+        // The bucket (10 deep) refilled while the cameras were quiet, then 1 a second over 99 seconds: everything
+        // else was refused.
+        let admitted = 10 + 99;
+        assert_eq!(s.refused_slices(), 1_000 - admitted);
+        assert_eq!(s.counters().evicted_capacity, admitted - 5, "the 5 free places, then one eviction each");
+        // Every frame still counted in global.
+        assert_eq!(s.snapshot(GLOBAL, 1_200).map(|w| w.frames), Some(40 + 1_000));
     }
 
     #[test]

@@ -122,6 +122,7 @@ impl WindowStore {
             } else {
                 Lags::default()
             };
+            let frames_total = ring.iter().map(|w| w.frames).sum();
             let state = SliceState {
                 ring,
                 last_seen_secs: sl.last_seen_secs,
@@ -130,6 +131,7 @@ impl WindowStore {
                 reference,
                 lags,
                 last: Vec::new(),
+                frames_total,
             };
             restored.insert(SliceKey::from_canonical(&sl.key), state);
         }
