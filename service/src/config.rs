@@ -141,6 +141,9 @@ pub struct PipelineConfig {
     pub max_image_pixels: u64,
     /// Analysis resolution; must equal the baseline's (checked at start-up).
     pub max_side: Option<u32>,
+    /// Liveness (`/healthz`) fails when frames are queued and no frame has finished scoring for this long: a hung
+    /// worker (a custom metric in an endless loop), which only a restart cures.
+    pub stall_secs: u64,
 }
 
 impl Default for PipelineConfig {
@@ -151,6 +154,7 @@ impl Default for PipelineConfig {
             max_image_bytes: 16 << 20,
             max_image_pixels: 50_000_000,
             max_side: None,
+            stall_secs: 120,
         }
     }
 }
@@ -576,6 +580,9 @@ impl Config {
             if !(secs > 0.0 && secs <= 3600.0) {
                 bail!("{key} must be in (0, 3600]");
             }
+        }
+        if self.pipeline.stall_secs == 0 {
+            bail!("pipeline.stall_secs must be at least 1");
         }
         if self.pipeline.queue_capacity == 0 {
             bail!("pipeline.queue_capacity must be at least 1");

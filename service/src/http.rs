@@ -30,6 +30,18 @@ pub struct HttpState {
     pub kafka: Option<KafkaHealth>,
     /// Bearer tokens, when `[server.auth]` is on.
     pub auth: Option<Auth>,
+    /// Why the process is stuck, if it is (a stalled scoring queue): liveness fails with this text.
+    pub stuck: Stuck,
+}
+
+/// A check that says why the process is stuck (None: it is not).
+#[derive(Clone)]
+pub struct Stuck(pub Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl std::fmt::Debug for Stuck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stuck(..)")
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -87,11 +99,14 @@ async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> 
 /// 200 unless a part that cannot recover by itself has died (the Kafka poll thread): then the process should
 /// be restarted.
 async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
+    if let Some(why) = (s.stuck.0)() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}; restart\n"));
+    }
     match &s.kafka {
         Some(k) if !k.alive.load(Ordering::SeqCst) && s.ready.load(Ordering::SeqCst) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "kafka: the poll thread has stopped (see the log); restart\n")
+            (StatusCode::SERVICE_UNAVAILABLE, "kafka: the poll thread has stopped (see the log); restart\n".into())
         }
-        _ => (StatusCode::OK, "ok\n"),
+        _ => (StatusCode::OK, "ok\n".into()),
     }
 }
 

@@ -6,9 +6,12 @@
 //! store (a batch under one lock), and answers the submitter.
 //!
 //! A panic (a bug in a metric or a decoder) costs one frame, not the pool: it is refused as `internal_error`,
-//! counted and logged; a worker that dies anyway gives its queue permits back and is started again.
+//! counted and logged; a worker that dies anyway gives its queue permits back and is started again. A worker
+//! that hangs instead (a metric stuck in a loop) shows as a stall: frames queued and none finished for a while
+//! (`PipelineHandle::stalled`), which fails liveness so the orchestrator restarts the process.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -63,6 +66,45 @@ pub struct PipelineHandle {
     /// One permit per frame of capacity: taken at submit, given back once the frame is recorded (or refused), so
     /// the bound is in frames whether they come one by one (gRPC) or in batches (Kafka).
     frames: Arc<tokio::sync::Semaphore>,
+    progress: Arc<Progress>,
+}
+
+/// The queue's depth and progress, for liveness; see `PipelineHandle::watch`.
+#[derive(Debug, Clone)]
+pub struct QueueWatch {
+    frames: Arc<tokio::sync::Semaphore>,
+    progress: Arc<Progress>,
+    capacity: usize,
+}
+
+impl QueueWatch {
+    /// See `PipelineHandle::stalled`.
+    pub fn stalled(&self, limit: Duration) -> Option<(usize, Duration)> {
+        let depth = self.capacity.saturating_sub(self.frames.available_permits());
+        let since = self.progress.since();
+        (depth > 0 && since > limit).then_some((depth, since))
+    }
+}
+
+/// When the queue last moved: a job finished, or work arrived at an empty queue.
+#[derive(Debug)]
+struct Progress {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress { epoch: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    fn mark(&self) {
+        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn since(&self) -> Duration {
+        self.epoch.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
 }
 
 /// The running pool.
@@ -98,6 +140,7 @@ impl PipelineHandle {
     pub async fn submit(&self, job: Job) -> Result<(), ShuttingDown> {
         let n = self.permits_for(&job);
         self.frames.acquire_many(n).await.map_err(|_| ShuttingDown)?.forget();
+        self.mark_if_first(n);
         let r = self.tx.send(job).await.map_err(|_| {
             self.frames.add_permits(n as usize);
             ShuttingDown
@@ -110,7 +153,10 @@ impl PipelineHandle {
     pub fn try_submit(&self, job: Job) -> Result<(), TrySubmitError> {
         let n = self.permits_for(&job);
         match self.frames.try_acquire_many(n) {
-            Ok(p) => p.forget(),
+            Ok(p) => {
+                p.forget();
+                self.mark_if_first(n);
+            }
             Err(tokio::sync::TryAcquireError::NoPermits) => return Err(TrySubmitError::Full(Box::new(job))),
             Err(tokio::sync::TryAcquireError::Closed) => return Err(TrySubmitError::ShuttingDown(Box::new(job))),
         }
@@ -123,6 +169,25 @@ impl PipelineHandle {
         });
         self.telemetry.queue_depth.set(self.depth() as i64);
         r
+    }
+
+    /// Work that just arrived at an empty queue starts the stall clock afresh.
+    fn mark_if_first(&self, n: u32) {
+        if self.depth() <= n as usize {
+            self.progress.mark();
+        }
+    }
+
+    /// `Some((frames queued or being scored, time since the queue last moved))` when frames wait and no job has
+    /// finished for longer than `limit`: a stuck worker. Liveness fails on it.
+    pub fn stalled(&self, limit: Duration) -> Option<(usize, Duration)> {
+        self.watch().stalled(limit)
+    }
+
+    /// A view of the queue's depth and progress that does not keep the queue open (the HTTP server holds one
+    /// past the pipeline's drain).
+    pub fn watch(&self) -> QueueWatch {
+        QueueWatch { frames: self.frames.clone(), progress: self.progress.clone(), capacity: self.capacity }
     }
 
     /// A job never asks for more than the whole capacity (sources keep batches within it).
@@ -175,13 +240,20 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel::<Job>(capacity);
         let rx = Arc::new(Mutex::new(rx));
         let frames = Arc::new(tokio::sync::Semaphore::new(capacity));
-        let handle = PipelineHandle { tx, capacity, telemetry: ctx.telemetry.clone(), frames: frames.clone() };
+        let progress = Arc::new(Progress::new());
+        let handle = PipelineHandle {
+            tx,
+            capacity,
+            telemetry: ctx.telemetry.clone(),
+            frames: frames.clone(),
+            progress: progress.clone(),
+        };
         let workers = (0..workers.max(1))
             .map(|i| {
-                let (rx, ctx, frames) = (rx.clone(), ctx.clone(), frames.clone());
+                let (rx, ctx, queue) = (rx.clone(), ctx.clone(), (frames.clone(), progress.clone()));
                 std::thread::Builder::new()
                     .name(format!("framewatch-score-{i}"))
-                    .spawn(move || supervise(i, &rx, &ctx, &frames, capacity))
+                    .spawn(move || supervise(i, &rx, &ctx, (&queue.0, &queue.1), capacity))
                     .unwrap_or_else(|e| panic!("cannot start scoring thread: {e}"))
             })
             .collect();
@@ -210,11 +282,11 @@ fn supervise(
     id: usize,
     rx: &Mutex<mpsc::Receiver<Job>>,
     ctx: &WorkerContext,
-    permits: &tokio::sync::Semaphore,
+    queue: (&tokio::sync::Semaphore, &Progress),
     capacity: usize,
 ) {
     loop {
-        match catch_unwind(AssertUnwindSafe(|| worker(rx, ctx, permits, capacity))) {
+        match catch_unwind(AssertUnwindSafe(|| worker(rx, ctx, queue, capacity))) {
             Ok(()) => return,
             Err(panic) => {
                 tracing::error!(
@@ -231,6 +303,7 @@ fn supervise(
 /// also when a panic unwinds through the worker, so a dying worker never shrinks the queue.
 struct Permits<'a> {
     semaphore: &'a tokio::sync::Semaphore,
+    progress: &'a Progress,
     n: usize,
     capacity: usize,
     telemetry: &'a Telemetry,
@@ -238,12 +311,18 @@ struct Permits<'a> {
 
 impl Drop for Permits<'_> {
     fn drop(&mut self) {
+        self.progress.mark();
         self.semaphore.add_permits(self.n);
         self.telemetry.queue_depth.set(self.capacity.saturating_sub(self.semaphore.available_permits()) as i64);
     }
 }
 
-fn worker(rx: &Mutex<mpsc::Receiver<Job>>, ctx: &WorkerContext, permits: &tokio::sync::Semaphore, capacity: usize) {
+fn worker(
+    rx: &Mutex<mpsc::Receiver<Job>>,
+    ctx: &WorkerContext,
+    (permits, progress): (&tokio::sync::Semaphore, &Progress),
+    capacity: usize,
+) {
     let mut scorer = Scorer::new(ctx.registry.clone(), ctx.settings);
     // Reused across jobs: one scored slot per frame of the largest batch seen, and a single frame's outcome.
     let mut scored: Vec<Scored> = Vec::new();
@@ -253,7 +332,8 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, ctx: &WorkerContext, permits: &tokio:
         let Some(job) = rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv() else { return };
         // Recorded (or refused) before its permits come back and before anyone hears of it: the depth reaches
         // zero only when the store has every frame.
-        let held = Permits { semaphore: permits, n: job.frames().min(capacity), capacity, telemetry: &ctx.telemetry };
+        let n = job.frames().min(capacity);
+        let held = Permits { semaphore: permits, progress, n, capacity, telemetry: &ctx.telemetry };
         match job.work {
             Work::Frame(frame, reply) => {
                 let source = frame.source;
@@ -459,9 +539,41 @@ mod tests {
         }
     }
 
+    /// Frames this wide make `Stuck` wait until `STUCK_GATE` opens.
+    const STUCK_WIDTH: usize = 11;
+    static STUCK_GATE: (Mutex<bool>, std::sync::Condvar) = (Mutex::new(false), std::sync::Condvar::new());
+
+    /// A user's custom metric that hangs (a loop that never ends, a lock never released) on frames 11 pixels wide.
+    #[derive(Debug)]
+    struct Stuck;
+
+    impl FrameMetric for Stuck {
+        fn info(&self) -> MetricInfo {
+            MetricInfo {
+                name: "stuck",
+                kind: MetricKind::Data,
+                unit: "ratio",
+                range: "[0, 1]",
+                description: "hangs on frames 11 pixels wide until the test lets it go",
+                encord: None,
+            }
+        }
+        fn compute(&self, f: &FrameContext<'_>) -> Option<f64> {
+            if f.source_size.is_some_and(|(w, _)| w == STUCK_WIDTH) {
+                let (open, wake) = &STUCK_GATE;
+                let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+                while !*open {
+                    open = wake.wait(open).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            Some(1.0)
+        }
+    }
+
     fn context() -> WorkerContext {
         let mut registry = MetricRegistry::standard();
         registry.register(Buggy).expect("register the custom metric");
+        registry.register(Stuck).expect("register the custom metric");
         let registry = Arc::new(registry);
         let mut baseline = BaselineBuilder::new(vec!["brightness".into()], ComparableSettings::default(), 10);
         for i in 0..100 {
@@ -542,13 +654,53 @@ mod tests {
         pipeline.drain();
     }
 
+    /// Polls `f` every 10 ms for at most 10 s.
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_hung_worker_shows_as_a_stall_which_clears_when_it_moves_and_idleness_is_no_stall() {
+        let limit = Duration::from_millis(100);
+        let pipeline = Pipeline::start(1, 4, context());
+        let handle = pipeline.handle();
+        // Idle for longer than the limit: nothing waits, so nothing is stalled.
+        eventually("the idle queue to age past the limit", || handle.progress.since() > limit).await;
+        assert_eq!(handle.stalled(limit), None);
+
+        // A frame hangs in a metric; one more waits behind it.
+        let (tx, rx) = oneshot::channel();
+        handle.submit(Job { work: Work::Frame(frame(Source::Grpc, STUCK_WIDTH), Some(tx)) }).await.expect("queued");
+        let (tx2, rx2) = oneshot::channel();
+        handle.submit(Job { work: Work::Frame(frame(Source::Grpc, 16), Some(tx2)) }).await.expect("queued");
+        eventually("the stall to show", || handle.stalled(limit).is_some()).await;
+        assert_eq!(handle.stalled(limit).map(|(depth, _)| depth), Some(2));
+
+        // Let it go: both frames are answered and the stall clears.
+        *STUCK_GATE.0.lock().expect("gate") = true;
+        STUCK_GATE.1.notify_all();
+        assert_eq!(reason(&rx.await.expect("answered")), "ok");
+        assert_eq!(reason(&rx2.await.expect("answered")), "ok");
+        assert_eq!(handle.stalled(limit), None);
+        drop(handle);
+        pipeline.drain();
+    }
+
     #[test]
     fn a_worker_unwinding_gives_its_permits_back() {
         let semaphore = tokio::sync::Semaphore::new(8);
         let telemetry = Telemetry::register(&mut Registry::default(), 8);
         semaphore.try_acquire_many(5).expect("room").forget();
         let unwound = catch_unwind(AssertUnwindSafe(|| {
-            let _held = Permits { semaphore: &semaphore, n: 5, capacity: 8, telemetry: &telemetry };
+            let progress = Progress::new();
+            let _held =
+                Permits { semaphore: &semaphore, progress: &progress, n: 5, capacity: 8, telemetry: &telemetry };
             panic!("a worker dies holding a job");
         }));
         assert!(unwound.is_err());

@@ -32,9 +32,9 @@ use crate::checkpoint::{CheckpointTelemetry, Checkpointer, SavedOffset, compat_f
 use crate::config::Config;
 use crate::evaluate::{Evaluation, EvaluationSettings, evaluate};
 use crate::export::DriftCollector;
-use crate::http::{HttpState, KafkaHealth};
+use crate::http::{HttpState, KafkaHealth, Stuck};
 use crate::listen::{self, Incoming, ListenSettings, ListenTelemetry, ServerTls};
-use crate::pipeline::{Pipeline, PipelineHandle, WorkerContext};
+use crate::pipeline::{Pipeline, PipelineHandle, QueueWatch, WorkerContext};
 use crate::reload::{self, ReloadTelemetry, Reloading};
 use crate::sources::grpc::{GrpcIngest, OversizeStatus};
 use crate::sources::kafka::{KafkaDeps, KafkaSource, KafkaTelemetry};
@@ -181,6 +181,7 @@ impl Service {
             ready: ready.clone(),
             kafka: kafka.as_ref().map(|k| KafkaHealth { connected: k.ready(), alive: k.alive() }),
             auth: guard.auth.clone(),
+            stuck: stuck_pipeline(pipeline.handle().watch(), Duration::from_secs(config.pipeline.stall_secs)),
         };
         let http_task = tokio::spawn(crate::http::serve(
             http_incoming,
@@ -261,6 +262,20 @@ impl Service {
 
 async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {key} {addr}"))
+}
+
+/// Liveness: a scoring queue with frames waiting and none finished for `limit` (a hung worker).
+fn stuck_pipeline(queue: QueueWatch, limit: Duration) -> Stuck {
+    Stuck(Arc::new(move || {
+        queue.stalled(limit).map(|(depth, since)| {
+            format!(
+                "pipeline: {depth} frames queued and none finished scoring for {} s (pipeline.stall_secs = {}): a \
+                 hung worker",
+                since.as_secs(),
+                limit.as_secs()
+            )
+        })
+    }))
 }
 
 /// What stands at the door of both listeners: TLS (reloaded when its files change), the connection bound and
