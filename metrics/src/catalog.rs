@@ -70,12 +70,31 @@ pub enum RegistryError {
 pub struct MetricRegistry {
     metrics: Vec<Box<dyn FrameMetric>>,
     index: HashMap<&'static str, usize>,
+    /// Per metric, the values accepted from outside (edge-computed values): `MetricInfo::accepted`.
+    accepted: Vec<(f64, f64)>,
+}
+
+/// Largest magnitude accepted for a metric whose range has no exact numeric bound: far beyond any real value, and
+/// small enough that sums of squares over billions of values stay finite.
+pub const MAX_VALUE_MAGNITUDE: f64 = 1e12;
+
+impl MetricInfo {
+    /// The values framewatch accepts for this metric from outside (edge-computed), from `range`: an exact numeric
+    /// bound (`[0, 1]`, `[1, 100]`) holds as written, within 1e-9 for floating-point error; an open or
+    /// approximate one (`inf`, `~180`, `log2(K)`) becomes `MAX_VALUE_MAGNITUDE`.
+    pub fn accepted(&self) -> (f64, f64) {
+        let inner = self.range.trim().trim_start_matches(['[', '(']).trim_end_matches([']', ')']);
+        let (lo, hi) = inner.split_once(',').unwrap_or(("", ""));
+        let exact = |s: &str| s.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+        const SLACK: f64 = 1e-9;
+        (exact(lo).map_or(-MAX_VALUE_MAGNITUDE, |v| v - SLACK), exact(hi).map_or(MAX_VALUE_MAGNITUDE, |v| v + SLACK))
+    }
 }
 
 impl MetricRegistry {
     /// An empty registry.
     pub fn empty() -> MetricRegistry {
-        MetricRegistry { metrics: Vec::new(), index: HashMap::new() }
+        MetricRegistry { metrics: Vec::new(), index: HashMap::new(), accepted: Vec::new() }
     }
 
     /// The built-in catalog only.
@@ -108,6 +127,7 @@ impl MetricRegistry {
         }
         let i = self.metrics.len();
         self.index.insert(name, i);
+        self.accepted.push(metric.info().accepted());
         self.metrics.push(Box::new(metric));
         Ok(i)
     }
@@ -122,6 +142,11 @@ impl MetricRegistry {
 
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
+    }
+
+    /// The values accepted from outside for metric `i` (see `MetricInfo::accepted`).
+    pub fn accepted(&self, i: usize) -> Option<(f64, f64)> {
+        self.accepted.get(i).copied()
     }
 
     pub fn infos(&self) -> impl Iterator<Item = MetricInfo> + '_ {
@@ -402,6 +427,27 @@ mod tests {
         crate::custom::register_all(&mut reg).expect("custom metrics register");
         assert_eq!(reg.len(), MetricRegistry::standard().len());
         assert_eq!(reg.register(crate::custom::Redness), Err(RegistryError::Duplicate("redness".into())));
+    }
+
+    #[test]
+    fn every_metric_accepts_a_real_range_and_refuses_what_would_overflow() {
+        for m in MetricRegistry::standard().infos() {
+            let (lo, hi) = m.accepted();
+            assert!(lo < hi && lo.is_finite() && hi.is_finite(), "{}: {lo} {hi}", m.name);
+            assert!(!(lo..=hi).contains(&1e300) && !(lo..=hi).contains(&-1e300), "{}", m.name);
+        }
+        let info = |range| MetricInfo { range, ..MetricRegistry::builtin().infos().next().expect("a metric") };
+        let accepts = |range, v: f64| {
+            let (lo, hi) = info(range).accepted();
+            (lo..=hi).contains(&v)
+        };
+        assert!(
+            accepts("[0, 1]", 1.0) && accepts("[0, 1]", 0.0) && !accepts("[0, 1]", 1.01) && !accepts("[0, 1]", -0.01)
+        );
+        assert!(accepts("[1, 100]", 100.0) && !accepts("[1, 100]", 0.5));
+        assert!(accepts("[1, inf)", 8e9) && !accepts("[1, inf)", 0.0) && !accepts("[1, inf)", 1e13));
+        assert!(accepts("[0, ~180]", 250.0), "an approximate bound is not enforced exactly");
+        assert!(accepts("[0, log2(K)]", 12.0) && !accepts("[0, log2(K)]", -1.0));
     }
 
     #[test]

@@ -495,6 +495,13 @@ fn score(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, out: &mut 
                     format!("metric {name:?} is not in the catalog"),
                 ));
             };
+            if ctx.registry.accepted(i).is_some_and(|(lo, hi)| !(lo..=hi).contains(v)) {
+                let range = ctx.registry.infos().nth(i).map_or("?", |m| m.range);
+                return Err(Rejection::new(
+                    RejectReason::InvalidMetricValue,
+                    format!("metric {name:?} = {v} is outside its range {range} (see `framewatch metrics`)"),
+                ));
+            }
             out.values[i] = Some(*v);
         }
     }

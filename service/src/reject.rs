@@ -35,7 +35,7 @@ reasons! {
     TooOld => "too_old", "Captured longer ago than ingest.max_age_secs.";
     TooLate => "too_late", "Captured before the window's allowed lateness: counted as late, not mixed into windows.";
     EmptyFrame => "empty_frame", "No image, no metric values and no detections.";
-    InvalidMetricValue => "invalid_metric_value", "An edge-computed metric value is not finite.";
+    InvalidMetricValue => "invalid_metric_value", "An edge-computed metric value is not finite, or outside the range the catalog gives for the metric.";
     UnknownMetric => "unknown_metric", "An edge-computed metric is not in the catalog.";
     BadRawImage => "bad_raw_image", "raw_image has an unknown pixel format or a size that does not match its pixels.";
     EmptyImage => "empty_image", "The encoded image has no bytes.";

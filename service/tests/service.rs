@@ -159,6 +159,51 @@ fn bad_frames() -> Vec<(Frame, &'static str)> {
         (
             with(&|f| {
                 f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
+                    values: [("brightness".to_string(), 1e300)].into(),
+                    perceptual_hash: None,
+                }))
+            }),
+            "invalid_metric_value",
+        ),
+        (
+            with(&|f| {
+                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
+                    values: [("brightness".to_string(), 1.5)].into(),
+                    perceptual_hash: None,
+                }))
+            }),
+            "invalid_metric_value",
+        ),
+        (
+            with(&|f| {
+                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
+                    values: [("sharpness".to_string(), -0.25)].into(),
+                    perceptual_hash: None,
+                }))
+            }),
+            "invalid_metric_value",
+        ),
+        (
+            with(&|f| {
+                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
+                    values: [("area".to_string(), 1e300)].into(),
+                    perceptual_hash: None,
+                }))
+            }),
+            "invalid_metric_value",
+        ),
+        (
+            with(&|f| {
+                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
+                    values: [("object_count".to_string(), -1.0)].into(),
+                    perceptual_hash: None,
+                }))
+            }),
+            "invalid_metric_value",
+        ),
+        (
+            with(&|f| {
+                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
                     values: [("brightnes".to_string(), 0.5)].into(),
                     perceptual_hash: None,
                 }))
@@ -191,8 +236,9 @@ async fn streamed_frames_drift_is_visible_over_grpc_and_metrics_and_bad_frames_a
     all.extend(frames("night", "cam-night", "lot-2"));
     let bad = bad_frames();
     let mut expected: Vec<Option<&str>> = vec![None; all.len()];
+    let every = (all.len() - 10) / bad.len();
     for (i, (f, reason)) in bad.iter().enumerate() {
-        let at = 10 + i * 17;
+        let at = 10 + i * every;
         all.insert(at, f.clone());
         expected.insert(at, Some(reason));
     }
