@@ -587,8 +587,14 @@ group_id = "late"
     let fw = Instance::start(&dir, "framewatch", &cfg);
     // The consumer has tried the broker and failed (librdkafka reported it): what /readyz says is now settled.
     fw.wait_value("a client error", "framewatch_kafka_client_errors_total", &[], 1.0, Duration::from_secs(60));
+    // ... and /readyz says which broker and why, in librdkafka's words.
     let (status, body) = http_get(fw.http, "/readyz").expect("readyz");
-    assert_eq!((status, body.as_str()), (503, "grpc: ready\nkafka: not ready (no broker connection; retrying)\n"));
+    assert_eq!(status, 503, "{body}");
+    let why = body
+        .strip_prefix("grpc: ready\nkafka: not ready (no broker connection: ")
+        .and_then(|rest| rest.strip_suffix("; retrying)\n"))
+        .unwrap_or_else(|| panic!("/readyz body: {body:?}"));
+    assert!(why.contains(&format!("127.0.0.1:{port}")) && why.contains("Connection refused"), "{why}");
     assert_eq!(http_get(fw.http, "/healthz").map(|r| r.0), Some(200), "alive while the broker is away");
     let m = fw.metrics();
     assert!(m.contains("framewatch_kafka_brokers_up 0"), "metrics are served: {m}");
