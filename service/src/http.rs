@@ -4,8 +4,8 @@
 //! the health checks stay open. Served by hyper's HTTP/1 server directly (not `axum::serve`) for its header-read
 //! timeout: a client that opens a connection and sends nothing, or headers byte by byte, is cut off.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -48,6 +48,23 @@ impl std::fmt::Debug for Stuck {
 pub struct KafkaHealth {
     pub connected: Arc<AtomicBool>,
     pub alive: Arc<AtomicBool>,
+    /// Why no broker is reachable (librdkafka's words: the broker and, say, the certificate problem).
+    pub reason: NotReadyReason,
+}
+
+/// Why a source is not ready, in words for /readyz: written by the source, read here. One line, bounded by the
+/// writer.
+#[derive(Clone, Debug, Default)]
+pub struct NotReadyReason(Arc<Mutex<Option<String>>>);
+
+impl NotReadyReason {
+    pub fn set(&self, reason: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -118,13 +135,15 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     if let Some(k) = &s.kafka {
         let up = k.connected.load(Ordering::SeqCst) && k.alive.load(Ordering::SeqCst);
         all &= up;
-        body.push_str(if up {
-            "kafka: ready\n"
+        if up {
+            body.push_str("kafka: ready\n");
         } else if !k.alive.load(Ordering::SeqCst) {
-            "kafka: not ready (the poll thread has stopped)\n"
+            body.push_str("kafka: not ready (the poll thread has stopped)\n");
+        } else if let Some(why) = k.reason.get() {
+            body.push_str(&format!("kafka: not ready (no broker connection: {why}; retrying)\n"));
         } else {
-            "kafka: not ready (no broker connection; retrying)\n"
-        });
+            body.push_str("kafka: not ready (no broker connection; retrying)\n");
+        }
     }
     let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, body)

@@ -179,7 +179,11 @@ impl Service {
         let http_state = HttpState {
             registry: Arc::new(prom),
             ready: ready.clone(),
-            kafka: kafka.as_ref().map(|k| KafkaHealth { connected: k.ready(), alive: k.alive() }),
+            kafka: kafka.as_ref().map(|k| KafkaHealth {
+                connected: k.ready(),
+                alive: k.alive(),
+                reason: k.not_ready_reason(),
+            }),
             auth: guard.auth.clone(),
             stuck: stuck_pipeline(pipeline.handle().watch(), Duration::from_secs(config.pipeline.stall_secs)),
         };

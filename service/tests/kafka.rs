@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use framewatch_e2e::tls::{Stunnel, pki};
 use framewatch_e2e::{Broker, CutProxy, Proc, free_port, http_get, metric_sum, scratch, wait_for};
 use framewatch_proto::v1;
 use framewatch_synth::{Camera, Drift};
@@ -42,12 +43,16 @@ impl ProducerContext for Deliveries {
 type Msg = (i32, String, Vec<u8>);
 
 fn produce(broker: &Broker, topic: &str, msgs: &[Msg]) {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", broker.addr());
+    produce_with(client, topic, msgs);
+}
+
+/// `produce` with a client configured by the caller (bootstrap servers, security).
+fn produce_with(mut client: ClientConfig, topic: &str, msgs: &[Msg]) {
     let failed = Arc::new(AtomicU64::new(0));
-    let p: ThreadedProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", broker.addr())
-        .set("linger.ms", "5")
-        .create_with_context(Deliveries(failed.clone()))
-        .expect("producer");
+    let p: ThreadedProducer<Deliveries> =
+        client.set("linger.ms", "5").create_with_context(Deliveries(failed.clone())).expect("producer");
     for (partition, key, value) in msgs {
         let mut record = BaseRecord::to(topic).partition(*partition).key(key.as_str()).payload(value.as_slice());
         loop {
@@ -587,8 +592,14 @@ group_id = "late"
     let fw = Instance::start(&dir, "framewatch", &cfg);
     // The consumer has tried the broker and failed (librdkafka reported it): what /readyz says is now settled.
     fw.wait_value("a client error", "framewatch_kafka_client_errors_total", &[], 1.0, Duration::from_secs(60));
+    // ... and /readyz says which broker and why, in librdkafka's words.
     let (status, body) = http_get(fw.http, "/readyz").expect("readyz");
-    assert_eq!((status, body.as_str()), (503, "grpc: ready\nkafka: not ready (no broker connection; retrying)\n"));
+    assert_eq!(status, 503, "{body}");
+    let why = body
+        .strip_prefix("grpc: ready\nkafka: not ready (no broker connection: ")
+        .and_then(|rest| rest.strip_suffix("; retrying)\n"))
+        .unwrap_or_else(|| panic!("/readyz body: {body:?}"));
+    assert!(why.contains(&format!("127.0.0.1:{port}")) && why.contains("Connection refused"), "{why}");
     assert_eq!(http_get(fw.http, "/healthz").map(|r| r.0), Some(200), "alive while the broker is away");
     let m = fw.metrics();
     assert!(m.contains("framewatch_kafka_brokers_up 0"), "metrics are served: {m}");
@@ -647,4 +658,137 @@ fn a_network_outage_mid_stream_is_survived_without_loss() {
     // final here.
     fw.wait_value("offsets committed after the outage", "framewatch_kafka_committed_offset", &[], 400.0, limit);
     assert_eq!(fw.value(accepted, &[("source", "kafka")]), 400.0, "nothing lost, nothing counted twice");
+}
+
+/// Issue #11 (Kafka): a broker reached over TLS only. Tansu speaks plaintext, so stunnel terminates TLS in front of
+/// it (with the test CA's certificate for 127.0.0.1) and the broker advertises stunnel's port: framewatch and the
+/// producer can reach the broker through TLS and nothing else. With the right CA every frame is scored; with
+/// another CA nothing is consumed, /readyz is 503 with the certificate failure, and the log says so once per
+/// back-off interval, not once per retry.
+#[test]
+fn kafka_over_tls_is_scored_and_a_wrong_ca_is_refused_with_the_reason() {
+    let dir = scratch("kafka-tls");
+    let baseline = fleet_baseline(&dir);
+    let pki = pki(&dir.join("pki"));
+    let (broker_port, tls_port) = (free_port(), free_port());
+    let broker = Broker::start_advertising(&dir, "tansu", broker_port, tls_port);
+    let _stunnel = Stunnel::start(&dir, "stunnel", &pki, tls_port, broker_port);
+    broker.create_topic("frames", 2);
+    let tls_addr = format!("127.0.0.1:{tls_port}");
+    let over_tls = |group: &str, ca: &Path| {
+        let props = format!("\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"{}\"", ca.display());
+        config(&baseline, &broker, "frames", group, &props)
+            .replace(&format!("brokers = \"{}\"", broker.addr()), &format!("brokers = \"{tls_addr}\""))
+    };
+    let consumed = "framewatch_kafka_messages_consumed_total";
+    let accepted = "framewatch_frames_accepted_total";
+    let limit = Duration::from_secs(60);
+
+    // The producer, like a camera gateway, speaks TLS too (the broker advertises only the TLS port).
+    let mut producer = ClientConfig::new();
+    producer
+        .set("bootstrap.servers", &tls_addr)
+        .set("security.protocol", "SSL")
+        .set("ssl.ca.location", pki.ca_cert.display().to_string());
+    let mut fleet = Fleet::new(unix_now() - 120);
+    let msgs: Vec<Msg> = fleet.frames(300).into_iter().map(|(p, k, v)| (p % 2, k, v)).collect();
+    produce_with(producer, "frames", &msgs);
+
+    {
+        let fw = Instance::start(&dir, "trusting", &over_tls("trusting", &pki.ca_cert));
+        fw.wait_value("every message consumed over TLS", consumed, &[("topic", "frames")], 300.0, limit);
+        // Committed offsets adding up to 300 means every frame is recorded: the counts are final.
+        fw.wait_value("offsets committed", "framewatch_kafka_committed_offset", &[], 300.0, limit);
+        let m = fw.metrics();
+        assert_eq!(metric_sum(&m, accepted, &[("source", "kafka")]), Some(300.0), "{m}");
+        assert_eq!(metric_sum(&m, "framewatch_frames_rejected_total", &[("source", "kafka")]).unwrap_or(0.0), 0.0);
+        let (status, body) = http_get(fw.http, "/readyz").expect("readyz");
+        assert_eq!((status, body.as_str()), (200, "grpc: ready\nkafka: ready\n"));
+    }
+
+    // Trusting another CA: the same 300 messages wait for a new group, and none arrives.
+    let fw = Instance::start(&dir, "distrusting", &over_tls("distrusting", &pki.other_ca_cert));
+    let log = fw.proc.log.clone();
+    let body = wait_for(&format!("/readyz to give the TLS failure (log {})", log.display()), limit, || {
+        http_get(fw.http, "/readyz").map(|(_, b)| b).filter(|b| b.contains("certificate verify failed"))
+    });
+    // A second failed handshake (librdkafka retried with back-off and failed again): consuming had its chance.
+    fw.wait_value("a retried handshake to fail too", "framewatch_kafka_client_errors_total", &[], 2.0, limit);
+    let (status, body_now) = http_get(fw.http, "/readyz").expect("readyz");
+    assert_eq!(status, 503, "{body_now}");
+    let why = body_now
+        .strip_prefix("grpc: ready\nkafka: not ready (no broker connection: ")
+        .and_then(|rest| rest.strip_suffix("; retrying)\n"))
+        .unwrap_or_else(|| panic!("/readyz body: {body_now:?} (first: {body:?})"));
+    assert!(why.contains(&tls_addr) && why.contains("certificate verify failed"), "{why}");
+    let m = fw.metrics();
+    assert_eq!(metric_sum(&m, consumed, &[]).unwrap_or(0.0), 0.0, "nothing is consumed without trust: {m}");
+    assert_eq!(metric_sum(&m, accepted, &[]).unwrap_or(0.0), 0.0, "{m}");
+    assert_eq!(metric_sum(&m, "framewatch_kafka_assigned_partitions", &[]), Some(0.0), "{m}");
+    assert!(
+        metric_sum(&m, "framewatch_kafka_client_errors_total", &[("code", "SSL")]).is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
+    // The log: warnings name the broker and the certificate problem, and come with back-off (the first at once,
+    // then at most one a second, doubling), not one per failed reconnect: librdkafka retries every ~50 ms at
+    // first, so 20 client errors take about a second, in which back-off allows two lines.
+    fw.wait_value("20 client errors", "framewatch_kafka_client_errors_total", &[], 20.0, limit);
+    let text = fw.proc.log_text();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+    assert!(!warnings.is_empty(), "{text}");
+    for w in &warnings {
+        assert!(w.contains(&tls_addr) && w.contains("certificate verify failed"), "every warning says why: {w}");
+    }
+    let errors = fw.value("framewatch_kafka_client_errors_total", &[]);
+    assert!(warnings.len() <= 4, "{} warnings for {errors} client errors:\n{text}", warnings.len());
+    eprintln!("wrong CA: {} warning line(s) for {errors} client errors; the first: {}", warnings.len(), warnings[0]);
+}
+
+/// Issue #11 (Kafka), SASL: SASL_SSL with SCRAM-SHA-512, through the same TLS proxy, to a broker that requires SCRAM.
+/// Tansu speaks SCRAM-SHA-512 (not PLAIN), but its CLI cannot authenticate, so a broker that requires authentication
+/// has no users (and memory storage forgets users made before a restart): a successful login cannot be tested here,
+/// only the refusal. This checks that librdkafka runs the SCRAM exchange over TLS, that the refusal keeps the source
+/// unready with the reason on /readyz and in the log, and that the password appears in neither.
+#[test]
+fn kafka_sasl_ssl_scram_refusal_is_reported_with_the_reason() {
+    let dir = scratch("kafka-sasl");
+    let baseline = fleet_baseline(&dir);
+    let pki = pki(&dir.join("pki"));
+    let (broker_port, tls_port) = (free_port(), free_port());
+    let broker = Broker::start_authenticating(&dir, "tansu", broker_port, tls_port);
+    let _stunnel = Stunnel::start(&dir, "stunnel", &pki, tls_port, broker_port);
+    let tls_addr = format!("127.0.0.1:{tls_port}");
+    let password = "correct-horse-battery-staple";
+    let props = format!(
+        r#""security.protocol" = "SASL_SSL"
+"ssl.ca.location" = "{}"
+"sasl.mechanism" = "SCRAM-SHA-512"
+"sasl.username" = "framewatch"
+"sasl.password" = "{password}""#,
+        pki.ca_cert.display()
+    );
+    let cfg = config(&baseline, &broker, "frames", "sasl", &props)
+        .replace(&format!("brokers = \"{}\"", broker.addr()), &format!("brokers = \"{tls_addr}\""));
+    let fw = Instance::start(&dir, "framewatch", &cfg);
+    let limit = Duration::from_secs(60);
+    let log = fw.proc.log.clone();
+    wait_for(&format!("/readyz to give the SCRAM refusal (log {})", log.display()), limit, || {
+        http_get(fw.http, "/readyz").filter(|(_, b)| b.contains("SASL SCRAM authentication failed"))
+    });
+    fw.wait_value("a retried login to be refused too", "framewatch_kafka_client_errors_total", &[], 2.0, limit);
+    let (status, body) = http_get(fw.http, "/readyz").expect("readyz");
+    assert_eq!(status, 503, "{body}");
+    let why = body
+        .strip_prefix("grpc: ready\nkafka: not ready (no broker connection: ")
+        .and_then(|rest| rest.strip_suffix("; retrying)\n"))
+        .unwrap_or_else(|| panic!("/readyz body: {body:?}"));
+    // The TLS handshake succeeded (the CA is right): the broker itself refused the unknown user.
+    assert!(why.starts_with(&format!("sasl_ssl://{tls_addr}/")), "{why}");
+    assert!(why.contains("SASL SCRAM authentication failed: broker responded with unknown-user"), "{why}");
+    let m = fw.metrics();
+    assert!(metric_sum(&m, "framewatch_kafka_client_errors_total", &[("code", "Authentication")]).is_some(), "{m}");
+    assert_eq!(metric_sum(&m, "framewatch_kafka_messages_consumed_total", &[]).unwrap_or(0.0), 0.0, "{m}");
+    let text = fw.proc.log_text();
+    assert!(text.lines().any(|l| l.contains("WARN") && l.contains("unknown-user") && l.contains(&tls_addr)), "{text}");
+    assert!(!text.contains(password) && !body.contains(password) && !m.contains(password), "the password leaked");
 }

@@ -32,13 +32,14 @@ pub fn free_port() -> u16 {
 
 /// The path of a required tool, or a panic that says how to install it.
 pub fn tool(name: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = Path::new(dir).join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("{name} is not installed: scripts/test installs it (apt-get install prometheus prometheus-alertmanager)")
+    find_tool(name).unwrap_or_else(|| {
+        panic!("{name} is not installed: scripts/test installs it (apt-get install prometheus prometheus-alertmanager)")
+    })
+}
+
+/// The path of `name` on PATH, if it is there.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    std::env::var("PATH").unwrap_or_default().split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file())
 }
 
 /// A child process killed (and reaped) on drop, with its output in files for post-mortems.
@@ -172,19 +173,35 @@ impl Broker {
         Broker::start_advertising(dir, name, port, port)
     }
 
-    /// Listens on `port` but tells clients to connect to `advertised` (a `CutProxy` in front of it).
+    /// Listens on `port` but tells clients to connect to `advertised` (a `CutProxy` or `tls::Stunnel` in front of
+    /// it).
     pub fn start_advertising(dir: &Path, name: &str, port: u16, advertised: u16) -> Broker {
+        let b = Broker::launch(dir, name, port, advertised, &[]);
+        wait_for("the Tansu broker to answer", Duration::from_secs(20), || b.tansu(&["topic", "list"]).then_some(()));
+        b
+    }
+
+    /// Like `start_advertising`, but every client must authenticate with SASL SCRAM-SHA-512 (Tansu's
+    /// `--authentication`). Tansu's own CLI cannot authenticate, so on this broker neither topics nor users can be
+    /// created (`create_topic` fails) and, with memory storage, no user exists: every login is refused.
+    pub fn start_authenticating(dir: &Path, name: &str, port: u16, advertised: u16) -> Broker {
+        let b = Broker::launch(dir, name, port, advertised, &["--authentication"]);
+        wait_for("the Tansu broker to listen", Duration::from_secs(20), || {
+            TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1)).ok().map(drop)
+        });
+        b
+    }
+
+    fn launch(dir: &Path, name: &str, port: u16, advertised: u16, extra: &[&str]) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let adv = format!("tcp://127.0.0.1:{advertised}");
         let args: Vec<String> = ["broker", "--listener-url", &url, "--advertised-listener-url", &adv]
             .iter()
+            .chain(&["--storage-engine", "memory://tansu/"])
+            .chain(extra)
             .map(|s| s.to_string())
-            .chain(["--storage-engine".into(), "memory://tansu/".into()])
             .collect();
-        let proc = Proc::start(&tansu(), &args, dir, name);
-        let b = Broker { port, _proc: proc };
-        wait_for("the Tansu broker to answer", Duration::from_secs(20), || b.tansu(&["topic", "list"]).then_some(()));
-        b
+        Broker { port, _proc: Proc::start(&tansu(), &args, dir, name) }
     }
 
     /// "127.0.0.1:PORT", for bootstrap.servers.

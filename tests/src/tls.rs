@@ -1,8 +1,9 @@
 //! Throwaway certificates for the TLS tests: a CA, a server certificate for the loopback names (127.0.0.1, ::1,
 //! localhost) and a client certificate signed by it, plus a second, unrelated CA that a client must refuse.
 //! Generated in-process (rcgen, ring), written as PEM files that Prometheus, Alertmanager, grpcio and stunnel read.
+//! And `Stunnel`, a TLS-terminating proxy (Debian's stunnel4) for servers that speak only plaintext.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,8 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::{Proc, find_tool, wait_for};
 
 /// PEM files in one directory.
 #[derive(Debug, Clone)]
@@ -161,4 +164,45 @@ pub async fn https_get(
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.ok()?.to_bytes();
     Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// stunnel in server mode on 127.0.0.1:`port`: it terminates TLS with `pki`'s server certificate (valid for
+/// 127.0.0.1 and localhost) and forwards the plaintext to 127.0.0.1:`target`. Runs in the foreground as a child of
+/// the test, killed on drop; its log is `NAME.log` in the scratch directory.
+#[derive(Debug)]
+pub struct Stunnel {
+    pub port: u16,
+    proc: Proc,
+}
+
+impl Stunnel {
+    pub fn start(dir: &Path, name: &str, pki: &TestPki, port: u16, target: u16) -> Stunnel {
+        // Debian installs the binary as stunnel4, with stunnel as an alternative link that may be absent.
+        let bin = find_tool("stunnel4")
+            .or_else(|| find_tool("stunnel"))
+            .unwrap_or_else(|| panic!("stunnel is not installed: scripts/test installs it (apt-get install stunnel4)"));
+        let conf = format!(
+            "foreground = yes\n\
+             pid =\n\
+             debug = notice\n\
+             [{name}]\n\
+             accept = 127.0.0.1:{port}\n\
+             connect = 127.0.0.1:{target}\n\
+             cert = {}\n\
+             key = {}\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+        );
+        let path = write(dir, &format!("{name}.conf"), &conf);
+        let proc = Proc::start(&bin, &[path.display().to_string()], dir, name);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_for(&format!("stunnel to listen on {addr} (log {})", proc.log.display()), Duration::from_secs(20), || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok().map(drop)
+        });
+        Stunnel { port, proc }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.proc.log_text()
+    }
 }

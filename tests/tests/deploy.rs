@@ -421,6 +421,9 @@ fn dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
     assert!(text.lines().any(|l| l.starts_with("USER ") && !l.contains("root")), "non-root user");
     assert!(text.contains("HEALTHCHECK"), "healthcheck");
     assert!(text.contains("cargo build --release --locked -p framewatch"));
+    // The binary links libssl.so.3 (librdkafka's TLS): the slim runtime image must install it.
+    let runtime = text.rsplit("\nFROM ").next().unwrap_or_default();
+    assert!(runtime.contains("libssl3") && runtime.contains("ca-certificates"), "runtime stage: {runtime}");
     for line in text.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
         let src = line.split_whitespace().nth(1).expect("source");
         if src != "." {

@@ -21,6 +21,7 @@ use super::backpressure;
 use super::batch::{Batch, Topics};
 use super::book::{Book, Pending, Settled};
 use super::dead_letter::{DeadLetters, Origin};
+use super::health::{ErrorKind, LastError};
 use super::telemetry::{KafkaTelemetry, error_code, partition_labels};
 use crate::checkpoint::Checkpointer;
 use crate::config::{IngestConfig, KafkaConfig};
@@ -45,6 +46,7 @@ pub(super) struct Shared {
     pub(super) committed: Mutex<HashMap<(String, i32), i64>>,
     pub(super) dead_letters: Option<DeadLetters>,
     pub(super) ready: Arc<AtomicBool>,
+    pub(super) last_error: LastError,
     pub(super) error_log: Mutex<ErrorLog>,
     /// Bumped by every revoke, so the poll loop drops what it gathered for the previous assignment.
     pub(super) generation: AtomicU64,
@@ -91,10 +93,10 @@ impl ClientContext for Ctx {
         let t = &self.shared.telemetry;
         let up = stats.brokers.values().filter(|b| b.nodeid >= 0 && b.state == "UP").count();
         t.brokers_up.set(up as i64);
-        let was = self.shared.ready.swap(up > 0, Ordering::SeqCst);
-        if up > 0 && !was {
-            tracing::info!(brokers = up, "kafka: connected");
-            self.shared.error_log.lock().unwrap_or_else(|p| p.into_inner()).reset();
+        if up > 0 {
+            self.shared.connected();
+        } else {
+            self.shared.ready.store(false, Ordering::SeqCst);
         }
         for (topic, tstats) in &stats.topics {
             for (&partition, p) in &tstats.partitions {
@@ -113,10 +115,15 @@ impl ClientContext for Ctx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)) {
+        let kind = ErrorKind::of(&error);
+        if kind == ErrorKind::Summary {
+            // librdkafka's AllBrokersDown
             self.shared.ready.store(false, Ordering::SeqCst);
             self.shared.telemetry.brokers_up.set(0);
         }
+        tracing::debug!(code = %error_code(&error), "kafka client error: {reason}");
+        // Before the counter: a reader who saw the error counted finds its reason on /readyz.
+        self.shared.last_error.record(kind, reason);
         self.shared.client_error(reason, &error);
     }
 
@@ -134,6 +141,16 @@ impl ClientContext for Ctx {
 }
 
 impl Shared {
+    /// A broker connection is up (statistics say so, or a message arrived): ready again, the error that kept the
+    /// source unready is history, and the next failure is logged at once.
+    pub(super) fn connected(&self) {
+        if !self.ready.swap(true, Ordering::SeqCst) {
+            tracing::info!("kafka: connected");
+            self.last_error.clear();
+            self.error_log.lock().unwrap_or_else(|p| p.into_inner()).reset();
+        }
+    }
+
     pub(super) fn book(&self) -> MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -145,7 +162,11 @@ impl Shared {
 
     fn client_error(&self, what: &str, e: &KafkaError) {
         self.telemetry.errors.get_or_create(&vec![("code".into(), error_code(e))]).inc();
-        self.error_log.lock().unwrap_or_else(|p| p.into_inner()).log(what, e);
+        // "1/1 brokers are down" repeats on every failed reconnect and says less than the error before it (the
+        // broker and why, which librdkafka reports once and then only now and then): counted, not logged.
+        if ErrorKind::of(e) != ErrorKind::Summary {
+            self.error_log.lock().unwrap_or_else(|p| p.into_inner()).log(what, e);
+        }
     }
 
     /// Counts a settled message's refusal and forwards it to the dead-letter topic.
@@ -268,7 +289,7 @@ impl PollLoop {
                     break;
                 }
                 Some(Ok(m)) => {
-                    shared.ready.store(true, Ordering::SeqCst);
+                    shared.connected();
                     let topic = self.topics.consumed(rdkafka::Message::topic(&m), &shared.telemetry);
                     self.received.inc();
                     self.batch.add(shared, topic, &m);

@@ -21,6 +21,7 @@ mod batch;
 mod book;
 mod consumer;
 mod dead_letter;
+mod health;
 pub mod message;
 mod rebalance;
 mod telemetry;
@@ -38,18 +39,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpointer, SavedOffset};
 use crate::config::{IngestConfig, KafkaConfig};
+use crate::http::NotReadyReason;
 use crate::pipeline::PipelineHandle;
 use crate::telemetry::Telemetry;
 use crate::time::Clock;
 use book::Book;
 use consumer::{Ctx, ErrorLog, Shared};
 use dead_letter::DeadLetters;
+use health::LastError;
 pub use telemetry::KafkaTelemetry;
 
 /// The running source.
 pub struct KafkaSource {
     thread: Option<JoinHandle<()>>,
     ready: Arc<AtomicBool>,
+    not_ready_reason: NotReadyReason,
     /// False once the poll thread has ended, whether by shutdown or by a panic (liveness).
     alive: Arc<AtomicBool>,
 }
@@ -120,6 +124,7 @@ impl KafkaSource {
     /// and starts the poll thread.
     pub fn start(cfg: KafkaConfig, deps: KafkaDeps) -> anyhow::Result<KafkaSource> {
         let ready = Arc::new(AtomicBool::new(false));
+        let not_ready_reason = NotReadyReason::default();
         let shared = Arc::new(Shared {
             dead_letters: DeadLetters::start(&cfg, &deps.telemetry)?,
             ingest: deps.ingest,
@@ -132,6 +137,7 @@ impl KafkaSource {
             resume_from: Mutex::new(deps.resume_from.into_iter().map(|o| ((o.topic, o.partition), o.next)).collect()),
             committed: Mutex::new(HashMap::new()),
             ready: ready.clone(),
+            last_error: LastError::new(not_ready_reason.clone()),
             error_log: Mutex::new(ErrorLog::new()),
             generation: AtomicU64::new(0),
             config: cfg.clone(),
@@ -157,12 +163,17 @@ impl KafkaSource {
                 .context("cannot start the kafka thread")?
         };
         tracing::info!(brokers = %cfg.brokers, topics = ?cfg.topics, group = %cfg.group_id, "kafka source started");
-        Ok(KafkaSource { thread: Some(thread), ready, alive })
+        Ok(KafkaSource { thread: Some(thread), ready, not_ready_reason, alive })
     }
 
     /// True while at least one broker connection is up.
     pub fn ready(&self) -> Arc<AtomicBool> {
         self.ready.clone()
+    }
+
+    /// Why no broker is reachable, while none is (for /readyz).
+    pub fn not_ready_reason(&self) -> NotReadyReason {
+        self.not_ready_reason.clone()
     }
 
     /// False once the poll thread has ended.

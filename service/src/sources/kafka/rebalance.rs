@@ -32,7 +32,7 @@ impl ConsumerContext for Ctx {
 
 fn assign(shared: &Shared, consumer: &BaseConsumer<Ctx>, tpl: &mut TopicPartitionList, cooperative: bool) {
     shared.telemetry.rebalances.get_or_create(&[("kind", "assign")]).inc();
-    shared.ready.store(true, Ordering::SeqCst);
+    shared.connected();
     apply_resume_offsets(shared, consumer, tpl);
     let r = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
     if let Err(e) = r {
