@@ -206,6 +206,9 @@ pub struct SliceConfig {
     pub max_slices: usize,
     /// A slice with no frame for this long is evicted.
     pub idle_evict_secs: u64,
+    /// Distinct detection classes counted per slice window; the detections of further classes are counted under
+    /// `OTHER_CLASS` (`framewatch_classes_overflowed_total`), so a client inventing labels cannot grow the store.
+    pub max_classes: usize,
 }
 
 impl Default for SliceConfig {
@@ -215,6 +218,7 @@ impl Default for SliceConfig {
             predicates: BTreeMap::new(),
             max_slices: 2000,
             idle_evict_secs: 3600,
+            max_classes: 256,
         }
     }
 }
@@ -589,6 +593,9 @@ impl Config {
         }
         if self.slices.max_slices == 0 {
             bail!("slices.max_slices must be at least 1");
+        }
+        if self.slices.max_classes == 0 {
+            bail!("slices.max_classes must be at least 1");
         }
         for d in self.slices.dimensions.iter().chain(&self.prometheus.export_dimensions) {
             if d.is_empty()

@@ -52,9 +52,9 @@ fn gauge(
 
 impl Collector for DriftCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (counters, slices) = match self.store.lock() {
-            Ok(s) => (s.counters(), s.slice_count()),
-            Err(p) => (p.get_ref().counters(), p.get_ref().slice_count()),
+        let (counters, slices, classes_overflowed) = {
+            let s = self.store.lock().unwrap_or_else(|p| p.into_inner());
+            (s.counters(), s.slice_count(), s.classes_overflowed())
         };
         let c = ConstCounter::new(counters.late);
         c.encode(enc.encode_descriptor(
@@ -69,6 +69,13 @@ impl Collector for DriftCollector {
             "Slices forgotten (slice cap reached, or idle)",
             None,
             ev.metric_type(),
+        )?)?;
+        let co = ConstCounter::new(classes_overflowed);
+        co.encode(enc.encode_descriptor(
+            "framewatch_classes_overflowed",
+            "Class counts recorded under \"(other)\" because a slice's window already had slices.max_classes classes",
+            None,
+            co.metric_type(),
         )?)?;
         let g = ConstGauge::new(slices as i64);
         g.encode(enc.encode_descriptor("framewatch_slices_active", "Slices held in memory", None, g.metric_type())?)?;
