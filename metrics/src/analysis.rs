@@ -459,7 +459,28 @@ impl DataMetrics {
     }
 }
 
+/// Drops `v`'s allocation when it holds more than `bytes` (an outlier frame made it grow).
+pub(crate) fn release_above<T>(v: &mut Vec<T>, bytes: usize) {
+    if v.capacity().saturating_mul(std::mem::size_of::<T>()) > bytes {
+        *v = Vec::new();
+    }
+}
+
 impl PixelScratch {
+    /// Frees every buffer above `bytes` (the next frame allocates what it needs again).
+    pub fn release_above(&mut self, bytes: usize) {
+        if self.analysis.data.capacity() > bytes {
+            self.analysis = RgbImage::default();
+        }
+        release_above(&mut self.grey, bytes);
+        release_above(&mut self.row_acc, bytes);
+    }
+
+    /// Bytes the buffers hold (capacity).
+    pub fn held_bytes(&self) -> usize {
+        self.analysis.data.capacity() + self.grey.capacity() + self.row_acc.capacity() * 4
+    }
+
     /// Brings `src` to the analysis resolution and measures it: fused statistics and perceptual hash. Afterwards
     /// `view` hands out the analysed image and its grey version for custom metrics.
     pub fn analyse(&mut self, src: &RgbImage, settings: &AnalysisSettings) -> (PixelStats, u64) {

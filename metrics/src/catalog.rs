@@ -48,6 +48,16 @@ pub struct FrameContext<'a> {
     pub data: Option<&'a DataMetrics>,
     pub predictions: &'a PredictionMetrics,
     pub detections: &'a [Detection],
+    /// A buffer the scorer keeps from frame to frame, for a metric's per-frame working data (an integral image):
+    /// borrow it for the duration of `compute`, so the hot path does not allocate.
+    pub scratch: &'a MetricScratch,
+}
+
+/// Reusable working memory for metrics (one per scorer). A metric borrows it inside `compute` and leaves it
+/// borrowed no longer; the scorer releases it after a frame that made it grow past its retain limit.
+#[derive(Debug, Default)]
+pub struct MetricScratch {
+    pub u32s: std::cell::RefCell<Vec<u32>>,
 }
 
 /// A per-frame metric. Implement this in one file under `custom/` and add one line to `custom::register_all`.

@@ -144,6 +144,56 @@ pub fn decode_into(bytes: &[u8], limits: &DecodeLimits, out: &mut RgbImage) -> R
     Ok(format)
 }
 
+/// What an encoded image's header says, read without decoding any pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeader {
+    pub format: ImageFormat,
+    pub width: usize,
+    pub height: usize,
+    /// Samples per pixel as stored (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA).
+    pub channels: usize,
+}
+
+impl ImageHeader {
+    /// Bytes decoding this image holds at its peak: the decoder's own samples (PNG keeps the inflated stream and
+    /// the unfiltered samples, a progressive JPEG its coefficients: about two bytes per sample either way) plus
+    /// the RGB8 frame it is turned into.
+    pub fn decode_bytes(&self) -> u64 {
+        let pixels = (self.width as u64).saturating_mul(self.height as u64);
+        pixels.saturating_mul(2 * self.channels as u64 + 3)
+    }
+}
+
+/// Reads an encoded image's header (format, size, channels) within `limits`, without decoding pixels: the size
+/// is checked against `max_pixels` here, so an oversize image costs only its header.
+pub fn probe(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageHeader, DecodeError> {
+    if bytes.len() > limits.max_encoded_bytes {
+        return Err(DecodeError::TooManyBytes { size: bytes.len(), limit: limits.max_encoded_bytes });
+    }
+    let format = detect_format(bytes)?;
+    let side = side_limit(limits);
+    let (width, height, channels) = match format {
+        ImageFormat::Jpeg => {
+            let options = DecoderOptions::new_fast().set_strict_mode(true).set_max_width(side).set_max_height(side);
+            let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+            decoder.decode_headers().map_err(jpeg_error)?;
+            let info = decoder.info().ok_or_else(|| DecodeError::Corrupt("JPEG header has no frame".into()))?;
+            (usize::from(info.width), usize::from(info.height), usize::from(info.components))
+        }
+        ImageFormat::Png => {
+            let options = DecoderOptions::new_fast().set_strict_mode(true).set_max_width(side).set_max_height(side);
+            let mut decoder = zune_png::PngDecoder::new_with_options(ZCursor::new(bytes), options);
+            decoder.decode_headers().map_err(png_error)?;
+            let (w, h) = decoder.dimensions().ok_or_else(|| DecodeError::Corrupt("PNG has no IHDR".into()))?;
+            let colorspace =
+                decoder.colorspace().ok_or_else(|| DecodeError::Corrupt("PNG colour type unknown".into()))?;
+            (w, h, colorspace.num_components())
+        }
+    };
+    check_pixels(width, height, limits)?;
+    Ok(ImageHeader { format, width, height, channels: channels.max(1) })
+}
+
 fn side_limit(limits: &DecodeLimits) -> usize {
     // The decoders take side limits; the pixel-count limit is checked separately after the header is read.
     usize::try_from(limits.max_pixels).unwrap_or(usize::MAX).clamp(1, 1 << 24)

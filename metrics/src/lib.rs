@@ -19,7 +19,7 @@ pub mod stats;
 
 pub use analysis::AnalysisSettings;
 pub use baseline::{Baseline, BaselineBuilder, BaselineError, ComparableSettings};
-pub use catalog::{FrameContext, FrameMetric, MetricInfo, MetricKind, MetricRegistry, catalog};
+pub use catalog::{FrameContext, FrameMetric, MetricInfo, MetricKind, MetricRegistry, MetricScratch, catalog};
 pub use cause::{Cause, ClassShift, Evidence, Finding, Shift, Tolerance, Tolerances, diagnose};
 pub use decode::{DecodeError, DecodeLimits, RawFormat, RgbImage};
 pub use drift::{DriftAccumulator, DriftReport, DriftThresholds, FailRule, Verdict};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::analysis::{AnalysisSettings, DataMetrics, PixelScratch};
-use crate::catalog::{FrameContext, MetricRegistry};
+use crate::catalog::{FrameContext, MetricRegistry, MetricScratch};
 use crate::decode::{DecodeError, DecodeLimits, ImageFormat, RawFormat, RgbImage, decode_into, raw_into};
 use crate::prediction::{Detection, PredictionError, PredictionMetrics, PredictionSettings, prediction_metrics};
 
@@ -63,6 +63,11 @@ pub struct ScoredFrame<'a> {
     pub perceptual_hash: Option<u64>,
 }
 
+/// Scorer buffers above this many bytes are released once their frame is scored: a 4K UHD RGB frame (3840 x
+/// 2160 x 3 = 24.9 MB). Fleets of 4K and smaller cameras keep their buffers; an outlier frame (a rare 8K still,
+/// a hostile 30-megapixel PNG) does not pin its memory to the worker for good.
+pub const RETAIN_BYTES: usize = 3840 * 2160 * 3;
+
 /// A reusable per-worker scorer.
 #[derive(Debug)]
 pub struct Scorer {
@@ -70,12 +75,33 @@ pub struct Scorer {
     settings: ScoreSettings,
     source: RgbImage,
     scratch: PixelScratch,
+    metric_scratch: MetricScratch,
     values: Vec<Option<f64>>,
+    retain_bytes: usize,
 }
 
 impl Scorer {
     pub fn new(registry: Arc<MetricRegistry>, settings: ScoreSettings) -> Scorer {
-        Scorer { registry, settings, source: RgbImage::default(), scratch: PixelScratch::default(), values: Vec::new() }
+        Scorer {
+            registry,
+            settings,
+            source: RgbImage::default(),
+            scratch: PixelScratch::default(),
+            metric_scratch: MetricScratch::default(),
+            values: Vec::new(),
+            retain_bytes: RETAIN_BYTES,
+        }
+    }
+
+    /// Sets the size above which a buffer is released after its frame (default `RETAIN_BYTES`).
+    pub fn with_retain_bytes(mut self, bytes: usize) -> Scorer {
+        self.retain_bytes = bytes;
+        self
+    }
+
+    /// Bytes the scorer's pixel buffers hold between frames (their capacity).
+    pub fn held_bytes(&self) -> usize {
+        self.source.data.capacity() + self.scratch.held_bytes() + self.metric_scratch.u32s.borrow().capacity() * 4
     }
 
     pub fn registry(&self) -> &Arc<MetricRegistry> {
@@ -102,7 +128,7 @@ impl Scorer {
         let source_size = has_pixels.then_some((self.source.width, self.source.height));
         let predictions: PredictionMetrics = prediction_metrics(detections, source_size, &self.settings.prediction);
 
-        let Scorer { registry, settings, source, scratch, values } = self;
+        let Scorer { registry, settings, source, scratch, metric_scratch, values, retain_bytes } = self;
         let (stats, data, phash, image) = if has_pixels {
             let (st, hash) = scratch.analyse(source, &settings.analysis);
             (
@@ -127,8 +153,15 @@ impl Scorer {
             data: data.as_ref(),
             predictions: &predictions,
             detections,
+            scratch: metric_scratch,
         };
         registry.compute_all(&ctx, values);
+        // Nothing below borrows the pixel buffers: an outlier's memory goes back now, not at the next frame.
+        if source.data.capacity() > *retain_bytes {
+            *source = RgbImage::default();
+        }
+        scratch.release_above(*retain_bytes);
+        crate::analysis::release_above(metric_scratch.u32s.get_mut(), *retain_bytes);
         Ok(ScoredFrame {
             values,
             width: source_size.map(|s| s.0),

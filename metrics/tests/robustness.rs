@@ -203,3 +203,55 @@ fn raw_bytes_of_any_shape_never_panic() {
         )
         .expect("no panic");
 }
+
+/// Issue #11: the worst case for per-box work, the most detections a frame may carry, every one full-frame. The
+/// mean over identical boxes is the whole frame's redness; the time is printed (run with --nocapture), not
+/// asserted.
+#[test]
+fn max_detections_of_full_frame_boxes_score_correctly() {
+    use framewatch_metrics::Detection;
+    let mut s = scorer();
+    let limit = s.settings().prediction.max_detections;
+    let full = Detection {
+        x_min: 0.0,
+        y_min: 0.0,
+        x_max: 1.0,
+        y_max: 1.0,
+        class_label: "car".into(),
+        confidence: 0.9,
+        class_probabilities: Vec::new(),
+    };
+    let dets = vec![full; limit];
+    let (w, h) = (1920usize, 1080usize);
+    let pixels: Vec<u8> = (0..w * h).flat_map(|i| [(i % 251) as u8, (i % 13) as u8, (i % 7) as u8]).collect();
+    let registry = s.registry().clone();
+    let (red, obj) =
+        (registry.index_of("redness").expect("redness"), registry.index_of("object_redness_mean").expect("obj"));
+    let started = std::time::Instant::now();
+    let scored = s
+        .score(FramePixels::Raw { pixels: &pixels, width: w, height: h, format: RawFormat::Rgb8 }, &dets)
+        .expect("scored");
+    let took = started.elapsed();
+    let (frame, boxes) = (scored.values[red].expect("redness"), scored.values[obj].expect("object redness"));
+    assert!((frame - boxes).abs() < 1e-12, "full-frame boxes: {boxes}, frame: {frame}");
+    assert!(frame > 0.1, "the frame has red in it: {frame}");
+    println!("{limit} full-frame boxes on a {w}x{h} frame scored in {took:?}");
+}
+
+/// Issue #11: an outlier frame's buffers are given back once it is scored; a normal frame's are kept.
+#[test]
+fn buffers_grown_by_an_outlier_frame_are_released() {
+    let mut s = scorer();
+    let normal = vec![90u8; 1920 * 1080 * 3];
+    s.score(FramePixels::Raw { pixels: &normal, width: 1920, height: 1080, format: RawFormat::Rgb8 }, &[])
+        .expect("normal");
+    let kept = s.held_bytes();
+    assert!(kept >= 1920 * 1080 * 3, "a normal frame's buffers stay for the next one ({kept} bytes)");
+    let (w, h) = (6000usize, 5000usize);
+    let outlier = vec![90u8; w * h];
+    s.score(FramePixels::Raw { pixels: &outlier, width: w, height: h, format: RawFormat::Gray8 }, &[])
+        .expect("outlier");
+    let after = s.held_bytes();
+    assert!(after <= framewatch_metrics::score::RETAIN_BYTES * 3, "{after} bytes still held after a {w}x{h} frame");
+    assert!(after < w * h * 3, "the {w}x{h} RGB buffer was released ({after} bytes held)");
+}

@@ -137,8 +137,12 @@ pub struct PipelineConfig {
     pub workers: usize,
     /// Largest accepted encoded image.
     pub max_image_bytes: usize,
-    /// Largest accepted width * height.
+    /// Largest accepted width * height, checked from the image header before anything is decoded.
     pub max_image_pixels: u64,
+    /// Memory the scoring workers may hold for decoding at once, in MiB (shared). A worker reserves an image's
+    /// decode memory (`ImageHeader::decode_bytes`, about (2 x channels + 3) bytes per pixel) before decoding and
+    /// waits while others hold the rest; an image that alone needs more is refused (`decode_budget_exceeded`).
+    pub decode_memory_mib: u64,
     /// Analysis resolution; must equal the baseline's (checked at start-up).
     pub max_side: Option<u32>,
     /// Liveness (`/healthz`) fails when frames are queued and no frame has finished scoring for this long: a hung
@@ -152,7 +156,10 @@ impl Default for PipelineConfig {
             queue_capacity: 256,
             workers: 0,
             max_image_bytes: 16 << 20,
-            max_image_pixels: 50_000_000,
+            // 8K UHD (7680 x 4320 = 33.2 MP): the largest frame a camera sends; anything bigger is an outlier or
+            // hostile (a 200 KB PNG can declare 50 MP and decode to 200 MB).
+            max_image_pixels: 7680 * 4320,
+            decode_memory_mib: 512,
             max_side: None,
             stall_secs: 120,
         }
@@ -210,6 +217,9 @@ pub struct SliceConfig {
     pub admit_per_sec: f64,
     /// A slice that has recorded this many frames is established: evicted only when no other slice can be.
     pub protect_after_frames: u64,
+    /// Distinct detection classes counted per slice window; the detections of further classes are counted under
+    /// `OTHER_CLASS` (`framewatch_classes_overflowed_total`), so a client inventing labels cannot grow the store.
+    pub max_classes: usize,
 }
 
 impl Default for SliceConfig {
@@ -221,6 +231,7 @@ impl Default for SliceConfig {
             idle_evict_secs: 3600,
             admit_per_sec: 20.0,
             protect_after_frames: 50,
+            max_classes: 256,
         }
     }
 }
@@ -587,6 +598,9 @@ impl Config {
         if self.pipeline.queue_capacity == 0 {
             bail!("pipeline.queue_capacity must be at least 1");
         }
+        if self.pipeline.decode_memory_mib == 0 {
+            bail!("pipeline.decode_memory_mib must be at least 1");
+        }
         if !(self.evaluation.interval_secs > 0.0 && self.evaluation.interval_secs <= 3600.0) {
             bail!("evaluation.interval_secs must be in (0, 3600]");
         }
@@ -595,6 +609,9 @@ impl Config {
         }
         if self.slices.max_slices == 0 {
             bail!("slices.max_slices must be at least 1");
+        }
+        if self.slices.max_classes == 0 {
+            bail!("slices.max_classes must be at least 1");
         }
         for d in self.slices.dimensions.iter().chain(&self.prometheus.export_dimensions) {
             if d.is_empty()

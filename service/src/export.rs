@@ -52,9 +52,9 @@ fn gauge(
 
 impl Collector for DriftCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (counters, slices, refused) = match self.store.lock() {
-            Ok(s) => (s.counters(), s.slice_count(), s.refused_slices()),
-            Err(p) => (p.get_ref().counters(), p.get_ref().slice_count(), p.get_ref().refused_slices()),
+        let (counters, slices, refused, classes_overflowed) = {
+            let s = self.store.lock().unwrap_or_else(|p| p.into_inner());
+            (s.counters(), s.slice_count(), s.refused_slices(), s.classes_overflowed())
         };
         let c = ConstCounter::new(counters.late);
         c.encode(enc.encode_descriptor(
@@ -77,6 +77,13 @@ impl Collector for DriftCollector {
              frames still count in their other slices)",
             None,
             r.metric_type(),
+        )?)?;
+        let co = ConstCounter::new(classes_overflowed);
+        co.encode(enc.encode_descriptor(
+            "framewatch_classes_overflowed",
+            "Class counts recorded under \"(other)\" because a slice's window already had slices.max_classes classes",
+            None,
+            co.metric_type(),
         )?)?;
         let g = ConstGauge::new(slices as i64);
         g.encode(enc.encode_descriptor("framewatch_slices_active", "Slices held in memory", None, g.metric_type())?)?;

@@ -62,6 +62,8 @@ pub struct IncomingFrame {
 
 const MAX_ID_LEN: usize = 256;
 const MAX_LABELS: usize = 32;
+/// Class labels become label values of per-class series and keys of per-window class counts: short and printable.
+const MAX_CLASS_LABEL_LEN: usize = 64;
 
 fn clean_text(s: &str) -> bool {
     s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control)
@@ -114,6 +116,19 @@ pub fn from_parts(
         return Err(Rejection::new(
             RejectReason::InvalidLabels,
             format!("label {k:?}: empty key, over 256 bytes or control characters"),
+        ));
+    }
+    if let Some((i, d)) = detections
+        .iter()
+        .enumerate()
+        .find(|(_, d)| d.class_label.len() > MAX_CLASS_LABEL_LEN || d.class_label.chars().any(char::is_control))
+    {
+        let shown: String = d.class_label.chars().take(MAX_CLASS_LABEL_LEN).collect();
+        return Err(Rejection::new(
+            RejectReason::InvalidClassLabel,
+            format!(
+                "detection {i}: class label {shown:?} is longer than {MAX_CLASS_LABEL_LEN} bytes or has control characters"
+            ),
         ));
     }
     let capture_secs = capture_secs(frame.capture_time, now, cfg)?;
@@ -213,5 +228,36 @@ pub fn detection_from_proto(d: v1::Detection) -> Detection {
         class_label: d.class_label,
         confidence: d.confidence,
         class_probabilities: d.class_probabilities,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_class(class: &str) -> Result<IncomingFrame, Rejection> {
+        let frame = v1::Frame { camera_id: "cam-1".into(), ..Default::default() };
+        let detection = Detection {
+            x_min: 0.1,
+            y_min: 0.1,
+            x_max: 0.2,
+            y_max: 0.2,
+            class_label: class.into(),
+            confidence: 0.9,
+            class_probabilities: Vec::new(),
+        };
+        from_parts(frame, vec![detection], Source::Grpc, SystemTime::now(), &IngestConfig::default())
+    }
+
+    #[test]
+    fn class_labels_are_bounded_in_length_and_charset() {
+        assert!(with_class("car").is_ok());
+        assert!(with_class(&"x".repeat(64)).is_ok());
+        assert!(with_class("").is_ok(), "an absent class is the empty label");
+        for bad in ["x".repeat(65), "car\n".into(), "c\u{7}ar".into(), "\u{85}".into()] {
+            let r = with_class(&bad).expect_err("refused");
+            assert_eq!(r.reason, RejectReason::InvalidClassLabel, "{bad:?}");
+            assert!(r.message.contains("detection 0"), "{}", r.message);
+        }
     }
 }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use framewatch_metrics::decode::probe;
 use framewatch_metrics::{FramePixels, MetricRegistry, ScoreSettings, Scorer};
 use tokio::sync::{mpsc, oneshot};
 
@@ -233,6 +234,63 @@ pub struct WorkerContext {
     pub clock: Arc<dyn Clock>,
     pub telemetry: Telemetry,
     pub cameras: Arc<Mutex<CameraTracker>>,
+    /// Decode memory shared by the workers (`pipeline.decode_memory_mib`).
+    pub decode_budget: Arc<DecodeBudget>,
+}
+
+/// Memory the workers may hold for decoding at once: a worker reserves an image's decode bytes before decoding
+/// and gives them back when the frame is scored. Full policy: wait (the frame fits once others finish; the queue
+/// in front keeps the waiting bounded); an image that alone exceeds the budget is refused.
+#[derive(Debug)]
+pub struct DecodeBudget {
+    limit: u64,
+    used: Mutex<u64>,
+    freed: std::sync::Condvar,
+}
+
+/// A reservation, given back when dropped (also when scoring panics).
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    budget: &'a DecodeBudget,
+    bytes: u64,
+}
+
+impl DecodeBudget {
+    pub fn new(limit_bytes: u64) -> DecodeBudget {
+        DecodeBudget { limit: limit_bytes, used: Mutex::new(0), freed: std::sync::Condvar::new() }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes reserved now.
+    pub fn used(&self) -> u64 {
+        *self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves `bytes`, waiting while other reservations leave too little room; `None` when `bytes` alone
+    /// exceeds the budget.
+    pub fn reserve(&self, bytes: u64) -> Option<Reservation<'_>> {
+        if bytes > self.limit {
+            return None;
+        }
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used + bytes > self.limit {
+            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += bytes;
+        Some(Reservation { budget: self, bytes })
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used = used.saturating_sub(self.bytes);
+        drop(used);
+        self.budget.freed.notify_all();
+    }
 }
 
 impl Pipeline {
@@ -475,6 +533,23 @@ fn score(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, out: &mut 
         }
         Content::Values { .. } | Content::None => FramePixels::None,
     };
+    // The header says what decoding will cost (and an oversize image is refused here, before any pixel).
+    let decode_bytes = match pixels {
+        FramePixels::Encoded(b) => probe(b, &ctx.settings.limits).map_err(Rejection::from_decode)?.decode_bytes(),
+        // A raw frame is already in memory; copying it to RGB costs 3 bytes per pixel.
+        FramePixels::Raw { width, height, .. } => (width as u64).saturating_mul(height as u64).saturating_mul(3),
+        FramePixels::None => 0,
+    };
+    let _reserved = ctx.decode_budget.reserve(decode_bytes).ok_or_else(|| {
+        Rejection::new(
+            RejectReason::DecodeBudgetExceeded,
+            format!(
+                "decoding this image needs {} MiB, more than pipeline.decode_memory_mib ({} MiB)",
+                decode_bytes.div_ceil(1 << 20),
+                ctx.decode_budget.limit() >> 20
+            ),
+        )
+    })?;
     let scored = scorer.score(pixels, &f.detections).map_err(Rejection::from)?;
     out.values.clear();
     out.values.extend_from_slice(scored.values);
@@ -596,6 +671,7 @@ mod tests {
             clock: Arc::new(ManualClock::at(NOW)),
             telemetry: Telemetry::register(&mut Registry::default(), 4),
             cameras: Arc::new(Mutex::new(CameraTracker::new(100))),
+            decode_budget: Arc::new(DecodeBudget::new(512 << 20)),
         }
     }
 
@@ -713,5 +789,51 @@ mod tests {
         assert!(unwound.is_err());
         assert_eq!(semaphore.available_permits(), 8);
         assert_eq!(telemetry.queue_depth.get(), 0);
+    }
+
+    #[test]
+    fn the_decode_budget_waits_for_room_and_refuses_what_never_fits() {
+        let budget = Arc::new(DecodeBudget::new(100));
+        assert!(budget.reserve(101).is_none(), "alone over the budget");
+        let first = budget.reserve(60).expect("fits");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let budget = budget.clone();
+            std::thread::spawn(move || {
+                let r = budget.reserve(60).expect("fits once the first is back");
+                tx.send(budget.used()).expect("send");
+                drop(r);
+            })
+        };
+        // The second reservation cannot have been granted while the first is held: 120 > 100.
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "granted past the budget");
+        assert_eq!(budget.used(), 60);
+        drop(first);
+        assert_eq!(rx.recv().expect("granted after release"), 60);
+        waiter.join().expect("waiter");
+        assert_eq!(budget.used(), 0, "every reservation came back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_image_over_the_decode_budget_is_refused_by_reason() {
+        let mut ctx = context();
+        // 64 x 64 raw: 12 KiB to copy to RGB; the budget is 4 KiB.
+        ctx.decode_budget = Arc::new(DecodeBudget::new(4096));
+        let pipeline = Pipeline::start(1, 4, ctx.clone());
+        let handle = pipeline.handle();
+        let mut big = frame(Source::Grpc, 64);
+        big.content = Content::Raw { pixels: vec![1; 64 * 64], width: 64, height: 64, format: RawFormat::Gray8 };
+        let (tx, rx) = oneshot::channel();
+        handle.submit(Job { work: Work::Frame(big, Some(tx)) }).await.expect("queued");
+        let o = rx.await.expect("answered");
+        assert_eq!(reason(&o), "decode_budget_exceeded");
+        assert!(o.expect_err("refused").message.contains("pipeline.decode_memory_mib"));
+        let (tx, rx) = oneshot::channel();
+        handle.submit(Job { work: Work::Frame(frame(Source::Grpc, 16), Some(tx)) }).await.expect("queued");
+        assert_eq!(reason(&rx.await.expect("answered")), "ok", "16 x 8 fits");
+        assert_eq!(count(&ctx.telemetry.rejected, [("source", "grpc"), ("reason", "decode_budget_exceeded")]), 1);
+        assert_eq!(ctx.decode_budget.used(), 0);
+        drop(handle);
+        pipeline.drain();
     }
 }

@@ -54,6 +54,8 @@ reasons! {
     InvalidProtobuf => "invalid_protobuf", "A Kafka message that is not a framewatch.v1.Frame.";
     ShuttingDown => "shutting_down", "framewatch is shutting down; send it again to another instance or later.";
     InternalError => "internal_error", "framewatch failed on this frame (a bug): counted, logged, the frame is dropped.";
+    InvalidClassLabel => "invalid_class_label", "A detection's class label is longer than 64 bytes or has control characters.";
+    DecodeBudgetExceeded => "decode_budget_exceeded", "Decoding the image alone would need more than pipeline.decode_memory_mib.";
 }
 
 impl std::fmt::Display for RejectReason {
@@ -106,6 +108,13 @@ pub struct Rejection {
 impl Rejection {
     pub fn new(reason: RejectReason, message: impl Into<String>) -> Rejection {
         Rejection { reason, message: message.into() }
+    }
+}
+
+impl Rejection {
+    /// A decoder's refusal, with its reason and message.
+    pub fn from_decode(e: DecodeError) -> Rejection {
+        Rejection::new((&e).into(), e.to_string())
     }
 }
 

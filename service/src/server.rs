@@ -34,7 +34,7 @@ use crate::evaluate::{Evaluation, EvaluationSettings, evaluate};
 use crate::export::DriftCollector;
 use crate::http::{HttpState, KafkaHealth, Stuck};
 use crate::listen::{self, Incoming, ListenSettings, ListenTelemetry, ServerTls};
-use crate::pipeline::{Pipeline, PipelineHandle, QueueWatch, WorkerContext};
+use crate::pipeline::{DecodeBudget, Pipeline, PipelineHandle, QueueWatch, WorkerContext};
 use crate::reload::{self, ReloadTelemetry, Reloading};
 use crate::sources::grpc::{GrpcIngest, OversizeStatus};
 use crate::sources::kafka::{KafkaDeps, KafkaSource, KafkaTelemetry};
@@ -366,6 +366,7 @@ fn start_pipeline(config: &Config, p: &Parts) -> (Pipeline, usize) {
         clock: p.clock.clone(),
         telemetry: p.telemetry.clone(),
         cameras: p.cameras.clone(),
+        decode_budget: Arc::new(DecodeBudget::new(config.pipeline.decode_memory_mib.saturating_mul(1 << 20))),
     };
     (Pipeline::start(workers, config.pipeline.queue_capacity, context), workers)
 }

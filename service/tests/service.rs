@@ -614,9 +614,11 @@ async fn slice_cap_series_budget_and_shutdown_drain() {
     cfg.slices.max_slices = 5; // global + 4 others
     cfg.prometheus.series_budget = 80; // room for about two slices' metric series
     cfg.pipeline.workers = 1;
+    cfg.slices.max_classes = 2;
     let svc = Service::start(cfg, Arc::new(ManualClock::at(NOW))).await.expect("start");
     let mut ingest = IngestServiceClient::connect(format!("http://{}", svc.grpc_addr)).await.expect("connect");
-    // 12 cameras, 3 frames each, pre-scored (metric values from the edge) to keep the test light
+    // 12 cameras, 3 frames each, pre-scored (metric values from the edge) to keep the test light; one detection
+    // each, of four classes in turn, two more than slices.max_classes
     let frames: Vec<Frame> = (0..36)
         .map(|i| Frame {
             camera_id: format!("cam-{}", i / 3),
@@ -625,6 +627,15 @@ async fn slice_cap_series_budget_and_shutdown_drain() {
                 values: [("brightness".to_string(), 0.4), ("sharpness".to_string(), 0.02)].into(),
                 perceptual_hash: Some(i as u64),
             })),
+            detections: vec![v1::Detection {
+                x_min: 0.1,
+                y_min: 0.1,
+                x_max: 0.2,
+                y_max: 0.2,
+                class_label: format!("class-{}", i % 4),
+                confidence: 0.9,
+                class_probabilities: vec![],
+            }],
             ..Frame::default()
         })
         .collect();
@@ -650,6 +661,10 @@ async fn slice_cap_series_budget_and_shutdown_drain() {
     // 5 in (the fifth evicts one) and refuses the other 7, once for each of their 3 frames.
     let (evicted, refused) = (counter("framewatch_slices_evicted_total"), counter("framewatch_slices_refused_total"));
     assert_eq!((evicted, refused), (1.0, 21.0));
+    // Sub-windows start at NOW - 40: in the global slice alone, 10 of the first 20 detections and 8 of the last 16
+    // are of a third or fourth class.
+    let overflowed = sample(&body, "framewatch_classes_overflowed_total");
+    assert!(overflowed >= 18.0, "classes past slices.max_classes are counted: {overflowed}");
     let exported = body.lines().filter(|l| l.starts_with("framewatch_window_frames{")).count();
     assert!(exported < active as usize, "the series budget left some slices out: {exported}");
     assert!(!body.contains("framewatch_slices_unexported 0"), "and says so");

@@ -31,6 +31,8 @@ pub struct StoreSettings {
     pub idle_evict_secs: i64,
     pub admit_per_sec: f64,
     pub protect_after_frames: u64,
+    /// Distinct classes per sub-window and per merged window; the rest are counted under `OTHER_CLASS`.
+    pub max_classes: usize,
     /// Each entry is one slice dimension: a list of label names joined with '+' in config.
     pub dimensions: Vec<Vec<String>>,
     /// Predicate slices with the registry index of their metric.
@@ -58,11 +60,16 @@ impl StoreSettings {
             idle_evict_secs: cfg.slices.idle_evict_secs as i64,
             admit_per_sec: cfg.slices.admit_per_sec,
             protect_after_frames: cfg.slices.protect_after_frames,
+            max_classes: cfg.slices.max_classes,
             dimensions: cfg.slices.dimensions.iter().map(|d| d.split('+').map(str::to_string).collect()).collect(),
             predicates,
         })
     }
 }
+
+/// The class under which a window counts the detections of classes past `slices.max_classes`. Parenthesised so
+/// that it reads as a bucket, not as a model's class (a real class of this name would share the bucket).
+pub const OTHER_CLASS: &str = "(other)";
 
 /// A scored frame as the store sees it.
 #[derive(Debug)]
@@ -163,6 +170,10 @@ pub struct WindowStore {
     slices: HashMap<SliceKey, SliceState>,
     /// Interned class labels, so sub-windows share one allocation per label.
     class_names: HashMap<String, Arc<str>>,
+    other_class: Arc<str>,
+    /// Class counts recorded under `OTHER_CLASS` because a sub-window already had `max_classes` classes (one per
+    /// detection and slice). Not checkpointed: a counter that restarts with the process.
+    classes_overflowed: u64,
     counters: StoreCounters,
     /// Reused per frame: the slice keys it belongs to.
     keys: Vec<String>,
@@ -251,6 +262,8 @@ impl WindowStore {
             slice_layouts,
             slices: HashMap::new(),
             class_names: HashMap::new(),
+            other_class: Arc::from(OTHER_CLASS),
+            classes_overflowed: 0,
             counters: StoreCounters::default(),
             keys: Vec::new(),
             pairs: Vec::new(),
@@ -295,6 +308,11 @@ impl WindowStore {
 
     pub fn slice_count(&self) -> usize {
         self.slices.len()
+    }
+
+    /// Class counts recorded under `OTHER_CLASS` since start (`framewatch_classes_overflowed_total`).
+    pub fn classes_overflowed(&self) -> u64 {
+        self.classes_overflowed
     }
 
     /// Records one frame at wall-clock time `now_secs`.
@@ -426,8 +444,16 @@ impl WindowStore {
         for ((h, t), layout) in slot.hists.iter_mut().zip(&self.tracked).zip(slice.layouts.iter()) {
             h.record(layout, frame.values.get(t.registry_index).copied().flatten());
         }
+        // Bounded per sub-window: the first `max_classes` classes of the minute keep their own counts, later ones
+        // share one bucket, so labels invented by a client cost one map entry, not one per label.
         for c in classes {
-            *slot.classes.entry(c.clone()).or_default() += 1;
+            let real = slot.classes.len() - usize::from(slot.classes.contains_key(&self.other_class));
+            if real < self.settings.max_classes || slot.classes.contains_key(c) {
+                *slot.classes.entry(c.clone()).or_default() += 1;
+            } else {
+                *slot.classes.entry(self.other_class.clone()).or_default() += 1;
+                self.classes_overflowed += 1;
+            }
         }
         if self.pairs.iter().any(|(p, c)| p.is_finite() && c.is_finite())
             && let Some(lags) = slice.lags.generation(index.div_euclid(steps), self.tracked.len())
@@ -524,6 +550,7 @@ impl WindowStore {
                 *classes.entry(c.clone()).or_default() += n;
             }
         }
+        fold_rare_classes(&mut classes, self.settings.max_classes, &self.other_class);
         Some(WindowSnapshot {
             key: key.clone(),
             frames,
@@ -537,6 +564,24 @@ impl WindowStore {
             lags: slice.lags.merged(self.tracked.len()),
         })
     }
+}
+
+/// Keeps the `max` most frequent classes of a merged window (ties by name, so the choice is repeatable) and
+/// counts the rest under `other`: sub-windows are capped one by one, their union is capped here.
+fn fold_rare_classes(classes: &mut HashMap<Arc<str>, u64>, max: usize, other: &Arc<str>) {
+    let real = classes.len() - usize::from(classes.contains_key(other));
+    if real <= max {
+        return;
+    }
+    let mut ranked: Vec<(Arc<str>, u64)> =
+        classes.iter().filter(|(c, _)| *c != other).map(|(c, n)| (c.clone(), *n)).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut folded = 0;
+    for (c, n) in &ranked[max..] {
+        classes.remove(c);
+        folded += n;
+    }
+    *classes.entry(other.clone()).or_default() += folded;
 }
 
 /// Every slice key a frame belongs to, written into `out[..n]` (reused strings); returns n: "global", one per
@@ -592,6 +637,8 @@ fn slice_keys(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use framewatch_metrics::{BaselineBuilder, ComparableSettings};
 
@@ -608,7 +655,7 @@ mod tests {
     }
 
     fn store(max_slices: usize) -> WindowStore {
-        store_with(crate::config::SliceConfig { max_slices, ..Default::default() })
+        store_with(crate::config::SliceConfig { max_slices, max_classes: 3, ..Default::default() })
     }
 
     fn store_with(slices: crate::config::SliceConfig) -> WindowStore {
@@ -772,6 +819,34 @@ mod tests {
         assert!(s.counters().evicted_capacity >= 2);
         assert_eq!(s.evict_idle(1_004 + 601), 2);
         assert_eq!(s.slice_count(), 1);
+    }
+
+    /// Issue #11: a client sending a new class label with every detection must not grow the window store.
+    #[test]
+    fn classes_past_the_cap_are_counted_under_other_per_sub_window_and_per_window() {
+        let mut s = store(100);
+        let labels = HashMap::new();
+        let t0 = 600_000; // a multiple of the 60 s step
+        let v = [Some(0.5), None];
+        let frame = |t: i64, classes: &'static [&'static str]| FrameRecord { classes, ..rec("c", &labels, t, &v) };
+        // One minute: the first three classes keep their counts (max_classes = 3), later ones share "(other)".
+        s.record(&frame(t0, &["car", "bus", "car", "van"]), t0);
+        s.record(&frame(t0 + 1, &["x-1", "car", "x-2", OTHER_CLASS]), t0 + 1);
+        let g = s.snapshot(GLOBAL, t0 + 1).expect("global");
+        let counts: BTreeMap<&str, u64> = g.classes.iter().map(|(c, n)| (&**c, *n)).collect();
+        assert_eq!(counts, BTreeMap::from([("car", 3), ("bus", 1), ("van", 1), (OTHER_CLASS, 3)]));
+        // x-1 and x-2 overflowed in both slices (global, camera_id=c); the literal "(other)" is the bucket itself
+        assert_eq!(s.classes_overflowed(), 4);
+
+        // The next minutes bring other classes, each minute within the cap: their union is folded to the three
+        // most frequent in the window, and no detection is lost.
+        s.record(&frame(t0 + 60, &["truck", "truck", "truck", "truck", "bike"]), t0 + 60);
+        s.record(&frame(t0 + 120, &["tram", "bike"]), t0 + 120);
+        let g = s.snapshot(GLOBAL, t0 + 120).expect("global");
+        let counts: BTreeMap<&str, u64> = g.classes.iter().map(|(c, n)| (&**c, *n)).collect();
+        assert_eq!(counts, BTreeMap::from([("truck", 4), ("car", 3), ("bike", 2), (OTHER_CLASS, 6)]));
+        assert_eq!(s.classes_overflowed(), 4, "the window's fold is a view, not a new overflow");
+        assert_eq!(counts.values().sum::<u64>(), 15, "every detection is counted once");
     }
 
     #[test]
