@@ -46,7 +46,8 @@ fn box_bounds(img: &RgbImage, x0: f32, y0: f32, x1: f32, y1: f32) -> Option<(usi
     (cx1 > cx0 && cy1 > cy0).then_some((cx0, cx1, cy0, cy1))
 }
 
-/// The direct definition: sums every pixel of the box.
+/// The direct definition: sums every pixel of the box (the reference the tests hold the table to).
+#[cfg(test)]
 fn box_redness_direct(img: &RgbImage, (cx0, cx1, cy0, cy1): (usize, usize, usize, usize)) -> f64 {
     let mut sum = 0u64;
     for y in cy0..cy1 {
@@ -77,11 +78,33 @@ fn build_integral(img: &RgbImage, sat: &mut Vec<u32>) {
 /// Boxes below this many pixels sum below 2^32 (255 per pixel), so the wrapping table reads them exactly.
 const EXACT_BOX_PIXELS: usize = (u32::MAX / 255) as usize;
 
-fn box_redness_integral(img: &RgbImage, sat: &[u32], (cx0, cx1, cy0, cy1): (usize, usize, usize, usize)) -> f64 {
+/// A box's redness from the table, read in pieces each below `EXACT_BOX_PIXELS` (so each reads exactly): at most
+/// area / EXACT_BOX_PIXELS + 2 pieces per row band, O(1) per box at any realistic size (an 8K UHD box: 3
+/// pieces). `pieces` counts the table reads' pieces (the work done).
+fn box_redness_integral(
+    img: &RgbImage,
+    sat: &[u32],
+    (cx0, cx1, cy0, cy1): (usize, usize, usize, usize),
+    pieces: &mut usize,
+) -> f64 {
     let stride = img.width + 1;
     let at = |x: usize, y: usize| sat[y * stride + x];
-    let sum = at(cx1, cy1).wrapping_sub(at(cx0, cy1)).wrapping_sub(at(cx1, cy0)).wrapping_add(at(cx0, cy0));
-    f64::from(sum) / (((cx1 - cx0) * (cy1 - cy0)) as f64 * 255.0)
+    let piece_width = (cx1 - cx0).min(EXACT_BOX_PIXELS - 1);
+    let rows_per_piece = ((EXACT_BOX_PIXELS - 1) / piece_width).max(1);
+    let mut sum = 0u64;
+    let mut y = cy0;
+    while y < cy1 {
+        let y2 = (y + rows_per_piece).min(cy1);
+        let mut x = cx0;
+        while x < cx1 {
+            let x2 = (x + piece_width).min(cx1);
+            sum += u64::from(at(x2, y2).wrapping_sub(at(x, y2)).wrapping_sub(at(x2, y)).wrapping_add(at(x, y)));
+            *pieces += 1;
+            x = x2;
+        }
+        y = y2;
+    }
+    sum as f64 / (((cx1 - cx0) * (cy1 - cy0)) as f64 * 255.0)
 }
 
 impl FrameMetric for ObjectRedness {
@@ -106,15 +129,10 @@ impl FrameMetric for ObjectRedness {
         let mut borrowed = frame.scratch.u32s.try_borrow_mut().ok();
         let sat = borrowed.as_deref_mut().unwrap_or(&mut local);
         build_integral(img, sat);
-        let (mut sum, mut n) = (0.0, 0usize);
+        let (mut sum, mut n, mut pieces) = (0.0, 0usize, 0usize);
         for d in frame.detections {
             if let Some(b) = box_bounds(img, d.x_min, d.y_min, d.x_max, d.y_max) {
-                let area = (b.1 - b.0) * (b.3 - b.2);
-                sum += if area < EXACT_BOX_PIXELS {
-                    box_redness_integral(img, sat, b)
-                } else {
-                    box_redness_direct(img, b)
-                };
+                sum += box_redness_integral(img, sat, b, &mut pieces);
                 n += 1;
             }
         }
@@ -153,7 +171,7 @@ mod tests {
             for (a, b, c, d) in boxes {
                 if let Some(bounds) = box_bounds(&img, a.min(b), c.min(d), a.max(b), c.max(d)) {
                     let direct = box_redness_direct(&img, bounds);
-                    let fast = box_redness_integral(&img, &sat, bounds);
+                    let fast = box_redness_integral(&img, &sat, bounds, &mut 0);
                     prop_assert!((direct - fast).abs() <= 1e-12, "{direct} vs {fast} for {bounds:?}");
                 }
             }
@@ -170,7 +188,32 @@ mod tests {
         build_integral(&img, &mut sat);
         let b = (1, 4900, 1, h);
         assert!((b.1 - b.0) * (b.3 - b.2) < EXACT_BOX_PIXELS);
-        assert_eq!(box_redness_integral(&img, &sat, b), 1.0);
+        assert_eq!(box_redness_integral(&img, &sat, b, &mut 0), 1.0);
         assert_eq!(box_redness_direct(&img, b), 1.0);
+    }
+
+    #[test]
+    fn boxes_past_the_exactness_bound_are_read_exactly_in_a_few_pieces() {
+        // 8K UHD, all pure red but a dark stripe: a full-frame box sums to 2^33 and more, past u32.
+        let (w, h) = (7680, 4320);
+        let mut data = [255u8, 0, 0].repeat(w * h);
+        data[..w * 3 * 100].fill(0);
+        let img = RgbImage { width: w, height: h, data };
+        let mut sat = Vec::new();
+        build_integral(&img, &mut sat);
+        for b in [(0, w, 0, h), (7, w - 3, 50, h), (0, w, 99, 101)] {
+            let mut pieces = 0;
+            let fast = box_redness_integral(&img, &sat, b, &mut pieces);
+            assert_eq!(fast, box_redness_direct(&img, b), "{b:?}");
+            let area = (b.1 - b.0) * (b.3 - b.2);
+            assert!(pieces <= area / EXACT_BOX_PIXELS + 2, "{pieces} pieces for {area} pixels");
+        }
+        // One row wider than the bound (a 1-pixel-tall panorama) is split across the row.
+        let img =
+            RgbImage { width: EXACT_BOX_PIXELS + 10, height: 1, data: [255u8, 0, 0].repeat(EXACT_BOX_PIXELS + 10) };
+        build_integral(&img, &mut sat);
+        let mut pieces = 0;
+        assert_eq!(box_redness_integral(&img, &sat, (0, img.width, 0, 1), &mut pieces), 1.0);
+        assert_eq!(pieces, 2);
     }
 }
