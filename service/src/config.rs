@@ -28,6 +28,23 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub kafka: KafkaConfig,
     pub checkpoint: CheckpointConfig,
+    pub log: LogConfig,
+}
+
+/// `[log]`: how the service writes its log (stderr). Colours only when stderr is a terminal.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (human-readable) or `json` (one object per line, for log shippers); `--log-format` overrides it.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -274,3 +274,49 @@ fn baseline_build_keys_references_by_time_of_day_context() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("divides 24"), "{}", stderr(&o));
 }
+
+/// A service whose checkpoint cannot be read refuses to start (issue #11), and says so in its log: plain text
+/// without colour codes when stderr is not a terminal, or one JSON object per line with `[log] format = "json"`
+/// (set here from the environment) or `--log-format json` (issue #14).
+#[test]
+fn an_unreadable_checkpoint_stops_serve_and_the_log_is_plain_or_json_as_asked() {
+    let dir = scratch("cli-log");
+    std::fs::create_dir_all(dir.join("checkpoint.bin")).expect("a directory where the checkpoint should be");
+    let config = dir.join("fw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "baseline = \"examples/baseline.json\"\n[server]\ngrpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\n\
+             [checkpoint]\npath = \"{}\"\n",
+            dir.join("checkpoint.bin").display()
+        ),
+    )
+    .expect("write");
+    let serve = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_framewatch"));
+        c.args(extra).args(["serve", "--config", config.to_str().expect("utf8")]).current_dir(root());
+        c.envs(env.iter().copied()).env_remove("RUST_LOG");
+        c.output().expect("run framewatch")
+    };
+
+    let text = serve(&[], &[]);
+    assert_eq!(text.status.code(), Some(1), "{}", stderr(&text));
+    let log = stderr(&text);
+    assert!(log.contains("checkpoint.path cannot be read") && log.contains("checkpoint.bin"), "{log}");
+    assert!(log.contains("ERROR") && !log.contains('\u{1b}'), "plain text without escape codes: {log:?}");
+
+    for (env, extra) in [(&[("FRAMEWATCH_LOG__FORMAT", "json")][..], &[][..]), (&[][..], &["--log-format", "json"][..])]
+    {
+        let json = serve(env, extra);
+        assert_eq!(json.status.code(), Some(1), "{}", stderr(&json));
+        let log = stderr(&json);
+        let events: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &serde_json::Value| v.is_object())
+            .collect();
+        let error =
+            events.iter().find(|e| e["level"] == "ERROR").unwrap_or_else(|| panic!("no JSON error event in {log}"));
+        assert!(error["fields"]["message"].as_str().is_some_and(|m| m.contains("checkpoint")), "{error}");
+    }
+}

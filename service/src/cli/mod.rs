@@ -37,8 +37,28 @@ framewatch drift --baseline baseline.json new_images/ --predictions new.jsonl\n 
 framewatch drift --baseline baseline.json new_images/ --fail-on 'psi>0.25,confidence_mean.mean<0.7'   # CI data gate"
 )]
 pub struct Cli {
+    /// Log format on stderr: text, or json (one object per line, for log shippers). Default: `[log] format` of
+    /// `serve`'s configuration (FRAMEWATCH_LOG__FORMAT), else text. Colours only when stderr is a terminal.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<crate::config::LogFormat>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The log format: `--log-format`, else the configuration's (serve), else text. A configuration that does
+    /// not load gives text here; `run` then reports its error.
+    pub fn log_format(&self) -> crate::config::LogFormat {
+        if let Some(f) = self.log_format {
+            return f;
+        }
+        match &self.command {
+            Command::Serve(args) => crate::config::Config::load(args.config.as_deref(), std::env::vars())
+                .map(|c| c.log.format)
+                .unwrap_or_default(),
+            _ => crate::config::LogFormat::Text,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
