@@ -411,10 +411,17 @@ async fn start_grpc(
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<IngestServiceServer<GrpcIngest>>().await;
     health_reporter.set_serving::<QueryServiceServer<QueryApi>>().await;
+    // Reflection v1 and v1alpha: grpcurl 1.8 and Python's grpcio-reflection client speak only v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(framewatch_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("gRPC reflection")?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(framewatch_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("gRPC reflection (v1alpha)")?;
     let max_message_bytes = crate::sources::grpc::max_message_bytes(config.pipeline.max_image_bytes);
     let ingest = GrpcIngest {
         pipeline: pipeline.handle(),
@@ -443,6 +450,7 @@ async fn start_grpc(
         .http2_keepalive_timeout(keepalive.map(|k| k.min(Duration::from_secs(20))))
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection, GrpcAuth::new(auth, Role::Query)))
+        .add_service(InterceptedService::new(reflection_v1alpha, GrpcAuth::new(auth, Role::Query)))
         .add_service(InterceptedService::new(ingest_service, GrpcAuth::new(auth, Role::Ingest)))
         .add_service(InterceptedService::new(QueryServiceServer::new(query), GrpcAuth::new(auth, Role::Query)))
         .serve_with_incoming_shutdown(incoming.into_stream(), tree.grpc.clone().cancelled_owned());
