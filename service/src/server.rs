@@ -168,7 +168,10 @@ impl Service {
             .transpose()
             .context("checkpoint.path cannot be read; fix it or move it away (framewatch never starts over it)")?
             .unwrap_or_default();
-        let kafka_telemetry = config.kafka.enabled().then(|| KafkaTelemetry::register(&mut prom));
+        let kafka_telemetry = config.kafka.enabled().then(|| {
+            p.telemetry.start_at_zero(crate::frame::Source::Kafka.as_str());
+            KafkaTelemetry::register(&mut prom)
+        });
         let (pipeline, workers) = start_pipeline(&config, &p);
         let kafka = match kafka_telemetry {
             Some(kt) => Some(start_kafka(&config, &p, &pipeline, kt, (checkpointer.clone(), resume_from), &tree)?),

@@ -48,10 +48,18 @@ impl Telemetry {
             "Time to decode and score one frame (worker thread)",
             t.scoring_seconds.clone(),
         );
-        // gRPC ingest is always on: its counters start at 0, so rates and scrapes see 0 rather than no series.
-        let grpc = [("source", "grpc")];
-        let _ = (t.received.get_or_create(&grpc), t.accepted.get_or_create(&grpc));
+        // gRPC ingest is always on.
+        t.start_at_zero("grpc");
         t
+    }
+
+    /// Creates `source`'s counters at 0, every refusal reason included, so rate() rules and scrapes see 0 rather
+    /// than no series before the first frame (or the first refusal of a kind).
+    pub fn start_at_zero(&self, source: &'static str) {
+        let _ = (self.received.get_or_create(&[("source", source)]), self.accepted.get_or_create(&[("source", source)]));
+        for r in RejectReason::ALL {
+            let _ = self.rejected.get_or_create(&[("source", source), ("reason", r.as_str())]);
+        }
     }
 
     pub fn reject(&self, source: &'static str, reason: RejectReason) {

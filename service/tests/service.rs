@@ -327,6 +327,12 @@ async fn streamed_frames_drift_is_visible_over_grpc_and_metrics_and_bad_frames_a
         "{body}"
     );
     assert!(body.contains("framewatch_frames_accepted_total{source=\"grpc\"} 265"), "{body}");
+    // Every reason has its series, at 0 until it happens (rate() rules see 0, not "no data").
+    for r in framewatch::reject::RejectReason::ALL {
+        let series = format!("framewatch_frames_rejected_total{{source=\"grpc\",reason=\"{}\"}} ", r.as_str());
+        assert!(body.contains(&series), "no {series}");
+    }
+    assert!(body.contains("framewatch_frames_rejected_total{source=\"grpc\",reason=\"decode_budget_exceeded\"} 0"));
     assert!(
         body.contains(
             "framewatch_drift_detected{slice=\"camera_id=cam-night\",dimension=\"camera_id\",metric=\"brightness\"} 1"
