@@ -56,7 +56,8 @@ impl Telemetry {
     /// Creates `source`'s counters at 0, every refusal reason included, so rate() rules and scrapes see 0 rather
     /// than no series before the first frame (or the first refusal of a kind).
     pub fn start_at_zero(&self, source: &'static str) {
-        let _ = (self.received.get_or_create(&[("source", source)]), self.accepted.get_or_create(&[("source", source)]));
+        let _ =
+            (self.received.get_or_create(&[("source", source)]), self.accepted.get_or_create(&[("source", source)]));
         for r in RejectReason::ALL {
             let _ = self.rejected.get_or_create(&[("source", source), ("reason", r.as_str())]);
         }

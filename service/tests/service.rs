@@ -104,6 +104,15 @@ fn bad_frames() -> Vec<(Frame, &'static str)> {
         f(&mut x);
         ok(x)
     };
+    // An edge camera's frame with one metric value.
+    let edge = |name: &str, value: f64| {
+        with(&|f| {
+            f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
+                values: [(name.to_string(), value)].into(),
+                perceptual_hash: None,
+            }))
+        })
+    };
     let det = |conf: f32| v1::Detection {
         x_min: 0.1,
         y_min: 0.1,
@@ -147,69 +156,13 @@ fn bad_frames() -> Vec<(Frame, &'static str)> {
             "too_late",
         ),
         (with(&|f| f.content = None), "empty_frame"),
-        (
-            with(&|f| {
-                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
-                    values: [("brightness".to_string(), f64::NAN)].into(),
-                    perceptual_hash: None,
-                }))
-            }),
-            "invalid_metric_value",
-        ),
-        (
-            with(&|f| {
-                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
-                    values: [("brightness".to_string(), 1e300)].into(),
-                    perceptual_hash: None,
-                }))
-            }),
-            "invalid_metric_value",
-        ),
-        (
-            with(&|f| {
-                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
-                    values: [("brightness".to_string(), 1.5)].into(),
-                    perceptual_hash: None,
-                }))
-            }),
-            "invalid_metric_value",
-        ),
-        (
-            with(&|f| {
-                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
-                    values: [("sharpness".to_string(), -0.25)].into(),
-                    perceptual_hash: None,
-                }))
-            }),
-            "invalid_metric_value",
-        ),
-        (
-            with(&|f| {
-                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
-                    values: [("area".to_string(), 1e300)].into(),
-                    perceptual_hash: None,
-                }))
-            }),
-            "invalid_metric_value",
-        ),
-        (
-            with(&|f| {
-                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
-                    values: [("object_count".to_string(), -1.0)].into(),
-                    perceptual_hash: None,
-                }))
-            }),
-            "invalid_metric_value",
-        ),
-        (
-            with(&|f| {
-                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
-                    values: [("brightnes".to_string(), 0.5)].into(),
-                    perceptual_hash: None,
-                }))
-            }),
-            "unknown_metric",
-        ),
+        (edge("brightness", f64::NAN), "invalid_metric_value"),
+        (edge("brightness", 1e300), "invalid_metric_value"),
+        (edge("brightness", 1.5), "invalid_metric_value"),
+        (edge("sharpness", -0.25), "invalid_metric_value"),
+        (edge("area", 1e300), "invalid_metric_value"),
+        (edge("object_count", -1.0), "invalid_metric_value"),
+        (edge("brightnes", 0.5), "unknown_metric"),
         (
             with(&|f| {
                 f.content = Some(v1::frame::Content::RawImage(v1::RawImage {
