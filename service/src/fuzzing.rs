@@ -1,6 +1,7 @@
 //! Entry points for the fuzz targets (`fuzz/`, cargo-fuzz) and the structured-mutation suite
 //! (`tests/fuzz_inputs.rs`): each hands outside bytes to a decoder exactly as the service does and says whether
-//! they were accepted. A panic, a hang or unbounded memory here is a finding; `Err` is the expected answer to junk.
+//! they were accepted. A panic, a hang or unbounded memory here is a finding; a `Refusal` with a stable reason is
+//! the expected answer to junk.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,7 +16,7 @@ use crate::cameras::CameraTracker;
 use crate::checkpoint::{self, CheckpointError};
 use crate::config::{Config, IngestConfig, KafkaFormat};
 use crate::frame::{self, Content, IncomingFrame, Source};
-use crate::reject::Rejection;
+use crate::reject::{RejectReason, Rejection};
 use crate::sources::kafka::message::{self, RawMessage};
 use crate::store::{StoreSettings, WindowStore};
 
@@ -33,8 +34,34 @@ fn fuzz_settings() -> ScoreSettings {
     }
 }
 
+/// Why an entry point refused its input. `reason` is a stable label: the `reason` label of the counter the service
+/// increments for it where there is one (frames, Kafka messages, checkpoint restores); `detail` is the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl Refusal {
+    fn new(reason: &'static str, detail: impl ToString) -> Refusal {
+        Refusal { reason, detail: detail.to_string() }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+impl From<Rejection> for Refusal {
+    fn from(r: Rejection) -> Self {
+        Refusal { reason: r.reason.as_str(), detail: r.message }
+    }
+}
+
 /// Scores an accepted frame's pixels and detections the way a worker does.
-fn score(scorer: &mut Scorer, f: &IncomingFrame) -> Result<(), String> {
+fn score(scorer: &mut Scorer, f: &IncomingFrame) -> Result<(), Refusal> {
     let pixels = match &f.content {
         Content::Encoded(b) => FramePixels::Encoded(b),
         Content::Raw { pixels, width, height, format } => {
@@ -42,7 +69,7 @@ fn score(scorer: &mut Scorer, f: &IncomingFrame) -> Result<(), String> {
         }
         Content::Values { .. } | Content::None => FramePixels::None,
     };
-    scorer.score(pixels, &f.detections).map(|_| ()).map_err(|e| e.reason().to_string())
+    scorer.score(pixels, &f.detections).map(|_| ()).map_err(|e| Rejection::from(e).into())
 }
 
 /// Reusable state for the frame and image entry points (a worker's scorer).
@@ -63,45 +90,42 @@ impl Default for FrameScorer {
 
 impl FrameScorer {
     /// A protobuf `framewatch.v1.Frame` as gRPC delivers it: decode, validate (`frame::from_proto`), score.
-    pub fn grpc_frame(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let wire = v1::Frame::decode(bytes).map_err(|e| format!("invalid_protobuf: {e}"))?;
-        let f = frame::from_proto(wire, Source::Grpc, receive_time(), &self.ingest).map_err(reason)?;
+    pub fn grpc_frame(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
+        let wire = v1::Frame::decode(bytes).map_err(|e| Refusal::new(RejectReason::InvalidProtobuf.as_str(), e))?;
+        let f = frame::from_proto(wire, Source::Grpc, receive_time(), &self.ingest)?;
         score(&mut self.scorer, &f)
     }
 
     /// A Kafka message value in the JSON form (and, with `auto`, protobuf), keyed by `key`.
-    pub fn kafka_message(&mut self, bytes: &[u8], key: Option<&[u8]>, auto: bool) -> Result<(), String> {
+    pub fn kafka_message(&mut self, bytes: &[u8], key: Option<&[u8]>, auto: bool) -> Result<(), Refusal> {
         let msg = RawMessage { payload: Some(bytes), key, timestamp_ms: Some(1_795_687_100_000) };
         let format = if auto { KafkaFormat::Auto } else { KafkaFormat::Json };
-        let f = message::decode(msg, format, receive_time(), &self.ingest).map_err(reason)?;
+        let f = message::decode(msg, format, receive_time(), &self.ingest)?;
         score(&mut self.scorer, &f)
     }
 
     /// An encoded image (JPEG or PNG): quality estimate, decode and every pixel metric.
-    pub fn image(&mut self, bytes: &[u8]) -> Result<(), String> {
+    pub fn image(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
         let _ = jpeg_quality(bytes);
-        self.scorer.score(FramePixels::Encoded(bytes), &[]).map(|_| ()).map_err(|e| e.reason().to_string())
+        self.scorer.score(FramePixels::Encoded(bytes), &[]).map(|_| ()).map_err(|e| Rejection::from(e).into())
     }
 }
 
-fn reason(r: Rejection) -> String {
-    format!("{}: {}", r.reason.as_str(), r.message)
+/// RFC 3339 text as the Kafka JSON form's `capture_time`: the Unix seconds and nanoseconds it names. The caller
+/// checks the round trip through `time::rfc3339` (a property, not a refusal).
+pub fn rfc3339(bytes: &[u8]) -> Result<(i64, i32), Refusal> {
+    let invalid = |detail: &str| Refusal::new(RejectReason::InvalidTimestamp.as_str(), detail);
+    let text = std::str::from_utf8(bytes).map_err(|_| invalid("not UTF-8"))?;
+    crate::time::parse_rfc3339(text).ok_or_else(|| invalid("not RFC 3339"))
 }
 
-/// RFC 3339 text as the Kafka JSON form's `capture_time`: parsed, and an accepted instant formats back.
-pub fn rfc3339(bytes: &[u8]) -> Result<(i64, i32), String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-    let (secs, nanos) = crate::time::parse_rfc3339(text).ok_or("not RFC 3339")?;
-    let _ = crate::time::rfc3339(secs);
-    Ok((secs, nanos))
-}
-
-/// The TOML configuration: parsed, validated, and turned into the store's settings as `serve` does.
-pub fn config(bytes: &[u8]) -> Result<(), String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-    let cfg = Config::from_toml(text, Vec::new()).map_err(|e| format!("{e:#}"))?;
+/// The TOML configuration: parsed, validated, and turned into the store's settings as `serve` does. The service
+/// refuses to start on any of these, naming the key; the reasons here only sort them.
+pub fn config(bytes: &[u8]) -> Result<(), Refusal> {
+    let text = std::str::from_utf8(bytes).map_err(|e| Refusal::new("not_utf8", e))?;
+    let cfg = Config::from_toml(text, Vec::new()).map_err(|e| Refusal::new("invalid_config", format!("{e:#}")))?;
     let registry = MetricRegistry::standard();
-    StoreSettings::from_config(&cfg, |n| registry.index_of(n)).map_err(|e| e.to_string())?;
+    StoreSettings::from_config(&cfg, |n| registry.index_of(n)).map_err(|e| Refusal::new("invalid_slices", e))?;
     Ok(())
 }
 
@@ -168,14 +192,20 @@ impl CheckpointReader {
         checkpoint::encode(&c).unwrap_or_default()
     }
 
-    /// Reads a checkpoint file's bytes into a fresh store; `Err` names why it was refused.
-    pub fn read(&self, bytes: &[u8]) -> Result<usize, String> {
+    /// Reads a checkpoint file's bytes into a fresh store; the refusal's reason is the `result` label the service
+    /// counts a failed restore under (`corrupt`, `incompatible`), with the same mapping as `Checkpointer::restore`.
+    pub fn read(&self, bytes: &[u8]) -> Result<usize, Refusal> {
         let path = std::path::Path::new("fuzz.ckpt");
-        let c = checkpoint::decode(path, bytes).map_err(|e: CheckpointError| e.to_string())?;
+        let refusal = |e: CheckpointError| Refusal::new(e.result_label(), e);
+        let c = checkpoint::decode(path, bytes).map_err(refusal)?;
         let mut cameras = CameraTracker::new(2000);
-        cameras.restore_state(c.cameras).map_err(|e| e.to_string())?;
+        cameras
+            .restore_state(c.cameras)
+            .map_err(|e| refusal(CheckpointError::Corrupt { path: path.into(), reason: e.to_string() }))?;
         let mut store = self.store();
-        store.restore_state(c.store).map_err(|e| e.to_string())?;
+        store
+            .restore_state(c.store)
+            .map_err(|e| refusal(CheckpointError::Incompatible { path: path.into(), reason: e.to_string() }))?;
         let now = 1_795_687_200;
         let keys = store.slice_keys();
         for k in &keys {
