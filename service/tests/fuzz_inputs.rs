@@ -592,7 +592,7 @@ fn mutated_checkpoint_files_are_refused_with_a_reason_never_a_panic() {
     fuzz(t, &files, |b| reader.read(b).map(|_| ()));
     // bodies under a valid header: the decoder and the restore into a store see the mutations
     let bodies: Vec<Vec<u8>> = files.iter().map(|f| f[24..].to_vec()).collect();
-    let t = Target { name: "checkpoint_body", seed: 0x5556, cases: 2000, reasons: &reasons, mutate: mutate_bytes };
+    let t = Target { name: "checkpoint_body", seed: 0x5556, cases: 800, reasons: &reasons, mutate: mutate_bytes };
     let tally = fuzz(t, &bodies, |b| reader.read(&CheckpointReader::wrap(b)).map(|_| ()));
     assert!(tally.accepted > 0, "no mutated body reached a restored store");
 }
