@@ -511,19 +511,23 @@ impl Config {
         path: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Config> {
-        match path {
+        let doc: toml::Table = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
-                Config::from_toml(&text, env).with_context(|| format!("config {}", p.display()))
+                text.parse().with_context(|| format!("{}: not valid TOML", p.display()))?
             }
-            None => Config::from_toml("", env),
-        }
+            None => toml::Table::new(),
+        };
+        Config::from_table(doc, env)
     }
 
-    /// Parses TOML text (the file's contents), applies `FRAMEWATCH_*` overrides from `env`, validates.
-    /// The fuzzing entry point for the config, so the file path and the in-memory path are one code path.
+    /// Parses TOML text (a file's contents), applies `FRAMEWATCH_*` overrides from `env`, validates: `load`
+    /// without the file, for the config fuzz target.
     pub fn from_toml(text: &str, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
-        let doc: toml::Table = text.parse().context("not valid TOML")?;
+        Config::from_table(text.parse().context("not valid TOML")?, env)
+    }
+
+    fn from_table(doc: toml::Table, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
         let overrides: Vec<(String, String)> =
             env.into_iter().filter_map(|(k, v)| Some((k.strip_prefix("FRAMEWATCH_")?.to_string(), v))).collect();
         let cfg = with_overrides(doc, &overrides)?;
