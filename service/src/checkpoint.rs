@@ -68,7 +68,8 @@ pub enum CheckpointError {
 }
 
 impl CheckpointError {
-    fn result_label(&self) -> &'static str {
+    /// The `result` label of `framewatch_checkpoint_restores_total` for this error.
+    pub fn result_label(&self) -> &'static str {
         match self {
             CheckpointError::Io { .. } => "io_error",
             CheckpointError::Corrupt { .. } => "corrupt",

@@ -559,6 +559,16 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        Config::from_table(doc, env)
+    }
+
+    /// Parses TOML text (a file's contents), applies `FRAMEWATCH_*` overrides from `env`, validates: `load`
+    /// without the file, for the config fuzz target.
+    pub fn from_toml(text: &str, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+        Config::from_table(text.parse().context("not valid TOML")?, env)
+    }
+
+    fn from_table(doc: toml::Table, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
         let overrides: Vec<(String, String)> =
             env.into_iter().filter_map(|(k, v)| Some((k.strip_prefix("FRAMEWATCH_")?.to_string(), v))).collect();
         let cfg = with_overrides(doc, &overrides)?;

@@ -2,7 +2,7 @@
 //! frame meets them; a module imports only modules listed below it (`tests/architecture.rs` checks this):
 //!
 //! ```text
-//! cli (offline commands) -> server (assembly) -> [demo]
+//! cli (offline commands), fuzzing (decoder entry points for fuzz/) -> server (assembly) -> [demo]
 //!   -> sources::grpc | sources::kafka -> pipeline (bounded queue, scoring pool) -> frame (validation)
 //!   -> checkpoint (store + cameras + Kafka offsets)
 //!   -> http (/metrics, /healthz, /readyz) -> export (/metrics) + api (queries) -> alerts (rules -> log, watch,
@@ -14,6 +14,7 @@
 pub mod cli;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod fuzzing;
 pub mod server;
 
 pub mod sources;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// Layers, top (0) to bottom. A module may use modules of a strictly greater layer, or its own submodules.
 const LAYERS: &[&[&str]] = &[
-    &["main", "lib", "cli"],
+    &["main", "lib", "cli", "fuzzing"],
     &["demo"],
     &["server"],
     &["sources"],
