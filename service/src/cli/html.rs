@@ -306,9 +306,9 @@ fn chart(h: &mut String, edges: &[f64], counts: &[u32], median: f64, values: &[(
     }
     let mx = pad + (median - lo) / (hi - lo) * (w - 2.0 * pad);
     let _ = write!(h, "<line class=\"median\" x1=\"{mx:.1}\" y1=\"2\" x2=\"{mx:.1}\" y2=\"{plot_h}\"/>");
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<text x=\"{pad}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text></svg>\n",
+        "<text x=\"{pad}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text></svg>",
         ht - 4.0,
         fmt_num(lo),
         w - pad,
