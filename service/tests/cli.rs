@@ -320,3 +320,168 @@ fn an_unreadable_checkpoint_stops_serve_and_the_log_is_plain_or_json_as_asked() 
         assert!(error["fields"]["message"].as_str().is_some_and(|m| m.contains("checkpoint")), "{error}");
     }
 }
+
+/// Headless Chromium (Debian's, installed by scripts/test) on a local file, with its own profile directory so
+/// parallel tests do not share one. `--dump-dom` prints the DOM after the page's load event.
+fn chromium(profile: &Path, page: &Path, args: &[&str]) -> Output {
+    let page = page.canonicalize().expect("page path");
+    Command::new("chromium")
+        .args(["--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run", "--mute-audio"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium (apt-get install chromium; scripts/test installs it)")
+}
+
+/// The text between `open`'s first occurrence (at or after `from`) and the next `close`.
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let len = text[start..].find(close)?;
+    Some(&text[start..start + len])
+}
+
+#[test]
+fn drift_html_report_opens_in_a_browser_with_the_json_numbers_charts_and_decodable_thumbnails() {
+    let dir = scratch("cli-html");
+    let baseline = build_baseline(&dir);
+    let report = dir.join("report.html");
+    let o = framewatch(&[
+        "drift",
+        "--baseline",
+        baseline.to_str().expect("utf8"),
+        "examples/night",
+        "--predictions",
+        "examples/night.jsonl",
+        "--json",
+        "--fail-on",
+        "brightness.psi>0.25",
+        "--html",
+        report.to_str().expect("utf8"),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("--json still goes to stdout");
+    let metrics = json["metrics"].as_object().expect("metrics");
+    let drifting: Vec<&String> = metrics.iter().filter(|(_, m)| m["drift"] == true).map(|(n, _)| n).collect();
+    assert!(drifting.len() >= 5, "{drifting:?}");
+    let html = std::fs::read_to_string(&report).expect("report written");
+
+    // Self-contained: no script, no external resource; every image is inline JPEG.
+    assert!(!html.contains("<script") && !html.contains("url(") && !html.contains("@import") && !html.contains("href"));
+    let srcs: Vec<&str> = html.split(" src=\"").skip(1).collect();
+    assert!(!srcs.is_empty() && srcs.len() <= 40, "{} images", srcs.len());
+    assert!(srcs.iter().all(|s| s.starts_with("data:image/jpeg;base64,")));
+    // The thumbnails are real JPEGs at most 160 px long, by the tree's own decoder.
+    for s in &srcs {
+        let b64 = &s["data:image/jpeg;base64,".len()..s.find('"').expect("closing quote")];
+        let bytes = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")
+        };
+        let mut img = framewatch_metrics::RgbImage::default();
+        framewatch_metrics::decode::decode_into(&bytes, &Default::default(), &mut img).expect("thumbnail decodes");
+        assert!(img.width.max(img.height) <= 160 && img.width.min(img.height) > 0, "{}x{}", img.width, img.height);
+    }
+
+    // The same page with a probe appended that counts, once loaded, the images the browser decoded.
+    let probed = dir.join("probed.html");
+    let probe = "<script>addEventListener('load', () => { const i = [...document.images]; \
+                 document.body.dataset.decoded = i.filter(x => x.complete && x.naturalWidth > 0).length + '/' + i.length; \
+                 });</script></body>";
+    std::fs::write(&probed, html.replace("</body>", probe)).expect("write");
+    let o = chromium(
+        &dir.join("profile"),
+        &probed,
+        &["--run-all-compositor-stages-before-draw", "--virtual-time-budget=10000", "--dump-dom"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dom = stdout(&o);
+    let decoded = between(&dom, "data-decoded=\"", "\"").unwrap_or_else(|| panic!("probe did not run: {dom:.2000}"));
+    assert_eq!(decoded, format!("{0}/{0}", srcs.len()), "images the browser decoded / images in the page");
+
+    // The verdict and the gate, as rendered.
+    let verdict = between(&dom, "id=\"verdict\"", "</p>").expect("verdict");
+    assert!(verdict.contains(&format!("Drifting: {} of {} metrics", drifting.len(), metrics.len())), "{verdict}");
+    let gate = between(&dom, "id=\"gate\"", "</p>").expect("gate");
+    assert!(gate.contains("failed (exit code 3)") && gate.contains("brightness.psi&gt;0.25"), "{gate}");
+    assert!(dom.contains("rule <code>brightness.psi&gt;0.25</code> broken: brightness"), "rule failure listed");
+
+    for (name, m) in metrics {
+        // A row per metric with the JSON's PSI (the table shows three decimals) and verdict.
+        let row = between(&dom, &format!("data-metric=\"{name}\">"), "</tr>").unwrap_or_else(|| panic!("row {name}"));
+        let psi: f64 = between(row, "<td class=\"psi\">", "</td>").and_then(|t| t.parse().ok()).expect("psi cell");
+        let want = m["psi"].as_f64().expect("json psi");
+        assert!((psi - want).abs() <= 0.0005 + 1e-9, "{name}: page {psi}, json {want}");
+        let verdict = between(row, "<td class=\"verdict\">", "</td>").expect("verdict cell");
+        assert_eq!(verdict == "DRIFT", m["drift"] == true, "{name}: {verdict}");
+        // A chart with bars for both series.
+        let chart =
+            between(&dom, &format!("<figure class=\"chart {}\" data-metric=\"{name}\">", row_class(m)), "</figure>")
+                .unwrap_or_else(|| panic!("chart {name}"));
+        assert!(chart.contains("<svg"), "{name}");
+        assert!(
+            chart.contains("<g class=\"base\"><rect") && chart.contains("<g class=\"cur\"><rect"),
+            "{name}: {chart}"
+        );
+    }
+    // The most outlying frames of each drifting metric, with their paths.
+    for name in &drifting {
+        let frames = between(&dom, &format!("<div class=\"frames\" data-metric=\"{name}\">"), "</div>\n")
+            .unwrap_or_else(|| panic!("outlying frames of {name}"));
+        assert!(frames.matches("examples/night/frame_").count() >= 5, "{name}: {frames}");
+    }
+
+    // A picture for people: target/e2e/drift-report.png.
+    let shot = root().join("target/e2e/drift-report.png");
+    let _ = std::fs::remove_file(&shot);
+    let o = chromium(
+        &dir.join("profile"),
+        &report,
+        &[&format!("--screenshot={}", shot.display()), "--window-size=1280,2000", "--hide-scrollbars"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let png = std::fs::read(&shot).expect("screenshot written");
+    let mut img = framewatch_metrics::RgbImage::default();
+    framewatch_metrics::decode::decode_into(&png, &Default::default(), &mut img).expect("screenshot is a PNG");
+    assert_eq!((img.width, img.height), (1280, 2000));
+}
+
+fn row_class(m: &serde_json::Value) -> &'static str {
+    match m["drift"].as_bool() {
+        Some(true) => "drift",
+        Some(false) => "ok",
+        None => "few",
+    }
+}
+
+#[test]
+fn drift_html_report_escapes_paths_and_rules() {
+    let dir = scratch("cli-html-escape");
+    let evil = dir.join("<script>alert(1)<b>");
+    std::fs::create_dir_all(&evil).expect("mkdir");
+    for e in std::fs::read_dir(root().join("examples/night")).expect("night frames") {
+        let p = e.expect("entry").path();
+        std::fs::copy(&p, evil.join(p.file_name().expect("name"))).expect("copy");
+    }
+    let report = dir.join("report.html");
+    let o = framewatch(&[
+        "drift",
+        "--baseline",
+        "examples/baseline.json",
+        evil.to_str().expect("utf8"),
+        "--fail-on",
+        "brightness.mean<0.5",
+        "--html",
+        report.to_str().expect("utf8"),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let html = std::fs::read_to_string(&report).expect("report written");
+    assert!(!html.contains("<script") && !html.contains("<b>"), "raw markup from a path reached the page");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;b&gt;/frame_"), "the path is shown, escaped");
+    assert!(html.contains("brightness.mean&lt;0.5"), "the rule is shown, escaped");
+    let o = chromium(&dir.join("profile"), &report, &["--dump-dom"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dom = stdout(&o);
+    assert!(!dom.contains("<script") && !dom.contains("<b>"), "the browser made elements of a path");
+    assert!(dom.contains("&lt;script&gt;alert(1)&lt;b&gt;/frame_"), "the browser shows the path as text");
+}

@@ -16,6 +16,7 @@ use framewatch_metrics::{
     Verdict,
 };
 
+mod html;
 mod offline;
 mod report;
 
@@ -189,6 +190,10 @@ pub struct DriftArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the report as one self-contained HTML file (verdict, statistics, histograms as inline SVG, the
+    /// most outlying frames of each drifting metric with thumbnails); it loads nothing from anywhere.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Exit with code 3 when any rule holds. Rules: `[metric.]statistic OP number`, comma-separated; statistics:
     /// psi, ks_statistic, ks_p_value, js_distance, wasserstein_norm, outliers_moderate, outliers_severe, mean,
     /// mean_delta, and for `class`: cramers_v, chi_square_p_value. `drift` = the default verdict.
@@ -434,11 +439,17 @@ fn drift(args: DriftArgs) -> anyhow::Result<ExitCode> {
     settings = settings_with(&args.analysis, settings);
     let comparable = ComparableSettings { analysis: settings.analysis, prediction: settings.prediction };
     let mut acc = DriftAccumulator::new(&baseline, registry.names(), &comparable)?;
+    // The HTML report also needs every value with its frame (for charts and outlying frames); only kept when asked.
+    let mut frame_values = args.html.as_ref().map(|_| html::FrameValues::default());
+    let names: Vec<&str> = registry.names().collect();
     let bar = progress(files.len());
     score_files(&files, &preds, &registry, settings, threads(args.input.threads), |input, result| {
         bar.inc(1);
         match result {
             FrameResult::Scored { values, detections, .. } => {
+                if let Some(fv) = frame_values.as_mut() {
+                    fv.record(&names, &baseline, input, &values);
+                }
                 acc.add(&values, detections.iter().map(|d| d.class_label.as_str()))
             }
             FrameResult::Failed { reason, message } => {
@@ -451,6 +462,12 @@ fn drift(args: DriftArgs) -> anyhow::Result<ExitCode> {
     let thresholds = DriftThresholds { min_frames: args.min_frames, ..DriftThresholds::default() };
     let mut rep = acc.report(&thresholds);
     let failed_rules = rep.apply_rules(&rules)?;
+    let fail = failed_rules > 0 || (fail_on_verdict && rep.verdict == Verdict::Drift);
+    if let (Some(path), Some(fv)) = (&args.html, &frame_values) {
+        let gate = html::Gate { rules: args.fail_on.as_deref(), failed: fail };
+        std::fs::write(path, html::render(&rep, &baseline, fv, &gate))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {
@@ -460,6 +477,5 @@ fn drift(args: DriftArgs) -> anyhow::Result<ExitCode> {
         report::print_drift(&rep, &baseline, &mut out)?;
     }
     out.flush()?;
-    let fail = failed_rules > 0 || (fail_on_verdict && rep.verdict == Verdict::Drift);
     Ok(if fail { ExitCode::from(EXIT_RULE_FAILED) } else { ExitCode::SUCCESS })
 }

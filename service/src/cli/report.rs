@@ -174,7 +174,7 @@ pub fn print_catalog(registry: &MetricRegistry, out: &mut impl Write) -> io::Res
     Ok(())
 }
 
-fn fmt_p(p: f64) -> String {
+pub(super) fn fmt_p(p: f64) -> String {
     if p >= 1e-3 { format!("{p:.3}") } else { format!("{p:.1e}") }
 }
 
@@ -183,7 +183,7 @@ fn opt(v: Option<f64>) -> String {
 }
 
 /// The drift table's header and rows: one row per metric, drifted metrics first, then by PSI.
-fn drift_rows(rep: &DriftReport) -> (Vec<String>, Vec<Vec<String>>) {
+pub(super) fn drift_rows(rep: &DriftReport) -> (Vec<String>, Vec<Vec<String>>) {
     let header: Vec<String> =
         ["metric", "n", "mean", "baseline", "psi", "ks", "ks_p", "js", "w_norm", "out_1.5iqr", "out_2.5iqr", "verdict"]
             .map(String::from)
