@@ -225,6 +225,9 @@ fn unreachable_settings() -> StoreSettings {
         allowed_lateness_secs: 300,
         max_slices: 2000,
         idle_evict_secs: 3600,
+        admit_per_sec: 20.0,
+        protect_after_frames: 50,
+        max_classes: 256,
         dimensions: vec![vec!["camera_id".into()]],
         predicates: Vec::new(),
     }
