@@ -12,7 +12,8 @@
 //!   offset and the group's committed offset, so frames already in the restored windows are not counted twice.
 //!
 //! Backpressure: when the scoring queue is full, the assigned partitions are paused (librdkafka stops fetching and
-//! drops what it prefetched) until the queue has room; memory stays bounded by the queue.
+//! drops what it prefetched) until the queue has room; memory stays bounded by the queue. The consumer is polled
+//! all the while, so rebalances are served and `max.poll.interval.ms` does not expire.
 //! Poison messages are refused with a reason, counted, optionally copied to a dead-letter topic, and their offset
 //! moves on like any other.
 
@@ -27,7 +28,7 @@ mod rebalance;
 mod telemetry;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -139,7 +140,9 @@ impl KafkaSource {
             ready: ready.clone(),
             last_error: LastError::new(not_ready_reason.clone()),
             error_log: Mutex::new(ErrorLog::new()),
-            generation: AtomicU64::new(0),
+            revoked: Mutex::new(Vec::new()),
+            rebalanced: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             config: cfg.clone(),
         });
         let consumer = subscribe(&cfg, shared.clone())?;
