@@ -947,3 +947,42 @@ fn cooperative_sticky_members_joining_one_by_one_count_every_frame_once() {
         assert!(!log.contains("assignment lost"), "{log}");
     }
 }
+
+/// Issue #11 (Kafka): a message larger than `pipeline.max_image_bytes` plus 1 MiB is refused unread as
+/// `message_too_large` (counted; before, it was copied and decoded like any other) and the partition moves on:
+/// the frames after it are scored and the committed offset passes it. The fetch limits framewatch sets from the
+/// same number (`fetch.max.bytes`, `max.partition.fetch.bytes`) do not strand it: a broker still returns a batch
+/// over them.
+#[test]
+fn an_oversize_message_is_refused_and_the_partition_moves_on() {
+    let dir = scratch("kafka-oversize");
+    let baseline = fleet_baseline(&dir);
+    let broker = Broker::start(&dir, "tansu");
+    broker.create_topic("frames", 1);
+    // max_image_bytes 64 KiB: messages over 1 MiB + 64 KiB are refused.
+    let cfg = config(&baseline, &broker, "frames", "oversize", "")
+        .replace("queue_capacity = 64", "queue_capacity = 64\nmax_image_bytes = 65536");
+    let fw = Instance::start(&dir, "framewatch", &cfg);
+    let mut fleet = Fleet::new(unix_now() - 60);
+    let oversize = large_frame(&vec![0xAB; 1_500_000], "cam-1", (unix_now() - 60) * 1000);
+    let mut msgs: Vec<Msg> = vec![(0, "cam-1".into(), oversize)];
+    msgs.extend(fleet.frames(10).into_iter().map(|(_, k, v)| (0, k, v)));
+    let mut producer = ClientConfig::new();
+    producer.set("bootstrap.servers", broker.addr()).set("message.max.bytes", "4000000");
+    produce_with(producer, "frames", &msgs);
+
+    let limit = Duration::from_secs(60);
+    fw.wait_value("the offset past every message", "framewatch_kafka_committed_offset", &[], 11.0, limit);
+    let m = fw.metrics();
+    let rejected = |reason: &str| {
+        metric_sum(&m, "framewatch_kafka_messages_rejected_total", &[("topic", "frames"), ("reason", reason)])
+    };
+    assert_eq!(rejected("message_too_large"), Some(1.0), "{m}");
+    assert_eq!(metric_sum(&m, "framewatch_kafka_messages_rejected_total", &[]), Some(1.0), "{m}");
+    assert_eq!(metric_sum(&m, "framewatch_frames_accepted_total", &[("source", "kafka")]), Some(10.0), "{m}");
+    assert_eq!(
+        metric_sum(&m, "framewatch_frames_rejected_total", &[("source", "kafka"), ("reason", "message_too_large")]),
+        Some(1.0),
+        "{m}"
+    );
+}

@@ -1,5 +1,7 @@
 //! Batching: messages gathered by the poll loop for one scoring job, copied out of librdkafka and decoded later
 //! by a worker (the poll thread never decodes). A batch costs one queue slot, one wake-up and one answer.
+//! A message over the size limit is not copied: it becomes a refusal (`message_too_large`) that settles like any
+//! other, so its offset moves on.
 
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -10,6 +12,7 @@ use super::message;
 use super::telemetry::{KafkaTelemetry, topic_labels};
 use crate::frame::Source;
 use crate::pipeline::{Decode, Job, Outcome, Work};
+use crate::reject::{RejectReason, Rejection};
 
 /// A batch closes at this many messages or bytes (images are large; metric events are small).
 const BATCH_MESSAGES: usize = 64;
@@ -87,6 +90,22 @@ impl Batch {
 
     pub(super) fn add(&mut self, shared: &Shared, topic: usize, m: &BorrowedMessage<'_>) {
         let len = m.payload().map_or(0, <[u8]>::len);
+        let limit = shared.max_message_bytes;
+        if len > limit {
+            // Refused without a copy (memory stays bounded by the limit, not by what a producer sends); the dead
+            // letter carries the key and the reason but not the value.
+            let rejection = Rejection::new(
+                RejectReason::MessageTooLarge,
+                format!(
+                    "the message has {len} bytes; at most {limit} are accepted (pipeline.max_image_bytes plus 1 MiB)"
+                ),
+            );
+            let original = shared.dead_letters.is_some().then(|| (m.key().map(<[u8]>::to_vec), Vec::new()));
+            self.decodes.push(Box::new(move || Err(rejection)));
+            self.entries.push((topic, m.partition(), m.offset(), original));
+            self.sizes.push(0);
+            return;
+        }
         let payload = m.payload().map(<[u8]>::to_vec);
         let key = m.key().map(<[u8]>::to_vec);
         let timestamp_ms = m.timestamp().to_millis();
@@ -140,7 +159,6 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reject::{RejectReason, Rejection};
 
     /// A batch of `(topic id, partition, offset, size)` messages whose decodes answer with their offset's
     /// rejection message, so a test can tell which decode went with which entry.

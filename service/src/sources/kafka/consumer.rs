@@ -55,6 +55,8 @@ pub(super) struct Shared {
     pub(super) rebalanced: AtomicBool,
     /// True while backpressure holds the assignment paused: partitions assigned meanwhile are paused too.
     pub(super) paused: AtomicBool,
+    /// Larger messages are refused unread (`pipeline.max_image_bytes` plus 1 MiB).
+    pub(super) max_message_bytes: usize,
 }
 
 /// Logs client errors with back-off: the first at once, then at most one line per interval (doubling to a
