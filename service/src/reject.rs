@@ -48,7 +48,7 @@ reasons! {
     InvalidBox => "invalid_box", "A detection's box is not a normalised, non-empty box.";
     InvalidClassProbability => "invalid_class_probability", "class_probabilities are not probabilities.";
     TooManyDetections => "too_many_detections", "More detections than the baseline's max_detections.";
-    MessageTooLarge => "message_too_large", "A gRPC message larger than pipeline.max_image_bytes plus 1 MiB for predictions and labels: the RPC ends with RESOURCE_EXHAUSTED.";
+    MessageTooLarge => "message_too_large", "A gRPC or Kafka message larger than pipeline.max_image_bytes plus 1 MiB for predictions and labels: the RPC ends with RESOURCE_EXHAUSTED; the Kafka message is refused without being copied and its offset moves on.";
     EmptyMessage => "empty_message", "A Kafka message without a value.";
     InvalidJson => "invalid_json", "A Kafka message that is not framewatch's JSON frame form.";
     InvalidProtobuf => "invalid_protobuf", "A Kafka message that is not a framewatch.v1.Frame.";

@@ -395,6 +395,7 @@ fn start_kafka(
             resume_from,
             runtime: tokio::runtime::Handle::current(),
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            max_message_bytes: crate::sources::grpc::max_message_bytes(config.pipeline.max_image_bytes),
             stop: tree.kafka.clone(),
         },
     )

@@ -792,3 +792,201 @@ fn kafka_sasl_ssl_scram_refusal_is_reported_with_the_reason() {
     assert!(text.lines().any(|l| l.contains("WARN") && l.contains("unknown-user") && l.contains(&tls_addr)), "{text}");
     assert!(!text.contains(password) && !body.contains(password) && !m.contains(password), "the password leaked");
 }
+
+/// One large, smooth JPEG (cheap to send, slow to decode: every pixel is decoded and scaled down) as a frame of
+/// `camera`, captured at `ms`.
+fn large_frame(jpeg: &[u8], camera: &str, ms: i64) -> Vec<u8> {
+    v1::Frame {
+        camera_id: camera.into(),
+        capture_time: Some(prost_types::Timestamp {
+            seconds: ms.div_euclid(1000),
+            nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+        }),
+        content: Some(v1::frame::Content::EncodedImage(jpeg.to_vec())),
+        ..v1::Frame::default()
+    }
+    .encode_to_vec()
+}
+
+/// A `side` x `side` JPEG: a gentle gradient, so it compresses to a few hundred KB however large it is.
+fn smooth_jpeg(side: usize) -> Vec<u8> {
+    let mut rgb = vec![0u8; side * side * 3];
+    for (i, px) in rgb.chunks_exact_mut(3).enumerate() {
+        let (x, y) = (i % side, i / side);
+        px.copy_from_slice(&[(x * 255 / side) as u8, (y * 255 / side) as u8, 128]);
+    }
+    let mut out = Vec::new();
+    framewatch_synth::footage::encode(&rgb, side, side, 80, &mut out).expect("jpeg");
+    out
+}
+
+/// Issue #11 (Kafka): a pause longer than `max.poll.interval.ms` must not cost the group membership. The scoring
+/// queue is kept full by large images (one worker; a pause lasts until half the queue, 32 of these, is scored),
+/// so the poll loop sits in backpressure for longer than the poll interval, again and again. Before the fix the
+/// paused loop slept without polling: librdkafka left the group ("maximum poll interval exceeded"), framewatch
+/// logged "assignment lost" and, rejoining, read the uncommitted frames again. Now it polls while paused: one
+/// assignment, no revoke, every frame recorded once.
+#[test]
+fn a_pause_longer_than_the_poll_interval_keeps_the_member_in_the_group() {
+    let dir = scratch("kafka-long-pause");
+    let baseline = fleet_baseline(&dir);
+    let broker = Broker::start(&dir, "tansu");
+    broker.create_topic("frames", 1);
+    let cfg = config(&baseline, &broker, "frames", "pause", "\"max.poll.interval.ms\" = 3000")
+        .replace("\"session.timeout.ms\" = 6000", "\"session.timeout.ms\" = 3000")
+        .replace("queue_capacity = 64", "queue_capacity = 64\nmax_image_pixels = 50000000")
+        .replace("commit_interval_secs = 1.0", "commit_interval_secs = 1.0\npause_after_ms = 0");
+    let jpeg = smooth_jpeg(6000);
+    let t0 = (unix_now() - 120) * 1000;
+    const FRAMES: usize = 160;
+    let msgs: Vec<Msg> =
+        (0..FRAMES).map(|i| (0, "cam-big".to_string(), large_frame(&jpeg, "cam-big", t0 + i as i64 * 100))).collect();
+    produce(&broker, "frames", &msgs);
+    let fw = Instance::start(&dir, "framewatch", &cfg);
+    // Until every frame is committed, or the member is thrown out (then the old code re-reads and is thrown out
+    // again, and never gets there).
+    let log_path = fw.proc.log.clone();
+    wait_for(&format!("every frame committed (log {})", log_path.display()), Duration::from_secs(300), || {
+        let out = fw.proc.log_text().contains("assignment lost");
+        (out || fw.value("framewatch_kafka_committed_offset", &[]) == FRAMES as f64).then_some(())
+    });
+    let m = fw.metrics();
+    let log = fw.proc.log_text();
+    let value = |name: &str, labels: &[(&str, &str)]| metric_sum(&m, name, labels).unwrap_or(0.0);
+    assert!(value("framewatch_kafka_pauses_total", &[]) >= 2.0, "the queue kept consumption paused:\n{m}");
+    assert!(!log.contains("assignment lost"), "the member was thrown out of the group:\n{log}");
+    assert_eq!(value("framewatch_kafka_rebalances_total", &[("kind", "revoke")]), 0.0, "{m}");
+    assert_eq!(value("framewatch_kafka_rebalances_total", &[("kind", "assign")]), 1.0, "{m}");
+    assert_eq!(value("framewatch_frames_accepted_total", &[("source", "kafka")]), FRAMES as f64, "{m}");
+    assert_eq!(value("framewatch_kafka_messages_consumed_total", &[]), FRAMES as f64, "each read once:\n{m}");
+}
+
+/// Issue #11 (Kafka): `partition.assignment.strategy=cooperative-sticky`, a stream produced throughout, and a
+/// second then a third member joining: each join revokes only some of a member's partitions (Tansu supports the
+/// incremental protocol: the first member hands back 2 partitions, then 1). Every frame is recorded exactly once
+/// over the three (and the committed offsets reach the end of every partition): a batch gathered for partitions
+/// that stay assigned is kept, not dropped and committed past. Before the fix a revoke cleared the whole batch
+/// being gathered, and frames of the partitions that stayed were lost; that needs the revoke to land mid-gather,
+/// which this test does not provoke reliably (the old code failed it in 1 run of 7, by a frame counted twice, and
+/// passed it with only the batch fix undone): `batch::tests` checks that part directly.
+///
+/// Tansu limitation: an offset commit that reaches it mid-rebalance is answered ILLEGAL_GENERATION (Kafka answers
+/// REBALANCE_IN_PROGRESS), on which librdkafka drops the member's assignment ("assignment lost") and the next
+/// owner re-reads from the last commit: at-least-once, so frames are counted twice. It struck about one run in
+/// four with commits every 5 s and heartbeats every 500 ms (a member learns of a rebalance at its next heartbeat);
+/// commits every 10 s and heartbeats every 100 ms make it rare, and the test names it when it happens.
+#[test]
+fn cooperative_sticky_members_joining_one_by_one_count_every_frame_once() {
+    let dir = scratch("kafka-cooperative");
+    let baseline = fleet_baseline(&dir);
+    let broker = Broker::start(&dir, "tansu");
+    broker.create_topic("frames", PARTITIONS);
+    let cfg = config(
+        &baseline,
+        &broker,
+        "frames",
+        "cooperative",
+        "\"partition.assignment.strategy\" = \"cooperative-sticky\"",
+    )
+    .replace("commit_interval_secs = 1.0", "commit_interval_secs = 10.0")
+    .replace("\"heartbeat.interval.ms\" = 500", "\"heartbeat.interval.ms\" = 100");
+    let accepted = |i: &Instance| i.value("framewatch_frames_accepted_total", &[("source", "kafka")]);
+    let committed = |i: &Instance| i.value("framewatch_kafka_committed_offset", &[]);
+    let assigned = |i: &Instance| i.value("framewatch_kafka_assigned_partitions", &[]);
+    let joined = std::sync::atomic::AtomicBool::new(false);
+    let limit = Duration::from_secs(120);
+
+    // The stream runs, faster than one member scores it (so every member has a backlog when a rebalance comes,
+    // and gathers batches with the revoke among them), until the third member has partitions, and a little longer.
+    let (members, (produced, outlasted)) = std::thread::scope(|scope| {
+        let producer = scope.spawn(|| {
+            // Capture times 100 ms apart: at most 25,000 frames from 3000 s ago stay inside the hour-long window and
+            // short of the future.
+            let mut fleet = Fleet::new(unix_now() - 3000);
+            let (mut sent, mut after) = (0, 0);
+            for _ in 0..250 {
+                let b = fleet.frames(100);
+                produce(&broker, "frames", &b);
+                sent += b.len();
+                if joined.load(Ordering::SeqCst) {
+                    after += 1;
+                    if after == 10 {
+                        return (sent, true);
+                    }
+                }
+            }
+            (sent, false)
+        });
+        let one = Instance::start(&dir, "one", &cfg);
+        one.wait_value("the first member to be busy", "framewatch_frames_accepted_total", &[], 200.0, limit);
+        let two = Instance::start(&dir, "two", &cfg);
+        wait_for("the second member to get partitions", limit, || (assigned(&two) > 0.0).then_some(()));
+        let three = Instance::start(&dir, "three", &cfg);
+        wait_for("the third member to get partitions", limit, || (assigned(&three) > 0.0).then_some(()));
+        joined.store(true, Ordering::SeqCst);
+        (vec![one, two, three], producer.join().expect("producer"))
+    });
+    assert!(outlasted, "the stream ended before the third member joined: make it longer");
+    wait_for("partitions split 2/1/1", limit, || {
+        let mut a: Vec<f64> = members.iter().map(assigned).collect();
+        a.sort_by(f64::total_cmp);
+        (a == [1.0, 1.0, 2.0]).then_some(())
+    });
+    let total = produced as f64;
+    wait_for("the three together to commit every frame", limit, || {
+        (members.iter().map(committed).sum::<f64>() == total).then_some(())
+    });
+    let counts: Vec<f64> = members.iter().map(accepted).collect();
+    eprintln!("cooperative-sticky: {counts:?} of {produced}");
+    let logs: Vec<String> = members.iter().map(|i| i.proc.log_text()).collect();
+    assert!(
+        !logs.iter().any(|l| l.contains("IllegalGeneration") && l.contains("assignment lost")),
+        "Tansu refused a commit mid-rebalance (ILLEGAL_GENERATION) and librdkafka dropped the assignment: a \
+         broker limitation, not what this test checks; counts {counts:?} of {produced}"
+    );
+    let rejected: f64 = members.iter().map(|i| i.value("framewatch_frames_rejected_total", &[])).sum();
+    assert_eq!(rejected, 0.0, "no frame is refused");
+    assert_eq!(counts.iter().sum::<f64>(), total, "every frame recorded exactly once: {counts:?}");
+    for log in &logs {
+        assert!(!log.contains("assignment lost"), "{log}");
+    }
+}
+
+/// Issue #11 (Kafka): a message larger than `pipeline.max_image_bytes` plus 1 MiB is refused unread as
+/// `message_too_large` (counted; before, it was copied and decoded like any other) and the partition moves on:
+/// the frames after it are scored and the committed offset passes it. The fetch limits framewatch sets from the
+/// same number (`fetch.max.bytes`, `max.partition.fetch.bytes`) do not strand it: a broker still returns a batch
+/// over them.
+#[test]
+fn an_oversize_message_is_refused_and_the_partition_moves_on() {
+    let dir = scratch("kafka-oversize");
+    let baseline = fleet_baseline(&dir);
+    let broker = Broker::start(&dir, "tansu");
+    broker.create_topic("frames", 1);
+    // max_image_bytes 64 KiB: messages over 1 MiB + 64 KiB are refused.
+    let cfg = config(&baseline, &broker, "frames", "oversize", "")
+        .replace("queue_capacity = 64", "queue_capacity = 64\nmax_image_bytes = 65536");
+    let fw = Instance::start(&dir, "framewatch", &cfg);
+    let mut fleet = Fleet::new(unix_now() - 60);
+    let oversize = large_frame(&vec![0xAB; 1_500_000], "cam-1", (unix_now() - 60) * 1000);
+    let mut msgs: Vec<Msg> = vec![(0, "cam-1".into(), oversize)];
+    msgs.extend(fleet.frames(10).into_iter().map(|(_, k, v)| (0, k, v)));
+    let mut producer = ClientConfig::new();
+    producer.set("bootstrap.servers", broker.addr()).set("message.max.bytes", "4000000");
+    produce_with(producer, "frames", &msgs);
+
+    let limit = Duration::from_secs(60);
+    fw.wait_value("the offset past every message", "framewatch_kafka_committed_offset", &[], 11.0, limit);
+    let m = fw.metrics();
+    let rejected = |reason: &str| {
+        metric_sum(&m, "framewatch_kafka_messages_rejected_total", &[("topic", "frames"), ("reason", reason)])
+    };
+    assert_eq!(rejected("message_too_large"), Some(1.0), "{m}");
+    assert_eq!(metric_sum(&m, "framewatch_kafka_messages_rejected_total", &[]), Some(1.0), "{m}");
+    assert_eq!(metric_sum(&m, "framewatch_frames_accepted_total", &[("source", "kafka")]), Some(10.0), "{m}");
+    assert_eq!(
+        metric_sum(&m, "framewatch_frames_rejected_total", &[("source", "kafka"), ("reason", "message_too_large")]),
+        Some(1.0),
+        "{m}"
+    );
+}

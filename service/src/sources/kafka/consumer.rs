@@ -2,8 +2,8 @@
 //! `poll`), the client callbacks (statistics, errors, logs), and the poll loop itself: gather a batch, submit it,
 //! settle what the workers answered, checkpoint and commit on an interval, drain on stop.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -12,12 +12,12 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::backpressure;
+use super::backpressure::{self, Submitted};
 use super::batch::{Batch, Topics};
 use super::book::{Book, Pending, Settled};
 use super::dead_letter::{DeadLetters, Origin};
@@ -26,7 +26,7 @@ use super::telemetry::{KafkaTelemetry, error_code, partition_labels};
 use crate::checkpoint::Checkpointer;
 use crate::config::{IngestConfig, KafkaConfig};
 use crate::frame::Source;
-use crate::pipeline::{Job, PipelineHandle, Work};
+use crate::pipeline::PipelineHandle;
 use crate::telemetry::Telemetry;
 use crate::time::Clock;
 
@@ -48,8 +48,15 @@ pub(super) struct Shared {
     pub(super) ready: Arc<AtomicBool>,
     pub(super) last_error: LastError,
     pub(super) error_log: Mutex<ErrorLog>,
-    /// Bumped by every revoke, so the poll loop drops what it gathered for the previous assignment.
-    pub(super) generation: AtomicU64,
+    /// Partitions revoked since the poll loop last looked (by a revoke callback, inside `poll`): what it gathered
+    /// from them but has not queued yet is dropped; what it gathered from partitions that stay is kept.
+    pub(super) revoked: Mutex<Vec<(String, i32)>>,
+    /// Set by every assignment and revoke, so the poll loop refreshes its view of the assignment.
+    pub(super) rebalanced: AtomicBool,
+    /// True while backpressure holds the assignment paused: partitions assigned meanwhile are paused too.
+    pub(super) paused: AtomicBool,
+    /// Larger messages are refused unread (`pipeline.max_image_bytes` plus 1 MiB).
+    pub(super) max_message_bytes: usize,
 }
 
 /// Logs client errors with back-off: the first at once, then at most one line per interval (doubling to a
@@ -155,6 +162,11 @@ impl Shared {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The partitions revoked since the last call.
+    fn take_revoked(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Settles the messages answered so far, without waiting.
     pub(super) fn settle_answered(&self) {
         self.book().advance(false, |s| self.settled(s));
@@ -223,16 +235,25 @@ impl Shared {
     }
 }
 
+/// What one poll brought.
+pub(super) enum Polled {
+    Message,
+    Nothing,
+    Error,
+}
+
 /// The poll loop's own state: where it is and what it gathered.
-struct PollLoop {
-    consumer: BaseConsumer<Ctx>,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-    runtime: tokio::runtime::Handle,
+pub(super) struct PollLoop {
+    pub(super) consumer: BaseConsumer<Ctx>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) stop: CancellationToken,
+    pub(super) runtime: tokio::runtime::Handle,
     /// The `framewatch_frames_received_total{source="kafka"}` counter, looked up once.
     received: Counter,
     topics: Topics,
     batch: Batch,
+    /// The assignment as of the last rebalance, by topic.
+    owned: HashMap<String, HashSet<i32>>,
 }
 
 /// The poll thread's body: consume until `stop`, then drain (wait for in-flight frames up to `grace`), commit for
@@ -246,8 +267,16 @@ pub(super) fn run(
 ) {
     let interval = Duration::from_secs_f64(shared.config.commit_interval_secs);
     let received = shared.frames.received.get_or_create(&[("source", Source::Kafka.as_str())]).clone();
-    let mut state =
-        PollLoop { consumer, shared, stop, runtime, received, topics: Topics::default(), batch: Batch::default() };
+    let mut state = PollLoop {
+        consumer,
+        shared,
+        stop,
+        runtime,
+        received,
+        topics: Topics::default(),
+        batch: Batch::default(),
+        owned: HashMap::new(),
+    };
     let mut last_commit = Instant::now();
     while !state.stop.is_cancelled() {
         state.gather();
@@ -268,32 +297,68 @@ pub(super) fn run(
 impl PollLoop {
     /// Gathers what librdkafka has ready (up to a batch), waiting only for the first message.
     fn gather(&mut self) {
-        let shared = &*self.shared;
         let mut wait = Duration::from_millis(100);
-        let mut generation = shared.generation.load(Ordering::SeqCst);
-        while !self.batch.full(shared.pipeline.capacity()) {
-            let polled = self.consumer.poll(wait);
+        while !self.batch.full(self.shared.pipeline.capacity()) {
+            let polled = self.poll(wait, None);
             wait = Duration::ZERO;
-            let now = shared.generation.load(Ordering::SeqCst);
-            if now != generation {
-                // A revoke ran inside poll: what was gathered before it belongs to the previous assignment and is
-                // read again (from the committed offsets) if the partitions come back. What follows belongs to
-                // the new assignment and is kept.
-                self.batch.clear();
-                generation = now;
+            if !matches!(polled, Polled::Message) {
+                break;
             }
-            match polled {
-                None => break,
-                Some(Err(e)) => {
-                    shared.client_error("consume error", &e);
-                    break;
+        }
+    }
+
+    /// Polls once, which also serves librdkafka's callbacks (rebalances, errors) and tells it the application is
+    /// alive (`max.poll.interval.ms`). A message is added to the batch being gathered. After a revoke (which ran
+    /// inside `poll`), what was gathered from the revoked partitions, here and in `held` (a batch waiting for room
+    /// in the queue), is dropped: the next owner reads it from the committed offset. The message this poll
+    /// returned, if any, came after the revoke and is kept.
+    pub(super) fn poll(&mut self, wait: Duration, held: Option<&mut Batch>) -> Polled {
+        let polled = self.consumer.poll(wait);
+        let revoked = self.shared.take_revoked();
+        if !revoked.is_empty() {
+            let ids = self.topics.ids(&revoked);
+            self.batch.forget(&ids);
+            if let Some(held) = held {
+                held.forget(&ids);
+            }
+        }
+        if self.shared.rebalanced.swap(false, Ordering::SeqCst) {
+            match self.consumer.assignment() {
+                Ok(assignment) => {
+                    self.owned.clear();
+                    for e in assignment.elements() {
+                        self.owned.entry(e.topic().to_string()).or_default().insert(e.partition());
+                    }
                 }
-                Some(Ok(m)) => {
-                    shared.connected();
-                    let topic = self.topics.consumed(rdkafka::Message::topic(&m), &shared.telemetry);
-                    self.received.inc();
-                    self.batch.add(shared, topic, &m);
-                }
+                // Tried again at the next poll.
+                Err(_) => self.shared.rebalanced.store(true, Ordering::SeqCst),
+            }
+        }
+        let shared = &*self.shared;
+        match polled {
+            None => Polled::Nothing,
+            Some(Err(e)) => {
+                shared.client_error("consume error", &e);
+                Polled::Error
+            }
+            Some(Ok(m)) if !self.owned.get(m.topic()).is_some_and(|p| p.contains(&m.partition())) => {
+                // Fetched before its partition was revoked (librdkafka discards those asynchronously, so one can
+                // still come out of the queue): the next owner reads it from the committed offset. Recording it
+                // here too would count it twice.
+                tracing::debug!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "kafka: message of a revoked partition dropped"
+                );
+                Polled::Nothing
+            }
+            Some(Ok(m)) => {
+                shared.connected();
+                let topic = self.topics.consumed(m.topic(), &shared.telemetry);
+                self.received.inc();
+                self.batch.add(shared, topic, &m);
+                Polled::Message
             }
         }
     }
@@ -301,15 +366,16 @@ impl PollLoop {
     /// Hands the gathered batch to the pipeline (waiting, or pausing, while the queue is full) and enters its
     /// messages in the book. False when stopping.
     fn submit(&mut self) -> bool {
-        let (tx, rx) = oneshot::channel();
-        let (decodes, entries) = self.batch.take();
-        let n = decodes.len();
-        let job = Job { work: Work::Batch(Source::Kafka, decodes, tx) };
-        if !backpressure::submit(&self.consumer, &self.shared, &self.stop, &self.runtime, job) {
-            return false;
-        }
+        let mut held = std::mem::take(&mut self.batch);
+        let rx = match backpressure::submit(self, &mut held) {
+            Submitted::Queued(rx) => rx,
+            // Every message of the batch was from partitions revoked while it waited: nothing to enter.
+            Submitted::Revoked => return true,
+            Submitted::Stopping => return false,
+        };
         let mut book = self.shared.book();
-        let id = book.batch(rx, n);
+        let entries = held.entries();
+        let id = book.batch(rx, entries.len());
         for (index, (topic, partition, offset, original)) in entries.into_iter().enumerate() {
             book.push(self.topics.name(topic), partition, Pending { offset, batch: id, index, original });
         }

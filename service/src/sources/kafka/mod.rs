@@ -12,7 +12,8 @@
 //!   offset and the group's committed offset, so frames already in the restored windows are not counted twice.
 //!
 //! Backpressure: when the scoring queue is full, the assigned partitions are paused (librdkafka stops fetching and
-//! drops what it prefetched) until the queue has room; memory stays bounded by the queue.
+//! drops what it prefetched) until the queue has room; memory stays bounded by the queue. The consumer is polled
+//! all the while, so rebalances are served and `max.poll.interval.ms` does not expire.
 //! Poison messages are refused with a reason, counted, optionally copied to a dead-letter topic, and their offset
 //! moves on like any other.
 
@@ -27,7 +28,7 @@ mod rebalance;
 mod telemetry;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -79,22 +80,64 @@ pub struct KafkaDeps {
     pub runtime: tokio::runtime::Handle,
     /// Longest wait for in-flight frames at shutdown.
     pub grace: Duration,
+    /// The largest message accepted (`pipeline.max_image_bytes` plus room for predictions and labels); larger
+    /// ones are refused unread. Also bounds what librdkafka fetches and receives (`client_config`).
+    pub max_message_bytes: usize,
     /// The source's branch of the service's shutdown tree: cancelled, it stops consuming and drains.
     pub stop: CancellationToken,
 }
 
-fn client_config(cfg: &KafkaConfig) -> anyhow::Result<ClientConfig> {
+/// Who a client configuration is for: consumer-only properties are not given to the producer (librdkafka warns).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    Consumer,
+    DeadLetterProducer,
+}
+
+/// Room for the dead-letter headers (reason, error text, origin) beside a message of the largest accepted size.
+const DEAD_LETTER_HEADERS: usize = 64 << 10;
+
+/// librdkafka's size limits, from the largest message framewatch accepts (`max_message`:
+/// `pipeline.max_image_bytes` plus 1 MiB), instead of its defaults (50 MB fetches, 100 MB responses):
+/// - `message.max.bytes`, `fetch.max.bytes` and `max.partition.fetch.bytes`: one accepted message;
+/// - `receive.message.max.bytes`: twice that. A broker returns a partition's first record batch even when it is
+///   over the fetch limits (so a consumer can always make progress), so a message up to about twice the limit is
+///   still received, and refused unread (`message_too_large`). A response over this cannot be received at all and
+///   the partition stalls with client errors: keep the topic's `max.message.bytes` below it.
+fn size_bounds(max_message: usize, role: Role) -> Vec<(&'static str, String)> {
+    // librdkafka's own ranges: message.max.bytes up to 1e9, the others up to INT_MAX.
+    let message = max_message.clamp(1000, 1_000_000_000);
+    match role {
+        Role::Consumer => vec![
+            ("message.max.bytes", message.to_string()),
+            ("fetch.max.bytes", message.to_string()),
+            ("max.partition.fetch.bytes", message.to_string()),
+            ("receive.message.max.bytes", (2 * message + 512).min(i32::MAX as usize).to_string()),
+        ],
+        Role::DeadLetterProducer => {
+            vec![("message.max.bytes", (message + DEAD_LETTER_HEADERS).min(1_000_000_000).to_string())]
+        }
+    }
+}
+
+fn client_config(cfg: &KafkaConfig, max_message: usize, role: Role) -> anyhow::Result<ClientConfig> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("statistics.interval.ms", "5000")
-        .set("reconnect.backoff.max.ms", "10000")
+        .set("reconnect.backoff.max.ms", "10000");
+    if role == Role::Consumer {
         // Prefetched messages per partition, in KiB (librdkafka's default is 64 MiB): bounds memory while the
         // scoring queue is full. Overridable in kafka.properties.
-        .set("queued.max.messages.kbytes", "16384")
-        // When that prefetch queue is full, librdkafka waits this long before fetching again (default 1000 ms):
-        // with a scoring queue that is quicker to drain than a second, the default starved the workers
-        // (pre-scored events: 21k/s with it, 98k/s with 10 ms; BENCHMARKS.md).
-        .set("fetch.queue.backoff.ms", "10");
+        c.set("queued.max.messages.kbytes", "16384")
+            // When that prefetch queue is full, librdkafka waits this long before fetching again (default 1000
+            // ms): with a scoring queue that is quicker to drain than a second, the default starved the workers
+            // (pre-scored events: 21k/s with it, 98k/s with 10 ms; BENCHMARKS.md).
+            .set("fetch.queue.backoff.ms", "10");
+    }
+    for (k, v) in size_bounds(max_message, role) {
+        c.set(k, v);
+    }
+    // Last, so kafka.properties can override any of the above.
     for (k, v) in cfg.property_strings()? {
         c.set(k, v);
     }
@@ -103,7 +146,7 @@ fn client_config(cfg: &KafkaConfig) -> anyhow::Result<ClientConfig> {
 
 /// The group member, with offsets stored and committed only by the book, subscribed to the topics.
 fn subscribe(cfg: &KafkaConfig, shared: Arc<Shared>) -> anyhow::Result<BaseConsumer<Ctx>> {
-    let mut cc = client_config(cfg)?;
+    let mut cc = client_config(cfg, shared.max_message_bytes, Role::Consumer)?;
     cc.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -126,7 +169,7 @@ impl KafkaSource {
         let ready = Arc::new(AtomicBool::new(false));
         let not_ready_reason = NotReadyReason::default();
         let shared = Arc::new(Shared {
-            dead_letters: DeadLetters::start(&cfg, &deps.telemetry)?,
+            dead_letters: DeadLetters::start(&cfg, deps.max_message_bytes, &deps.telemetry)?,
             ingest: deps.ingest,
             telemetry: deps.telemetry,
             frames: deps.frames,
@@ -139,7 +182,10 @@ impl KafkaSource {
             ready: ready.clone(),
             last_error: LastError::new(not_ready_reason.clone()),
             error_log: Mutex::new(ErrorLog::new()),
-            generation: AtomicU64::new(0),
+            revoked: Mutex::new(Vec::new()),
+            rebalanced: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            max_message_bytes: deps.max_message_bytes,
             config: cfg.clone(),
         });
         let consumer = subscribe(&cfg, shared.clone())?;
@@ -187,5 +233,42 @@ impl KafkaSource {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> KafkaConfig {
+        KafkaConfig { brokers: "127.0.0.1:9".into(), ..KafkaConfig::default() }
+    }
+
+    /// Issue #11 (Kafka): the fetch and receive limits follow `pipeline.max_image_bytes` (16 MiB + 1 MiB by
+    /// default) instead of librdkafka's 50 MB / 100 MB, in a combination librdkafka accepts.
+    #[test]
+    fn fetch_and_message_sizes_follow_the_largest_accepted_message() {
+        let max_message = (16 << 20) + (1 << 20);
+        let c = client_config(&config(), max_message, Role::Consumer).expect("config");
+        let expect = max_message.to_string();
+        for key in ["message.max.bytes", "fetch.max.bytes", "max.partition.fetch.bytes"] {
+            assert_eq!(c.get(key), Some(expect.as_str()), "{key}");
+        }
+        assert_eq!(c.get("receive.message.max.bytes"), Some((2 * max_message + 512).to_string().as_str()));
+        let consumer: Result<BaseConsumer, _> = c.clone().set("group.id", "g").create();
+        assert!(consumer.is_ok(), "librdkafka refuses the bounds: {:?}", consumer.err());
+
+        // A tiny limit stays within librdkafka's ranges.
+        let mut c = client_config(&config(), 10, Role::Consumer).expect("config");
+        assert_eq!(c.get("fetch.max.bytes"), Some("1000"));
+        assert!(c.set("group.id", "g").create::<BaseConsumer>().is_ok());
+    }
+
+    #[test]
+    fn the_pass_through_properties_override_the_bounds() {
+        let mut cfg = config();
+        cfg.properties.insert("fetch.max.bytes".into(), toml::Value::Integer(5_000_000));
+        let c = client_config(&cfg, 1 << 20, Role::Consumer).expect("config");
+        assert_eq!(c.get("fetch.max.bytes"), Some("5000000"));
     }
 }

@@ -1,6 +1,8 @@
 //! Rebalances. On assignment, partitions found in the restored checkpoint resume from the larger of the
 //! checkpoint's offset and the group's committed one. On revoke, everything recorded from the partitions is
 //! settled, checkpointed and committed before another instance takes them over, then the partitions are forgotten.
+//! With `cooperative-sticky`, an assignment and a revoke name only the partitions that change hands; the others
+//! keep their place in the book and the messages gathered from them.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -17,6 +19,7 @@ impl ConsumerContext for Ctx {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let shared = &self.shared;
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        shared.rebalanced.store(true, Ordering::SeqCst);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => assign(shared, consumer, tpl, cooperative),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => revoke(shared, consumer, tpl, cooperative),
@@ -38,13 +41,17 @@ fn assign(shared: &Shared, consumer: &BaseConsumer<Ctx>, tpl: &mut TopicPartitio
     if let Err(e) = r {
         tracing::error!(error = %e, "kafka: cannot take the assigned partitions");
     }
+    if shared.paused.load(Ordering::SeqCst) {
+        // Assigned while backpressure holds the rest paused: fetching them would only add to a full queue. They
+        // are resumed with the rest (backpressure resumes the whole assignment).
+        super::backpressure::pause(consumer, tpl);
+    }
     let parts: Vec<String> = tpl.elements().iter().map(|e| format!("{}[{}]", e.topic(), e.partition())).collect();
     tracing::info!(partitions = ?parts, "kafka: partitions assigned");
 }
 
 fn revoke(shared: &Shared, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList, cooperative: bool) {
     shared.telemetry.rebalances.get_or_create(&[("kind", "revoke")]).inc();
-    shared.generation.fetch_add(1, Ordering::SeqCst);
     // Everything recorded from these partitions is checkpointed and committed before another instance takes
     // them over, so it starts after what this one counted.
     if consumer.assignment_lost() {
@@ -55,6 +62,9 @@ fn revoke(shared: &Shared, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionLis
         shared.checkpoint_and_commit(consumer, true);
     }
     let revoked: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+    // The poll loop drops what it gathered from these and has not queued yet (only these: with cooperative-sticky
+    // the others stay assigned, and dropping their messages would commit past them).
+    shared.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(revoked.iter().cloned());
     {
         let mut book = shared.book();
         // Settle what is still in flight (answers must not be lost), then forget the partitions.

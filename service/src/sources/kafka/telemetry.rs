@@ -46,7 +46,8 @@ impl KafkaTelemetry {
         );
         r.register(
             "framewatch_kafka_dead_letters",
-            "Refused messages copied to the dead-letter topic, by result (sent, failed)",
+            "Refused messages copied to the dead-letter topic, by result (sent; failed; queue_full: dropped because \
+             the producer's bounded queue was full)",
             t.dead_letters.clone(),
         );
         r.register("framewatch_kafka_commits", "Offset commits, by result (ok, error)", t.commits.clone());
@@ -91,7 +92,7 @@ impl KafkaTelemetry {
         for kind in ["assign", "revoke", "error"] {
             let _ = t.rebalances.get_or_create(&[("kind", kind)]);
         }
-        for result in ["sent", "failed"] {
+        for result in ["sent", "failed", "queue_full"] {
             let _ = t.dead_letters.get_or_create(&vec![("result".into(), result.into())]);
         }
         t
