@@ -133,6 +133,19 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
+/// `wait_for` for async checks: polls `f` every 100 ms until it returns Some or `limit` passes (then panics with
+/// `what`).
+pub async fn wait_for_async<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Metric family names in a Prometheus text exposition (`name{...} value` and `name value` lines).
 pub fn series_names(exposition: &str) -> std::collections::BTreeSet<String> {
     exposition

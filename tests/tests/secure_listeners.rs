@@ -16,7 +16,10 @@ use framewatch::config::Config;
 use framewatch::server::Service;
 use framewatch::time::SystemClock;
 use framewatch_e2e::tls::{TestPki, client_config, https_get, pki, rotate_server_cert};
-use framewatch_e2e::{Proc, free_port, http_get, metric_sum, root, scratch, tool, wait_for};
+use framewatch_e2e::{Proc, free_port, http_get, metric_sum, root, scratch, tool, wait_for, wait_for_async};
+
+/// How long a change (a rotation, a freed slot) may take to show.
+const LIMIT: Duration = Duration::from_secs(30);
 use framewatch_proto::v1::ingest_service_client::IngestServiceClient;
 use framewatch_proto::v1::query_service_client::QueryServiceClient;
 use framewatch_proto::v1::{self, Frame, ListMetricsRequest, WatchAlertsRequest};
@@ -281,7 +284,7 @@ async fn mtls_and_tokens_admit_the_right_clients_and_refuse_and_count_the_rest()
     std::fs::copy(&p.ca_cert, &old_ca).expect("copy");
     rotate_server_cert(p);
     let old_trust = client_config(&old_ca, Some((&p.client_cert, &p.client_key)), &[b"h2"]);
-    wait_for_async("the rotated certificate to be served", async || {
+    wait_for_async("the rotated certificate to be served", LIMIT, async || {
         let c = tls_channel(grpc, s.client()).await.ok()?;
         list_metrics(c, Some(QUERY)).await.ok()
     })
@@ -291,7 +294,7 @@ async fn mtls_and_tokens_admit_the_right_clients_and_refuse_and_count_the_rest()
     // Token rotation: a rewritten file replaces the tokens; a broken one keeps the previous ones in service.
     const INGEST2: &str = "ingest-token-rotated-0123456789";
     write_tokens(&s.tokens, &[("ingest", INGEST2), ("query", QUERY), ("metrics", METRICS)]);
-    wait_for_async("the new ingest token to be accepted", async || {
+    wait_for_async("the new ingest token to be accepted", LIMIT, async || {
         stream(tls_channel(grpc, s.client()).await.ok()?, Some(INGEST2), 1).await.ok()
     })
     .await;
@@ -299,7 +302,7 @@ async fn mtls_and_tokens_admit_the_right_clients_and_refuse_and_count_the_rest()
     assert_eq!(old.expect_err("the rotated-out token").code(), Code::Unauthenticated);
     std::fs::write(&s.tokens, "ingest short\n").expect("write");
     let new_https = client_config(&p.ca_cert, Some((&p.client_cert, &p.client_key)), &[b"http/1.1"]);
-    let text = wait_for_async("the broken tokens file to be counted", async || {
+    let text = wait_for_async("the broken tokens file to be counted", LIMIT, async || {
         let auth = format!("Bearer {METRICS}");
         let (_, text) = https_get(http, "/metrics", new_https.clone(), &[("authorization", &auth)]).await?;
         let errors = metric_sum(&text, "framewatch_reloads_total", &[("file", "tokens"), ("result", "error")]);
@@ -310,17 +313,6 @@ async fn mtls_and_tokens_admit_the_right_clients_and_refuse_and_count_the_rest()
     assert_eq!(reloads("tokens"), Some(1.0));
     assert!(reloads("tls_grpc").is_some_and(|n| n >= 1.0), "{:?}", reloads("tls_grpc"));
     assert_eq!(stream(tls_channel(grpc, s.client()).await.expect("mTLS"), Some(INGEST2), 2).await.expect("kept"), 2);
-}
-
-/// Polls `f` every 100 ms for at most 30 s.
-async fn wait_for_async<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..300 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,7 +388,7 @@ async fn slow_http_clients_are_cut_and_connections_and_watchers_are_bounded() {
     let status = second.expect_err("past server.max_alert_watchers");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     drop(first);
-    wait_for_async("the first watcher's place to be free", async || {
+    wait_for_async("the first watcher's place to be free", LIMIT, async || {
         query.watch_alerts(WatchAlertsRequest { include_current: false }).await.ok()
     })
     .await;
@@ -404,7 +396,7 @@ async fn slow_http_clients_are_cut_and_connections_and_watchers_are_bounded() {
     // Connections: `channel` holds one of the two gRPC slots; one more connection fits, the next is closed at once
     // and counted.
     let second_conn = TcpStream::connect(grpc).expect("connect");
-    wait_for_async("2 open gRPC connections", async || {
+    wait_for_async("2 open gRPC connections", LIMIT, async || {
         let (_, text) = http_get(http, "/metrics")?;
         (metric_sum(&text, "framewatch_connections_open", &[("listener", "grpc")]) == Some(2.0)).then_some(())
     })
@@ -416,7 +408,7 @@ async fn slow_http_clients_are_cut_and_connections_and_watchers_are_bounded() {
     // The open channel still works, and a freed slot is taken again.
     assert!(list_metrics(channel.clone(), None).await.expect("still served") > 10);
     drop(second_conn);
-    let fresh = wait_for_async("a freed connection slot", async || {
+    let fresh = wait_for_async("a freed connection slot", LIMIT, async || {
         let c = Endpoint::from_shared(format!("http://{grpc}")).ok()?.connect().await.ok()?;
         list_metrics(c, None).await.ok()
     })

@@ -16,7 +16,7 @@ use framewatch::alerts::{AlertEvent, Phase};
 use framewatch::config::AlertsConfig;
 use framewatch::slice::SliceKey;
 use framewatch_e2e::tls::{TestPki, client_config, pki};
-use framewatch_e2e::{Proc, free_port, http_get, metric_sum, root, scratch, tool, wait_for};
+use framewatch_e2e::{Proc, free_port, http_get, metric_sum, root, scratch, tool, wait_for, wait_for_async};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -79,13 +79,11 @@ async fn https_get(addr: SocketAddr, path: &str, ca: &Path, password: &str) -> O
 
 /// Polls (bounded) until the https Alertmanager answers `/-/ready` with 200.
 async fn wait_https_ready(addr: SocketAddr, ca: &Path) {
-    for _ in 0..120 {
-        if https_get(addr, "/-/ready", ca, PASSWORD).await.is_some_and(|(s, _)| s == 200) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("Alertmanager on https://{addr} did not become ready");
+    let what = format!("Alertmanager on https://{addr} to become ready");
+    wait_for_async(&what, Duration::from_secs(30), async || {
+        https_get(addr, "/-/ready", ca, PASSWORD).await.filter(|(s, _)| *s == 200)
+    })
+    .await;
 }
 
 /// The alert names Alertmanager holds, from its v2 API body.
