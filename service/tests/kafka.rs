@@ -203,12 +203,18 @@ commit_interval_secs = 1.0
     )
 }
 
-#[test]
-fn kafka_frames_are_scored_exported_and_raise_an_alert() {
-    let dir = scratch("kafka-alert");
+/// A scratch directory, the fleet baseline in it, and a broker with the "frames" topic of PARTITIONS partitions.
+fn fleet_and_broker(name: &str) -> (PathBuf, PathBuf, Broker) {
+    let dir = scratch(name);
     let baseline = fleet_baseline(&dir);
     let broker = Broker::start(&dir, "tansu");
     broker.create_topic("frames", PARTITIONS);
+    (dir, baseline, broker)
+}
+
+#[test]
+fn kafka_frames_are_scored_exported_and_raise_an_alert() {
+    let (dir, baseline, broker) = fleet_and_broker("kafka-alert");
     let cfg = config(
         &baseline,
         &broker,
@@ -452,10 +458,7 @@ fn same_windows(a: &serde_json::Value, b: &serde_json::Value) {
 
 #[test]
 fn windows_survive_sigterm_and_kill_9_exactly() {
-    let dir = scratch("kafka-restart");
-    let baseline = fleet_baseline(&dir);
-    let broker = Broker::start(&dir, "tansu");
-    broker.create_topic("frames", PARTITIONS);
+    let (dir, baseline, broker) = fleet_and_broker("kafka-restart");
     let mut fleet = Fleet::new(unix_now() - 300);
     let committed = "framewatch_kafka_committed_offset";
     let consumed = "framewatch_kafka_messages_consumed_total";
@@ -516,10 +519,7 @@ fn windows_survive_sigterm_and_kill_9_exactly() {
 
 #[test]
 fn two_instances_split_four_partitions_and_count_every_frame() {
-    let dir = scratch("kafka-group");
-    let baseline = fleet_baseline(&dir);
-    let broker = Broker::start(&dir, "tansu");
-    broker.create_topic("frames", PARTITIONS);
+    let (dir, baseline, broker) = fleet_and_broker("kafka-group");
     let cfg = config(&baseline, &broker, "frames", "shared", "");
     let accepted = |i: &Instance| i.value("framewatch_frames_accepted_total", &[("source", "kafka")]);
     // Next offsets committed, summed over the partitions each instance owns (a revoked partition's series goes).
@@ -877,10 +877,7 @@ fn a_pause_longer_than_the_poll_interval_keeps_the_member_in_the_group() {
 /// commits every 10 s and heartbeats every 100 ms make it rare, and the test names it when it happens.
 #[test]
 fn cooperative_sticky_members_joining_one_by_one_count_every_frame_once() {
-    let dir = scratch("kafka-cooperative");
-    let baseline = fleet_baseline(&dir);
-    let broker = Broker::start(&dir, "tansu");
-    broker.create_topic("frames", PARTITIONS);
+    let (dir, baseline, broker) = fleet_and_broker("kafka-cooperative");
     let cfg = config(
         &baseline,
         &broker,
