@@ -12,6 +12,8 @@ pub mod custom;
 pub mod decode;
 pub mod drift;
 pub mod histogram;
+pub mod importance;
+pub mod performance;
 pub mod phash;
 pub mod prediction;
 pub mod score;
