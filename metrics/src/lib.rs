@@ -15,6 +15,7 @@ pub mod histogram;
 pub mod importance;
 pub mod performance;
 pub mod phash;
+pub mod predicate;
 pub mod prediction;
 pub mod score;
 pub mod stats;

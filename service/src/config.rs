@@ -526,24 +526,17 @@ impl Default for CheckpointConfig {
     }
 }
 
-/// A metric predicate: `metric OP threshold`.
+/// A named predicate slice: the frames on which every comparison holds (`brightness < 0.3 and sharpness < 0.01`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Predicate {
     pub name: String,
-    pub metric: String,
-    pub op: framewatch_metrics::drift::Comparison,
-    pub threshold: f64,
+    pub predicate: framewatch_metrics::predicate::Predicate,
 }
 
 pub fn parse_predicate(name: &str, text: &str) -> anyhow::Result<Predicate> {
-    use framewatch_metrics::drift::Comparison;
-    if let Some((m, op, v)) = Comparison::split(text) {
-        let threshold: f64 = v.trim().parse().with_context(|| {
-            format!("slices.predicates.{name}: {:?} is not a number (write e.g. \"brightness < 0.25\")", v.trim())
-        })?;
-        return Ok(Predicate { name: name.to_string(), metric: m.trim().to_string(), op, threshold });
-    }
-    bail!("slices.predicates.{name}: {text:?} has no comparison (write e.g. \"brightness < 0.25\")")
+    let predicate = framewatch_metrics::predicate::Predicate::parse(text)
+        .map_err(|e| anyhow::anyhow!("slices.predicates.{name}: {e}"))?;
+    Ok(Predicate { name: name.to_string(), predicate })
 }
 
 impl Config {
@@ -888,7 +881,11 @@ mod tests {
     #[test]
     fn predicates_parse() {
         let p = parse_predicate("dark", "brightness < 0.25").expect("parse");
-        assert_eq!((p.metric.as_str(), p.threshold), ("brightness", 0.25));
-        assert!(parse_predicate("x", "brightness <= abc").is_err());
+        let c = &p.predicate.conditions;
+        assert_eq!((c.len(), c[0].metric.as_str(), c[0].threshold), (1, "brightness", 0.25));
+        let rain = parse_predicate("heavy_rain", "brightness < 0.3 and sharpness < 0.01").expect("conjunction");
+        assert_eq!(rain.predicate.conditions.len(), 2);
+        let e = parse_predicate("x", "brightness <= abc").expect_err("not a number");
+        assert!(e.to_string().contains("slices.predicates.x"), "{e}");
     }
 }
