@@ -63,7 +63,6 @@ pub struct IncomingFrame {
 
 const MAX_ID_LEN: usize = 256;
 const MAX_LABELS: usize = 32;
-/// Class labels become label values of per-class series and keys of per-window class counts: short and printable.
 
 fn clean_text(s: &str) -> bool {
     s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control)
