@@ -360,6 +360,115 @@ pub fn evaluate(frames: &[LabelledFrame<'_>], settings: &PerformanceSettings) ->
     (perf, per_frame)
 }
 
+/// A performance figure a model test case can judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PerformanceStatistic {
+    Map50,
+    Map50_95,
+    Precision,
+    Recall,
+    F1,
+}
+
+impl PerformanceStatistic {
+    pub const ALL: [PerformanceStatistic; 5] = [
+        PerformanceStatistic::Map50,
+        PerformanceStatistic::Map50_95,
+        PerformanceStatistic::Precision,
+        PerformanceStatistic::Recall,
+        PerformanceStatistic::F1,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PerformanceStatistic::Map50 => "map50",
+            PerformanceStatistic::Map50_95 => "map50_95",
+            PerformanceStatistic::Precision => "precision",
+            PerformanceStatistic::Recall => "recall",
+            PerformanceStatistic::F1 => "f1",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PerformanceStatistic> {
+        PerformanceStatistic::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The figure over every class, or for one class (a class's mAP is its AP); `None` where undefined.
+    pub fn value(self, perf: &Performance, class: Option<&str>) -> Option<f64> {
+        let (counts, map50, map50_95) = match class {
+            None => (&perf.counts, perf.map50, perf.map50_95),
+            Some(c) => {
+                let c = perf.classes.get(c)?;
+                (&c.counts, c.ap50, c.ap50_95)
+            }
+        };
+        match self {
+            PerformanceStatistic::Map50 => map50,
+            PerformanceStatistic::Map50_95 => map50_95,
+            PerformanceStatistic::Precision => counts.precision(),
+            PerformanceStatistic::Recall => counts.recall(),
+            PerformanceStatistic::F1 => counts.f1(),
+        }
+    }
+}
+
+/// A model test case on performance: `[class.]statistic OP number`, e.g. `map50 >= 0.6` or `car.recall >= 0.8`.
+/// The test passes while the comparison holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerformanceTest {
+    pub class: Option<String>,
+    pub statistic: PerformanceStatistic,
+    pub op: crate::drift::Comparison,
+    pub threshold: f64,
+}
+
+/// Why a performance test's text was refused.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum PerformanceTestError {
+    #[error("{0:?} has no comparison (write e.g. \"map50 >= 0.6\" or \"car.recall >= 0.8\")")]
+    NoComparison(String),
+    #[error("{0:?} is not a performance statistic (map50, map50_95, precision, recall, f1)")]
+    UnknownStatistic(String),
+    #[error("{0:?} is not a number in [0, 1]")]
+    BadThreshold(String),
+}
+
+impl PerformanceTest {
+    pub fn parse(text: &str) -> Result<PerformanceTest, PerformanceTestError> {
+        let (lhs, op, rhs) =
+            crate::drift::Comparison::split(text).ok_or_else(|| PerformanceTestError::NoComparison(text.into()))?;
+        let lhs = lhs.trim();
+        // The class is everything before the last dot: class names may hold dots themselves.
+        let (class, stat) = match lhs.rsplit_once('.') {
+            Some((c, s)) if !c.is_empty() => (Some(c.to_owned()), s),
+            _ => (None, lhs),
+        };
+        let statistic =
+            PerformanceStatistic::from_name(stat).ok_or_else(|| PerformanceTestError::UnknownStatistic(stat.into()))?;
+        let threshold: f64 = rhs.trim().parse().map_err(|_| PerformanceTestError::BadThreshold(rhs.trim().into()))?;
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(PerformanceTestError::BadThreshold(rhs.trim().into()));
+        }
+        Ok(PerformanceTest { class, statistic, op, threshold })
+    }
+
+    /// The judged figure, and whether the test passes; `None` when the figure is undefined on these frames.
+    pub fn judge(&self, perf: &Performance) -> Option<(f64, bool)> {
+        let v = self.statistic.value(perf, self.class.as_deref())?;
+        Some((v, self.op.holds(v, self.threshold)))
+    }
+}
+
+impl std::fmt::Display for PerformanceTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(c) = &self.class {
+            write!(f, "{c}.")?;
+        }
+        write!(f, "{} {} {}", self.statistic.name(), self.op.symbol(), self.threshold)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,6 +542,26 @@ mod tests {
         assert_eq!(p.frames, 1);
         assert_eq!(p.map50, None);
         assert_eq!(frames[0].f1(), None);
+    }
+
+    #[test]
+    fn performance_tests_parse_and_judge_overall_and_per_class() {
+        let t = PerformanceTest::parse("map50 >= 0.6").expect("overall");
+        assert_eq!((t.class.as_deref(), t.statistic), (None, PerformanceStatistic::Map50));
+        let car = PerformanceTest::parse("traffic.car.recall>=0.8").expect("class with a dot");
+        assert_eq!(car.class.as_deref(), Some("traffic.car"));
+        assert_eq!(car.to_string(), "traffic.car.recall >= 0.8");
+        assert!(matches!(PerformanceTest::parse("psi > 1"), Err(PerformanceTestError::UnknownStatistic(_))));
+        assert!(matches!(PerformanceTest::parse("f1 > 2"), Err(PerformanceTestError::BadThreshold(_))));
+        assert!(matches!(PerformanceTest::parse("f1"), Err(PerformanceTestError::NoComparison(_))));
+
+        let d = [det(0.1, 0.1, 0.4, 0.4, "traffic.car", 0.9)];
+        let t2 = [truth(0.1, 0.1, 0.4, 0.4, "traffic.car"), truth(0.5, 0.5, 0.9, 0.9, "traffic.car")];
+        let (p, _) = evaluate(&[LabelledFrame { detections: &d, truth: &t2 }], &PerformanceSettings::default());
+        assert_eq!(car.judge(&p), Some((0.5, false)));
+        assert_eq!(PerformanceTest::parse("bus.recall >= 0.5").expect("parse").judge(&p), None);
+        let (v, pass) = PerformanceTest::parse("precision >= 0.9").expect("parse").judge(&p).expect("defined");
+        assert_eq!((v, pass), (1.0, true));
     }
 
     #[test]
