@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use framewatch_e2e::{root, scratch};
+use framewatch_e2e::{between, chromium, root, scratch};
 use framewatch_synth::{Camera, Drift};
 
 fn framewatch(args: &[&str]) -> Output {
@@ -149,13 +149,52 @@ fn a_model_failing_on_dark_frames_fails_its_test_case_on_map_and_importance_name
     };
     assert!(f1(&buckets[0]) < f1(&buckets[4]), "performance by brightness rises: {buckets:#?}");
 
-    // The table a person reads says the same.
-    let o = run(false);
+    // The table a person reads says the same, and so does the HTML report, as a browser renders it.
+    let page = dir.join("evaluation.html");
+    let mut a = args(false);
+    a.extend(["--html".to_string(), page.to_string_lossy().into_owned()]);
+    let o = framewatch(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(3));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("FAIL       map50 >= 0.6 in predicate=dark"), "{text}");
     assert!(text.contains("PASS       precision >= 0.9 in global"), "{text}");
     assert!(text.contains("Metric importance"), "{text}");
+
+    let html = std::fs::read_to_string(&page).expect("report written");
+    assert!(!html.contains("<script") && !html.contains("href") && !html.contains("url("), "self-contained");
+    let o = chromium(&dir.join("profile"), &page, &["--dump-dom"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dom = String::from_utf8_lossy(&o.stdout);
+    let gate = between(&dom, "id=\"gate\"", "</p>").expect("gate banner");
+    assert!(gate.contains("3 of 5 model test cases fail (exit code 3)"), "{gate}");
+    let row = between(&dom, "data-test=\"map50 &gt;= 0.6\">", "</tr>").expect("test row");
+    assert!(row.contains("predicate=dark") && row.contains(">FAIL<"), "{row}");
+    assert!(row.contains(&format!("{dark_map:.3}")), "the JSON's value: {row}");
+    let slice_row = between(&dom, "data-slice=\"camera_id=cam-clean\">", "</tr>").expect("slice row");
+    let page_map = between(slice_row, "<td class=\"map50\">", "</td>").expect("map cell");
+    let json_map = clean["performance"]["map50"].as_f64().expect("map");
+    assert_eq!(page_map, format!("{json_map:.3}"));
+    // One importance bar per metric with a rho, brightness's pointing right; a bucket chart with 5 bars.
+    let with_rho = imp.iter().filter(|m| m["f1_spearman"].is_number()).count();
+    assert_eq!(dom.matches("<rect class=\"imp ").count(), with_rho);
+    assert!(dom.contains("<rect class=\"imp pos\" data-metric=\"brightness\""), "brightness bar");
+    let chart = between(&dom, "<figure class=\"chart\" data-metric=\"brightness\">", "</figure>")
+        .expect("performance by brightness");
+    assert_eq!(chart.matches("<rect class=\"bucket\"").count(), 5);
+
+    // A picture for people: target/e2e/evaluation-report.png.
+    let shot = root().join("target/e2e/evaluation-report.png");
+    let _ = std::fs::remove_file(&shot);
+    let o = chromium(
+        &dir.join("profile"),
+        &page,
+        &[&format!("--screenshot={}", shot.display()), "--window-size=1280,1800", "--hide-scrollbars"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let png = std::fs::read(&shot).expect("screenshot written");
+    let mut img = framewatch_metrics::RgbImage::default();
+    framewatch_metrics::decode::decode_into(&png, &Default::default(), &mut img).expect("screenshot is a PNG");
+    assert_eq!((img.width, img.height), (1280, 1800));
 }
 
 #[test]

@@ -20,6 +20,8 @@ use framewatch_metrics::predicate::Predicate;
 use framewatch_metrics::{Detection, MetricRegistry, PredictionSettings, ScoreSettings};
 use serde::Serialize;
 
+mod html;
+
 use super::offline::{FrameResult, GroundTruth, score_files};
 use super::{AnalysisArgs, EXIT_RULE_FAILED, InputArgs, load_inputs, settings_with, slice_key, threads};
 use crate::slice::SliceKey;
@@ -62,6 +64,10 @@ pub struct EvaluateArgs {
     /// Print the report as JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Also write the report as one self-contained HTML file (test cases, performance per slice and class, the
+    /// metric importance and performance-by-metric charts as inline SVG); it loads nothing from anywhere.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// A `--test`: a performance test on one slice.
@@ -292,6 +298,10 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         tests: test_reports,
         importance,
     };
+    if let Some(path) = &args.html {
+        std::fs::write(path, html::render(&report, args.min_labelled))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {
