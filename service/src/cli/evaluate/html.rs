@@ -179,10 +179,10 @@ fn importance_chart(h: &mut String, imp: &[MetricImportance]) {
             num(m.f1_mutual_information),
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<text x=\"{label_w}\" y=\"{0}\">-1</text><text x=\"{mid}\" y=\"{0}\" text-anchor=\"middle\">0</text>\
-         <text x=\"{1}\" y=\"{0}\" text-anchor=\"end\">+1</text></svg></section>\n",
+         <text x=\"{1}\" y=\"{0}\" text-anchor=\"end\">+1</text></svg></section>",
         height - 6.0,
         label_w + bar_w
     );
