@@ -213,11 +213,98 @@ fn greedy_match(ious: &[f64], n_truth: usize, threshold: f64, matched: &mut [boo
     }
 }
 
+/// One class of one labelled frame, matched: what a streaming window keeps of a labelled frame (a few bytes per
+/// detection), from which any set of frames' performance is summed up exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassMatch {
+    pub class: String,
+    /// Labelled objects of the class on the frame.
+    pub truths: u32,
+    /// At the settings' IoU and confidence thresholds.
+    pub counts: Counts,
+    /// The class's detections in confidence order (at most `max_detections`): confidence, and whether it matched
+    /// at each COCO IoU threshold (bit t for 0.50 + 0.05 t).
+    pub detections: Vec<(f32, u16)>,
+}
+
+/// A labelled frame's detections matched against its ground truth, class by class (sorted by class).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FrameMatch {
+    pub classes: Vec<ClassMatch>,
+}
+
+impl FrameMatch {
+    /// The frame's counts over all classes.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for m in &self.classes {
+            c.add(&m.counts);
+        }
+        c
+    }
+}
+
+/// Matches one frame's detections to its ground truth, class by class.
+pub fn match_frame(frame: &LabelledFrame<'_>, settings: &PerformanceSettings) -> FrameMatch {
+    let thresholds = iou_thresholds();
+    let mut classes: Vec<&str> = frame
+        .detections
+        .iter()
+        .map(|d| d.class_label.as_str())
+        .chain(frame.truth.iter().map(|t| t.class_label.as_str()))
+        .collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let mut out = FrameMatch { classes: Vec::with_capacity(classes.len()) };
+    let (mut ious, mut matched, mut taken, mut at_threshold) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for class in classes {
+        let mut dets: Vec<&Detection> = frame.detections.iter().filter(|d| d.class_label == class).collect();
+        // Stable, as numpy's mergesort in pycocotools: equal confidences keep their order.
+        dets.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        dets.truncate(settings.max_detections);
+        let truth: Vec<&TruthBox> = frame.truth.iter().filter(|t| t.class_label == class).collect();
+        let n = truth.len();
+        ious.clear();
+        for d in &dets {
+            ious.extend(truth.iter().map(|t| box_iou(d, t)));
+        }
+        matched.clear();
+        matched.resize(dets.len(), false);
+        taken.clear();
+        taken.resize(n, false);
+        let mut detections: Vec<(f32, u16)> = dets.iter().map(|d| (d.confidence, 0u16)).collect();
+        for (ti, &t) in thresholds.iter().enumerate() {
+            greedy_match(&ious, n, t, &mut matched, &mut taken);
+            for (slot, &m) in detections.iter_mut().zip(&matched) {
+                slot.1 |= u16::from(m) << ti;
+            }
+        }
+        // Precision and recall at the configured IoU: a detection under the confidence threshold never takes a box
+        // from a more confident one, so matching all and counting those above it is the same as matching only
+        // those above it.
+        at_threshold.clear();
+        at_threshold.resize(dets.len(), false);
+        greedy_match(&ious, n, settings.iou_threshold, &mut at_threshold, &mut taken);
+        let mut c = Counts::default();
+        for (d, &m) in dets.iter().zip(&at_threshold) {
+            if d.confidence >= settings.score_threshold {
+                if m {
+                    c.true_positives += 1;
+                } else {
+                    c.false_positives += 1;
+                }
+            }
+        }
+        c.false_negatives = n as u64 - c.true_positives;
+        out.classes.push(ClassMatch { class: class.to_owned(), truths: n as u32, counts: c, detections });
+    }
+    out
+}
+
 /// A class's detections across frames, in frame order and, within a frame, in confidence order.
 #[derive(Default)]
 struct ClassRun {
     truths: u64,
-    /// (confidence, matched at each COCO IoU threshold as bits 0..10)
     dets: Vec<(f32, u16)>,
     counts: Counts,
 }
@@ -266,74 +353,21 @@ fn average_precisions(run: &mut ClassRun) -> Option<[f64; 10]> {
     Some(aps)
 }
 
-/// Evaluates detections against ground truth over a set of frames. Returns the performance and each frame's
-/// matched counts (in the order given; what metric importance relates metrics to).
-pub fn evaluate(frames: &[LabelledFrame<'_>], settings: &PerformanceSettings) -> (Performance, Vec<Counts>) {
-    let thresholds = iou_thresholds();
+/// The performance of a set of matched frames, in the order given (the order breaks ties in confidence, as the
+/// order of images does in pycocotools).
+pub fn summarize<'a>(frames: impl IntoIterator<Item = &'a FrameMatch>) -> Performance {
     let mut runs: BTreeMap<&str, ClassRun> = BTreeMap::new();
-    let mut per_frame = Vec::with_capacity(frames.len());
-    let (mut ious, mut matched, mut taken, mut at_threshold) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut dets: Vec<&Detection> = Vec::new();
-    let mut truth: Vec<&TruthBox> = Vec::new();
-    for frame in frames {
-        let mut frame_counts = Counts::default();
-        let mut classes: Vec<&str> = frame
-            .detections
-            .iter()
-            .map(|d| d.class_label.as_str())
-            .chain(frame.truth.iter().map(|t| t.class_label.as_str()))
-            .collect();
-        classes.sort_unstable();
-        classes.dedup();
-        for class in classes {
-            dets.clear();
-            dets.extend(frame.detections.iter().filter(|d| d.class_label == class));
-            dets.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-            dets.truncate(settings.max_detections);
-            truth.clear();
-            truth.extend(frame.truth.iter().filter(|t| t.class_label == class));
-            let n = truth.len();
-            ious.clear();
-            for d in &dets {
-                ious.extend(truth.iter().map(|t| box_iou(d, t)));
-            }
-            matched.clear();
-            matched.resize(dets.len(), false);
-            taken.clear();
-            taken.resize(n, false);
-            let run = runs.entry(class).or_default();
-            run.truths += n as u64;
-            let start = run.dets.len();
-            run.dets.extend(dets.iter().map(|d| (d.confidence, 0u16)));
-            for (ti, &t) in thresholds.iter().enumerate() {
-                greedy_match(&ious, n, t, &mut matched, &mut taken);
-                for (slot, &m) in run.dets[start..].iter_mut().zip(&matched) {
-                    slot.1 |= u16::from(m) << ti;
-                }
-            }
-            // Precision and recall at the configured IoU: a detection under the confidence threshold never takes
-            // a box from a more confident one, so matching all and counting those above it is the same as
-            // matching only those above it.
-            at_threshold.clear();
-            at_threshold.resize(dets.len(), false);
-            greedy_match(&ious, n, settings.iou_threshold, &mut at_threshold, &mut taken);
-            let mut c = Counts::default();
-            for (d, &m) in dets.iter().zip(&at_threshold) {
-                if d.confidence >= settings.score_threshold {
-                    if m {
-                        c.true_positives += 1;
-                    } else {
-                        c.false_positives += 1;
-                    }
-                }
-            }
-            c.false_negatives = n as u64 - c.true_positives;
-            run.counts.add(&c);
-            frame_counts.add(&c);
+    let mut n = 0u64;
+    for f in frames {
+        n += 1;
+        for c in &f.classes {
+            let run = runs.entry(c.class.as_str()).or_default();
+            run.truths += u64::from(c.truths);
+            run.counts.add(&c.counts);
+            run.dets.extend_from_slice(&c.detections);
         }
-        per_frame.push(frame_counts);
     }
-    let mut perf = Performance { frames: frames.len() as u64, ..Performance::default() };
+    let mut perf = Performance { frames: n, ..Performance::default() };
     let (mut sum50, mut sum_all, mut with_truth) = (0.0, 0.0, 0usize);
     for (class, mut run) in runs {
         let aps = average_precisions(&mut run);
@@ -357,7 +391,15 @@ pub fn evaluate(frames: &[LabelledFrame<'_>], settings: &PerformanceSettings) ->
         perf.map50 = Some(sum50 / with_truth as f64);
         perf.map50_95 = Some(sum_all / with_truth as f64);
     }
-    (perf, per_frame)
+    perf
+}
+
+/// Evaluates detections against ground truth over a set of frames. Returns the performance and each frame's
+/// matched counts (in the order given; what metric importance relates metrics to).
+pub fn evaluate(frames: &[LabelledFrame<'_>], settings: &PerformanceSettings) -> (Performance, Vec<Counts>) {
+    let matches: Vec<FrameMatch> = frames.iter().map(|f| match_frame(f, settings)).collect();
+    let per_frame = matches.iter().map(FrameMatch::counts).collect();
+    (summarize(&matches), per_frame)
 }
 
 /// A performance figure a model test case can judge.
