@@ -66,6 +66,9 @@ pub enum GroupStatus {
     /// A rebalance completed and gave this member nothing: the group has more members than partitions. It can
     /// deliver nothing, but nothing is missing either: it takes over when another member goes.
     Standby,
+    /// Waiting, and the client said a subscribed topic is not available (it does not exist, a typo or not created
+    /// yet, or the credentials may not read it): librdkafka joins the group only once a subscribed topic exists.
+    TopicUnavailable,
 }
 
 impl GroupStatus {
@@ -81,6 +84,10 @@ impl GroupStatus {
             GroupStatus::Rebalancing => "waiting for partition assignment: rebalancing",
             GroupStatus::Assigned(_) => "partitions assigned",
             GroupStatus::Standby => "joined group, no partitions assigned (more members than partitions)",
+            GroupStatus::TopicUnavailable => {
+                "waiting for partition assignment: a subscribed topic is not available (it does not exist, or may \
+                 not be read)"
+            }
         }
     }
 }
@@ -211,7 +218,7 @@ fn kafka_readiness(k: &KafkaHealth) -> (String, bool) {
     match k.group.get() {
         GroupStatus::Assigned(_) => ("kafka: ready\n".into(), true),
         status @ GroupStatus::Standby => (format!("kafka: ready ({})\n", status.describe()), true),
-        status @ (GroupStatus::Joining | GroupStatus::Rebalancing) => {
+        status @ (GroupStatus::Joining | GroupStatus::Rebalancing | GroupStatus::TopicUnavailable) => {
             (format!("kafka: not ready ({})\n", status.describe()), false)
         }
     }
@@ -281,6 +288,11 @@ mod tests {
             ("kafka: not ready (waiting for partition assignment: rebalancing)\n".into(), false)
         );
         assert_eq!(line(GroupStatus::Assigned(3)), ("kafka: ready\n".into(), true));
+        assert_eq!(
+            line(GroupStatus::TopicUnavailable).0,
+            "kafka: not ready (waiting for partition assignment: a subscribed topic is not available (it does not \
+             exist, or may not be read))\n"
+        );
         assert_eq!(
             line(GroupStatus::Standby),
             ("kafka: ready (joined group, no partitions assigned (more members than partitions))\n".into(), true)

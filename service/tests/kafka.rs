@@ -1123,3 +1123,28 @@ fn a_restarted_static_member_takes_its_partition_back_without_a_rebalance() {
     let (status, body) = http_get(again.http, "/readyz").expect("readyz");
     assert_eq!((status, body.as_str()), (200, "grpc: ready\nkafka: ready\n"));
 }
+
+/// Issue #14: a subscribed topic that does not exist (a typo, or not created yet): librdkafka does not join the
+/// group, and /readyz stays 503 saying why (not "joining"), as does the log, until the topic appears and its
+/// partition is assigned.
+#[test]
+fn a_missing_topic_keeps_readyz_unready_until_it_exists() {
+    let dir = scratch("kafka-missing-topic");
+    let baseline = fleet_baseline(&dir);
+    let broker = Broker::start(&dir, "tansu");
+    let fw = Instance::start(&dir, "framewatch", &config(&baseline, &broker, "later", "missing", ""));
+    let log = fw.proc.log.clone();
+    let missing = "grpc: ready\nkafka: not ready (waiting for partition assignment: a subscribed topic is not available \
+                   (it does not exist, or may not be read))\n";
+    wait_for(&format!("/readyz to say the topic is missing (log {})", log.display()), Duration::from_secs(60), || {
+        http_get(fw.http, "/readyz").filter(|(s, b)| *s == 503 && b == missing)
+    });
+    wait_for(&format!("the log to say so (log {})", log.display()), Duration::from_secs(60), || {
+        let text = fw.proc.log_text();
+        text.lines().any(|l| l.contains("waiting for partitions: a subscribed topic is not available")).then_some(())
+    });
+    broker.create_topic("later", 1);
+    wait_for(&format!("the new topic's partition (log {})", log.display()), Duration::from_secs(60), || {
+        http_get(fw.http, "/readyz").filter(|(s, b)| *s == 200 && b == "grpc: ready\nkafka: ready\n")
+    });
+}

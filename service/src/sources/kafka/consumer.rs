@@ -168,10 +168,25 @@ impl Shared {
         let connected = self.ready.load(Ordering::SeqCst);
         let why = waiting_reason(connected, self.last_error.get(), status);
         let (group, instance) = (&self.config.group_id, self.config.group_instance_id().unwrap_or("(dynamic)"));
+        let (topics, waited_secs) = (&self.config.topics, waited.as_secs());
         if status == GroupStatus::Standby && connected {
-            tracing::info!(group, instance, waited_secs = waited.as_secs(), "kafka: standing by: {why}");
+            tracing::info!(group, instance, ?topics, waited_secs, "kafka: standing by: {why}");
         } else {
-            tracing::warn!(group, instance, waited_secs = waited.as_secs(), "kafka: waiting for partitions: {why}");
+            tracing::warn!(group, instance, ?topics, waited_secs, "kafka: waiting for partitions: {why}");
+        }
+    }
+
+    /// A subscribed topic the client cannot find or read, while the member waits for partitions: /readyz and the
+    /// wait log say so instead of "joining". The next rebalance replaces it (librdkafka joins once a subscribed
+    /// topic exists).
+    fn topic_unavailable(&self, e: &KafkaError) {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let unavailable = matches!(
+            e.rdkafka_error_code(),
+            Some(Code::UnknownTopic | Code::UnknownTopicOrPartition | Code::TopicAuthorizationFailed)
+        );
+        if unavailable && matches!(self.group.get(), GroupStatus::Joining | GroupStatus::Rebalancing) {
+            self.group.set(GroupStatus::TopicUnavailable);
         }
     }
 
@@ -357,6 +372,7 @@ impl PollLoop {
         match polled {
             None => Polled::Nothing,
             Some(Err(e)) => {
+                shared.topic_unavailable(&e);
                 shared.client_error("consume error", &e);
                 Polled::Error
             }

@@ -60,6 +60,9 @@ pub(super) fn waiting_reason(connected: bool, last_error: Option<String>, status
         GroupStatus::Joining => "joining the group (no rebalance has completed yet)".into(),
         GroupStatus::Rebalancing => "rebalancing (the last rebalance revoked every partition)".into(),
         GroupStatus::Standby => "no partitions assigned: the group has more members than partitions".into(),
+        GroupStatus::TopicUnavailable => {
+            "a subscribed topic is not available: it does not exist, or may not be read (see the client error)".into()
+        }
         GroupStatus::Assigned(n) => format!("{n} partitions assigned"),
     }
 }

@@ -33,7 +33,8 @@ impl ConsumerContext for Ctx {
         let assigned = consumer.assignment().map_or(0, |a| a.count());
         shared.telemetry.assigned.set(assigned as i64);
         // An assignment with nothing in it (eager protocol: the whole assignment) is the group saying it has more
-        // members than partitions; an empty assignment after a revoke is a rebalance still under way.
+        // members than partitions (librdkafka does not join at all while no subscribed topic exists); an empty
+        // assignment after a revoke is a rebalance still under way.
         shared.group.set(match err {
             _ if assigned > 0 => GroupStatus::Assigned(assigned),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => GroupStatus::Standby,
