@@ -211,7 +211,9 @@ fn kafka_readiness(k: &KafkaHealth) -> (String, bool) {
     if !k.connected.load(Ordering::SeqCst) {
         let line = match k.reason.get() {
             Some(why) => format!("kafka: not ready (no broker connection: {why}; retrying)\n"),
-            None => "kafka: not ready (no broker connection; retrying)\n".into(),
+            // No client error yet: starting up (librdkafka's statistics, every 5 s, or a message tell of the
+            // connection).
+            None => "kafka: not ready (no broker connection yet: connecting)\n".into(),
         };
         return (line, false);
     }
@@ -304,6 +306,8 @@ mod tests {
             kafka_readiness(&k),
             ("kafka: not ready (no broker connection: b:9092/bootstrap: Connection refused; retrying)\n".into(), false)
         );
+        k.reason.set(None);
+        assert_eq!(kafka_readiness(&k), ("kafka: not ready (no broker connection yet: connecting)\n".into(), false));
         k.alive.store(false, Ordering::SeqCst);
         assert_eq!(kafka_readiness(&k), ("kafka: not ready (the poll thread has stopped)\n".into(), false));
     }

@@ -53,7 +53,7 @@ pub(super) fn waiting_reason(connected: bool, last_error: Option<String>, status
     if !connected {
         return match last_error {
             Some(e) => format!("broker unreachable: {e}"),
-            None => "broker unreachable (no connection yet)".into(),
+            None => "no broker connection yet (connecting)".into(),
         };
     }
     match status {
@@ -164,7 +164,7 @@ mod tests {
         let joining = GroupStatus::Joining;
         let refused = Some("b:9092/bootstrap: Connection refused".to_string());
         assert_eq!(waiting_reason(false, refused, joining), "broker unreachable: b:9092/bootstrap: Connection refused");
-        assert_eq!(waiting_reason(false, None, GroupStatus::Standby), "broker unreachable (no connection yet)");
+        assert_eq!(waiting_reason(false, None, GroupStatus::Standby), "no broker connection yet (connecting)");
         assert!(waiting_reason(true, None, joining).starts_with("joining the group"));
         assert!(waiting_reason(true, None, GroupStatus::Standby).contains("more members than partitions"));
         assert!(waiting_reason(true, None, GroupStatus::Rebalancing).starts_with("rebalancing"));
