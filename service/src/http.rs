@@ -219,9 +219,9 @@ fn kafka_readiness(k: &KafkaHealth) -> (String, bool) {
     }
     match k.group.get() {
         GroupStatus::Assigned(_) => ("kafka: ready\n".into(), true),
-        status @ GroupStatus::Standby => (format!("kafka: ready ({})\n", status.describe()), true),
-        status @ (GroupStatus::Joining | GroupStatus::Rebalancing | GroupStatus::TopicUnavailable) => {
-            (format!("kafka: not ready ({})\n", status.describe()), false)
+        status => {
+            let word = if status.ready() { "ready" } else { "not ready" };
+            (format!("kafka: {word} ({})\n", status.describe()), status.ready())
         }
     }
 }
