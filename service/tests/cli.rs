@@ -221,7 +221,7 @@ fn demo_runs_for_a_set_duration_names_the_most_drifted_metric_keeps_logs_in_its_
     let metric = cell.split(' ').next().unwrap_or("");
     let catalog: Vec<String> = framewatch_metrics::MetricRegistry::standard().names().map(String::from).collect();
     assert!(catalog.iter().any(|m| m == metric) && cell.contains(" sd psi "), "cam-2: {cell:?}\n{out}");
-    assert!(out.contains("cam-2              darker "), "the darkened camera's evidence is shown: {out}");
+    assert!(out.contains("  cam-2              darker           brightness mean "), "the evidence is shown: {out}");
     // The logs went to the file, none to stderr (which had only the start-up line) or stdout.
     let logs = std::fs::read_to_string(&log).expect("the log file");
     assert!(logs.contains("framewatch::server") && logs.contains("alert firing"), "{logs}");
@@ -230,13 +230,16 @@ fn demo_runs_for_a_set_duration_names_the_most_drifted_metric_keeps_logs_in_its_
     assert!(!err.contains("framewatch::") && !out.contains("framewatch::"), "log lines outside the file: {err}");
 }
 
-/// On a terminal (a pseudo-terminal from util-linux's `script`) the demo draws on the alternate screen, redraws in
-/// place, names its log file and the HTTP URLs, and no log line reaches the terminal.
+/// On a terminal (a pseudo-terminal from util-linux's `script`, 100 x 12) the demo draws on the alternate screen,
+/// redraws in place within the terminal's size, names its log file and the HTTP URLs, and no log line reaches the
+/// terminal.
 #[test]
-fn demo_on_a_terminal_redraws_in_place_and_sends_its_logs_to_the_file_it_names() {
+fn demo_on_a_terminal_redraws_in_place_within_its_size_and_sends_its_logs_to_the_file_it_names() {
     let bin = env!("CARGO_BIN_EXE_framewatch");
+    let (columns, rows) = (100, 12);
     let cmd = format!(
-        "{bin} demo --duration 12 --drift-after 1000 --cameras 5 --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0"
+        "stty cols {columns} rows {rows}; \
+         {bin} demo --duration 12 --drift-after 1000 --cameras 5 --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0"
     );
     let o = Command::new("script")
         .args(["--quiet", "--return", "--flush", "--command", &cmd, "/dev/null"])
@@ -251,6 +254,18 @@ fn demo_on_a_terminal_redraws_in_place_and_sends_its_logs_to_the_file_it_names()
     let screen = &out[enter..leave];
     assert!(screen.matches("\x1b[H").count() >= 2, "redrawn in place, more than once: {screen:?}");
     assert!(!screen.contains("\x1b[2J"), "never cleared (no flicker)");
+    // Each frame: home, then lines each ending by clearing the rest of its row, then clearing below.
+    // (The pseudo-terminal turns "\n" into "\r\n".)
+    let mut cut = 0;
+    for frame in screen.split("\x1b[H").skip(1) {
+        let frame = frame.split("\x1b[J").next().unwrap_or("");
+        let lines: Vec<&str> = frame.split("\x1b[K").map(|l| l.trim_start_matches(['\r', '\n'])).collect();
+        let lines = &lines[..lines.len() - 1];
+        assert!(lines.len() <= rows, "a frame taller than the terminal scrolls it: {lines:?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= columns), "a line wider than the terminal: {lines:?}");
+        cut += usize::from(lines.last().is_some_and(|l| l.contains("more lines: enlarge the terminal")));
+    }
+    assert!(cut > 0, "the frames with every slice are cut to the terminal and say so: {screen:?}");
     assert!(screen.contains("web view http://127.0.0.1:") && screen.contains("/metrics"), "{screen:?}");
     assert!(out[leave..].contains("== framewatch demo summary"), "the summary follows on the normal screen");
     let log = screen

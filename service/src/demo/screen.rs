@@ -183,7 +183,9 @@ pub fn render(view: &View) -> Vec<String> {
     let evidence: Vec<String> = view
         .rows
         .iter()
-        .flat_map(|r| r.findings.iter().map(move |f| format!("  {:<18} {:<16} {}", r.slice, f.cause, f.summary)))
+        .flat_map(|r| {
+            r.findings.iter().map(move |f| format!("  {:<18} {:<16} {}", r.slice, f.cause.as_str(), f.summary))
+        })
         .collect();
     if !evidence.is_empty() {
         lines.push(String::new());
@@ -208,6 +210,20 @@ pub fn render(view: &View) -> Vec<String> {
     }
     // Outside text (rule names, evidence) never moves the cursor: control characters are dropped.
     lines.into_iter().map(|l| l.chars().filter(|c| !c.is_control()).collect()).collect()
+}
+
+/// The frame cut to a terminal of `columns` x `rows`: longer lines clipped, and when there are more lines than
+/// rows, the last row says how many were left out. A frame taller than the terminal would scroll it, and the next
+/// frame would no longer be drawn over this one.
+pub fn fit(lines: &[String], columns: usize, rows: usize) -> Vec<String> {
+    let clip = |l: &String| l.chars().take(columns).collect::<String>();
+    if lines.len() <= rows {
+        return lines.iter().map(clip).collect();
+    }
+    let kept = rows.saturating_sub(1);
+    let mut out: Vec<String> = lines[..kept].iter().map(clip).collect();
+    out.push(clip(&format!("... {} more lines: enlarge the terminal to see them", lines.len() - kept)));
+    out
 }
 
 /// How frames reach stdout.
@@ -237,9 +253,16 @@ impl Screen {
         let mut out = String::new();
         match self {
             Screen::Terminal => {
+                // Read each time: the user may resize the window while the demo runs.
+                let size = terminal_size::terminal_size_of(std::io::stdout())
+                    .map(|(w, h)| (usize::from(w.0), usize::from(h.0)));
+                let lines = match size {
+                    Some((columns, rows)) => fit(lines, columns, rows),
+                    None => lines.to_vec(),
+                };
                 // Home, each line over the previous frame's with the rest of it cleared, then everything below.
                 out.push_str("\x1b[H");
-                for l in lines {
+                for l in &lines {
                     out.push_str(l);
                     out.push_str("\x1b[K\r\n");
                 }
@@ -349,6 +372,15 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_fits_the_terminal_clipped_and_saying_what_it_left_out() {
+        let lines: Vec<String> = (0..10).map(|i| format!("line {i} {}", "x".repeat(i))).collect();
+        assert_eq!(fit(&lines, 200, 10), lines);
+        let small = fit(&lines, 8, 4);
+        assert_eq!(small, ["line 0 ", "line 1 x", "line 2 x", "... 7 mo"]);
+        assert_eq!(fit(&lines, 80, 4)[3], "... 7 more lines: enlarge the terminal to see them");
+    }
+
+    #[test]
     fn the_most_drifted_metric_moved_furthest_in_baseline_deviations_whatever_its_verdict() {
         // Issue 14: PSI read 2.3 on a static camera whose verdict never held, and the column said "-".
         let s = slice(
@@ -416,7 +448,10 @@ mod tests {
         assert!(row.ends_with("darker! ModelUnsure?"), "{row}");
         let calm = lines.iter().find(|l| l.starts_with("cam-1 ")).expect("cam-1 row");
         assert!(calm.contains("brightness 0.1 sd psi 0.02 ") && calm.ends_with(" -"), "{calm}");
-        assert!(lines.iter().any(|l| l.contains("darker") && l.contains("brightness mean 0.43 -> 0.21")), "{text}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("  cam-2              darker           brightness mean 0.43")),
+            "{text}"
+        );
         assert!(lines.iter().any(|l| l.contains("41 s  Firing") && l.contains("CameraDarker")), "{text}");
         assert!(lines.iter().all(|l| !l.chars().any(char::is_control)));
     }
