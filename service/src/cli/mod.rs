@@ -64,11 +64,11 @@ impl Cli {
     /// Where logs go instead of stderr: only the demo names a file (`--log-file`, or a default one while it
     /// draws its screen on a terminal).
     pub fn log_file(&self) -> Option<PathBuf> {
-        match &self.command {
-            #[cfg(feature = "demo")]
-            Command::Demo(args) => args.log_file(),
-            _ => None,
+        #[cfg(feature = "demo")]
+        if let Command::Demo(args) = &self.command {
+            return args.log_file();
         }
+        None
     }
 }
 
