@@ -192,11 +192,15 @@ async fn the_readme_lists_every_exported_series_family_with_its_type_labels_and_
         ready.then_some(())
     })
     .await;
-    // A refused scrape, a re-read tokens file, and then a broker gone (librdkafka reports client errors).
+    // A refused scrape, a re-read tokens file; the partition's offsets committed and its lag reported (librdkafka's
+    // statistics, every 5 s) while the broker is up; and then the broker gone (librdkafka reports client errors).
     assert_eq!(scrape(http, &tls, None).await.0, 401);
     std::fs::write(&tokens, format!("# rewritten\nmetrics {METRICS_TOKEN}\n")).expect("rewrite tokens");
-    wait_for_async("the tokens file re-read", LIMIT, async || {
-        scrape(http, &tls, Some(METRICS_TOKEN)).await.1.contains("framewatch_reloads_total{").then_some(())
+    let before_the_broker_goes =
+        ["framewatch_reloads_total{", "framewatch_kafka_committed_offset{", "framewatch_kafka_consumer_lag{"];
+    wait_for_async("the tokens file re-read, an offset committed and the lag reported", LIMIT, async || {
+        let text = scrape(http, &tls, Some(METRICS_TOKEN)).await.1;
+        before_the_broker_goes.iter().all(|s| text.contains(s)).then_some(())
     })
     .await;
     drop(broker);
