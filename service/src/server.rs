@@ -583,7 +583,9 @@ impl Drain {
         // The Kafka source waits for its in-flight frames (within its own grace), checkpoints and commits.
         tree.kafka.cancel();
         if let Some(k) = kafka {
-            let _ = tokio::task::spawn_blocking(move || k.join()).await;
+            // Its own grace for in-flight frames, then the final commit and close: 10 s more than a reachable
+            // broker ever needs; an unreachable one could hold them for good.
+            k.stopped_within(grace + KAFKA_CLOSE_MARGIN).await;
         }
         let drained = tokio::task::spawn_blocking(move || pipeline.drain());
         if tokio::time::timeout_at(deadline, drained).await.is_err() {
@@ -608,6 +610,9 @@ impl Drain {
         Ok(())
     }
 }
+
+/// How long past its grace period the Kafka source may take to commit and close at shutdown.
+const KAFKA_CLOSE_MARGIN: Duration = Duration::from_secs(10);
 
 /// `framewatch serve`: runs until SIGTERM or SIGINT.
 pub fn serve(config: Config) -> anyhow::Result<()> {

@@ -53,6 +53,8 @@ pub use telemetry::KafkaTelemetry;
 /// The running source.
 pub struct KafkaSource {
     thread: Option<JoinHandle<()>>,
+    /// Closed when the poll thread ends (its consumer closed), however it ends.
+    ended: tokio::sync::oneshot::Receiver<()>,
     ready: Arc<AtomicBool>,
     not_ready_reason: NotReadyReason,
     group: GroupMembership,
@@ -208,11 +210,14 @@ impl KafkaSource {
         });
         let consumer = subscribe(&cfg, shared.clone())?;
         let alive = Arc::new(AtomicBool::new(true));
+        let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
         let thread = {
             let (stop, runtime, grace, alive) = (deps.stop, deps.runtime, deps.grace, alive.clone());
             std::thread::Builder::new()
                 .name("framewatch-kafka".into())
                 .spawn(move || {
+                    // Dropped when this thread ends, after the consumer inside `run` has closed.
+                    let _ended = ended_tx;
                     let ready = shared.ready.clone();
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         consumer::run(consumer, shared, stop, runtime, grace)
@@ -233,7 +238,7 @@ impl KafkaSource {
             instance = cfg.group_instance_id().unwrap_or("(dynamic)"),
             "kafka source started"
         );
-        Ok(KafkaSource { thread: Some(thread), ready, not_ready_reason, group, alive })
+        Ok(KafkaSource { thread: Some(thread), ended, ready, not_ready_reason, group, alive })
     }
 
     /// True while at least one broker connection is up.
@@ -256,12 +261,27 @@ impl KafkaSource {
         self.alive.clone()
     }
 
-    /// Waits for the poll thread, which (once its `stop` token is cancelled) stops consuming, waits for
-    /// in-flight frames, writes the final checkpoint, commits and leaves the group. Blocking.
-    pub fn join(mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    /// Waits at most `limit` for the poll thread, which (once its `stop` token is cancelled) stops consuming,
+    /// waits for in-flight frames, writes the final checkpoint, commits and leaves the group. True when it ended.
+    ///
+    /// Bounded because librdkafka's final commit and consumer close can block for good while no broker answers
+    /// (confluentinc/librdkafka#3740, #4519): past the limit the thread is left behind, the service stops anyway
+    /// and the process exit ends it. The checkpoint is written before the commit, so nothing is lost; offsets not
+    /// committed are read again after a restart (at-least-once) and recognised by the checkpoint's offsets.
+    pub async fn stopped_within(mut self, limit: Duration) -> bool {
+        let ended = tokio::time::timeout(limit, &mut self.ended).await.is_ok();
+        if ended {
+            if let Some(t) = self.thread.take() {
+                // The thread is past its last statement: joining is immediate.
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+        } else {
+            tracing::warn!(
+                ?limit,
+                "kafka: the consumer did not close in time (no broker answers?); stopping without waiting for it"
+            );
         }
+        ended
     }
 }
 
