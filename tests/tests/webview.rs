@@ -30,6 +30,23 @@ async fn fleet_baseline(dir: &Path, fleet: &FleetArgs) -> PathBuf {
     b
 }
 
+/// The baseline with one typical training frame for the fleet (what `baseline build --exemplars 1` stores; the
+/// synthetic fleet's baseline is built by the load tester, without pictures): an example image, as a thumbnail.
+fn with_training_frame(path: &Path) -> PathBuf {
+    use base64::Engine as _;
+    let mut b = framewatch_metrics::Baseline::from_json(&std::fs::read_to_string(path).expect("read")).expect("load");
+    let bytes = std::fs::read(root().join("examples/train/frame_000.jpg")).expect("example frame");
+    let mut img = framewatch_metrics::RgbImage::default();
+    framewatch_metrics::decode::decode_into(&bytes, &Default::default(), &mut img).expect("decode");
+    let jpeg = framewatch::charts::thumbnail_jpeg(&img, &mut Default::default()).expect("thumbnail");
+    let jpeg_base64 = base64::engine::general_purpose::STANDARD.encode(jpeg);
+    let e = framewatch_metrics::baseline::BaselineExemplar { path: "train/frame_000.jpg".into(), jpeg_base64 };
+    b.exemplars.insert("global".into(), vec![e]);
+    let out = path.with_file_name("fleet-with-training-frame.json");
+    std::fs::write(&out, b.to_json()).expect("write");
+    out
+}
+
 /// Camera slices, 20 s windows, an evaluation a second, the default rules with `for` cut to 2 s.
 fn short_windows(b: PathBuf) -> Config {
     let mut cfg = Config { baseline: Some(b), ..Config::default() };
@@ -64,7 +81,7 @@ fn stderr(o: &std::process::Output) -> String {
 async fn web_view_in_chromium_shows_ranked_slices_the_alert_with_its_cause_charts_and_exemplars() {
     let dir = scratch("webview");
     let fleet = FleetArgs { cameras: 3, width: 320, height: 180, seed: 11 };
-    let mut cfg = short_windows(fleet_baseline(&dir, &fleet).await);
+    let mut cfg = short_windows(with_training_frame(&fleet_baseline(&dir, &fleet).await));
     cfg.server.external_url = "https://framewatch.example.test/".into();
     let svc = Service::start(cfg, Arc::new(SystemClock)).await.expect("service");
     let load = tokio::spawn(run_grpc(RunArgs {
@@ -176,6 +193,8 @@ async fn web_view_in_chromium_shows_ranked_slices_the_alert_with_its_cause_chart
         .unwrap_or_else(|| panic!("exemplars next to the brightness chart: {chart}"));
     let srcs: Vec<&str> = strip.split("<img src=\"").skip(1).filter_map(|t| t.split('"').next()).collect();
     assert!(!srcs.is_empty() && strip.contains("cam-2"), "{strip}");
+    assert!(strip.contains("<figure class=\"frame baseline\">"), "the training frame leads the strip: {strip:.300}");
+    assert!(dom.contains("<div id=\"training\""), "typical training frames in the header");
     let probe = dir.join("probe.html");
     assert!(srcs.iter().all(|s| s.starts_with("data:image/jpeg;base64,")), "{strip:.500}");
     let imgs: String = srcs.iter().map(|s| format!("<img src=\"{s}\">")).collect();

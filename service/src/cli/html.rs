@@ -259,9 +259,10 @@ fn outliers(h: &mut String, rep: &DriftReport, baseline: &Baseline, frames: &Fra
     h.push_str("</section>\n");
 }
 
-/// Decodes frames again and re-encodes them small, counting against the report's cap.
+/// Decodes frames again and re-encodes them small, counting against the report's cap (`thumbnail`), or not
+/// (`make`, for `baseline build --exemplars`).
 #[derive(Debug, Default)]
-struct Thumbnailer {
+pub(super) struct Thumbnailer {
     made: usize,
     bytes: Vec<u8>,
     full: RgbImage,
@@ -278,7 +279,8 @@ impl Thumbnailer {
         Some(self.make(path))
     }
 
-    fn make(&mut self, path: &Path) -> Result<String, String> {
+    /// The thumbnail as base64 JPEG, or why there is none.
+    pub(super) fn make(&mut self, path: &Path) -> Result<String, String> {
         let limits = DecodeLimits::default();
         self.bytes.clear();
         std::fs::File::open(path)

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 
 use framewatch_metrics::Baseline;
+use framewatch_metrics::baseline::BaselineExemplar;
 use framewatch_metrics::drift::DriftThresholds;
 
 use crate::alerts::{AlertEvent, AlertSnapshot, Phase};
@@ -223,6 +224,20 @@ impl WebView {
             }
             h.push_str("</ul>\n");
         }
+        let training = self.baseline.exemplars_for(key);
+        if !training.is_empty() {
+            h.push_str("<div id=\"training\" class=\"exemplars\"><span class=\"meta\">Typical training frames:</span>");
+            for t in training {
+                let _ = write!(
+                    h,
+                    "<figure class=\"frame baseline\"><img src=\"data:image/jpeg;base64,{}\" alt=\"{}\" title=\"{}\"></figure>",
+                    escape(&t.jpeg_base64),
+                    escape(&t.path),
+                    escape(&t.path),
+                );
+            }
+            h.push_str("</div>\n");
+        }
         h.push_str("</header>\n");
         alert_list(&mut h, &alerts, Some(&s.key));
 
@@ -278,7 +293,7 @@ impl WebView {
             sparkline_svg(&mut h, history.get(i).map_or(&[][..], Vec::as_slice), self.thresholds.psi, 0.5);
             h.push_str("</div>");
             if let Some(x) = &self.exemplars {
-                exemplar_strip(&mut h, &m.name, &x.exemplars(key, &m.name));
+                exemplar_strip(&mut h, &m.name, &x.exemplars(key, &m.name), self.baseline.exemplars_for(key).first());
             }
             h.push_str("</figure>\n");
         }
@@ -288,15 +303,26 @@ impl WebView {
     }
 }
 
-/// A metric's exemplar thumbnails (nothing when it has none), embedded as data URIs: exemplars of a streaming
-/// camera are replaced within seconds, so a link to `/exemplars/<id>.jpg` could be gone by the time the browser
-/// asks for it. At most 9 per metric of a few kilobytes each.
-fn exemplar_strip(h: &mut String, metric: &str, kept: &[Exemplar]) {
+/// A metric's exemplar thumbnails (nothing when it has none), after the baseline's typical frame when the baseline
+/// has one, embedded as data URIs: exemplars of a streaming camera are replaced within seconds, so a link to
+/// `/exemplars/<id>.jpg` could be gone by the time the browser asks for it. At most 10 per metric of a few
+/// kilobytes each.
+fn exemplar_strip(h: &mut String, metric: &str, kept: &[Exemplar], training: Option<&BaselineExemplar>) {
     use base64::Engine as _;
     if kept.is_empty() {
         return;
     }
     let _ = write!(h, "<div class=\"exemplars\" data-metric=\"{}\">", escape(metric));
+    if let Some(t) = training {
+        // The baseline validated the text as base64, so it goes into the data URI as is.
+        let _ = write!(
+            h,
+            "<figure class=\"frame baseline\"><img src=\"data:image/jpeg;base64,{}\" alt=\"{}\" title=\"{}\"><figcaption>training</figcaption></figure>",
+            escape(&t.jpeg_base64),
+            escape(&t.path),
+            escape(&t.path),
+        );
+    }
     for e in kept {
         let caption = format!("{} · {} = {} · {}", e.camera_id, metric, fmt_num(e.value), rfc3339(e.capture_secs));
         let _ = write!(
