@@ -1,9 +1,10 @@
 //! Exemplar frames: for each (slice, metric) whose latest verdict is drift, small JPEG thumbnails of frames from
 //! the current window: the ones furthest from the baseline on that metric, and a few typical of the window. The
 //! evaluator names the watched pairs after every evaluation (`watch`); the scoring workers ask whether a frame is a
-//! candidate (`wants`, a lock and a few comparisons; nothing at all while no pair drifts) and only then make a
-//! thumbnail from the pixels the scorer already downscaled, which `offer` files under the slices the store
-//! recorded the frame in. Pre-scored frames (no pixels) have none.
+//! candidate (`wants`: one atomic load while no pair drifts; otherwise a shared read lock and a few comparisons
+//! per watched pair of the frame's camera and of slices that name no camera) and only then make a thumbnail from
+//! the pixels the scorer already downscaled, which `offer` files under the slices the store recorded the frame in.
+//! Pre-scored frames (no pixels) have none.
 //!
 //! Memory: at most `budget_bytes` of thumbnails in all (`[exemplars] memory_mib`, gauge
 //! `framewatch_exemplar_bytes`). When full, the least useful exemplar makes room: typical frames first (oldest
@@ -13,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -26,6 +27,9 @@ use crate::slice::{SliceKey, SliceKind};
 pub const EXTREMES: usize = 6;
 /// Frames closest to the window's mean kept per (slice, metric).
 pub const TYPICAL: usize = 3;
+/// Thumbnails the web view showed recently, kept (a ring) so that a page's pictures can still be fetched after
+/// their exemplars were replaced, as happens within seconds on a streaming camera: about 3 MB at 3 KB each.
+pub const SHOWN: usize = 1024;
 /// Bytes counted per exemplar besides its JPEG (the record, its strings, the map entries): an estimate, so the
 /// budget also bounds exemplars whose pictures are tiny.
 const OVERHEAD_BYTES: usize = 256;
@@ -116,6 +120,14 @@ impl Membership {
         }
     }
 
+    /// The camera a slice names, if it does.
+    fn camera(&self) -> Option<&str> {
+        match self {
+            Membership::Any => None,
+            Membership::Labels(pairs) => pairs.iter().find(|(d, _)| d == "camera_id").map(|(_, v)| v.as_str()),
+        }
+    }
+
     fn may_contain(&self, f: &FrameLabels<'_>) -> bool {
         match self {
             Membership::Any => true,
@@ -165,20 +177,31 @@ fn usefulness(e: &Exemplar) -> (u8, f64) {
     }
 }
 
+type PairKey = (SliceKey, Arc<str>);
+
 #[derive(Debug, Default)]
 struct Inner {
-    sets: HashMap<(SliceKey, Arc<str>), Set>,
+    sets: HashMap<PairKey, Set>,
     bytes: usize,
+    /// The watched metrics of each slice (`offer` looks up the slices a frame was recorded in).
+    by_slice: HashMap<SliceKey, Vec<Arc<str>>>,
+    /// Watched pairs of slices that name a camera, by camera, and of all other slices: `wants` looks only at the
+    /// frame's camera's and the others, not at every drifting camera of the fleet.
+    by_camera: HashMap<String, Vec<PairKey>>,
+    elsewhere: Vec<PairKey>,
 }
 
 /// The exemplar store; shared by the scoring workers, the evaluator and the readers.
 #[derive(Debug)]
 pub struct ExemplarStore {
     budget_bytes: usize,
-    inner: Mutex<Inner>,
+    /// Read by the workers' `wants` (shared), written by `offer` (candidates only) and `watch` (each evaluation).
+    inner: RwLock<Inner>,
     /// Whether any pair is watched: the hot path's first (lock-free) question.
     watching: AtomicBool,
     next_id: AtomicU64,
+    /// The last `SHOWN` thumbnails a page referred to (id, JPEG), oldest first.
+    shown: std::sync::Mutex<std::collections::VecDeque<(u64, Arc<[u8]>)>>,
     bytes: Gauge,
     made: Counter,
     dropped: Family<[(&'static str, &'static str); 1], Counter>,
@@ -208,23 +231,28 @@ impl ExemplarStore {
         }
         ExemplarStore {
             budget_bytes,
-            inner: Mutex::new(Inner::default()),
+            inner: RwLock::new(Inner::default()),
             watching: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            shown: std::sync::Mutex::default(),
             bytes,
             made,
             dropped,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Replaces the watched pairs (after each evaluation): pairs no longer watched free their exemplars, kept ones
     /// take the new ranking and drop what fell out of their window.
     pub fn watch(&self, watches: Vec<Watch>) {
-        let mut inner = self.lock();
+        let mut inner = self.write();
         let mut old = std::mem::take(&mut inner.sets);
         for w in watches {
             let key = (w.slice.clone(), w.metric.clone());
@@ -244,6 +272,15 @@ impl ExemplarStore {
             inner.sets.insert(key, set);
         }
         inner.bytes = inner.sets.values().flat_map(|s| s.extremes.iter().chain(&s.typical)).map(Exemplar::bytes).sum();
+        let (mut by_slice, mut by_camera, mut elsewhere) = (HashMap::new(), HashMap::new(), Vec::new());
+        for (key, set) in &inner.sets {
+            by_slice.entry(key.0.clone()).or_insert_with(Vec::new).push(key.1.clone());
+            match set.membership.camera() {
+                Some(camera) => by_camera.entry(camera.to_string()).or_insert_with(Vec::new).push(key.clone()),
+                None => elsewhere.push(key.clone()),
+            }
+        }
+        (inner.by_slice, inner.by_camera, inner.elsewhere) = (by_slice, by_camera, elsewhere);
         self.watching.store(!inner.sets.is_empty(), Ordering::Release);
         self.bytes.set(inner.bytes as i64);
     }
@@ -254,8 +291,9 @@ impl ExemplarStore {
         if !self.watching.load(Ordering::Acquire) {
             return false;
         }
-        let inner = self.lock();
-        inner.sets.values().any(|s| {
+        let inner = self.read();
+        let camera = inner.by_camera.get(frame.camera_id).map_or(&[][..], Vec::as_slice);
+        camera.iter().chain(&inner.elsewhere).filter_map(|k| inner.sets.get(k)).any(|s| {
             values.get(s.watch.registry_index).copied().flatten().is_some_and(|v| v.is_finite() && s.would_take(v))
                 && s.membership.may_contain(frame)
         })
@@ -281,14 +319,16 @@ impl ExemplarStore {
         values: &[Option<f64>],
         jpeg: &Arc<[u8]>,
     ) {
-        let mut inner = self.lock();
-        let Inner { sets, bytes } = &mut *inner;
+        let mut inner = self.write();
+        let Inner { sets, bytes, by_slice, .. } = &mut *inner;
         let camera: Arc<str> = Arc::from(camera_id);
         let mut candidates = Vec::new();
-        for ((slice, metric), set) in sets.iter() {
-            if !slices.iter().any(|s| s.as_str() == slice.as_str()) {
-                continue;
-            }
+        let pairs = slices
+            .iter()
+            .filter_map(|s| by_slice.get_key_value(s.as_str()))
+            .flat_map(|(slice, metrics)| metrics.iter().map(move |m| (slice.clone(), m.clone())));
+        for (slice, metric) in pairs {
+            let Some(set) = sets.get(&(slice.clone(), metric.clone())) else { continue };
             let Some(v) = values.get(set.watch.registry_index).copied().flatten().filter(|v| v.is_finite()) else {
                 continue;
             };
@@ -346,29 +386,48 @@ impl ExemplarStore {
     /// A pair's exemplars, extreme ones first (most extreme first), then typical ones; empty when it is not
     /// watched.
     pub fn exemplars(&self, slice: &str, metric: &str) -> Vec<Exemplar> {
-        let inner = self.lock();
+        let inner = self.read();
         inner
             .sets
-            .iter()
-            .find(|((s, m), _)| s.as_str() == slice && &**m == metric)
-            .map(|(_, set)| set.extremes.iter().chain(&set.typical).cloned().collect())
+            .get(&(SliceKey::from_canonical(slice), Arc::from(metric)))
+            .map(|set| set.extremes.iter().chain(&set.typical).cloned().collect())
             .unwrap_or_default()
     }
 
-    /// One exemplar's JPEG by id.
+    /// Keeps `shown` fetchable by id for a while (the last `SHOWN` shown), whatever happens to the exemplars.
+    pub fn pin(&self, shown: &[Exemplar]) {
+        let mut ring = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        for e in shown {
+            if ring.iter().any(|(id, _)| *id == e.id) {
+                continue;
+            }
+            if ring.len() >= SHOWN {
+                ring.pop_front();
+            }
+            ring.push_back((e.id, e.jpeg.clone()));
+        }
+    }
+
+    /// One exemplar's JPEG by id: a kept exemplar, or one a page showed recently.
     pub fn jpeg(&self, id: u64) -> Option<Arc<[u8]>> {
-        let inner = self.lock();
-        inner
-            .sets
-            .values()
-            .flat_map(|s| s.extremes.iter().chain(&s.typical))
-            .find(|e| e.id == id)
-            .map(|e| e.jpeg.clone())
+        let kept = {
+            let inner = self.read();
+            inner
+                .sets
+                .values()
+                .flat_map(|s| s.extremes.iter().chain(&s.typical))
+                .find(|e| e.id == id)
+                .map(|e| e.jpeg.clone())
+        };
+        kept.or_else(|| {
+            let ring = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+            ring.iter().find(|(i, _)| *i == id).map(|(_, j)| j.clone())
+        })
     }
 
     /// Bytes held (what the gauge shows).
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.read().bytes
     }
 
     pub fn budget_bytes(&self) -> usize {
@@ -378,7 +437,7 @@ impl ExemplarStore {
 
 /// Evicts less useful exemplars until `new` fits the budget; false (nothing evicted) when `new` is not more
 /// useful than what would have to go, or alone exceeds the budget.
-fn make_room(sets: &mut HashMap<(SliceKey, Arc<str>), Set>, bytes: &mut usize, budget: usize, new: &Exemplar) -> bool {
+fn make_room(sets: &mut HashMap<PairKey, Set>, bytes: &mut usize, budget: usize, new: &Exemplar) -> bool {
     if new.bytes() > budget {
         return false;
     }
@@ -440,6 +499,17 @@ mod tests {
     }
 
     #[test]
+    fn slices_without_a_camera_see_every_frame_and_labels_must_match() {
+        let store = ExemplarStore::new(1 << 20, &mut Registry::default());
+        store.watch(vec![watch("site=lot-7", "brightness", 0), watch("camera_id=cam-2,site=lot-7", "brightness", 0)]);
+        let lot7: HashMap<String, String> = [("site".to_string(), "lot-7".to_string())].into();
+        let lot8: HashMap<String, String> = [("site".to_string(), "lot-8".to_string())].into();
+        assert!(store.wants(&labels("cam-5", &lot7), &[Some(0.1)]), "site=lot-7 takes any camera there");
+        assert!(!store.wants(&labels("cam-2", &lot8), &[Some(0.1)]), "cam-2 at another site");
+        assert!(store.wants(&labels("cam-2", &lot7), &[Some(0.1)]));
+    }
+
+    #[test]
     fn keeps_the_most_extreme_and_the_most_typical_and_forgets_when_drift_ends() {
         let store = ExemplarStore::new(1 << 20, &mut Registry::default());
         store.watch(vec![watch("camera_id=cam-2", "brightness", 0)]);
@@ -461,9 +531,12 @@ mod tests {
         // The window moves on: frames captured before its start go.
         store.watch(vec![watch("camera_id=cam-2", "brightness", 110)]);
         assert!(store.exemplars("camera_id=cam-2", "brightness").iter().all(|e| e.capture_secs >= 110));
+        let shown = store.exemplars("camera_id=cam-2", "brightness");
+        store.pin(&shown);
         store.watch(Vec::new());
         assert!(store.exemplars("camera_id=cam-2", "brightness").is_empty());
         assert_eq!(store.bytes(), 0);
+        assert!(store.jpeg(shown[0].id).is_some(), "a shown picture stays fetchable after its exemplar went");
     }
 
     #[test]

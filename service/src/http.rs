@@ -79,6 +79,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/slice", get(slice_page))
         .route("/exemplars", get(exemplar_list))
         .route("/exemplars/{file}", get(exemplar_jpeg))
+        .route("/training", get(training_jpeg))
         .with_state(state)
 }
 
@@ -179,7 +180,8 @@ async fn exemplar_list(
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// `GET /exemplars/<id>.jpg`: one thumbnail (404 once it has been evicted or its pair stopped drifting).
+/// `GET /exemplars/<id>.jpg`: one thumbnail (404 once it has been evicted or its pair stopped drifting, unless a
+/// page showed it recently).
 async fn exemplar_jpeg(
     State(s): State<HttpState>,
     headers: axum::http::HeaderMap,
@@ -189,16 +191,42 @@ async fn exemplar_jpeg(
         return refused;
     }
     let id = file.strip_suffix(".jpg").and_then(|n| n.parse::<u64>().ok());
-    let jpeg = id.and_then(|id| s.web.as_ref()?.exemplars.as_ref()?.jpeg(id));
-    match jpeg {
-        Some(bytes) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=3600")],
-            bytes.to_vec(),
-        )
-            .into_response(),
+    let found = id.and_then(|id| s.web.as_ref()?.exemplars.as_ref()?.jpeg(id));
+    match found {
+        Some(bytes) => jpeg(bytes.to_vec()),
         None => not_found("no such exemplar (evicted, or its pair no longer drifts)\n".into()),
     }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TrainingQuery {
+    slice: String,
+    i: usize,
+}
+
+/// `GET /training?slice=..&i=N`: the slice's N-th typical training frame from the baseline (`baseline build
+/// --exemplars`).
+async fn training_jpeg(
+    State(s): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    query: Result<axum::extract::Query<TrainingQuery>, axum::extract::rejection::QueryRejection>,
+) -> axum::response::Response {
+    if let Some(refused) = refuse(&s, &headers, Role::Query) {
+        return refused;
+    }
+    let Ok(axum::extract::Query(q)) = query else {
+        return (StatusCode::BAD_REQUEST, "use /training?slice=SLICE&i=N\n").into_response();
+    };
+    match s.web.as_ref().and_then(|w| w.training_jpeg(&q.slice, q.i)) {
+        Some(bytes) => jpeg(bytes),
+        None => not_found("the baseline has no such training frame (baseline build --exemplars N)\n".into()),
+    }
+}
+
+fn jpeg(bytes: Vec<u8>) -> axum::response::Response {
+    // An id or a baseline frame always names the same picture.
+    (StatusCode::OK, [(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=3600")], bytes)
+        .into_response()
 }
 
 /// OpenMetrics for clients that ask for it (Prometheus does), the classic text format (0.0.4) otherwise (curl,

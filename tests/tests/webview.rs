@@ -181,6 +181,7 @@ async fn web_view_in_chromium_shows_ranked_slices_the_alert_with_its_cause_chart
     let o = dump(slice_url.clone()).await.expect("join");
     assert!(o.status.success(), "{}", stderr(&o));
     let dom = stdout(&o);
+    println!("slice page DOM: {} bytes", dom.len());
     assert_eq!(between(&dom, "<h1 id=\"slice\">", "</h1>"), Some("camera_id=cam-2"), "{dom:.2000}");
     // (Its class is `drift` or `ok`: the cause fires on the mean shift even while KS, on autocorrelated frames
     // of a static scene, holds the verdict back.)
@@ -188,7 +189,8 @@ async fn web_view_in_chromium_shows_ranked_slices_the_alert_with_its_cause_chart
         .unwrap_or_else(|| panic!("a brightness chart: {dom:.3000}"));
     assert!(chart.contains("<g class=\"base\"><rect") && chart.contains("<g class=\"cur\"><rect"), "{chart}");
     assert!(chart.contains("<svg class=\"spark\"") && chart.contains("<polyline"), "a PSI sparkline: {chart}");
-    // Its exemplars: embedded JPEGs, which the browser decodes.
+    // Its exemplars: pictures served by the service, which the browser decodes (the page's pictures stay
+    // fetchable after their exemplars are replaced).
     let strip = between(chart, "<div class=\"exemplars\" data-metric=\"brightness\">", "</div>")
         .unwrap_or_else(|| panic!("exemplars next to the brightness chart: {chart}"));
     let srcs: Vec<&str> = strip.split("<img src=\"").skip(1).filter_map(|t| t.split('"').next()).collect();
@@ -196,8 +198,9 @@ async fn web_view_in_chromium_shows_ranked_slices_the_alert_with_its_cause_chart
     assert!(strip.contains("<figure class=\"frame baseline\">"), "the training frame leads the strip: {strip:.300}");
     assert!(dom.contains("<div id=\"training\""), "typical training frames in the header");
     let probe = dir.join("probe.html");
-    assert!(srcs.iter().all(|s| s.starts_with("data:image/jpeg;base64,")), "{strip:.500}");
-    let imgs: String = srcs.iter().map(|s| format!("<img src=\"{s}\">")).collect();
+    assert!(srcs[0].starts_with("/training?slice=camera_id%3Dcam-2&amp;i=0"), "{strip:.500}");
+    assert!(srcs[1..].iter().all(|s| s.starts_with("/exemplars/") && s.ends_with(".jpg")), "{strip:.500}");
+    let imgs: String = srcs.iter().map(|s| format!("<img src=\"http://{http}{s}\">")).collect();
     std::fs::write(
         &probe,
         format!(
@@ -268,8 +271,8 @@ async fn web_view_needs_a_query_token_when_auth_is_on() {
             get("/", Some(METRICS)),
             get("/", Some(QUERY)),
             get("/slice?key=global", None),
+            get("/exemplars?slice=global&metric=brightness", None),
             get("/healthz", None),
-            http_get(http, "/readyz").expect("readyz"),
         ]
     })
     .await
@@ -280,7 +283,8 @@ async fn web_view_needs_a_query_token_when_auth_is_on() {
     assert_eq!(results[2].0, 200, "{}", results[2].1);
     assert!(results[2].1.contains("<h1>framewatch: fleet</h1>"), "{}", results[2].1);
     assert_eq!(results[3].0, 401, "the slice page too: {}", results[3].1);
-    assert_eq!(results[4].0, 200, "health checks stay open");
+    assert_eq!(results[4].0, 401, "and the exemplars: {}", results[4].1);
+    assert_eq!(results[5].0, 200, "health checks stay open");
     let metrics = {
         let m = tokio::task::spawn_blocking(move || {
             framewatch_e2e::http_get_with(http, "/metrics", Some(&format!("Bearer {METRICS}")))
@@ -297,7 +301,7 @@ async fn web_view_needs_a_query_token_when_auth_is_on() {
             &[("listener", "http"), ("role", "query"), ("reason", reason)],
         )
     };
-    assert_eq!(refused("missing_token"), Some(2.0), "counted: {metrics}");
+    assert_eq!(refused("missing_token"), Some(3.0), "counted: {metrics}");
     assert_eq!(refused("wrong_role"), Some(1.0));
     svc.stop().await.expect("stop");
 }

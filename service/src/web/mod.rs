@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 
 use framewatch_metrics::Baseline;
-use framewatch_metrics::baseline::BaselineExemplar;
 use framewatch_metrics::drift::DriftThresholds;
 
 use crate::alerts::{AlertEvent, AlertSnapshot, Phase};
@@ -181,6 +180,13 @@ impl WebView {
         h
     }
 
+    /// The JPEG of a slice's `i`-th typical training frame (its reference's, else the fleet's), from the baseline.
+    pub fn training_jpeg(&self, slice: &str, i: usize) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let t = self.baseline.exemplars_for(slice).get(i)?;
+        base64::engine::general_purpose::STANDARD.decode(&t.jpeg_base64).ok()
+    }
+
     /// `GET /slice?key=...`: one slice's metrics (histogram vs baseline, statistics, recent PSI), causes and
     /// alerts. None when the latest evaluation has no such slice.
     pub fn slice_page(&self, key: &str) -> Option<String> {
@@ -227,11 +233,11 @@ impl WebView {
         let training = self.baseline.exemplars_for(key);
         if !training.is_empty() {
             h.push_str("<div id=\"training\" class=\"exemplars\"><span class=\"meta\">Typical training frames:</span>");
-            for t in training {
+            for (i, t) in training.iter().enumerate() {
                 let _ = write!(
                     h,
-                    "<figure class=\"frame baseline\"><img src=\"data:image/jpeg;base64,{}\" alt=\"{}\" title=\"{}\"></figure>",
-                    escape(&t.jpeg_base64),
+                    "<figure class=\"frame baseline\"><img src=\"{}\" alt=\"{}\" title=\"{}\"></figure>",
+                    escape(&training_src(key, i)),
                     escape(&t.path),
                     escape(&t.path),
                 );
@@ -293,7 +299,10 @@ impl WebView {
             sparkline_svg(&mut h, history.get(i).map_or(&[][..], Vec::as_slice), self.thresholds.psi, 0.5);
             h.push_str("</div>");
             if let Some(x) = &self.exemplars {
-                exemplar_strip(&mut h, &m.name, &x.exemplars(key, &m.name), self.baseline.exemplars_for(key).first());
+                let kept = x.exemplars(key, &m.name);
+                x.pin(&kept);
+                let training = (!self.baseline.exemplars_for(key).is_empty()).then(|| training_src(key, 0));
+                exemplar_strip(&mut h, &m.name, &kept, training.as_deref());
             }
             h.push_str("</figure>\n");
         }
@@ -304,33 +313,28 @@ impl WebView {
 }
 
 /// A metric's exemplar thumbnails (nothing when it has none), after the baseline's typical frame when the baseline
-/// has one, embedded as data URIs: exemplars of a streaming camera are replaced within seconds, so a link to
-/// `/exemplars/<id>.jpg` could be gone by the time the browser asks for it. At most 10 per metric of a few
-/// kilobytes each.
-fn exemplar_strip(h: &mut String, metric: &str, kept: &[Exemplar], training: Option<&BaselineExemplar>) {
-    use base64::Engine as _;
+/// has one. Pictures are links (`/exemplars/<id>.jpg`, `/training?...`), so a page stays small and the browser
+/// caches what repeats; the store keeps the shown ones fetchable for a while (`ExemplarStore::pin`).
+fn exemplar_strip(h: &mut String, metric: &str, kept: &[Exemplar], training: Option<&str>) {
     if kept.is_empty() {
         return;
     }
     let _ = write!(h, "<div class=\"exemplars\" data-metric=\"{}\">", escape(metric));
-    if let Some(t) = training {
-        // The baseline validated the text as base64, so it goes into the data URI as is.
+    if let Some(src) = training {
         let _ = write!(
             h,
-            "<figure class=\"frame baseline\"><img src=\"data:image/jpeg;base64,{}\" alt=\"{}\" title=\"{}\"><figcaption>training</figcaption></figure>",
-            escape(&t.jpeg_base64),
-            escape(&t.path),
-            escape(&t.path),
+            "<figure class=\"frame baseline\"><img src=\"{}\" alt=\"training frame\"><figcaption>training</figcaption></figure>",
+            escape(src)
         );
     }
     for e in kept {
         let caption = format!("{} · {} = {} · {}", e.camera_id, metric, fmt_num(e.value), rfc3339(e.capture_secs));
         let _ = write!(
             h,
-            "<figure class=\"frame {}\" data-id=\"{}\"><img src=\"data:image/jpeg;base64,{}\" alt=\"{}\" title=\"{}\"><figcaption>{} {}</figcaption></figure>",
+            "<figure class=\"frame {}\" data-id=\"{}\"><img src=\"/exemplars/{}.jpg\" alt=\"{}\" title=\"{}\"><figcaption>{} {}</figcaption></figure>",
             e.kind.as_str(),
             e.id,
-            base64::engine::general_purpose::STANDARD.encode(&e.jpeg),
+            e.id,
             escape(&caption),
             escape(&caption),
             e.kind.as_str(),
@@ -338,6 +342,11 @@ fn exemplar_strip(h: &mut String, metric: &str, kept: &[Exemplar], training: Opt
         );
     }
     h.push_str("</div>");
+}
+
+/// The URL of a slice's `i`-th typical training frame.
+fn training_src(slice: &str, i: usize) -> String {
+    format!("/training?slice={}&i={i}", url_encode(slice))
 }
 
 /// The pending and firing alerts (of one slice, when `only` is given), firing first.
