@@ -384,3 +384,86 @@ fn alert_list(h: &mut String, alerts: &[AlertEvent], only: Option<&crate::slice:
     }
     h.push_str("</section>\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use framewatch_metrics::cause::{Cause, Finding};
+    use framewatch_metrics::{BaselineBuilder, ComparableSettings, MetricRegistry};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::slice::SliceKey;
+    use crate::store::StoreSettings;
+    use crate::time::ManualClock;
+
+    const EVIL: &str = "<script>alert(1)</script>\"'&";
+
+    /// A view of one slice whose camera id, alert rule, severity and evidence are all markup.
+    fn view() -> WebView {
+        let registry = MetricRegistry::standard();
+        let mut b = BaselineBuilder::new(vec!["brightness".into()], ComparableSettings::default(), 10);
+        for i in 0..100 {
+            b.add(&[Some(0.3 + f64::from(i % 10) / 50.0)], ["car"]);
+        }
+        let baseline = b.finish("t".into(), "v".into(), "s".into()).expect("baseline");
+        let index_of = |n: &str| registry.index_of(n);
+        let settings = StoreSettings::from_config(&Config::default(), index_of).expect("settings");
+        let store = WindowStore::new(settings, &baseline, index_of);
+        let key = SliceKey::camera(EVIL);
+        let slice = SliceEval {
+            key: key.clone(),
+            frames: 3,
+            last_seen_secs: 100,
+            window_start_secs: 0,
+            window_end_secs: 100,
+            metrics: Vec::new(),
+            classes: None,
+            own_baseline: false,
+            causes: vec![Finding { cause: Cause::Darker, summary: EVIL.into() }],
+        };
+        let alert = AlertEvent {
+            rule: Arc::from(EVIL),
+            slice: key,
+            phase: Phase::Firing,
+            value: 1.0,
+            threshold: 1.0,
+            severity: EVIL.into(),
+            labels: BTreeMap::from([("cause".to_string(), EVIL.to_string())]),
+            annotations: BTreeMap::from([("evidence".to_string(), EVIL.to_string())]),
+            starts_at_secs: 50,
+            ends_at_secs: None,
+            at_secs: 100,
+            model_test: false,
+        };
+        WebView {
+            evaluation: Arc::new(RwLock::new(Arc::new(Evaluation {
+                evaluated_at_secs: 100,
+                slices: vec![slice],
+                evicted: Vec::new(),
+            }))),
+            alerts: Arc::new(RwLock::new(AlertSnapshot { active: vec![alert], tests: Vec::new() })),
+            store: Arc::new(Mutex::new(store)),
+            baseline: Arc::new(baseline),
+            history: Arc::default(),
+            thresholds: DriftThresholds::default(),
+            clock: Arc::new(ManualClock::at(100)),
+            exemplars: None,
+        }
+    }
+
+    #[test]
+    fn every_outside_string_is_escaped_on_both_pages() {
+        let v = view();
+        let key = SliceKey::camera(EVIL);
+        let slice = v.slice_page(key.as_str()).expect("the slice page");
+        for page in [v.fleet_page(), slice] {
+            // The only script is the page's own reload.
+            assert_eq!(page.matches("<script>").count(), 1, "{page}");
+            assert!(!page.contains("alert(1)</script>"), "{page}");
+            assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"), "{page}");
+        }
+        assert!(v.slice_page("camera_id=nobody").is_none());
+    }
+}
