@@ -295,7 +295,7 @@ impl Comparison {
             Comparison::Le => a <= b,
         }
     }
-    fn symbol(self) -> &'static str {
+    pub fn symbol(self) -> &'static str {
         match self {
             Comparison::Gt => ">",
             Comparison::Ge => ">=",

@@ -22,6 +22,10 @@ pub struct Detection {
     pub class_probabilities: Vec<f32>,
 }
 
+/// Longest class label accepted (bytes), on a detection or a labelled box: class names are label values of
+/// exported series and keys of per-window class counts.
+pub const MAX_CLASS_LABEL_BYTES: usize = 64;
+
 /// Why a set of detections was refused. `reason()` labels counters.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum PredictionError {

@@ -84,7 +84,14 @@ pub fn compat_fingerprint(baseline: &Baseline, settings: &StoreSettings) -> u64 
     let predicates: Vec<String> = settings
         .predicates
         .iter()
-        .map(|(p, i)| format!("{}:{}:{:?}:{}:{i}", p.name, p.metric, p.op, p.threshold))
+        .map(|(p, indices)| {
+            // One condition reads "name:metric:op:threshold:index", as before conjunctions existed, so old
+            // checkpoints of single-comparison predicates still restore.
+            let conditions: Vec<String> = (p.predicate.conditions.iter().zip(indices))
+                .map(|(c, i)| format!("{}:{:?}:{}:{i}", c.metric, c.op, c.threshold))
+                .collect();
+            format!("{}:{}", p.name, conditions.join("&"))
+        })
         .collect();
     let text = format!(
         "{}\n{}\n{}\n{:?}\n{:?}",

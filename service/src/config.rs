@@ -472,7 +472,11 @@ pub enum KafkaFormat {
 
 /// librdkafka properties framewatch sets itself; the pass-through table cannot override them.
 pub const KAFKA_MANAGED_PROPERTIES: &[&str] =
-    &["bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store"];
+    &["bootstrap.servers", "group.id", "group.instance.id", "enable.auto.commit", "enable.auto.offset.store"];
+
+/// librdkafka's default `heartbeat.interval.ms`, for checking it against the session timeout when the properties
+/// do not set it.
+const LIBRDKAFKA_HEARTBEAT_MS: u64 = 3000;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -490,7 +494,18 @@ pub struct KafkaConfig {
     /// When the scoring queue stays full this long, the partitions are paused until it is half empty (a pause
     /// drops librdkafka's prefetched messages, so brief stalls only wait).
     pub pause_after_ms: u64,
-    /// Any librdkafka property (security.protocol, sasl.*, ssl.*, session.timeout.ms, ...), passed through.
+    /// Static group membership (librdkafka `group.instance.id`): an instance restarted with the same id within
+    /// the session timeout takes its partitions back without a rebalance. Unique per instance of the group; at
+    /// most 249 of `a-z A-Z 0-9 . _ -`. Empty: dynamic membership.
+    pub instance_id: String,
+    /// Take `instance_id` from the host name (the `HOSTNAME` environment variable, else the kernel's host name),
+    /// read once at start: a Kubernetes StatefulSet's pods keep theirs (`framewatch-0`, ...) across restarts.
+    pub instance_id_from_hostname: bool,
+    /// librdkafka `session.timeout.ms`: how long the group waits for a silent member before giving its
+    /// partitions to others; with `instance_id`, also how long a restarting instance's partitions wait for it.
+    /// `properties."session.timeout.ms"` overrides it.
+    pub session_timeout_ms: u64,
+    /// Any librdkafka property (security.protocol, sasl.*, ssl.*, heartbeat.interval.ms, ...), passed through.
     pub properties: BTreeMap<String, toml::Value>,
 }
 
@@ -504,6 +519,11 @@ impl Default for KafkaConfig {
             dead_letter_topic: String::new(),
             commit_interval_secs: 5.0,
             pause_after_ms: 250,
+            instance_id: String::new(),
+            instance_id_from_hostname: false,
+            // librdkafka's default since 2.0 (and Kafka's since 3.0), set explicitly: older librdkafka used 10 s,
+            // shorter than a pod restart, so a static member would lose its partitions while restarting.
+            session_timeout_ms: 45_000,
             properties: BTreeMap::new(),
         }
     }
@@ -512,6 +532,76 @@ impl Default for KafkaConfig {
 impl KafkaConfig {
     pub fn enabled(&self) -> bool {
         !self.brokers.trim().is_empty()
+    }
+
+    /// The static member id librdkafka is given (`group.instance.id`), if any.
+    pub fn group_instance_id(&self) -> Option<&str> {
+        (!self.instance_id.is_empty()).then_some(self.instance_id.as_str())
+    }
+
+    /// The session timeout librdkafka is given: `properties."session.timeout.ms"` when set, else
+    /// `session_timeout_ms`. Also checks it against librdkafka's range and the heartbeat interval.
+    pub fn session_timeout(&self) -> anyhow::Result<u64> {
+        let (key, session) = match self.property_ms("session.timeout.ms")? {
+            Some(ms) => ("kafka.properties.\"session.timeout.ms\"", ms),
+            None => ("kafka.session_timeout_ms", self.session_timeout_ms),
+        };
+        // librdkafka's range; brokers narrow it further (Kafka: group.min.session.timeout.ms = 6 s,
+        // group.max.session.timeout.ms = 30 min) and refuse a join outside theirs.
+        if !(1..=3_600_000).contains(&session) {
+            bail!("{key} must be in [1, 3600000] (librdkafka's range), not {session}");
+        }
+        let heartbeat = self.property_ms("heartbeat.interval.ms")?.unwrap_or(LIBRDKAFKA_HEARTBEAT_MS);
+        // A member that heartbeats less often than once per session is dropped from the group between two
+        // heartbeats; Kafka's guidance is a third of the session or less.
+        if heartbeat >= session {
+            bail!(
+                "{key} ({session}) must be longer than heartbeat.interval.ms ({heartbeat}; set it in kafka.properties)"
+            );
+        }
+        Ok(session)
+    }
+
+    /// A pass-through property that must be a whole number of milliseconds.
+    fn property_ms(&self, key: &str) -> anyhow::Result<Option<u64>> {
+        let Some(v) = self.properties.get(key) else { return Ok(None) };
+        let ms = match v {
+            toml::Value::Integer(i) => u64::try_from(*i).ok(),
+            toml::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let shown = || match v {
+            toml::Value::String(s) => format!("{s:?}"),
+            toml::Value::Integer(i) => i.to_string(),
+            other => format!("{other:?}"),
+        };
+        ms.map(Some)
+            .with_context(|| format!("kafka.properties.\"{key}\": {} is not a whole number of milliseconds", shown()))
+    }
+
+    /// Fills `instance_id` from the host name when `instance_id_from_hostname` asks for it: `hostname_env` (the
+    /// `HOSTNAME` variable, set by Docker and Kubernetes), else `kernel` (the kernel's host name).
+    fn resolve_instance_id(
+        &mut self,
+        hostname_env: Option<&str>,
+        kernel: impl FnOnce() -> Option<String>,
+    ) -> anyhow::Result<()> {
+        if !self.instance_id_from_hostname || !self.enabled() {
+            return Ok(());
+        }
+        if !self.instance_id.is_empty() {
+            bail!("kafka.instance_id_from_hostname = true and kafka.instance_id are both set: set one");
+        }
+        let name = match hostname_env.map(str::trim).filter(|h| !h.is_empty()) {
+            Some(h) => h.to_string(),
+            None => kernel().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).context(
+                "kafka.instance_id_from_hostname: no host name (HOSTNAME is unset and the kernel's cannot be read); \
+                 set kafka.instance_id",
+            )?,
+        };
+        check_instance_id(&name).with_context(|| format!("kafka.instance_id_from_hostname: host name {name:?}"))?;
+        self.instance_id = name;
+        Ok(())
     }
 
     /// The pass-through properties as librdkafka strings.
@@ -532,6 +622,16 @@ impl KafkaConfig {
     }
 }
 
+/// Kafka's rule for a `group.instance.id` (the broker refuses others): 1 to 249 of `a-z A-Z 0-9 . _ -`, and not
+/// `.` or `..`.
+fn check_instance_id(id: &str) -> anyhow::Result<()> {
+    let chars_ok = id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if id.is_empty() || id.len() > 249 || !chars_ok || id == "." || id == ".." {
+        bail!("not a valid group.instance.id: 1 to 249 of a-z A-Z 0-9 . _ -, and not \".\" or \"..\"");
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CheckpointConfig {
@@ -547,24 +647,17 @@ impl Default for CheckpointConfig {
     }
 }
 
-/// A metric predicate: `metric OP threshold`.
+/// A named predicate slice: the frames on which every comparison holds (`brightness < 0.3 and sharpness < 0.01`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Predicate {
     pub name: String,
-    pub metric: String,
-    pub op: framewatch_metrics::drift::Comparison,
-    pub threshold: f64,
+    pub predicate: framewatch_metrics::predicate::Predicate,
 }
 
 pub fn parse_predicate(name: &str, text: &str) -> anyhow::Result<Predicate> {
-    use framewatch_metrics::drift::Comparison;
-    if let Some((m, op, v)) = Comparison::split(text) {
-        let threshold: f64 = v.trim().parse().with_context(|| {
-            format!("slices.predicates.{name}: {:?} is not a number (write e.g. \"brightness < 0.25\")", v.trim())
-        })?;
-        return Ok(Predicate { name: name.to_string(), metric: m.trim().to_string(), op, threshold });
-    }
-    bail!("slices.predicates.{name}: {text:?} has no comparison (write e.g. \"brightness < 0.25\")")
+    let predicate = framewatch_metrics::predicate::Predicate::parse(text)
+        .map_err(|e| anyhow::anyhow!("slices.predicates.{name}: {e}"))?;
+    Ok(Predicate { name: name.to_string(), predicate })
 }
 
 impl Config {
@@ -590,9 +683,12 @@ impl Config {
     }
 
     fn from_table(doc: toml::Table, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
         let overrides: Vec<(String, String)> =
-            env.into_iter().filter_map(|(k, v)| Some((k.strip_prefix("FRAMEWATCH_")?.to_string(), v))).collect();
-        let cfg = with_overrides(doc, &overrides)?;
+            env.iter().filter_map(|(k, v)| Some((k.strip_prefix("FRAMEWATCH_")?.to_string(), v.clone()))).collect();
+        let mut cfg = with_overrides(doc, &overrides)?;
+        let hostname = env.iter().find(|(k, _)| k == "HOSTNAME").map(|(_, v)| v.as_str());
+        cfg.kafka.resolve_instance_id(hostname, || std::fs::read_to_string("/proc/sys/kernel/hostname").ok())?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -697,11 +793,17 @@ impl Config {
             for (key, _) in k.property_strings()? {
                 if KAFKA_MANAGED_PROPERTIES.contains(&key.as_str()) {
                     bail!(
-                        "kafka.properties.\"{key}\" is set by framewatch (use kafka.brokers / kafka.group_id; offsets are \
-                         committed only after frames are recorded)"
+                        "kafka.properties.\"{key}\" is set by framewatch (use kafka.brokers / kafka.group_id / \
+                         kafka.instance_id; offsets are committed only after frames are recorded)"
                     );
                 }
             }
+            if let Some(id) = k.group_instance_id() {
+                check_instance_id(id).with_context(|| format!("kafka.instance_id {id:?}"))?;
+            } else if k.instance_id_from_hostname {
+                bail!("kafka.instance_id_from_hostname: the host name was not read (Config::load reads it)");
+            }
+            k.session_timeout()?;
         }
         self.alerts.validate_webhook()?;
         if !(self.checkpoint.interval_secs > 0.0 && self.checkpoint.interval_secs <= 86_400.0) {
@@ -891,6 +993,80 @@ mod tests {
         assert!(e.to_string().contains("kafka.topics"), "{e}");
     }
 
+    /// Issue #14: static membership from a configured id or the host name, checked by Kafka's rule with the key
+    /// named.
+    #[test]
+    fn kafka_instance_id_comes_from_the_key_or_the_host_name_and_is_checked() {
+        let kafka = [("FRAMEWATCH_KAFKA__BROKERS", "b:9092")];
+        let load = |pairs: &[(&str, &str)]| {
+            Config::load(None, env(&[&kafka[..], pairs].concat())).map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(load(&[]).expect("dynamic").kafka.group_instance_id(), None);
+        let c = load(&[("FRAMEWATCH_KAFKA__INSTANCE_ID", "framewatch-0"), ("HOSTNAME", "other")]).expect("set");
+        assert_eq!(c.kafka.group_instance_id(), Some("framewatch-0"), "the key wins: the host name is not asked for");
+        let c = load(&[("FRAMEWATCH_KAFKA__INSTANCE_ID", "123")]).expect("digits stay a string");
+        assert_eq!(c.kafka.group_instance_id(), Some("123"));
+        let from_host = ("FRAMEWATCH_KAFKA__INSTANCE_ID_FROM_HOSTNAME", "true");
+        let c = load(&[from_host, ("HOSTNAME", "framewatch-2")]).expect("from HOSTNAME");
+        assert_eq!(c.kafka.group_instance_id(), Some("framewatch-2"));
+
+        for bad in ["a b", "..", "caf\u{e9}", &"x".repeat(250)] {
+            let e = load(&[("FRAMEWATCH_KAFKA__INSTANCE_ID", bad)]).expect_err(bad);
+            assert!(e.starts_with("kafka.instance_id ") && e.contains("not a valid group.instance.id"), "{e}");
+        }
+        assert!(load(&[("FRAMEWATCH_KAFKA__INSTANCE_ID", &"x".repeat(249))]).is_ok(), "249 is allowed");
+        let e = load(&[from_host, ("HOSTNAME", "pod_with space")]).expect_err("bad host name");
+        assert!(e.starts_with("kafka.instance_id_from_hostname: host name \"pod_with space\""), "{e}");
+        let e = load(&[from_host, ("FRAMEWATCH_KAFKA__INSTANCE_ID", "a"), ("HOSTNAME", "b")]).expect_err("both");
+        assert!(e.contains("set one"), "{e}");
+
+        // Without HOSTNAME the kernel's name is read; neither: the key is named.
+        let enabled =
+            KafkaConfig { brokers: "b:9092".into(), instance_id_from_hostname: true, ..KafkaConfig::default() };
+        let mut k = enabled.clone();
+        k.resolve_instance_id(None, || Some("node-7\n".into())).expect("kernel");
+        assert_eq!(k.group_instance_id(), Some("node-7"));
+        let mut k = enabled;
+        let e = k.resolve_instance_id(Some(" "), || None).expect_err("none");
+        assert!(e.to_string().starts_with("kafka.instance_id_from_hostname: no host name"), "{e}");
+    }
+
+    /// Issue #14: the session timeout is set explicitly (45 s), overridable in the properties, and checked against
+    /// librdkafka's range and the heartbeat interval, naming the key that was set.
+    #[test]
+    fn kafka_session_timeout_has_a_default_and_is_checked() {
+        let kafka = [("FRAMEWATCH_KAFKA__BROKERS", "b:9092")];
+        let load = |pairs: &[(&str, &str)]| {
+            Config::load(None, env(&[&kafka[..], pairs].concat())).map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(load(&[]).expect("default").kafka.session_timeout().expect("ok"), 45_000);
+        let c = load(&[("FRAMEWATCH_KAFKA__SESSION_TIMEOUT_MS", "30000")]).expect("key");
+        assert_eq!(c.kafka.session_timeout().expect("ok"), 30_000);
+        let c = load(&[
+            ("FRAMEWATCH_KAFKA__SESSION_TIMEOUT_MS", "30000"),
+            ("FRAMEWATCH_KAFKA__PROPERTIES__SESSION.TIMEOUT.MS", "6000"),
+        ])
+        .expect("property");
+        assert_eq!(c.kafka.session_timeout().expect("ok"), 6000, "the pass-through property overrides the key");
+
+        let e = load(&[("FRAMEWATCH_KAFKA__SESSION_TIMEOUT_MS", "0")]).expect_err("zero");
+        assert!(e.starts_with("kafka.session_timeout_ms must be in [1, 3600000]"), "{e}");
+        let e = load(&[("FRAMEWATCH_KAFKA__SESSION_TIMEOUT_MS", "3600001")]).expect_err("too long");
+        assert!(e.starts_with("kafka.session_timeout_ms must be in"), "{e}");
+        let e = load(&[("FRAMEWATCH_KAFKA__SESSION_TIMEOUT_MS", "3000")]).expect_err("not above the heartbeat");
+        assert!(e.contains("kafka.session_timeout_ms (3000) must be longer than heartbeat.interval.ms (3000"), "{e}");
+        let e = load(&[
+            ("FRAMEWATCH_KAFKA__PROPERTIES__SESSION.TIMEOUT.MS", "6000"),
+            ("FRAMEWATCH_KAFKA__PROPERTIES__HEARTBEAT.INTERVAL.MS", "6000"),
+        ])
+        .expect_err("heartbeat from the properties");
+        assert!(e.starts_with("kafka.properties.\"session.timeout.ms\" (6000) must be longer"), "{e}");
+        let e = load(&[("FRAMEWATCH_KAFKA__PROPERTIES__SESSION.TIMEOUT.MS", "soon")]).expect_err("not a number");
+        assert!(e.contains("kafka.properties.\"session.timeout.ms\": \"soon\" is not a whole number"), "{e}");
+        let e = load(&[("FRAMEWATCH_KAFKA__PROPERTIES__GROUP.INSTANCE.ID", "x")]).expect_err("managed");
+        assert!(e.contains("kafka.instance_id"), "{e}");
+    }
+
     #[test]
     fn webhook_settings_are_checked() {
         let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs)).map_err(|e| e.to_string());
@@ -918,7 +1094,11 @@ mod tests {
     #[test]
     fn predicates_parse() {
         let p = parse_predicate("dark", "brightness < 0.25").expect("parse");
-        assert_eq!((p.metric.as_str(), p.threshold), ("brightness", 0.25));
-        assert!(parse_predicate("x", "brightness <= abc").is_err());
+        let c = &p.predicate.conditions;
+        assert_eq!((c.len(), c[0].metric.as_str(), c[0].threshold), (1, "brightness", 0.25));
+        let rain = parse_predicate("heavy_rain", "brightness < 0.3 and sharpness < 0.01").expect("conjunction");
+        assert_eq!(rain.predicate.conditions.len(), 2);
+        let e = parse_predicate("x", "brightness <= abc").expect_err("not a number");
+        assert!(e.to_string().contains("slices.predicates.x"), "{e}");
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+use framewatch_metrics::prediction::MAX_CLASS_LABEL_BYTES;
 use framewatch_metrics::{Detection, RawFormat};
 use framewatch_proto::v1;
 
@@ -62,8 +63,6 @@ pub struct IncomingFrame {
 
 const MAX_ID_LEN: usize = 256;
 const MAX_LABELS: usize = 32;
-/// Class labels become label values of per-class series and keys of per-window class counts: short and printable.
-const MAX_CLASS_LABEL_LEN: usize = 64;
 
 fn clean_text(s: &str) -> bool {
     s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control)
@@ -121,13 +120,13 @@ pub fn from_parts(
     if let Some((i, d)) = detections
         .iter()
         .enumerate()
-        .find(|(_, d)| d.class_label.len() > MAX_CLASS_LABEL_LEN || d.class_label.chars().any(char::is_control))
+        .find(|(_, d)| d.class_label.len() > MAX_CLASS_LABEL_BYTES || d.class_label.chars().any(char::is_control))
     {
-        let shown: String = d.class_label.chars().take(MAX_CLASS_LABEL_LEN).collect();
+        let shown: String = d.class_label.chars().take(MAX_CLASS_LABEL_BYTES).collect();
         return Err(Rejection::new(
             RejectReason::InvalidClassLabel,
             format!(
-                "detection {i}: class label {shown:?} is longer than {MAX_CLASS_LABEL_LEN} bytes or has control characters"
+                "detection {i}: class label {shown:?} is longer than {MAX_CLASS_LABEL_BYTES} bytes or has control characters"
             ),
         ));
     }

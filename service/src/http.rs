@@ -53,6 +53,66 @@ pub struct KafkaHealth {
     pub alive: Arc<AtomicBool>,
     /// Why no broker is reachable (librdkafka's words: the broker and, say, the certificate problem).
     pub reason: NotReadyReason,
+    /// Where the member stands in its consumer group: a connected source delivers only with partitions assigned.
+    pub group: GroupMembership,
+}
+
+/// Where the Kafka source stands in its consumer group, as the last rebalance left it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupStatus {
+    /// No rebalance has completed since the start: joining the group.
+    Joining,
+    /// A revoke (or a failed rebalance) took every partition; the next assignment has not come yet.
+    Rebalancing,
+    /// This many partitions assigned.
+    Assigned(usize),
+    /// A rebalance completed and gave this member nothing: the group has more members than partitions. It can
+    /// deliver nothing, but nothing is missing either: it takes over when another member goes.
+    Standby,
+    /// Waiting, and the client said a subscribed topic is not available (it does not exist, a typo or not created
+    /// yet, or the credentials may not read it): librdkafka joins the group only once a subscribed topic exists.
+    TopicUnavailable,
+}
+
+impl GroupStatus {
+    /// Ready: the source delivers whatever its partitions hold (or, standing by, is meant to hold none).
+    pub fn ready(self) -> bool {
+        matches!(self, GroupStatus::Assigned(_) | GroupStatus::Standby)
+    }
+
+    /// The state in words (for /readyz and the log).
+    pub fn describe(self) -> &'static str {
+        match self {
+            GroupStatus::Joining => "waiting for partition assignment",
+            GroupStatus::Rebalancing => "waiting for partition assignment: rebalancing",
+            GroupStatus::Assigned(_) => "partitions assigned",
+            GroupStatus::Standby => "joined group, no partitions assigned (more members than partitions)",
+            GroupStatus::TopicUnavailable => {
+                "waiting for partition assignment: a subscribed topic is not available (it does not exist, or may \
+                 not be read)"
+            }
+        }
+    }
+}
+
+/// The Kafka source's `GroupStatus`: written by its rebalance callback, read here and by its poll loop.
+#[derive(Clone, Debug)]
+pub struct GroupMembership(Arc<Mutex<GroupStatus>>);
+
+impl Default for GroupMembership {
+    fn default() -> Self {
+        GroupMembership(Arc::new(Mutex::new(GroupStatus::Joining)))
+    }
+}
+
+impl GroupMembership {
+    pub fn set(&self, status: GroupStatus) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+
+    pub fn get(&self) -> GroupStatus {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Why a source is not ready, in words for /readyz: written by the source, read here. One line, bounded by the
@@ -276,26 +336,43 @@ async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-/// 200 when every source is ready; the body has one line per source either way.
+/// 200 when every source can deliver; the body has one line per source either way. Kafka can deliver when a
+/// broker is reachable and the group has given it partitions, or has said it has none for it (more members than
+/// partitions: a standby, ready with that reason).
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     let grpc = s.ready.load(Ordering::SeqCst);
     let mut body = format!("grpc: {}\n", if grpc { "ready" } else { "not ready (starting or shutting down)" });
     let mut all = grpc;
     if let Some(k) = &s.kafka {
-        let up = k.connected.load(Ordering::SeqCst) && k.alive.load(Ordering::SeqCst);
-        all &= up;
-        if up {
-            body.push_str("kafka: ready\n");
-        } else if !k.alive.load(Ordering::SeqCst) {
-            body.push_str("kafka: not ready (the poll thread has stopped)\n");
-        } else if let Some(why) = k.reason.get() {
-            body.push_str(&format!("kafka: not ready (no broker connection: {why}; retrying)\n"));
-        } else {
-            body.push_str("kafka: not ready (no broker connection; retrying)\n");
-        }
+        let (line, ready) = kafka_readiness(k);
+        all &= ready;
+        body.push_str(&line);
     }
     let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, body)
+}
+
+/// The Kafka line of /readyz, and whether it is ready.
+fn kafka_readiness(k: &KafkaHealth) -> (String, bool) {
+    if !k.alive.load(Ordering::SeqCst) {
+        return ("kafka: not ready (the poll thread has stopped)\n".into(), false);
+    }
+    if !k.connected.load(Ordering::SeqCst) {
+        let line = match k.reason.get() {
+            Some(why) => format!("kafka: not ready (no broker connection: {why}; retrying)\n"),
+            // No client error yet: starting up (librdkafka's statistics, every 5 s, or a message tell of the
+            // connection).
+            None => "kafka: not ready (no broker connection yet: connecting)\n".into(),
+        };
+        return (line, false);
+    }
+    match k.group.get() {
+        GroupStatus::Assigned(_) => ("kafka: ready\n".into(), true),
+        status => {
+            let word = if status.ready() { "ready" } else { "not ready" };
+            (format!("kafka: {word} ({})\n", status.describe()), status.ready())
+        }
+    }
 }
 
 /// Serves `router` on `incoming` until `stop`; then open connections finish their request in flight and close.
@@ -337,4 +414,50 @@ pub async fn serve(
     }
     connections.close();
     connections.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #14: a connected Kafka source is ready only with partitions, or told it has none; the line says why.
+    #[test]
+    fn kafka_is_ready_only_with_partitions_or_on_standby() {
+        let k = KafkaHealth {
+            connected: Arc::new(AtomicBool::new(true)),
+            alive: Arc::new(AtomicBool::new(true)),
+            reason: NotReadyReason::default(),
+            group: GroupMembership::default(),
+        };
+        let line = |status: GroupStatus| {
+            k.group.set(status);
+            kafka_readiness(&k)
+        };
+        assert_eq!(line(GroupStatus::Joining), ("kafka: not ready (waiting for partition assignment)\n".into(), false));
+        assert_eq!(
+            line(GroupStatus::Rebalancing),
+            ("kafka: not ready (waiting for partition assignment: rebalancing)\n".into(), false)
+        );
+        assert_eq!(line(GroupStatus::Assigned(3)), ("kafka: ready\n".into(), true));
+        assert_eq!(
+            line(GroupStatus::TopicUnavailable).0,
+            "kafka: not ready (waiting for partition assignment: a subscribed topic is not available (it does not \
+             exist, or may not be read))\n"
+        );
+        assert_eq!(
+            line(GroupStatus::Standby),
+            ("kafka: ready (joined group, no partitions assigned (more members than partitions))\n".into(), true)
+        );
+        // The broker connection and the poll thread come first: partitions are no use without them.
+        k.connected.store(false, Ordering::SeqCst);
+        k.reason.set(Some("b:9092/bootstrap: Connection refused".into()));
+        assert_eq!(
+            kafka_readiness(&k),
+            ("kafka: not ready (no broker connection: b:9092/bootstrap: Connection refused; retrying)\n".into(), false)
+        );
+        k.reason.set(None);
+        assert_eq!(kafka_readiness(&k), ("kafka: not ready (no broker connection yet: connecting)\n".into(), false));
+        k.alive.store(false, Ordering::SeqCst);
+        assert_eq!(kafka_readiness(&k), ("kafka: not ready (the poll thread has stopped)\n".into(), false));
+    }
 }

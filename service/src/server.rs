@@ -196,6 +196,7 @@ impl Service {
                 connected: k.ready(),
                 alive: k.alive(),
                 reason: k.not_ready_reason(),
+                group: k.group(),
             }),
             auth: guard.auth.clone(),
             stuck: stuck_pipeline(pipeline.handle().watch(), Duration::from_secs(config.pipeline.stall_secs)),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use framewatch_e2e::{root, scratch};
+use framewatch_e2e::{between, chromium, root, scratch};
 
 fn framewatch(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_framewatch")).args(args).current_dir(root()).output().expect("run framewatch")
@@ -319,26 +319,6 @@ fn an_unreadable_checkpoint_stops_serve_and_the_log_is_plain_or_json_as_asked() 
             events.iter().find(|e| e["level"] == "ERROR").unwrap_or_else(|| panic!("no JSON error event in {log}"));
         assert!(error["fields"]["message"].as_str().is_some_and(|m| m.contains("checkpoint")), "{error}");
     }
-}
-
-/// Headless Chromium (Debian's, installed by scripts/test) on a local file, with its own profile directory so
-/// parallel tests do not share one. `--dump-dom` prints the DOM after the page's load event.
-fn chromium(profile: &Path, page: &Path, args: &[&str]) -> Output {
-    let page = page.canonicalize().expect("page path");
-    Command::new("chromium")
-        .args(["--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run", "--mute-audio"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("run chromium (apt-get install chromium; scripts/test installs it)")
-}
-
-/// The text between `open`'s first occurrence (at or after `from`) and the next `close`.
-fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
-    let start = text.find(open)? + open.len();
-    let len = text[start..].find(close)?;
-    Some(&text[start..start + len])
 }
 
 #[test]

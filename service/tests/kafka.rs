@@ -987,3 +987,165 @@ fn an_oversize_message_is_refused_and_the_partition_moves_on() {
         "{m}"
     );
 }
+
+/// Issue #14: a member of `group` outside framewatch (a plain librdkafka consumer in this process), polled until
+/// it holds every partition of `topic`. Once it stops polling, it cannot take part in a rebalance (librdkafka
+/// rejoins only from `poll`), so a rebalance that a new member starts waits for it: the test decides when the
+/// group settles, by polling it again or dropping it (which leaves the group).
+fn holding_member(broker: &Broker, group: &str, topic: &str) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", group)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("max.poll.interval.ms", "300000")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    wait_for("the outside member to be assigned", Duration::from_secs(60), || {
+        let _ = c.poll(Duration::from_millis(100));
+        c.assignment().ok().filter(|a| a.count() > 0).map(|_| ())
+    });
+    c
+}
+
+/// Issue #14: /readyz is 503 while the member waits for its first assignment (a rebalance held up by another
+/// member), says why, and the log says it too; once the group settles and the partition is assigned it is 200.
+#[test]
+fn readyz_waits_for_the_partition_assignment() {
+    let dir = scratch("kafka-readyz-assignment");
+    let baseline = fleet_baseline(&dir);
+    let broker = Broker::start(&dir, "tansu");
+    broker.create_topic("frames", 1);
+    let holder = holding_member(&broker, "waiting", "frames");
+    let fw = Instance::start(&dir, "framewatch", &config(&baseline, &broker, "frames", "waiting", ""));
+    let log = fw.proc.log.clone();
+    let waiting = "grpc: ready\nkafka: not ready (waiting for partition assignment)\n";
+    wait_for(
+        &format!("/readyz to say it waits for its partitions (log {})", log.display()),
+        Duration::from_secs(60),
+        || http_get(fw.http, "/readyz").filter(|(s, b)| *s == 503 && b == waiting),
+    );
+    wait_for(&format!("the log to say why (log {})", log.display()), Duration::from_secs(60), || {
+        fw.proc.log_text().lines().any(|l| l.contains("kafka: waiting for partitions: joining the group")).then_some(())
+    });
+    assert_eq!(fw.value("framewatch_kafka_assigned_partitions", &[]), 0.0);
+    let (status, body) = http_get(fw.http, "/readyz").expect("readyz");
+    assert_eq!((status, body.as_str()), (503, waiting), "still waiting while the other member holds the group");
+
+    // The other member takes part again: the rebalance completes, and framewatch either has the partition or is
+    // told it has none (two members, one partition), ready both ways.
+    let (_, body) =
+        wait_for(&format!("/readyz to turn ready (log {})", log.display()), Duration::from_secs(60), || {
+            let _ = holder.poll(Duration::from_millis(100));
+            http_get(fw.http, "/readyz").filter(|(s, _)| *s == 200)
+        });
+    let assigned = fw.value("framewatch_kafka_assigned_partitions", &[]);
+    let expected = if assigned == 1.0 { "kafka: ready\n" } else { STANDBY };
+    assert_eq!(body, format!("grpc: ready\n{expected}"), "{assigned} partitions assigned");
+}
+
+/// The Kafka line of /readyz for a member the group gave no partitions.
+const STANDBY: &str = "kafka: ready (joined group, no partitions assigned (more members than partitions))\n";
+
+/// Issue #14: two instances on a one-partition topic: the one the group gives nothing is ready too, and says
+/// why (it can deliver nothing, and nothing is missing: it takes over if the other goes).
+#[test]
+fn a_member_without_partitions_is_ready_and_says_why() {
+    let dir = scratch("kafka-standby");
+    let baseline = fleet_baseline(&dir);
+    let broker = Broker::start(&dir, "tansu");
+    broker.create_topic("frames", 1);
+    let cfg = config(&baseline, &broker, "frames", "standby", "");
+    let one = Instance::start(&dir, "one", &cfg);
+    wait_for("the first instance to be ready", Duration::from_secs(60), || {
+        http_get(one.http, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    let two = Instance::start(&dir, "two", &cfg);
+    let assigned = |i: &Instance| i.value("framewatch_kafka_assigned_partitions", &[]);
+    let standby = format!("grpc: ready\n{STANDBY}");
+    let ready = "grpc: ready\nkafka: ready\n";
+    // Which of the two keeps the partition is the assignor's choice: one of each, whichever.
+    let bodies = wait_for("the group to settle with one member standing by", Duration::from_secs(60), || {
+        let (a, b) = (http_get(one.http, "/readyz")?, http_get(two.http, "/readyz")?);
+        let mut bodies = [a.1.clone(), b.1.clone()];
+        bodies.sort();
+        let settled =
+            (a.0, b.0) == (200, 200) && bodies == [ready, standby.as_str()] && assigned(&one) + assigned(&two) == 1.0;
+        settled.then_some(bodies)
+    });
+    eprintln!("settled: {bodies:?}");
+    let idle = if assigned(&one) == 0.0 { &one } else { &two };
+    let log = idle.proc.log.clone();
+    wait_for(&format!("the standby's log line (log {})", log.display()), Duration::from_secs(60), || {
+        idle.proc
+            .log_text()
+            .lines()
+            .any(|l| {
+                l.contains("kafka: standing by: no partitions assigned: the group has more members than partitions")
+            })
+            .then_some(())
+    });
+}
+
+/// Issue #14: static membership (`kafka.instance_id`). Two static members share a two-partition topic; one is
+/// stopped (SIGTERM, as Kubernetes restarts a pod) and started again with the same id, within the session
+/// timeout. It gets a partition back without a rebalance: the other member is never revoked.
+#[test]
+fn a_restarted_static_member_takes_its_partition_back_without_a_rebalance() {
+    let dir = scratch("kafka-static");
+    let baseline = fleet_baseline(&dir);
+    let broker = Broker::start(&dir, "tansu");
+    broker.create_topic("frames", 2);
+    let cfg = |id: &str| {
+        config(&baseline, &broker, "frames", "static", "")
+            .replace("format = \"auto\"", &format!("format = \"auto\"\ninstance_id = \"{id}\""))
+            // Room for a restart (process start, baseline load) inside the session; not longer, since Tansu's
+            // joins take about three quarters of it.
+            .replace("\"session.timeout.ms\" = 6000", "\"session.timeout.ms\" = 12000")
+    };
+    let assigned = |i: &Instance| i.value("framewatch_kafka_assigned_partitions", &[]);
+    let revokes = |i: &Instance| i.value("framewatch_kafka_rebalances_total", &[("kind", "revoke")]);
+    let limit = Duration::from_secs(60);
+    let b = Instance::start(&dir, "b", &cfg("fw-b"));
+    wait_for("b to be assigned", limit, || (assigned(&b) > 0.0).then_some(()));
+    let mut a = Instance::start(&dir, "a", &cfg("fw-a"));
+    wait_for("one partition each", limit, || (assigned(&a) == 1.0 && assigned(&b) == 1.0).then_some(()));
+    let before = revokes(&b);
+
+    a.proc.terminate(Duration::from_secs(30));
+    let again = Instance::start(&dir, "a-again", &cfg("fw-a"));
+    let log = again.proc.log.clone();
+    wait_for(&format!("the restarted member's partition (log {})", log.display()), limit, || {
+        (assigned(&again) == 1.0).then_some(())
+    });
+    assert_eq!(revokes(&b), before, "the other member saw no rebalance");
+    assert_eq!(assigned(&b), 1.0);
+    let (status, body) = http_get(again.http, "/readyz").expect("readyz");
+    assert_eq!((status, body.as_str()), (200, "grpc: ready\nkafka: ready\n"));
+}
+
+/// Issue #14: a subscribed topic that does not exist (a typo, or not created yet): librdkafka does not join the
+/// group, and /readyz stays 503 saying why (not "joining"), as does the log, until the topic appears and its
+/// partition is assigned.
+#[test]
+fn a_missing_topic_keeps_readyz_unready_until_it_exists() {
+    let dir = scratch("kafka-missing-topic");
+    let baseline = fleet_baseline(&dir);
+    let broker = Broker::start(&dir, "tansu");
+    let fw = Instance::start(&dir, "framewatch", &config(&baseline, &broker, "later", "missing", ""));
+    let log = fw.proc.log.clone();
+    let missing = "grpc: ready\nkafka: not ready (waiting for partition assignment: a subscribed topic is not available \
+                   (it does not exist, or may not be read))\n";
+    wait_for(&format!("/readyz to say the topic is missing (log {})", log.display()), Duration::from_secs(60), || {
+        http_get(fw.http, "/readyz").filter(|(s, b)| *s == 503 && b == missing)
+    });
+    wait_for(&format!("the log to say so (log {})", log.display()), Duration::from_secs(60), || {
+        let text = fw.proc.log_text();
+        text.lines().any(|l| l.contains("waiting for partitions: a subscribed topic is not available")).then_some(())
+    });
+    broker.create_topic("later", 1);
+    wait_for(&format!("the new topic's partition (log {})", log.display()), Duration::from_secs(60), || {
+        http_get(fw.http, "/readyz").filter(|(s, b)| *s == 200 && b == "grpc: ready\nkafka: ready\n")
+    });
+}

@@ -71,6 +71,9 @@ pub enum Drift {
     ConfidenceDrop(f32),
     /// The model sees mostly this class.
     ClassShift(&'static str),
+    /// The model misses this share of the objects and stays as confident as in daylight on the ones it reports: a
+    /// failure that confidence does not show, only ground truth (`Camera::truth`).
+    MissObjects(f32),
     /// A simulated day of this many seconds: brightness follows the sun (`daylight_gain`), starting from the
     /// baseline's light, brighter at noon, darker at night. Time-varying: a frame's elapsed time picks the gain.
     Daylight(f32),
@@ -140,7 +143,7 @@ pub fn apply_pixel_drifts(
                 }
             }
             Drift::JpegQuality(q) => quality = q,
-            Drift::Freeze | Drift::Moved | Drift::ConfidenceDrop(_) | Drift::ClassShift(_) => {}
+            Drift::Freeze | Drift::Moved | Drift::ConfidenceDrop(_) | Drift::ClassShift(_) | Drift::MissObjects(_) => {}
         }
     }
     quality
@@ -151,7 +154,8 @@ pub const SYNTH_FPS: f64 = 10.0;
 
 impl Drift {
     /// Parses `darken:0.5`, `brighten:60`, `blur:3`, `noise:20`, `colour_cast:1.3,1.0,0.7`, `jpeg_quality:20`,
-    /// `freeze`, `moved`, `confidence_drop:0.6`, `class_shift:person`, `daylight:600` (a 600 s day).
+    /// `freeze`, `moved`, `confidence_drop:0.6`, `class_shift:person`, `miss_objects:0.7`, `daylight:600` (a 600 s
+    /// day).
     pub fn parse(s: &str) -> Result<Drift, String> {
         let (kind, arg) = s.split_once(':').map_or((s, ""), |(k, a)| (k, a));
         let num = |a: &str| a.trim().parse::<f32>().map_err(|_| format!("drift {s:?}: {a:?} is not a number"));
@@ -171,6 +175,10 @@ impl Drift {
             "freeze" => Drift::Freeze,
             "moved" => Drift::Moved,
             "confidence_drop" => Drift::ConfidenceDrop(num(arg)?),
+            "miss_objects" => match num(arg)? {
+                p if (0.0..=1.0).contains(&p) => Drift::MissObjects(p),
+                _ => return Err(format!("drift {s:?}: miss_objects takes a share in [0, 1]")),
+            },
             "class_shift" => Drift::ClassShift(match arg.trim() {
                 "car" => "car",
                 "person" => "person",
@@ -226,6 +234,16 @@ struct Mover {
     colour: [u8; 3],
 }
 
+/// One object really in a frame: the ground truth a reviewer would label (normalised box, class).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SynthObject {
+    pub x_min: f32,
+    pub y_min: f32,
+    pub x_max: f32,
+    pub y_max: f32,
+    pub class: &'static str,
+}
+
 /// One simulated camera.
 #[derive(Debug, Clone)]
 pub struct Camera {
@@ -237,7 +255,8 @@ pub struct Camera {
     movers: Vec<Mover>,
     rng: Rng,
     frame_index: u64,
-    frozen: Option<(Vec<u8>, Vec<SynthDetection>)>,
+    frozen: Option<(Vec<u8>, Vec<SynthDetection>, Vec<SynthObject>)>,
+    truth: Vec<SynthObject>,
     pub drifts: Vec<Drift>,
     rgb: Vec<u8>,
     tmp: Vec<u8>,
@@ -322,6 +341,7 @@ impl Camera {
             rng,
             frame_index: 0,
             frozen: None,
+            truth: Vec::new(),
             drifts: Vec::new(),
             rgb: Vec::new(),
             tmp: Vec::new(),
@@ -332,12 +352,18 @@ impl Camera {
         self.drifts.iter().any(f)
     }
 
+    /// The objects really in the last frame `next_frame` made: its ground truth, whatever the model said.
+    pub fn truth(&self) -> &[SynthObject] {
+        &self.truth
+    }
+
     /// The next frame: JPEG bytes (into `out`) and the model's detections.
     pub fn next_frame(&mut self, out: &mut Vec<u8>) -> Vec<SynthDetection> {
         if self.has(|d| matches!(d, Drift::Freeze)) {
-            if let Some((bytes, dets)) = &self.frozen {
+            if let Some((bytes, dets, truth)) = &self.frozen {
                 out.clear();
                 out.extend_from_slice(bytes);
+                self.truth.clone_from(truth);
                 return dets.clone();
             }
         } else {
@@ -350,6 +376,7 @@ impl Camera {
         self.rgb.clear();
         self.rgb.extend_from_slice(base);
         let mut dets = Vec::new();
+        self.truth.clear();
         for m in &self.movers {
             let x = ((m.phase + t * m.speed) % (1.0 + m.w)) - m.w;
             let (x0, x1) = (x.max(0.0), (x + m.w).min(1.0));
@@ -364,6 +391,13 @@ impl Camera {
                 }
             }
             dets.push((m.class, x0, y0, x1, y1));
+            self.truth.push(SynthObject {
+                x_min: x0,
+                y_min: y0.max(0.0),
+                x_max: x1,
+                y_max: y1.min(1.0),
+                class: CLASSES[m.class],
+            });
         }
         for v in self.rgb.iter_mut() {
             *v = (f32::from(*v) + self.rng.normal() * 2.0).clamp(0.0, 255.0) as u8;
@@ -374,7 +408,9 @@ impl Camera {
         // The model: confident in daylight, less so in the dark or on blurred frames.
         let mean_level = self.rgb.iter().step_by(97).map(|&v| u32::from(v)).sum::<u32>() as f32
             / (self.rgb.len() / 97).max(1) as f32;
-        let light = (mean_level / 110.0).clamp(0.3, 1.0);
+        let miss = self.drifts.iter().find_map(|d| if let Drift::MissObjects(p) = d { Some(*p) } else { None });
+        // A model that misses objects without knowing it keeps its daylight confidence.
+        let light = if miss.is_some() { 1.0 } else { (mean_level / 110.0).clamp(0.3, 1.0) };
         let factor = self
             .drifts
             .iter()
@@ -385,6 +421,10 @@ impl Camera {
             })
             .product::<f32>();
         let shift = self.drifts.iter().find_map(|d| if let Drift::ClassShift(c) = d { Some(*c) } else { None });
+        if let Some(p) = miss {
+            let rng = &mut self.rng;
+            dets.retain(|_| rng.f32() >= p);
+        }
         let detections = dets
             .into_iter()
             .map(|(class, x0, y0, x1, y1)| {
@@ -415,7 +455,7 @@ impl Camera {
             out.clear();
         }
         if self.has(|d| matches!(d, Drift::Freeze)) {
-            self.frozen = Some((out.clone(), detections.clone()));
+            self.frozen = Some((out.clone(), detections.clone(), self.truth.clone()));
         }
         detections
     }
@@ -474,6 +514,28 @@ mod tests {
         let frozen = fa.clone();
         a.next_frame(&mut fa);
         assert_eq!(fa, frozen, "a frozen camera repeats its picture");
+    }
+
+    #[test]
+    fn ground_truth_is_every_object_and_a_missing_model_keeps_its_confidence() {
+        let mut clean = Camera::new("c", 320, 180, 11);
+        let mut failing = Camera::new("c", 320, 180, 11);
+        failing.drifts = vec![Drift::Darken(0.3), Drift::MissObjects(0.7)];
+        let (mut buf, mut found, mut truth, mut conf) = (Vec::new(), 0usize, 0usize, Vec::new());
+        for _ in 0..50 {
+            let d = clean.next_frame(&mut buf);
+            assert_eq!(d.len(), clean.truth().len(), "the clean model finds every object");
+            let f = failing.next_frame(&mut buf);
+            found += f.len();
+            truth += failing.truth().len();
+            conf.extend(f.iter().map(|d| d.confidence));
+        }
+        assert!(truth > 50, "objects in the frames: {truth}");
+        let share = found as f64 / truth as f64;
+        assert!((0.15..0.45).contains(&share), "about 30 % found: {share}");
+        assert!(conf.iter().all(|&c| c > 0.75), "confident although dark: {conf:?}");
+        assert_eq!(Drift::parse("miss_objects:0.7"), Ok(Drift::MissObjects(0.7)));
+        assert!(Drift::parse("miss_objects:2").is_err());
     }
 
     #[test]

@@ -23,6 +23,26 @@ pub fn scratch(name: &str) -> PathBuf {
 }
 
 /// A loopback port nobody listens on right now.
+/// Headless Chromium (Debian's, installed by scripts/test) on a local file, with its own profile directory so
+/// parallel tests do not share one. `--dump-dom` prints the DOM after the page's load event.
+pub fn chromium(profile: &Path, page: &Path, args: &[&str]) -> std::process::Output {
+    let page = page.canonicalize().expect("page path");
+    Command::new("chromium")
+        .args(["--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run", "--mute-audio"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium (apt-get install chromium; scripts/test installs it)")
+}
+
+/// The text between `open`'s first occurrence and the next `close`.
+pub fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let len = text[start..].find(close)?;
+    Some(&text[start..start + len])
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

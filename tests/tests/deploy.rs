@@ -259,10 +259,10 @@ fn compose_tls_overlay_wires_certificates_and_tokens() {
 fn kubernetes_manifests_have_the_expected_objects() {
     let docs = yaml_docs("deploy/k8s/framewatch.yaml");
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-    for k in ["ConfigMap", "Deployment", "Service", "ServiceMonitor", "PodDisruptionBudget"] {
+    for k in ["ConfigMap", "StatefulSet", "Service", "ServiceMonitor", "PodDisruptionBudget"] {
         assert!(kinds.contains(&k), "missing {k}: {kinds:?}");
     }
-    let dep = docs.iter().find(|d| d["kind"] == "Deployment").expect("deployment");
+    let dep = docs.iter().find(|d| d["kind"] == "StatefulSet").expect("statefulset");
     let pod = &dep["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     let c = &pod["containers"][0];
@@ -287,7 +287,7 @@ fn k8s_object<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> &'a serde_yaml::
 #[test]
 fn kubernetes_pod_is_locked_down_and_sized_to_its_workers() {
     let docs = yaml_docs("deploy/k8s/framewatch.yaml");
-    let pod = &k8s_object(&docs, "Deployment")["spec"]["template"]["spec"];
+    let pod = &k8s_object(&docs, "StatefulSet")["spec"]["template"]["spec"];
     assert_eq!(pod["automountServiceAccountToken"], false);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert!(pod["securityContext"]["runAsUser"].as_u64().is_some_and(|u| u > 0));
@@ -302,6 +302,21 @@ fn kubernetes_pod_is_locked_down_and_sized_to_its_workers() {
     let cpu = c["resources"]["limits"]["cpu"].as_str().expect("a CPU limit");
     assert_eq!(cpu.parse::<i64>().ok(), Some(workers), "CPU limit {cpu} vs pipeline.workers {workers}");
     assert_eq!(c["resources"]["requests"]["cpu"], c["resources"]["limits"]["cpu"], "guaranteed CPU");
+}
+
+/// Issue #14: the Kafka settings the ConfigMap suggests (commented out, since they need brokers) make each pod a
+/// static group member named after itself, and form a valid configuration once uncommented.
+#[test]
+fn kubernetes_kafka_settings_make_each_pod_a_static_member() {
+    let docs = yaml_docs("deploy/k8s/framewatch.yaml");
+    let text = k8s_object(&docs, "ConfigMap")["data"]["framewatch.toml"].as_str().expect("toml");
+    let kafka: Vec<&str> =
+        text.lines().map(str::trim).skip_while(|l| *l != "# [kafka]").map_while(|l| l.strip_prefix("# ")).collect();
+    assert!(kafka.contains(&"instance_id_from_hostname = true"), "{kafka:?}");
+    let uncommented = format!("{text}\n{}\n", kafka.join("\n"));
+    let env = [("HOSTNAME".to_string(), "framewatch-1".to_string())];
+    let config = framewatch::config::Config::from_toml(&uncommented, env).expect("valid with the Kafka settings");
+    assert_eq!(config.kafka.group_instance_id(), Some("framewatch-1"));
 }
 
 /// The embedded framewatch.toml as a TOML table.
@@ -328,7 +343,7 @@ fn mount_of<'a>(pod: &'a serde_yaml::Value, path: &str) -> (&'a str, &'a serde_y
 #[test]
 fn kubernetes_secrets_checkpoint_volume_and_grace_match_the_config() {
     let docs = yaml_docs("deploy/k8s/framewatch.yaml");
-    let pod = &k8s_object(&docs, "Deployment")["spec"]["template"]["spec"];
+    let pod = &k8s_object(&docs, "StatefulSet")["spec"]["template"]["spec"];
     let config = embedded_config(&docs);
     let secret_file = |key: &str, path: &str| {
         let (at, volume) = mount_of(pod, path);
@@ -354,12 +369,22 @@ fn kubernetes_secrets_checkpoint_volume_and_grace_match_the_config() {
     for probe in ["readinessProbe", "livenessProbe"] {
         assert_eq!(pod["containers"][0][probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
     }
-    // the checkpoint directory is a writable PersistentVolumeClaim declared in the same file
+    // the checkpoint directory is a writable volume of the StatefulSet's claim templates: one per pod, since
+    // instances must not share a checkpoint
     let checkpoint = config["checkpoint"]["path"].as_str().expect("checkpoint.path");
-    let (_, volume) = mount_of(pod, checkpoint);
-    let claim = volume["persistentVolumeClaim"]["claimName"].as_str().expect("checkpoint on a PVC");
-    let pvc = k8s_object(&docs, "PersistentVolumeClaim");
-    assert_eq!(pvc["metadata"]["name"].as_str(), Some(claim));
+    let mounts = pod["containers"][0]["volumeMounts"].as_sequence().expect("volumeMounts");
+    let dir = std::path::Path::new(checkpoint).parent().and_then(|d| d.to_str()).expect("checkpoint directory");
+    let mount = mounts.iter().find(|m| m["mountPath"] == dir).expect("the checkpoint directory is mounted");
+    assert_ne!(mount["readOnly"], true, "the checkpoint volume is writable");
+    let set = k8s_object(&docs, "StatefulSet");
+    let templates = set["spec"]["volumeClaimTemplates"].as_sequence().expect("volumeClaimTemplates");
+    assert!(templates.iter().any(|t| t["metadata"]["name"] == mount["name"]), "checkpoint on a per-pod claim");
+    // the governing Service named by the StatefulSet exists and is headless
+    let governing = docs
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == set["spec"]["serviceName"])
+        .expect("the StatefulSet's serviceName is declared");
+    assert_eq!(governing["spec"]["clusterIP"], "None");
     // Grace: server.rs Drain::run waits up to shutdown_grace_secs for gRPC and the queue, then the Kafka source
     // waits up to another shutdown_grace_secs (consumer.rs finish), the dead-letter flush up to 5 s, the webhook's
     // final flush up to 5 s, HTTP 1 s; the checkpoint writes come on top.
@@ -375,7 +400,7 @@ fn kubernetes_secrets_checkpoint_volume_and_grace_match_the_config() {
 fn kubernetes_network_policy_admits_only_the_service_ports() {
     let docs = yaml_docs("deploy/k8s/framewatch.yaml");
     let np = k8s_object(&docs, "NetworkPolicy");
-    let pod_labels = &k8s_object(&docs, "Deployment")["spec"]["template"]["metadata"]["labels"];
+    let pod_labels = &k8s_object(&docs, "StatefulSet")["spec"]["template"]["metadata"]["labels"];
     for (k, v) in np["spec"]["podSelector"]["matchLabels"].as_mapping().expect("podSelector") {
         assert_eq!(&pod_labels[k], v, "the policy selects framewatch's pods");
     }
@@ -394,7 +419,7 @@ fn kubernetes_network_policy_admits_only_the_service_ports() {
         out
     };
     let mut container_ports: Vec<(String, u64)> =
-        k8s_object(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"]
+        k8s_object(&docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["ports"]
             .as_sequence()
             .expect("ports")
             .iter()

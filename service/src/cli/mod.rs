@@ -1,5 +1,5 @@
-//! The `framewatch` command line: argument definitions and the three offline commands (score, baseline build,
-//! drift). Everything here is glue between clap, the offline scorer and the metrics crate.
+//! The `framewatch` command line: argument definitions and the offline commands (score, baseline build, drift;
+//! evaluate in its own module). Everything here is glue between clap, the offline scorer and the metrics crate.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,6 +16,7 @@ use framewatch_metrics::{
     Verdict,
 };
 
+mod evaluate;
 mod html;
 mod offline;
 mod report;
@@ -71,6 +72,9 @@ pub enum Command {
     Baseline(BaselineCommand),
     /// Compare frames with a baseline and report drift per metric.
     Drift(DriftArgs),
+    /// Judge the model against ground truth per slice (mAP, precision, recall, F1), run model test cases on
+    /// performance (exit code 3 when one fails), and rank the quality metrics by how much they explain performance.
+    Evaluate(evaluate::EvaluateArgs),
     /// List the metric catalog (names, units, ranges, Encord Active equivalents).
     Metrics,
     /// Run the streaming service: gRPC ingest and queries, Prometheus /metrics, drift per slice.
@@ -240,6 +244,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Baseline(BaselineCommand::Build(args)) => build(args),
         Command::Drift(args) => drift(args),
+        Command::Evaluate(args) => evaluate::run(args),
         Command::Serve(args) => {
             let mut config = crate::config::Config::load(args.config.as_deref(), std::env::vars())?;
             if let Some(b) = args.baseline {

@@ -1,6 +1,6 @@
-//! Offline scoring: walks files and directories, attaches predictions, scores every frame on all cores and hands
-//! results back in input order. Used by `framewatch score`, `baseline build` and `drift`. A file that cannot be
-//! read or scored becomes an error result with a reason; it never aborts the run.
+//! Offline scoring: walks files and directories, attaches predictions (and ground truth), scores every frame on all
+//! cores and hands results back in input order. Used by `framewatch score`, `baseline build`, `drift` and
+//! `evaluate`. A file that cannot be read or scored becomes an error result with a reason; it never aborts the run.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
+use framewatch_metrics::performance::{TruthBox, validate_truth};
 use framewatch_metrics::{Detection, FramePixels, MetricRegistry, ScoreSettings, Scorer};
 
 /// Extensions picked up when walking a directory (case-insensitive). Files named explicitly are always tried.
@@ -129,22 +130,74 @@ impl Predictions {
 
     /// The capture time and labels a predictions line gave for this frame (looked up like `lookup`).
     pub fn frame_info(&self, input: &InputFile) -> Option<&FrameInfo> {
-        let full = input.path.to_string_lossy();
-        let name = input.path.file_name().map(|n| n.to_string_lossy());
-        [Some(full.as_ref()), Some(input.relative.as_str()), name.as_deref()]
-            .into_iter()
-            .flatten()
-            .find_map(|k| self.frames.get(k))
+        by_path(&self.frames, input)
     }
 
     /// Looks a frame up by its path as given, its path relative to the directory argument, then its file name.
     pub fn lookup(&self, input: &InputFile) -> Option<Arc<[Detection]>> {
-        let full = input.path.to_string_lossy();
-        let name = input.path.file_name().map(|n| n.to_string_lossy());
-        [Some(full.as_ref()), Some(input.relative.as_str()), name.as_deref()]
-            .into_iter()
-            .flatten()
-            .find_map(|k| self.by_key.get(k).cloned())
+        by_path(&self.by_key, input).cloned()
+    }
+}
+
+/// A file's entry in a map keyed by the paths a JSON-lines file gives: its path as given, relative to the directory
+/// argument, then its file name.
+fn by_path<'m, V>(map: &'m HashMap<String, V>, input: &InputFile) -> Option<&'m V> {
+    let full = input.path.to_string_lossy();
+    let name = input.path.file_name().map(|n| n.to_string_lossy());
+    [Some(full.as_ref()), Some(input.relative.as_str()), name.as_deref()].into_iter().flatten().find_map(|k| map.get(k))
+}
+
+/// Ground truth per frame, from a JSON-lines file: `{"path": "...", "objects": [{"x_min", "y_min", "x_max",
+/// "y_max", "class"}]}` per line; `"objects": []` says the frame holds nothing to find. A line that is not valid JSON
+/// of this shape stops the run with its line number; a line whose objects are out of range (or too many) refuses
+/// only that frame's labels, counted by reason.
+#[derive(Debug, Default)]
+pub struct GroundTruth {
+    by_key: HashMap<String, Arc<[TruthBox]>>,
+    /// Frames whose labels were refused, by reason.
+    pub refused: std::collections::BTreeMap<&'static str, u64>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelLine {
+    path: String,
+    objects: Vec<TruthBox>,
+}
+
+impl GroundTruth {
+    pub fn load(path: &Path, max_objects: usize) -> anyhow::Result<GroundTruth> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut out = GroundTruth::default();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let rec: LabelLine = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not a labels line", path.display(), i + 1))?;
+            if out.by_key.contains_key(&rec.path) {
+                bail!("{}:{}: path {:?} appears twice", path.display(), i + 1, rec.path);
+            }
+            match validate_truth(&rec.objects, max_objects) {
+                Ok(()) => {
+                    out.by_key.insert(rec.path, Arc::from(rec.objects));
+                }
+                Err(e) => {
+                    eprintln!("{}:{}: labels of {:?} refused: {e}", path.display(), i + 1, rec.path);
+                    *out.refused.entry(e.reason()).or_default() += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Looked up like `Predictions::lookup`.
+    pub fn lookup(&self, input: &InputFile) -> Option<Arc<[TruthBox]>> {
+        by_path(&self.by_key, input).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
     }
 }
 

@@ -35,22 +35,29 @@ pub struct StoreSettings {
     pub max_classes: usize,
     /// Each entry is one slice dimension: a list of label names joined with '+' in config.
     pub dimensions: Vec<Vec<String>>,
-    /// Predicate slices with the registry index of their metric.
-    pub predicates: Vec<(Predicate, usize)>,
+    /// Predicate slices with the registry index of each condition's metric.
+    pub predicates: Vec<(Predicate, Vec<usize>)>,
 }
 
 impl StoreSettings {
     pub fn from_config(cfg: &Config, index_of: impl Fn(&str) -> Option<usize>) -> anyhow::Result<StoreSettings> {
         let mut predicates = Vec::new();
         for p in cfg.predicates() {
-            let i = index_of(&p.metric).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "slices.predicates.{}: unknown metric {:?} (see `framewatch metrics`)",
-                    p.name,
-                    p.metric
-                )
-            })?;
-            predicates.push((p, i));
+            let indices = p
+                .predicate
+                .conditions
+                .iter()
+                .map(|c| {
+                    index_of(&c.metric).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "slices.predicates.{}: unknown metric {:?} (see `framewatch metrics`)",
+                            p.name,
+                            c.metric
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<usize>>>()?;
+            predicates.push((p, indices));
         }
         Ok(StoreSettings {
             step_secs: cfg.windows.step_secs as i64,
@@ -628,10 +635,8 @@ fn slice_keys(
         }
         n += 1;
     }
-    for (p, idx) in &settings.predicates {
-        if let Some(v) = frame.values.get(*idx).copied().flatten()
-            && p.op.holds(v, p.threshold)
-        {
+    for (p, indices) in &settings.predicates {
+        if p.predicate.holds_with(|i, _| frame.values.get(indices[i]).copied().flatten()) {
             let k = slot(out, n);
             k.clear();
             k.push_str(SliceKey::predicate(&p.name).as_str());
@@ -698,6 +703,35 @@ mod tests {
         assert_eq!((g.hists[1].n, g.hists[1].missing), (1, 1));
         assert_eq!(g.classes.values().sum::<u64>(), 2);
         assert_eq!(s.snapshot("predicate=dark", now).expect("dark").frames, 1);
+    }
+
+    #[test]
+    fn a_conjunction_predicate_slice_takes_only_frames_on_which_every_condition_holds() {
+        let cfg = Config {
+            slices: crate::config::SliceConfig {
+                predicates: [("dark_unsure".to_string(), "brightness < 0.25 and confidence_mean < 0.6".to_string())]
+                    .into(),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let index = |n: &str| ["brightness", "confidence_mean"].iter().position(|m| *m == n);
+        let mut s = WindowStore::new(StoreSettings::from_config(&cfg, index).expect("settings"), &baseline(), index);
+        let labels = HashMap::new();
+        let now = 1_000_000;
+        for v in [[Some(0.2), Some(0.5)], [Some(0.2), Some(0.9)], [Some(0.5), Some(0.5)], [Some(0.2), None]] {
+            s.record(&rec("cam-1", &labels, now, &v), now);
+        }
+        assert_eq!(s.snapshot("predicate=dark_unsure", now).expect("slice").frames, 1);
+        let unknown = Config {
+            slices: crate::config::SliceConfig {
+                predicates: [("x".to_string(), "brightness < 0.25 and nope > 1".to_string())].into(),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let e = StoreSettings::from_config(&unknown, index).expect_err("unknown metric");
+        assert!(e.to_string().contains("\"nope\""), "{e}");
     }
 
     #[test]

@@ -21,11 +21,12 @@ use super::backpressure::{self, Submitted};
 use super::batch::{Batch, Topics};
 use super::book::{Book, Pending, Settled};
 use super::dead_letter::{DeadLetters, Origin};
-use super::health::{ErrorKind, LastError};
+use super::health::{ErrorKind, LastError, WaitLog, waiting_reason};
 use super::telemetry::{KafkaTelemetry, error_code, partition_labels};
 use crate::checkpoint::Checkpointer;
 use crate::config::{IngestConfig, KafkaConfig};
 use crate::frame::Source;
+use crate::http::{GroupMembership, GroupStatus};
 use crate::pipeline::PipelineHandle;
 use crate::telemetry::Telemetry;
 use crate::time::Clock;
@@ -46,6 +47,8 @@ pub(super) struct Shared {
     pub(super) committed: Mutex<HashMap<(String, i32), i64>>,
     pub(super) dead_letters: Option<DeadLetters>,
     pub(super) ready: Arc<AtomicBool>,
+    /// Where the member stands in its group (set by the rebalance callback), for /readyz and the wait log.
+    pub(super) group: GroupMembership,
     pub(super) last_error: LastError,
     pub(super) error_log: Mutex<ErrorLog>,
     /// Partitions revoked since the poll loop last looked (by a revoke callback, inside `poll`): what it gathered
@@ -155,6 +158,35 @@ impl Shared {
             tracing::info!("kafka: connected");
             self.last_error.clear();
             self.error_log.lock().unwrap_or_else(|p| p.into_inner()).reset();
+        }
+    }
+
+    /// Says in the log, now and then (`WaitLog`), that the member has no partitions and why.
+    fn log_wait(&self, log: &mut WaitLog) {
+        let status = self.group.get();
+        let Some(waited) = log.due(Instant::now(), status) else { return };
+        let connected = self.ready.load(Ordering::SeqCst);
+        let why = waiting_reason(connected, self.last_error.get(), status);
+        let (group, instance) = (&self.config.group_id, self.config.group_instance_id().unwrap_or("(dynamic)"));
+        let (topics, waited_secs) = (&self.config.topics, waited.as_secs());
+        if status == GroupStatus::Standby && connected {
+            tracing::info!(group, instance, ?topics, waited_secs, "kafka: standing by: {why}");
+        } else {
+            tracing::warn!(group, instance, ?topics, waited_secs, "kafka: waiting for partitions: {why}");
+        }
+    }
+
+    /// A subscribed topic the client cannot find or read, while the member waits for partitions: /readyz and the
+    /// wait log say so instead of "joining". The next rebalance replaces it (librdkafka joins once a subscribed
+    /// topic exists).
+    fn topic_unavailable(&self, e: &KafkaError) {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let unavailable = matches!(
+            e.rdkafka_error_code(),
+            Some(Code::UnknownTopic | Code::UnknownTopicOrPartition | Code::TopicAuthorizationFailed)
+        );
+        if unavailable && matches!(self.group.get(), GroupStatus::Joining | GroupStatus::Rebalancing) {
+            self.group.set(GroupStatus::TopicUnavailable);
         }
     }
 
@@ -278,7 +310,9 @@ pub(super) fn run(
         owned: HashMap::new(),
     };
     let mut last_commit = Instant::now();
+    let mut wait_log = WaitLog::new(Instant::now());
     while !state.stop.is_cancelled() {
+        state.shared.log_wait(&mut wait_log);
         state.gather();
         if !state.batch.is_empty() && !state.submit() {
             // Stopping while the queue was full: these messages stay uncommitted and are read again after the
@@ -338,6 +372,7 @@ impl PollLoop {
         match polled {
             None => Polled::Nothing,
             Some(Err(e)) => {
+                shared.topic_unavailable(&e);
                 shared.client_error("consume error", &e);
                 Polled::Error
             }

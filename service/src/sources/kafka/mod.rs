@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpointer, SavedOffset};
 use crate::config::{IngestConfig, KafkaConfig};
-use crate::http::NotReadyReason;
+use crate::http::{GroupMembership, NotReadyReason};
 use crate::pipeline::PipelineHandle;
 use crate::telemetry::Telemetry;
 use crate::time::Clock;
@@ -55,6 +55,7 @@ pub struct KafkaSource {
     thread: Option<JoinHandle<()>>,
     ready: Arc<AtomicBool>,
     not_ready_reason: NotReadyReason,
+    group: GroupMembership,
     /// False once the poll thread has ended, whether by shutdown or by a panic (liveness).
     alive: Arc<AtomicBool>,
 }
@@ -132,7 +133,10 @@ fn client_config(cfg: &KafkaConfig, max_message: usize, role: Role) -> anyhow::R
             // When that prefetch queue is full, librdkafka waits this long before fetching again (default 1000
             // ms): with a scoring queue that is quicker to drain than a second, the default starved the workers
             // (pre-scored events: 21k/s with it, 98k/s with 10 ms; BENCHMARKS.md).
-            .set("fetch.queue.backoff.ms", "10");
+            .set("fetch.queue.backoff.ms", "10")
+            // Explicit rather than the linked librdkafka's default (10 s before 2.0): with static membership it is
+            // how long a restarting instance's partitions wait for it (README, "Restarts and static membership").
+            .set("session.timeout.ms", cfg.session_timeout_ms.to_string());
     }
     for (k, v) in size_bounds(max_message, role) {
         c.set(k, v);
@@ -144,17 +148,29 @@ fn client_config(cfg: &KafkaConfig, max_message: usize, role: Role) -> anyhow::R
     Ok(c)
 }
 
-/// The group member, with offsets stored and committed only by the book, subscribed to the topics.
-fn subscribe(cfg: &KafkaConfig, shared: Arc<Shared>) -> anyhow::Result<BaseConsumer<Ctx>> {
-    let mut cc = client_config(cfg, shared.max_message_bytes, Role::Consumer)?;
+/// The group member's configuration: offsets stored and committed only by the book, static membership when
+/// configured.
+fn consumer_config(cfg: &KafkaConfig, max_message: usize) -> anyhow::Result<ClientConfig> {
+    let mut cc = client_config(cfg, max_message, Role::Consumer)?;
     cc.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set_log_level(RDKafkaLogLevel::Warning);
+    if let Some(id) = cfg.group_instance_id() {
+        // Static membership: a restart within the session timeout takes the same partitions back, with no
+        // rebalance (and no LeaveGroup on shutdown: the group keeps the partitions for the restarted instance).
+        cc.set("group.instance.id", id);
+    }
     if !cfg.properties.contains_key("auto.offset.reset") {
         // A new group starts at the beginning: frames already on the topic are part of the stream.
         cc.set("auto.offset.reset", "earliest");
     }
+    Ok(cc)
+}
+
+/// The group member, subscribed to the topics.
+fn subscribe(cfg: &KafkaConfig, shared: Arc<Shared>) -> anyhow::Result<BaseConsumer<Ctx>> {
+    let cc = consumer_config(cfg, shared.max_message_bytes)?;
     let consumer: BaseConsumer<Ctx> =
         cc.create_with_context(Ctx { shared }).context("kafka: invalid consumer configuration")?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
@@ -168,6 +184,7 @@ impl KafkaSource {
     pub fn start(cfg: KafkaConfig, deps: KafkaDeps) -> anyhow::Result<KafkaSource> {
         let ready = Arc::new(AtomicBool::new(false));
         let not_ready_reason = NotReadyReason::default();
+        let group = GroupMembership::default();
         let shared = Arc::new(Shared {
             dead_letters: DeadLetters::start(&cfg, deps.max_message_bytes, &deps.telemetry)?,
             ingest: deps.ingest,
@@ -180,6 +197,7 @@ impl KafkaSource {
             resume_from: Mutex::new(deps.resume_from.into_iter().map(|o| ((o.topic, o.partition), o.next)).collect()),
             committed: Mutex::new(HashMap::new()),
             ready: ready.clone(),
+            group: group.clone(),
             last_error: LastError::new(not_ready_reason.clone()),
             error_log: Mutex::new(ErrorLog::new()),
             revoked: Mutex::new(Vec::new()),
@@ -208,8 +226,14 @@ impl KafkaSource {
                 })
                 .context("cannot start the kafka thread")?
         };
-        tracing::info!(brokers = %cfg.brokers, topics = ?cfg.topics, group = %cfg.group_id, "kafka source started");
-        Ok(KafkaSource { thread: Some(thread), ready, not_ready_reason, alive })
+        tracing::info!(
+            brokers = %cfg.brokers,
+            topics = ?cfg.topics,
+            group = %cfg.group_id,
+            instance = cfg.group_instance_id().unwrap_or("(dynamic)"),
+            "kafka source started"
+        );
+        Ok(KafkaSource { thread: Some(thread), ready, not_ready_reason, group, alive })
     }
 
     /// True while at least one broker connection is up.
@@ -220,6 +244,11 @@ impl KafkaSource {
     /// Why no broker is reachable, while none is (for /readyz).
     pub fn not_ready_reason(&self) -> NotReadyReason {
         self.not_ready_reason.clone()
+    }
+
+    /// Where the member stands in its consumer group (for /readyz).
+    pub fn group(&self) -> GroupMembership {
+        self.group.clone()
     }
 
     /// False once the poll thread has ended.
@@ -262,6 +291,23 @@ mod tests {
         let mut c = client_config(&config(), 10, Role::Consumer).expect("config");
         assert_eq!(c.get("fetch.max.bytes"), Some("1000"));
         assert!(c.set("group.id", "g").create::<BaseConsumer>().is_ok());
+    }
+
+    /// Issue #14: the member is configured with the session timeout framewatch chose (or the one the properties
+    /// set) and, with an instance id, as a static member; librdkafka accepts the combination.
+    #[test]
+    fn the_consumer_gets_the_session_timeout_and_the_static_member_id() {
+        let c = consumer_config(&config(), 1 << 20).expect("config");
+        assert_eq!(c.get("session.timeout.ms"), Some("45000"));
+        assert_eq!(c.get("group.instance.id"), None, "dynamic membership by default");
+
+        let mut cfg = KafkaConfig { instance_id: "framewatch-0".into(), session_timeout_ms: 30_000, ..config() };
+        let c = consumer_config(&cfg, 1 << 20).expect("config");
+        assert_eq!((c.get("group.instance.id"), c.get("session.timeout.ms")), (Some("framewatch-0"), Some("30000")));
+        assert!(c.create::<BaseConsumer>().is_ok());
+        cfg.properties.insert("session.timeout.ms".into(), toml::Value::Integer(6000));
+        let c = consumer_config(&cfg, 1 << 20).expect("config");
+        assert_eq!(c.get("session.timeout.ms"), Some("6000"), "kafka.properties overrides");
     }
 
     #[test]

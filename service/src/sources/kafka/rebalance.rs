@@ -14,6 +14,7 @@ use rdkafka::types::RDKafkaRespErr;
 
 use super::consumer::{Ctx, Shared};
 use super::telemetry::partition_labels;
+use crate::http::GroupStatus;
 
 impl ConsumerContext for Ctx {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -29,7 +30,16 @@ impl ConsumerContext for Ctx {
                 let _ = consumer.unassign();
             }
         }
-        shared.telemetry.assigned.set(consumer.assignment().map_or(0, |a| a.count()) as i64);
+        let assigned = consumer.assignment().map_or(0, |a| a.count());
+        shared.telemetry.assigned.set(assigned as i64);
+        // An assignment with nothing in it (eager protocol: the whole assignment) is the group saying it has more
+        // members than partitions (librdkafka does not join at all while no subscribed topic exists); an empty
+        // assignment after a revoke is a rebalance still under way.
+        shared.group.set(match err {
+            _ if assigned > 0 => GroupStatus::Assigned(assigned),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => GroupStatus::Standby,
+            _ => GroupStatus::Rebalancing,
+        });
     }
 }
 
