@@ -27,11 +27,16 @@ pub fn scratch(name: &str) -> PathBuf {
 /// parallel tests do not share one. `--dump-dom` prints the DOM after the page's load event.
 pub fn chromium(profile: &Path, page: &Path, args: &[&str]) -> std::process::Output {
     let page = page.canonicalize().expect("page path");
+    chromium_url(profile, &format!("file://{}", page.display()), args)
+}
+
+/// `chromium` on any URL (a page a service serves on loopback).
+pub fn chromium_url(profile: &Path, url: &str, args: &[&str]) -> std::process::Output {
     Command::new("chromium")
         .args(["--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run", "--mute-audio"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
-        .arg(format!("file://{}", page.display()))
+        .arg(url)
         .output()
         .expect("run chromium (apt-get install chromium; scripts/test installs it)")
 }
@@ -176,26 +181,6 @@ pub async fn wait_for_async<T>(what: &str, limit: Duration, mut f: impl AsyncFnM
         assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Headless Chromium (the Debian package; scripts/test installs it) on `url` (a page served on loopback, or a
-/// `file://` URL), with its own profile directory so parallel tests do not share one. `--dump-dom` prints the DOM
-/// after the page's load event; `--screenshot=PATH` writes a PNG.
-pub fn chromium(profile: &Path, url: &str, args: &[&str]) -> std::process::Output {
-    Command::new("chromium")
-        .args(["--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run", "--mute-audio"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .arg(url)
-        .output()
-        .unwrap_or_else(|e| panic!("run chromium (apt-get install chromium; scripts/test installs it): {e}"))
-}
-
-/// The text between `open`'s first occurrence and the next `close`.
-pub fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
-    let start = text.find(open)? + open.len();
-    let len = text[start..].find(close)?;
-    Some(&text[start..start + len])
 }
 
 /// Metric family names in a Prometheus text exposition (`name{...} value` and `name value` lines).

@@ -12,7 +12,7 @@ use framewatch::alerts::Phase;
 use framewatch::config::Config;
 use framewatch::server::Service;
 use framewatch::time::SystemClock;
-use framewatch_e2e::{between, chromium, http_get, root, scratch, wait_for_async};
+use framewatch_e2e::{between, chromium_url, http_get, root, scratch, wait_for_async};
 use framewatch_loadtest::{BaselineArgs, FleetArgs, RunArgs, baseline, run_grpc};
 use framewatch_proto::v1::GetExemplarsRequest;
 use framewatch_proto::v1::query_service_client::QueryServiceClient;
@@ -148,7 +148,7 @@ async fn web_view_in_chromium_shows_ranked_slices_the_alert_with_its_cause_chart
     let dump = |url: String| {
         let profile = profile.clone();
         tokio::task::spawn_blocking(move || {
-            chromium(
+            chromium_url(
                 &profile,
                 &url,
                 &["--run-all-compositor-stages-before-draw", "--virtual-time-budget=3000", "--dump-dom"],
@@ -231,7 +231,7 @@ async fn web_view_in_chromium_shows_ranked_slices_the_alert_with_its_cause_chart
     let _ = std::fs::remove_file(&shot);
     let (profile2, shot2) = (profile.clone(), shot.clone());
     let o = tokio::task::spawn_blocking(move || {
-        chromium(
+        chromium_url(
             &profile2,
             &slice_url,
             &[&format!("--screenshot={}", shot2.display()), "--window-size=1280,2000", "--hide-scrollbars"],
