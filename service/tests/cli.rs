@@ -178,8 +178,20 @@ fn catalog_and_help_teach() {
     assert!(stdout(&o).contains("confidence_mean.mean<0.7"));
 }
 
+/// The "most drifted metric" cell of `camera`'s row in the last table of the demo's plain output.
+fn most_drifted_cell(out: &str, camera: &str) -> String {
+    let table = &out[out.rfind("\nslice ").expect("a table")..];
+    let header = table.lines().nth(1).expect("header");
+    let start = header.find("most drifted metric").expect("column");
+    let width = header.find("causes").expect("causes column") - start;
+    let row = table.lines().find(|l| l.starts_with(&format!("{camera} "))).expect("the camera's row");
+    row.get(start..start + width).unwrap_or("").trim().to_string()
+}
+
 #[test]
-fn demo_runs_for_a_set_duration_and_prints_a_summary() {
+fn demo_runs_for_a_set_duration_names_the_most_drifted_metric_keeps_logs_in_its_file_and_prints_a_summary() {
+    let dir = scratch("cli-demo");
+    let log = dir.join("demo.log");
     let o = framewatch(&[
         "demo",
         "--duration",
@@ -190,6 +202,8 @@ fn demo_runs_for_a_set_duration_and_prints_a_summary() {
         "127.0.0.1:0",
         "--http-addr",
         "127.0.0.1:0",
+        "--log-file",
+        log.to_str().expect("utf8"),
     ]);
     assert!(o.status.success(), "demo failed: {}", stderr(&o));
     let out = stdout(&o);
@@ -201,6 +215,70 @@ fn demo_runs_for_a_set_duration_and_prints_a_summary() {
     assert!(out.contains("cam-4 frozen: frozen after"), "{out}");
     assert!(out.contains("faults named by their one correct cause: 4 of 4"), "{out}");
     assert!(out.contains("alerts on cameras without a fault: none"), "{out}");
+    // Issue 14: the darkened camera's most drifted metric is named (it stayed "-" while PSI read 2.3), with how
+    // far it moved, and it is a metric of the catalog.
+    let cell = most_drifted_cell(&out, "cam-2");
+    let metric = cell.split(' ').next().unwrap_or("");
+    let catalog: Vec<String> = framewatch_metrics::MetricRegistry::standard().names().map(String::from).collect();
+    assert!(catalog.iter().any(|m| m == metric) && cell.contains(" sd psi "), "cam-2: {cell:?}\n{out}");
+    assert!(out.contains("  cam-2              darker           brightness mean "), "the evidence is shown: {out}");
+    // The logs went to the file, none to stderr (which had only the start-up line) or stdout.
+    let logs = std::fs::read_to_string(&log).expect("the log file");
+    assert!(logs.contains("framewatch::server") && logs.contains("alert firing"), "{logs}");
+    assert!(!logs.contains('\x1b'), "no colour codes in a log file");
+    let err = stderr(&o);
+    assert!(!err.contains("framewatch::") && !out.contains("framewatch::"), "log lines outside the file: {err}");
+}
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`, 100 x 12) the demo draws on the alternate screen,
+/// redraws in place within the terminal's size, names its log file and the HTTP URLs, and no log line reaches the
+/// terminal.
+#[test]
+fn demo_on_a_terminal_redraws_in_place_within_its_size_and_sends_its_logs_to_the_file_it_names() {
+    let bin = env!("CARGO_BIN_EXE_framewatch");
+    let (columns, rows) = (100, 12);
+    let cmd = format!(
+        "stty cols {columns} rows {rows}; \
+         {bin} demo --duration 12 --drift-after 1000 --cameras 5 --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0"
+    );
+    let o = Command::new("script")
+        .args(["--quiet", "--return", "--flush", "--command", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .current_dir(root())
+        .output()
+        .expect("run script (util-linux)");
+    let out = stdout(&o);
+    assert!(o.status.success(), "demo on a terminal failed: {out}");
+    let enter = out.find("\x1b[?1049h").expect("enters the alternate screen");
+    let leave = out.find("\x1b[?1049l").expect("leaves it");
+    let screen = &out[enter..leave];
+    assert!(screen.matches("\x1b[H").count() >= 2, "redrawn in place, more than once: {screen:?}");
+    assert!(!screen.contains("\x1b[2J"), "never cleared (no flicker)");
+    // Each frame: home, then lines each ending by clearing the rest of its row, then clearing below.
+    // (The pseudo-terminal turns "\n" into "\r\n".)
+    let mut cut = 0;
+    for frame in screen.split("\x1b[H").skip(1) {
+        let frame = frame.split("\x1b[J").next().unwrap_or("");
+        let lines: Vec<&str> = frame.split("\x1b[K").map(|l| l.trim_start_matches(['\r', '\n'])).collect();
+        let lines = &lines[..lines.len() - 1];
+        assert!(lines.len() <= rows, "a frame taller than the terminal scrolls it: {lines:?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= columns), "a line wider than the terminal: {lines:?}");
+        cut += usize::from(lines.last().is_some_and(|l| l.contains("more lines: enlarge the terminal")));
+    }
+    assert!(cut > 0, "the frames with every slice are cut to the terminal and say so: {screen:?}");
+    assert!(screen.contains("web view http://127.0.0.1:") && screen.contains("/metrics"), "{screen:?}");
+    assert!(out[leave..].contains("== framewatch demo summary"), "the summary follows on the normal screen");
+    let log = screen
+        .split("logs in ")
+        .nth(1)
+        .and_then(|rest| rest.split('\x1b').next())
+        .map(PathBuf::from)
+        .expect("the screen names the log file");
+    let logs = std::fs::read_to_string(&log).expect("the log file it names");
+    let _ = std::fs::remove_file(&log);
+    assert!(log.starts_with(std::env::temp_dir()), "{}", log.display());
+    assert!(logs.contains("framewatch::server") && !logs.contains('\x1b'), "{logs}");
+    assert!(!out.contains("framewatch::") && !out.contains(" INFO "), "a log line on the terminal: {out:?}");
 }
 
 #[test]

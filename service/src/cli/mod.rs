@@ -61,6 +61,16 @@ impl Cli {
             _ => crate::config::LogFormat::Text,
         }
     }
+
+    /// Where logs go instead of stderr: only the demo names a file (`--log-file`, or a default one while it
+    /// draws its screen on a terminal).
+    pub fn log_file(&self) -> Option<PathBuf> {
+        #[cfg(feature = "demo")]
+        if let Command::Demo(args) = &self.command {
+            return args.log_file();
+        }
+        None
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,9 +3,12 @@
 //! darkens, one blurs, one freezes; the model grows unsure on dark frames) and a live terminal view shows slices,
 //! drift and alerts while /metrics and the gRPC API stay reachable.
 
+mod screen;
+
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,6 +45,21 @@ pub struct DemoArgs {
     pub grpc_addr: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub http_addr: SocketAddr,
+    /// Write logs to FILE instead of stderr. On a terminal the demo redraws its screen in place and its logs go
+    /// to <temp dir>/framewatch-demo-<pid>.log unless this names another file; the screen shows the path.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl DemoArgs {
+    /// Where this run's logs go (`None`: stderr): `--log-file`, else a file of its own while a screen is drawn.
+    pub fn log_file(&self) -> Option<PathBuf> {
+        self.log_file.clone().or_else(|| {
+            std::io::stdout()
+                .is_terminal()
+                .then(|| std::env::temp_dir().join(format!("framewatch-demo-{}.log", std::process::id())))
+        })
+    }
 }
 
 const WIDTH: usize = 640;
@@ -190,7 +208,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     let cams = args.cameras;
     let baseline = tokio::task::spawn_blocking(move || build_baseline(cams, 80)).await??;
     let service = Service::start_with_baseline(demo_config(&args), baseline, Arc::new(SystemClock)).await?;
-    let (grpc, http) = (service.grpc_addr, service.http_addr);
+    let grpc = service.grpc_addr;
     let mut events = service.alerts.subscribe();
     let stop = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
@@ -252,14 +270,20 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         }));
     }
 
-    let tty = std::io::stdout().is_terminal();
+    // A screen redrawn in place only when nothing else writes to the terminal: main sends the logs to the file
+    // `log_file` names whenever stdout is a terminal.
+    let log_file = args.log_file();
+    let tty = std::io::stdout().is_terminal() && log_file.is_some();
     let mut timeline: Vec<(Duration, AlertEvent)> = Vec::new();
     let mut view = tokio::time::interval(Duration::from_secs(if tty { 2 } else { 10 }));
     let deadline = args.duration.map(|d| started + Duration::from_secs(d));
+    let screen = screen::Screen::open(tty);
+    let mut last = Vec::new();
     loop {
         tokio::select! {
             _ = view.tick() => {
-                print_view(&service, &timeline, started.elapsed(), drift_at, grpc, http, tty);
+                last = render_view(&service, &timeline, started.elapsed(), drift_at, log_file.as_deref());
+                screen.draw(&last);
             }
             ev = events.recv() => {
                 if let Ok(e) = ev { timeline.push((started.elapsed(), e)); }
@@ -268,6 +292,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d.into()).await, None => std::future::pending().await } } => break,
         }
     }
+    screen.close(&last);
     stop.cancel();
     for f in fleet {
         if let Ok(Err(e)) = f.await {
@@ -281,25 +306,16 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     service.stop().await
 }
 
-fn fmt_opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or("-".into(), |x| format!("{x:.digits$}"))
-}
-
-fn print_view(
+/// One frame of the view from the service's latest evaluation and alert state.
+fn render_view(
     service: &Service,
     timeline: &[(Duration, AlertEvent)],
     elapsed: Duration,
     drift_at: Duration,
-    grpc: SocketAddr,
-    http: SocketAddr,
-    tty: bool,
-) {
+    log_file: Option<&std::path::Path>,
+) -> Vec<String> {
     let eval = service.evaluation.read().unwrap_or_else(|p| p.into_inner()).clone();
     let alerts = service.alert_state.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let mut out = String::new();
-    if tty {
-        out.push_str("\x1b[2J\x1b[H");
-    }
     let phase = if elapsed < drift_at {
         format!("clean traffic, drift in {} s", (drift_at - elapsed).as_secs())
     } else {
@@ -307,57 +323,15 @@ fn print_view(
             schedule().iter().map(|(i, _, what, _)| format!("{} {what}", camera_id(*i))).collect();
         format!("faults injected: {}", injected.join(", "))
     };
-    out.push_str(&format!(
-        "framewatch demo  {:>4} s  {phase}\n  gRPC {grpc} (reflection on)   metrics http://{http}/metrics\n\n",
-        elapsed.as_secs()
-    ));
-    out.push_str(&format!(
-        "{:<18} {:>6} {:>10} {:>9} {:>10} {:>7}  {:<24} {}\n",
-        "slice", "frames", "brightness", "sharpness", "confidence", "max psi", "most drifted metric", "causes (alerts)"
-    ));
-    for s in eval
-        .slices
-        .iter()
-        .filter(|s| s.key.starts_with("camera_id=") || s.key.starts_with("predicate=") || &*s.key == "global")
-    {
-        let mean = |name: &str| s.metrics.iter().find(|m| &*m.name == name).and_then(|m| m.stats.mean);
-        // The metric that moved most (largest PSI among those with enough values), whatever the verdict.
-        let worst = s.metrics.iter().filter(|m| m.drift.is_some()).max_by(|a, b| a.stats.psi.total_cmp(&b.stats.psi));
-        let mut firing: Vec<String> = s.causes.iter().map(|f| f.cause.to_string()).collect();
-        firing.extend(
-            alerts
-                .active
-                .iter()
-                .filter(|a| a.slice == s.key)
-                .map(|a| format!("{}{}", a.rule, if a.phase == Phase::Pending { "?" } else { "!" })),
-        );
-        out.push_str(&format!(
-            "{:<18} {:>6} {:>10} {:>9} {:>10} {:>7}  {:<24} {}\n",
-            s.key.trim_start_matches("camera_id="),
-            s.frames,
-            fmt_opt(mean("brightness"), 3),
-            fmt_opt(mean("sharpness"), 4),
-            fmt_opt(mean("confidence_mean"), 3),
-            fmt_opt(worst.map(|w| w.stats.psi), 2),
-            worst.map_or("-".to_string(), |w| w.name.to_string()),
-            firing.join(" ")
-        ));
-    }
-    out.push_str("\nrecent alert events (! firing, ? pending):\n");
-    for (t, e) in timeline.iter().rev().take(8) {
-        out.push_str(&format!(
-            "  {:>4} s  {:<9} {:<18} {:<16} {:<15} {}\n",
-            t.as_secs(),
-            format!("{:?}", e.phase),
-            e.rule,
-            e.slice,
-            e.labels.get("cause").map_or("", String::as_str),
-            e.annotations.get("evidence").map_or("", String::as_str),
-        ));
-    }
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(out.as_bytes());
-    let _ = stdout.flush();
+    screen::render(&screen::View {
+        elapsed,
+        phase,
+        grpc: service.grpc_addr,
+        http: service.http_addr,
+        log_file,
+        rows: screen::slice_rows(&eval, &alerts),
+        events: timeline,
+    })
 }
 
 /// The summary states only what fired: per injected fault, the causes named after it began (right, a real

@@ -1,0 +1,49 @@
+//! Throwaway measurement (BENCHMARKS.md, "DCT-domain scaling with a pure-Rust decoder"): zune-jpeg full decode vs
+//! jpeg-decoder full and scaled (1/2, 1/4, 1/8) on synthetic 1080p frames, plus any JPEG files named as arguments.
+//! Its own workspace: `cargo run --release [photo.jpg ...]` from this directory.
+use std::time::Instant;
+fn median(mut v: Vec<f64>) -> f64 { v.sort_by(f64::total_cmp); v[v.len() / 2] }
+fn main() {
+    let mut frames = Vec::new();
+    for seed in 0..8u64 {
+        let mut cam = framewatch_synth::Camera::new("c", 1920, 1080, seed + 1);
+        let mut buf = Vec::new();
+        cam.next_frame(&mut buf);
+        frames.push(buf);
+    }
+    let extra: Vec<Vec<u8>> = std::env::args().skip(1).filter_map(|p| std::fs::read(p).ok()).collect();
+    for (name, set) in [("synth1080p", &frames), ("files", &extra)] {
+        if set.is_empty() { continue; }
+        let mut res: Vec<(&str, Vec<f64>)> = vec![("zune_full", vec![]), ("jd_full", vec![]), ("jd_half", vec![]), ("jd_quarter", vec![]), ("jd_eighth", vec![])];
+        for _round in 0..15 {
+            for (label, times) in res.iter_mut() {
+                let t = Instant::now();
+                let mut px = 0usize;
+                for f in set.iter() {
+                    match *label {
+                        "zune_full" => {
+                            let opts = zune_core::options::DecoderOptions::default().jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB);
+                            let mut d = zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(f.as_slice()), opts);
+                            px += d.decode().unwrap().len();
+                        }
+                        _ => {
+                            let mut d = jpeg_decoder::Decoder::new(f.as_slice());
+                            d.read_info().unwrap();
+                            let info = d.info().unwrap();
+                            let div = match *label { "jd_half" => 2, "jd_quarter" => 4, "jd_eighth" => 8, _ => 1 };
+                            if div > 1 { d.scale(info.width / div, info.height / div).unwrap(); }
+                            px += d.decode().unwrap().len();
+                        }
+                    }
+                }
+                std::hint::black_box(px);
+                times.push(t.elapsed().as_secs_f64() * 1e3 / set.len() as f64);
+            }
+        }
+        let base = median(res[0].1.clone());
+        for (label, times) in res {
+            let m = median(times);
+            println!("{name} {label}: {m:.2} ms/frame ({:.2}x zune full)", base / m);
+        }
+    }
+}
