@@ -221,7 +221,28 @@ pub struct BaselineFile {
     /// without contexts (and in every file written before contexts existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<ContextSpec>,
+    /// Typical training frames per reference ("global" or a slice key) as small JPEG thumbnails, for showing next
+    /// to live frames (`baseline build --exemplars N`); absent in baselines built without them, and in every file
+    /// written before they existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exemplars: BTreeMap<String, Vec<BaselineExemplar>>,
 }
+
+/// One typical training frame.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineExemplar {
+    /// The frame's path as given to `baseline build` (relative to its directory argument).
+    pub path: String,
+    /// JPEG, standard base64 (at most `MAX_EXEMPLAR_BASE64` characters).
+    pub jpeg_base64: String,
+}
+
+/// Longest accepted `jpeg_base64` of one baseline exemplar: 64 KiB of JPEG, far above a 160 px thumbnail.
+pub const MAX_EXEMPLAR_BASE64: usize = 87_384;
+/// Most baseline exemplars in one file, over all references: with thumbnails of a few kilobytes this caps their
+/// share of a baseline at a few megabytes.
+pub const MAX_EXEMPLARS: usize = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
@@ -274,6 +295,32 @@ pub struct Baseline {
     pub categoricals: BTreeMap<String, BTreeMap<String, u64>>,
     pub slices: BTreeMap<String, SliceBaseline>,
     pub context: Option<ContextSpec>,
+    /// Typical training frames per reference ("global" or a slice key); validated: base64 text within
+    /// `MAX_EXEMPLAR_BASE64`, at most `MAX_EXEMPLARS` in all.
+    pub exemplars: BTreeMap<String, Vec<BaselineExemplar>>,
+}
+
+/// Checks the exemplars' shape: a bounded number, each base64 text of bounded length (so it can be embedded in a
+/// page or a data URI as is).
+fn validate_exemplars(exemplars: &BTreeMap<String, Vec<BaselineExemplar>>) -> Result<(), BaselineError> {
+    let total: usize = exemplars.values().map(Vec::len).sum();
+    if total > MAX_EXEMPLARS {
+        return Err(invalid("exemplars", "count", format!("{total} exemplars, at most {MAX_EXEMPLARS}")));
+    }
+    for (key, list) in exemplars {
+        for (i, e) in list.iter().enumerate() {
+            let b = e.jpeg_base64.as_bytes();
+            let base64 = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=');
+            if b.is_empty() || b.len() > MAX_EXEMPLAR_BASE64 || !b.len().is_multiple_of(4) || !b.iter().all(base64) {
+                return Err(invalid(
+                    &format!("exemplars.{key}[{i}]"),
+                    "jpeg_base64",
+                    format!("must be standard base64 of at most {MAX_EXEMPLAR_BASE64} characters"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn invalid(metric: &str, field: &'static str, problem: impl Into<String>) -> BaselineError {
@@ -318,6 +365,7 @@ impl Baseline {
             }
             slices.insert(key, SliceBaseline { frames: sl.frames, metrics: sm, categoricals: sl.categoricals });
         }
+        validate_exemplars(&file.exemplars)?;
         Ok(Baseline {
             provenance: file.provenance,
             settings: file.settings,
@@ -325,6 +373,7 @@ impl Baseline {
             categoricals: file.categoricals,
             slices,
             context: file.context,
+            exemplars: file.exemplars,
         })
     }
 
@@ -398,7 +447,18 @@ impl Baseline {
                 })
                 .collect(),
             context: self.context.clone(),
+            exemplars: self.exemplars.clone(),
         }
+    }
+
+    /// Typical training frames for `slice`: its own reference's, else its context-free key's, else the global
+    /// reference's (empty when the baseline has none).
+    pub fn exemplars_for(&self, slice: &str) -> &[BaselineExemplar] {
+        self.exemplars
+            .get(slice)
+            .or_else(|| without_context(slice).and_then(|k| self.exemplars.get(k)))
+            .or_else(|| self.exemplars.get("global"))
+            .map_or(&[], Vec::as_slice)
     }
 
     pub fn to_json(&self) -> String {
@@ -642,6 +702,7 @@ impl BaselineBuilder {
             categoricals,
             slices,
             context: self.context,
+            exemplars: BTreeMap::new(),
         })
     }
 }
@@ -689,6 +750,23 @@ mod tests {
             b.add_to_slices(&["camera_id=cam-1", ctx.as_str()], &[Some(value)], ["car"]);
         }
         b.finish("t".into(), "v".into(), "s".into()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn exemplars_round_trip_fall_back_to_global_and_are_optional_and_checked() {
+        let mut b = built(None);
+        assert!(!b.to_json().contains("exemplars"), "absent when there are none");
+        let e = |p: &str| BaselineExemplar { path: p.into(), jpeg_base64: "/9j/4AAQ".into() };
+        b.exemplars.insert("global".into(), vec![e("a.jpg")]);
+        b.exemplars.insert("camera_id=cam-1".into(), vec![e("cam-1/b.jpg")]);
+        let back = Baseline::from_json(&b.to_json()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.exemplars, b.exemplars);
+        assert_eq!(back.exemplars_for("camera_id=cam-1")[0].path, "cam-1/b.jpg");
+        assert_eq!(back.exemplars_for("camera_id=cam-1,context=night")[0].path, "cam-1/b.jpg");
+        assert_eq!(back.exemplars_for("camera_id=cam-9")[0].path, "a.jpg");
+        b.exemplars.insert("global".into(), vec![BaselineExemplar { path: "x".into(), jpeg_base64: "<b>\"".into() }]);
+        let err = Baseline::from_json(&b.to_json()).map(|_| ()).expect_err("not base64");
+        assert!(err.to_string().contains("exemplars.global[0].jpeg_base64"), "{err}");
     }
 
     #[test]

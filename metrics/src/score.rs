@@ -78,6 +78,8 @@ pub struct Scorer {
     metric_scratch: MetricScratch,
     values: Vec<Option<f64>>,
     retain_bytes: usize,
+    /// Whether the last `score` call analysed pixels (then `analysed_image` has them until the next call).
+    analysed: bool,
 }
 
 impl Scorer {
@@ -90,6 +92,7 @@ impl Scorer {
             metric_scratch: MetricScratch::default(),
             values: Vec::new(),
             retain_bytes: RETAIN_BYTES,
+            analysed: false,
         }
     }
 
@@ -112,8 +115,20 @@ impl Scorer {
         &self.settings
     }
 
+    /// The last scored frame's pixels as the metrics saw them (at analysis resolution), until the next `score`:
+    /// a caller that wants a thumbnail starts from here instead of decoding again. None after a frame without
+    /// pixels or a refused one, and when an outlier frame's buffers were released.
+    pub fn analysed_image(&self) -> Option<&RgbImage> {
+        if !self.analysed {
+            return None;
+        }
+        let img = self.scratch.view(&self.source, &self.settings.analysis).0;
+        (img.width > 0 && img.height > 0 && img.data.len() >= img.width * img.height * 3).then_some(img)
+    }
+
     /// Scores one frame. Detections are validated first, so a frame with bad predictions costs no decode.
     pub fn score(&mut self, pixels: FramePixels<'_>, detections: &[Detection]) -> Result<ScoredFrame<'_>, ScoreError> {
+        self.analysed = false;
         crate::prediction::validate(detections, &self.settings.prediction)?;
         let limits = self.settings.limits;
         let (format, encoded_bytes) = match pixels {
@@ -128,7 +143,8 @@ impl Scorer {
         let source_size = has_pixels.then_some((self.source.width, self.source.height));
         let predictions: PredictionMetrics = prediction_metrics(detections, source_size, &self.settings.prediction);
 
-        let Scorer { registry, settings, source, scratch, metric_scratch, values, retain_bytes } = self;
+        let Scorer { registry, settings, source, scratch, metric_scratch, values, retain_bytes, analysed } = self;
+        *analysed = has_pixels;
         let (stats, data, phash, image) = if has_pixels {
             let (st, hash) = scratch.analyse(source, &settings.analysis);
             (
@@ -169,5 +185,29 @@ impl Scorer {
             format,
             perceptual_hash: phash,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::AnalysisSettings;
+
+    #[test]
+    fn analysed_image_is_the_downscaled_frame_until_a_frame_without_pixels() {
+        let settings = ScoreSettings {
+            analysis: AnalysisSettings { max_side: 64, ..AnalysisSettings::default() },
+            ..ScoreSettings::default()
+        };
+        let mut scorer = Scorer::new(Arc::new(MetricRegistry::standard()), settings);
+        assert!(scorer.analysed_image().is_none());
+        let pixels = vec![100u8; 200 * 100];
+        let raw = FramePixels::Raw { pixels: &pixels, width: 200, height: 100, format: RawFormat::Gray8 };
+        scorer.score(raw, &[]).expect("scores");
+        // 200 px wide with max_side 64: box-averaged by 4.
+        let img = scorer.analysed_image().expect("an analysed image");
+        assert_eq!((img.width, img.height, img.data[0]), (50, 25, 100));
+        scorer.score(FramePixels::None, &[]).expect("scores");
+        assert!(scorer.analysed_image().is_none(), "a frame without pixels has none");
     }
 }

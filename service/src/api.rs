@@ -6,9 +6,9 @@ use std::sync::{Arc, RwLock};
 use framewatch_metrics::MetricRegistry;
 use framewatch_proto::v1::query_service_server::QueryService;
 use framewatch_proto::v1::{
-    self as pb, CategoricalSummary, DriftEntry, DriftReport, GetDriftReportRequest, GetSliceSummaryRequest,
-    ListMetricsRequest, ListMetricsResponse, ListSlicesRequest, ListSlicesResponse, MetricDescription, MetricSummary,
-    SliceInfo, SliceSummary, WatchAlertsRequest,
+    self as pb, CategoricalSummary, DriftEntry, DriftReport, GetDriftReportRequest, GetExemplarsRequest,
+    GetExemplarsResponse, GetSliceSummaryRequest, ListMetricsRequest, ListMetricsResponse, ListSlicesRequest,
+    ListSlicesResponse, MetricDescription, MetricSummary, SliceInfo, SliceSummary, WatchAlertsRequest,
 };
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::ReceiverStream;
@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::alerts::{AlertEvent, AlertSnapshot, Phase};
 use crate::evaluate::{Evaluation, MetricEval, SliceEval};
+use crate::exemplars::ExemplarStore;
 
 #[derive(Debug, Clone)]
 pub struct QueryApi {
@@ -25,6 +26,8 @@ pub struct QueryApi {
     pub alert_state: Arc<RwLock<AlertSnapshot>>,
     /// One permit per `WatchAlerts` subscriber (`server.max_alert_watchers`), held until its stream ends.
     pub watchers: Arc<tokio::sync::Semaphore>,
+    /// Thumbnails of drifting pairs' frames (None: `exemplars.memory_mib = 0`).
+    pub exemplars: Option<Arc<ExemplarStore>>,
 }
 
 pub fn alert_event(e: &AlertEvent) -> pb::AlertEvent {
@@ -222,6 +225,36 @@ impl QueryService for QueryApi {
                 .map(|(s, m)| DriftEntry { slice: s.key.to_string(), summary: Some(metric_summary(m)) })
                 .collect(),
             evaluated_at: ts(eval.evaluated_at_secs),
+        }))
+    }
+
+    async fn get_exemplars(&self, req: Request<GetExemplarsRequest>) -> Result<Response<GetExemplarsResponse>, Status> {
+        let GetExemplarsRequest { slice, metric } = req.into_inner();
+        if !self.registry.infos().any(|m| m.name == metric) {
+            return Err(Status::invalid_argument(format!("metric {metric:?} is not in the catalog (ListMetrics)")));
+        }
+        let eval = self.current();
+        if eval.slice(&slice).is_none() {
+            return Err(Status::not_found(format!(
+                "no slice {slice:?} in the current window (ListSlices shows the live ones)"
+            )));
+        }
+        let kept = self.exemplars.as_ref().map(|x| x.exemplars(&slice, &metric)).unwrap_or_default();
+        Ok(Response::new(GetExemplarsResponse {
+            exemplars: kept
+                .into_iter()
+                .map(|e| pb::Exemplar {
+                    id: e.id,
+                    kind: e.kind.as_str().into(),
+                    camera_id: e.camera_id.to_string(),
+                    capture_time: ts(e.capture_secs),
+                    value: e.value,
+                    score: e.score,
+                    jpeg: e.jpeg.to_vec(),
+                })
+                .collect(),
+            slice,
+            metric,
         }))
     }
 

@@ -29,6 +29,23 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub checkpoint: CheckpointConfig,
     pub log: LogConfig,
+    pub exemplars: ExemplarsConfig,
+}
+
+/// `[exemplars]`: thumbnails of frames from drifting (slice, metric) pairs, for the web view, `GetExemplars` and
+/// `/exemplars`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExemplarsConfig {
+    /// Memory for exemplar thumbnails, all pairs together (gauge `framewatch_exemplar_bytes`); when full, typical
+    /// frames go first (oldest first), then the least extreme ones. 0 turns exemplars off.
+    pub memory_mib: u64,
+}
+
+impl Default for ExemplarsConfig {
+    fn default() -> Self {
+        ExemplarsConfig { memory_mib: 32 }
+    }
 }
 
 /// `[log]`: how the service writes its log (stderr). Colours only when stderr is a terminal.
@@ -73,6 +90,9 @@ pub struct ServerConfig {
     pub tls: TlsConfig,
     /// Bearer tokens with roles (off when `tokens_file` is empty).
     pub auth: AuthConfig,
+    /// The address people reach this service's HTTP port at (e.g. `https://framewatch.example.com`), for links
+    /// in alerts (`exemplars_url`). Empty: alerts carry no link.
+    pub external_url: String,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +108,7 @@ impl Default for ServerConfig {
             max_alert_watchers: 64,
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
+            external_url: String::new(),
         }
     }
 }
@@ -700,6 +721,15 @@ impl Config {
         }
         if srv.header_timeout_secs == 0 {
             bail!("server.header_timeout_secs must be at least 1");
+        }
+        let url = &srv.external_url;
+        if !url.is_empty()
+            && (!(url.starts_with("http://") || url.starts_with("https://")) || url.chars().any(char::is_whitespace))
+        {
+            bail!("server.external_url ({url:?}) must be an http:// or https:// URL without spaces");
+        }
+        if self.exemplars.memory_mib > 4096 {
+            bail!("exemplars.memory_mib ({}) must be at most 4096", self.exemplars.memory_mib);
         }
         let tls = &srv.tls;
         if tls.enabled() == tls.key_path.as_os_str().is_empty() {

@@ -1,7 +1,7 @@
-//! The HTTP listener: `/metrics` (OpenMetrics or classic text), `/healthz` (liveness) and `/readyz` (readiness,
-//! one line per source). It stays up while the service drains, so load balancers see `/readyz` turn 503. With
+//! The HTTP listener: `/metrics` (OpenMetrics or classic text), `/healthz` (liveness), `/readyz` (readiness,
+//! one line per source) and the live web view (`/`, `/slice?key=...`: `web`). It stays up while the service drains, so load balancers see `/readyz` turn 503. With
 //! `[server.auth]`, `/metrics` needs a bearer token of role `metrics` (Prometheus: `authorization.credentials_file`);
-//! the health checks stay open. Served by hyper's HTTP/1 server directly (not `axum::serve`) for its header-read
+//! the web view a token of role `query`; the health checks stay open. Served by hyper's HTTP/1 server directly (not `axum::serve`) for its header-read
 //! timeout: a client that opens a connection and sends nothing, or headers byte by byte, is cut off.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, Denied, Role};
 use crate::listen::Incoming;
+use crate::web::WebView;
 
 #[derive(Clone, Debug)]
 pub struct HttpState {
@@ -32,6 +33,8 @@ pub struct HttpState {
     pub auth: Option<Auth>,
     /// Why the process is stuck, if it is (a stalled scoring queue): liveness fails with this text.
     pub stuck: Stuck,
+    /// The live web view's sources (None: no web view, e.g. in tests of the other routes).
+    pub web: Option<WebView>,
 }
 
 /// A check that says why the process is stuck (None: it is not).
@@ -132,19 +135,165 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/", get(fleet_page))
+        .route("/slice", get(slice_page))
+        .route("/exemplars", get(exemplar_list))
+        .route("/exemplars/{file}", get(exemplar_jpeg))
+        .route("/training", get(training_jpeg))
         .with_state(state)
+}
+
+/// The refusal for a request without a token of `role` (None: allowed, or auth is off).
+fn refuse(s: &HttpState, headers: &axum::http::HeaderMap, role: Role) -> Option<axum::response::Response> {
+    let auth = s.auth.as_ref()?;
+    let token = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let d = auth.check("http", token, role).err()?;
+    let status = if d == Denied::WrongRole { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+    let challenge = [(header::WWW_AUTHENTICATE, "Bearer realm=\"framewatch\"")];
+    Some((status, challenge, format!("{}\n", d.message(role))).into_response())
+}
+
+fn html(body: String) -> axum::response::Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], body)
+        .into_response()
+}
+
+fn not_found(text: String) -> axum::response::Response {
+    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+/// The page is rendered off the async workers: a slice page merges the slice's window under the store lock.
+async fn render(f: impl FnOnce() -> Option<String> + Send + 'static) -> Option<String> {
+    tokio::task::spawn_blocking(f).await.ok().flatten()
+}
+
+async fn fleet_page(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    if let Some(refused) = refuse(&s, &headers, Role::Query) {
+        return refused;
+    }
+    let Some(web) = s.web.clone() else { return not_found("no web view\n".into()) };
+    match render(move || Some(web.fleet_page())).await {
+        Some(page) => html(page),
+        None => (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct SliceQuery {
+    key: String,
+}
+
+async fn slice_page(
+    State(s): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    query: Result<axum::extract::Query<SliceQuery>, axum::extract::rejection::QueryRejection>,
+) -> axum::response::Response {
+    if let Some(refused) = refuse(&s, &headers, Role::Query) {
+        return refused;
+    }
+    let Ok(axum::extract::Query(q)) = query else {
+        return (StatusCode::BAD_REQUEST, "use /slice?key=SLICE (e.g. key=camera_id%3Dcam-1)\n").into_response();
+    };
+    let Some(web) = s.web.clone() else { return not_found("no web view\n".into()) };
+    let key = q.key.clone();
+    match render(move || web.slice_page(&key)).await {
+        Some(page) => html(page),
+        None => not_found(format!("no slice {:?} in the current evaluation (see /)\n", q.key)),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ExemplarQuery {
+    slice: String,
+    metric: String,
+}
+
+/// `GET /exemplars?slice=..&metric=..`: the pair's exemplars as JSON, each with the URL of its JPEG.
+async fn exemplar_list(
+    State(s): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    query: Result<axum::extract::Query<ExemplarQuery>, axum::extract::rejection::QueryRejection>,
+) -> axum::response::Response {
+    if let Some(refused) = refuse(&s, &headers, Role::Query) {
+        return refused;
+    }
+    let Ok(axum::extract::Query(q)) = query else {
+        return (StatusCode::BAD_REQUEST, "use /exemplars?slice=SLICE&metric=METRIC\n").into_response();
+    };
+    let kept = s.web.as_ref().and_then(|w| w.exemplars.as_ref()).map(|x| x.exemplars(&q.slice, &q.metric));
+    let list: Vec<serde_json::Value> = kept
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "id": e.id,
+                "kind": e.kind.as_str(),
+                "camera_id": &*e.camera_id,
+                "capture_time": crate::time::rfc3339(e.capture_secs),
+                "value": e.value,
+                "score": e.score,
+                "url": format!("/exemplars/{}.jpg", e.id),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "slice": q.slice, "metric": q.metric, "exemplars": list });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// `GET /exemplars/<id>.jpg`: one thumbnail (404 once it has been evicted or its pair stopped drifting, unless a
+/// page showed it recently).
+async fn exemplar_jpeg(
+    State(s): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> axum::response::Response {
+    if let Some(refused) = refuse(&s, &headers, Role::Query) {
+        return refused;
+    }
+    let id = file.strip_suffix(".jpg").and_then(|n| n.parse::<u64>().ok());
+    let found = id.and_then(|id| s.web.as_ref()?.exemplars.as_ref()?.jpeg(id));
+    match found {
+        Some(bytes) => jpeg(bytes.to_vec()),
+        None => not_found("no such exemplar (evicted, or its pair no longer drifts)\n".into()),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TrainingQuery {
+    slice: String,
+    i: usize,
+}
+
+/// `GET /training?slice=..&i=N`: the slice's N-th typical training frame from the baseline (`baseline build
+/// --exemplars`).
+async fn training_jpeg(
+    State(s): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    query: Result<axum::extract::Query<TrainingQuery>, axum::extract::rejection::QueryRejection>,
+) -> axum::response::Response {
+    if let Some(refused) = refuse(&s, &headers, Role::Query) {
+        return refused;
+    }
+    let Ok(axum::extract::Query(q)) = query else {
+        return (StatusCode::BAD_REQUEST, "use /training?slice=SLICE&i=N\n").into_response();
+    };
+    match s.web.as_ref().and_then(|w| w.training_jpeg(&q.slice, q.i)) {
+        Some(bytes) => jpeg(bytes),
+        None => not_found("the baseline has no such training frame (baseline build --exemplars N)\n".into()),
+    }
+}
+
+fn jpeg(bytes: Vec<u8>) -> axum::response::Response {
+    // An id or a baseline frame always names the same picture.
+    (StatusCode::OK, [(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=3600")], bytes)
+        .into_response()
 }
 
 /// OpenMetrics for clients that ask for it (Prometheus does), the classic text format (0.0.4) otherwise (curl,
 /// promtool, older scrapers).
 async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> axum::response::Response {
-    if let Some(auth) = &s.auth {
-        let token = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-        if let Err(d) = auth.check("http", token, Role::Metrics) {
-            let status = if d == Denied::WrongRole { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
-            let challenge = [(header::WWW_AUTHENTICATE, "Bearer realm=\"framewatch\"")];
-            return (status, challenge, format!("{}\n", d.message(Role::Metrics))).into_response();
-        }
+    if let Some(refused) = refuse(&s, &headers, Role::Metrics) {
+        return refused;
     }
     let openmetrics = headers
         .get_all(header::ACCEPT)

@@ -5,10 +5,11 @@
 //! cli (offline commands), fuzzing (decoder entry points for fuzz/) -> server (assembly) -> [demo]
 //!   -> sources::grpc | sources::kafka -> pipeline (bounded queue, scoring pool) -> frame (validation)
 //!   -> checkpoint (store + cameras + Kafka offsets)
-//!   -> http (/metrics, /healthz, /readyz) -> export (/metrics) + api (queries) -> alerts (rules -> log, watch,
-//!      webhook) -> evaluate (drift vs baseline) -> store (slice windows) + cameras (frozen / moved)
+//!   -> http (/metrics, /healthz, /readyz, web view) -> export (/metrics) + api (queries) + web (HTML pages)
+//!   -> alerts (rules -> log, watch, webhook) -> evaluate (drift vs baseline) -> store (slice windows)
+//!      + cameras (frozen / moved) + exemplars (thumbnails of drifting slices' frames)
 //!   auth (bearer tokens with roles), listen (connection bound, keepalive, TLS) -> reload (files re-read on change)
-//!   leaves: config, telemetry, reject, slice, time, fingerprint
+//!   leaves: config, telemetry, reject, slice, time, fingerprint, charts (HTML/SVG/JPEG rendering)
 //! ```
 
 pub mod cli;
@@ -29,18 +30,21 @@ pub mod http;
 
 pub mod api;
 pub mod export;
+pub mod web;
 
 pub mod alerts;
 
 pub mod evaluate;
 
 pub mod cameras;
+pub mod exemplars;
 pub mod store;
 
 pub mod auth;
 pub mod listen;
 pub mod reload;
 
+pub mod charts;
 pub mod config;
 pub mod fingerprint;
 pub mod reject;

@@ -21,6 +21,8 @@ use framewatch_metrics::{FramePixels, MetricRegistry, ScoreSettings, Scorer};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cameras::CameraTracker;
+use crate::charts::{ThumbnailScratch, thumbnail_jpeg};
+use crate::exemplars::{ExemplarStore, FrameLabels};
 use crate::fingerprint::fingerprint;
 use crate::frame::{Content, IncomingFrame, Source};
 use crate::reject::{RejectReason, Rejection};
@@ -236,6 +238,8 @@ pub struct WorkerContext {
     pub cameras: Arc<Mutex<CameraTracker>>,
     /// Decode memory shared by the workers (`pipeline.decode_memory_mib`).
     pub decode_budget: Arc<DecodeBudget>,
+    /// Exemplar thumbnails of drifting pairs (None: off).
+    pub exemplars: Option<Arc<ExemplarStore>>,
 }
 
 /// Memory the workers may hold for decoding at once: a worker reserves an image's decode bytes before decoding
@@ -439,6 +443,8 @@ struct Scored {
     hash: Option<u64>,
     /// Fingerprint of the pixels or encoded bytes (frozen-camera detection).
     content: Option<u64>,
+    /// A JPEG thumbnail, made only when the frame is an exemplar candidate of a drifting (slice, metric).
+    thumbnail: Option<Arc<[u8]>>,
 }
 
 /// Scores each frame, then records all of them under one store lock and one camera lock (a batch of small
@@ -479,7 +485,11 @@ fn process(
                 classes: &classes,
             };
             match store.record(&record, now) {
-                Recorded::Yes { .. } => {}
+                Recorded::Yes { slices } => {
+                    if let (Some(x), Some(jpeg)) = (&ctx.exemplars, &slot.thumbnail) {
+                        x.offer(store.last_keys(slices), &f.camera_id, f.capture_secs, &slot.values, jpeg);
+                    }
+                }
                 Recorded::TooLate => {
                     outcomes[i] = Err(Rejection::new(
                         RejectReason::TooLate,
@@ -550,6 +560,7 @@ fn score(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, out: &mut 
             ),
         )
     })?;
+    out.thumbnail = None;
     let scored = scorer.score(pixels, &f.detections).map_err(Rejection::from)?;
     out.values.clear();
     out.values.extend_from_slice(scored.values);
@@ -580,7 +591,35 @@ fn score(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, out: &mut 
             out.values[i] = Some(*v);
         }
     }
+    out.thumbnail = exemplar_thumbnail(scorer, ctx, f, &out.values);
     Ok(())
+}
+
+/// A thumbnail of the frame as analysed, when it is an exemplar candidate (nothing is made, or allocated, for
+/// other frames, nor for frames without pixels).
+fn exemplar_thumbnail(
+    scorer: &Scorer,
+    ctx: &WorkerContext,
+    f: &IncomingFrame,
+    values: &[Option<f64>],
+) -> Option<Arc<[u8]>> {
+    let x = ctx.exemplars.as_ref()?;
+    let image = scorer.analysed_image()?;
+    let labels = FrameLabels { camera_id: &f.camera_id, model_version: &f.model_version, labels: &f.labels };
+    if !x.wants(&labels, values) {
+        return None;
+    }
+    match thumbnail_jpeg(image, &mut ThumbnailScratch::default()) {
+        Ok(jpeg) => {
+            x.thumbnail_made();
+            Some(Arc::from(jpeg))
+        }
+        Err(e) => {
+            tracing::debug!(camera_id = %f.camera_id, error = %e, "no exemplar thumbnail");
+            x.thumbnail_failed();
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -672,6 +711,7 @@ mod tests {
             telemetry: Telemetry::register(&mut Registry::default(), 4),
             cameras: Arc::new(Mutex::new(CameraTracker::new(100))),
             decode_budget: Arc::new(DecodeBudget::new(512 << 20)),
+            exemplars: None,
         }
     }
 
@@ -733,6 +773,54 @@ mod tests {
         assert_eq!(t.accepted.get(&[("source", "grpc")]).map_or(0, |c| c.get()), 3);
         assert_eq!(t.accepted.get(&[("source", "kafka")]).map_or(0, |c| c.get()), 2);
         assert_eq!(handle.depth(), 0, "every permit came back");
+        drop(handle);
+        pipeline.drain();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn only_candidates_of_a_drifting_pair_get_a_thumbnail_filed_under_their_slices() {
+        use crate::exemplars::{ExemplarStore, Watch};
+        use crate::slice::SliceKey;
+        let mut ctx = context();
+        let store = Arc::new(ExemplarStore::new(1 << 20, &mut Registry::default()));
+        ctx.exemplars = Some(store.clone());
+        let brightness = ctx.registry.index_of("brightness").expect("brightness");
+        let pipeline = Pipeline::start(1, 4, ctx.clone());
+        let handle = pipeline.handle();
+        let send = |f: IncomingFrame| {
+            let handle = handle.clone();
+            async move {
+                let (tx, rx) = oneshot::channel();
+                handle.submit(Job { work: Work::Frame(f, Some(tx)) }).await.expect("queued");
+                assert_eq!(reason(&rx.await.expect("answered")), "ok");
+            }
+        };
+        // Nothing drifts: no thumbnail is made.
+        send(frame(Source::Grpc, 16)).await;
+        assert_eq!(store.exemplars("global", "brightness").len(), 0);
+        let watch = |slice: &str| Watch {
+            slice: SliceKey::from_canonical(slice),
+            metric: Arc::from("brightness"),
+            registry_index: brightness,
+            median: 0.4,
+            scale: 0.1,
+            current_mean: 0.5,
+            window_start_secs: 0,
+        };
+        store.watch(vec![watch("global"), watch("camera_id=cam-9")]);
+        send(frame(Source::Grpc, 16)).await;
+        // Filed under global (where the store counted it), not under another camera's slice.
+        let kept = store.exemplars("global", "brightness");
+        assert_eq!(kept.len(), 2, "one extreme and one typical entry: {kept:?}");
+        assert!(store.exemplars("camera_id=cam-9", "brightness").is_empty());
+        let mut img = framewatch_metrics::RgbImage::default();
+        framewatch_metrics::decode::decode_into(&kept[0].jpeg, &Default::default(), &mut img).expect("a JPEG");
+        assert_eq!((img.width, img.height, kept[0].camera_id.as_ref()), (16, 8, "cam-1"));
+        // A pre-scored frame has no pixels: nothing more is kept.
+        let mut prescored = frame(Source::Grpc, 16);
+        prescored.content = Content::Values { values: vec![("brightness".to_string(), 0.9)], perceptual_hash: None };
+        send(prescored).await;
+        assert_eq!(store.exemplars("global", "brightness").len(), 2);
         drop(handle);
         pipeline.drain();
     }

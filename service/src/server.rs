@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use framewatch_metrics::drift::DriftThresholds;
 use framewatch_metrics::{Baseline, DecodeLimits, MetricRegistry, ScoreSettings};
 use framewatch_proto::v1::ingest_service_server::IngestServiceServer;
 use framewatch_proto::v1::query_service_server::QueryServiceServer;
@@ -30,7 +31,8 @@ use crate::auth::{Auth, GrpcAuth, Role, Tokens};
 use crate::cameras::CameraTracker;
 use crate::checkpoint::{CheckpointTelemetry, Checkpointer, SavedOffset, compat_fingerprint};
 use crate::config::Config;
-use crate::evaluate::{Evaluation, EvaluationSettings, evaluate};
+use crate::evaluate::{Evaluation, EvaluationSettings, MetricEval, evaluate};
+use crate::exemplars::{ExemplarStore, Watch, outlier_scale};
 use crate::export::DriftCollector;
 use crate::http::{HttpState, KafkaHealth, Stuck};
 use crate::listen::{self, Incoming, ListenSettings, ListenTelemetry, ServerTls};
@@ -41,6 +43,7 @@ use crate::sources::kafka::{KafkaDeps, KafkaSource, KafkaTelemetry};
 use crate::store::{StoreSettings, WindowStore};
 use crate::telemetry::Telemetry;
 use crate::time::{Clock, SystemClock, now_secs};
+use crate::web::{EvaluationHistory, WebView};
 
 /// A running service.
 pub struct Service {
@@ -103,6 +106,10 @@ struct Parts {
     telemetry: Telemetry,
     registry: Arc<MetricRegistry>,
     clock: Arc<dyn Clock>,
+    /// Recent evaluations per (slice, metric), for the web view's sparklines.
+    history: Arc<Mutex<EvaluationHistory>>,
+    /// Thumbnails of drifting pairs' frames (None: `exemplars.memory_mib = 0`).
+    exemplars: Option<Arc<ExemplarStore>>,
 }
 
 impl Service {
@@ -138,6 +145,9 @@ impl Service {
             telemetry: Telemetry::register(&mut prom, config.pipeline.queue_capacity),
             registry: registry.clone(),
             clock,
+            history: Arc::default(),
+            exemplars: (config.exemplars.memory_mib > 0)
+                .then(|| Arc::new(ExemplarStore::new((config.exemplars.memory_mib as usize) << 20, &mut prom))),
         };
         let guard = Guard::start(&config, &mut prom, &tree)?;
         let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
@@ -190,6 +200,16 @@ impl Service {
             }),
             auth: guard.auth.clone(),
             stuck: stuck_pipeline(pipeline.handle().watch(), Duration::from_secs(config.pipeline.stall_secs)),
+            web: Some(WebView {
+                evaluation: p.evaluation.clone(),
+                alerts: p.alert_state.clone(),
+                store: p.store.clone(),
+                baseline: p.baseline.clone(),
+                history: p.history.clone(),
+                thresholds: config.evaluation.thresholds,
+                clock: p.clock.clone(),
+                exemplars: p.exemplars.clone(),
+            }),
         };
         let http_task = tokio::spawn(crate::http::serve(
             http_incoming,
@@ -371,6 +391,7 @@ fn start_pipeline(config: &Config, p: &Parts) -> (Pipeline, usize) {
         telemetry: p.telemetry.clone(),
         cameras: p.cameras.clone(),
         decode_budget: Arc::new(DecodeBudget::new(config.pipeline.decode_memory_mib.saturating_mul(1 << 20))),
+        exemplars: p.exemplars.clone(),
     };
     (Pipeline::start(workers, config.pipeline.queue_capacity, context), workers)
 }
@@ -441,6 +462,7 @@ async fn start_grpc(
         alerts: p.alert_tx.clone(),
         alert_state: p.alert_state.clone(),
         watchers: Arc::new(tokio::sync::Semaphore::new(config.server.max_alert_watchers)),
+        exemplars: p.exemplars.clone(),
     };
     let s = &config.server;
     let keepalive = (s.keepalive_secs > 0).then(|| Duration::from_secs(s.keepalive_secs));
@@ -497,13 +519,14 @@ fn evaluator(
         (Some(w), Some(task))
     };
     let alerting = Mutex::new(Alerting {
-        engine: AlertEngine::new(rules),
+        engine: AlertEngine::new(rules).with_external_url(&config.server.external_url),
         dispatcher: Dispatcher::new(p.alert_tx.clone(), webhook, config.alerts.resend_secs),
         snapshot: p.alert_state.clone(),
     });
     let settings = EvaluationSettings::from(&config.evaluation);
     let (store, baseline, evaluation, cameras, clock) =
         (p.store.clone(), p.baseline.clone(), p.evaluation.clone(), p.cameras.clone(), p.clock.clone());
+    let (history, exemplars, registry) = (p.history.clone(), p.exemplars.clone(), p.registry.clone());
     let idle = config.slices.idle_evict_secs as i64;
     let evaluate: Evaluate = Arc::new(move || {
         let now = now_secs(clock.as_ref());
@@ -514,9 +537,46 @@ fn evaluator(
         };
         let e = Arc::new(evaluate(&store, &baseline, &settings, &cams, now));
         *evaluation.write().unwrap_or_else(|p| p.into_inner()) = e.clone();
+        history.lock().unwrap_or_else(|p| p.into_inner()).push(&e);
+        if let Some(x) = &exemplars {
+            x.watch(exemplar_watches(&e, &baseline, &registry, &settings.thresholds));
+        }
         alerting.lock().unwrap_or_else(|p| p.into_inner()).step(&e, &cams, now);
     });
     Ok((evaluate, webhook_task))
+}
+
+/// The (slice, metric) pairs that drift (latest verdict) or back a diagnosed cause (what alerts fire on: a
+/// metric whose shift is significant on a slice with causes, e.g. brightness on a darkened camera whose KS verdict
+/// is held back by autocorrelated frames), each ranked against the reference that judges it.
+fn exemplar_watches(
+    eval: &Evaluation,
+    baseline: &Baseline,
+    registry: &MetricRegistry,
+    thresholds: &DriftThresholds,
+) -> Vec<Watch> {
+    let mut out = Vec::new();
+    for s in &eval.slices {
+        let alerting = !s.causes.is_empty();
+        let watched = |m: &&MetricEval| m.drift == Some(true) || (alerting && thresholds.significant_shift(&m.stats));
+        for m in s.metrics.iter().filter(watched) {
+            let (Some((b, _)), Some(registry_index)) =
+                (baseline.metric_for(s.key.as_str(), &m.name), registry.index_of(&m.name))
+            else {
+                continue;
+            };
+            out.push(Watch {
+                slice: s.key.clone(),
+                metric: m.name.clone(),
+                registry_index,
+                median: b.quartiles[1],
+                scale: outlier_scale(b.quartiles, b.std),
+                current_mean: m.stats.mean.unwrap_or(b.quartiles[1]),
+                window_start_secs: s.window_start_secs,
+            });
+        }
+    }
+    out
 }
 
 /// Runs blocking `work` every `every` (first run after one period for checkpoints, at once for evaluations is

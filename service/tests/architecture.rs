@@ -14,13 +14,13 @@ const LAYERS: &[&[&str]] = &[
     &["frame"],
     &["checkpoint"],
     &["http"],
-    &["api", "export"],
+    &["api", "export", "web"],
     &["alerts"],
     &["evaluate"],
-    &["store", "cameras"],
+    &["store", "cameras", "exemplars"],
     &["auth", "listen"],
     &["reload", "config", "telemetry"],
-    &["reject", "slice", "time", "fingerprint"],
+    &["reject", "slice", "time", "fingerprint", "charts"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -543,3 +543,47 @@ fn drift_html_report_escapes_paths_and_rules() {
     assert!(!dom.contains("<script") && !dom.contains("<b>"), "the browser made elements of a path");
     assert!(dom.contains("&lt;script&gt;alert(1)&lt;b&gt;/frame_"), "the browser shows the path as text");
 }
+
+#[test]
+fn baseline_build_exemplars_stores_typical_thumbnails_that_load_and_decode() {
+    let dir = scratch("cli-baseline-exemplars");
+    let out = dir.join("with-exemplars.json");
+    let o = framewatch(&[
+        "baseline",
+        "build",
+        "examples/train",
+        "--predictions",
+        "examples/train.jsonl",
+        "--exemplars",
+        "3",
+        "-o",
+        out.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).expect("baseline written");
+    let b = framewatch_metrics::Baseline::from_json(&text).expect("a baseline with exemplars loads");
+    let global = &b.exemplars["global"];
+    assert_eq!(global.len(), 3);
+    for e in global {
+        assert!(e.path.starts_with("frame_") && e.path.ends_with(".jpg"), "{}", e.path);
+        use base64::Engine as _;
+        let jpeg = base64::engine::general_purpose::STANDARD.decode(&e.jpeg_base64).expect("base64");
+        let mut img = framewatch_metrics::RgbImage::default();
+        framewatch_metrics::decode::decode_into(&jpeg, &Default::default(), &mut img).expect("a JPEG");
+        assert!(img.width.max(img.height) <= 160 && img.width > 0, "{}x{}", img.width, img.height);
+    }
+    // The statistics are those of a baseline built without exemplars; drift runs against it.
+    let plain = framewatch_metrics::Baseline::from_json(
+        &std::fs::read_to_string(build_baseline(&dir)).expect("plain baseline"),
+    )
+    .expect("loads");
+    assert_eq!(plain.metrics["brightness"].quartiles, b.metrics["brightness"].quartiles);
+    assert!(
+        plain.exemplars.is_empty()
+            && !std::fs::read_to_string(dir.join("baseline.json")).expect("r").contains("exemplars")
+    );
+    let o = framewatch(&["drift", "--baseline", out.to_str().expect("utf8"), "examples/night", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = framewatch(&["baseline", "build", "examples/train", "--exemplars", "17", "-o", "x.json"]);
+    assert_eq!(o.status.code(), Some(2), "more than 16 is a usage error: {}", stderr(&o));
+}

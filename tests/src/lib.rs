@@ -27,11 +27,16 @@ pub fn scratch(name: &str) -> PathBuf {
 /// parallel tests do not share one. `--dump-dom` prints the DOM after the page's load event.
 pub fn chromium(profile: &Path, page: &Path, args: &[&str]) -> std::process::Output {
     let page = page.canonicalize().expect("page path");
+    chromium_url(profile, &format!("file://{}", page.display()), args)
+}
+
+/// `chromium` on any URL (a page a service serves on loopback).
+pub fn chromium_url(profile: &Path, url: &str, args: &[&str]) -> std::process::Output {
     Command::new("chromium")
         .args(["--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run", "--mute-audio"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
-        .arg(format!("file://{}", page.display()))
+        .arg(url)
         .output()
         .expect("run chromium (apt-get install chromium; scripts/test installs it)")
 }
@@ -117,19 +122,31 @@ impl Drop for Proc {
 
 /// GET over HTTP/1.0 (no chunked encoding to undo): (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    http("GET", addr, path, None)
+    http("GET", addr, path, None, None)
+}
+
+/// `http_get` with an `authorization` header when given (e.g. `Bearer TOKEN`).
+pub fn http_get_with(addr: SocketAddr, path: &str, authorization: Option<&str>) -> Option<(u16, String)> {
+    http("GET", addr, path, None, authorization)
 }
 
 pub fn http_post_json(addr: SocketAddr, path: &str, body: &str) -> Option<(u16, String)> {
-    http("POST", addr, path, Some(body))
+    http("POST", addr, path, Some(body), None)
 }
 
-fn http(method: &str, addr: SocketAddr, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+fn http(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    body: Option<&str>,
+    authorization: Option<&str>,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let body = body.unwrap_or("");
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).ok()?;

@@ -71,12 +71,22 @@ pub struct AlertEngine {
     states: HashMap<(usize, SliceKey), Active>,
     /// Latest value of every model test per slice: (rule, slice) -> passing.
     tests: BTreeMap<(Arc<str>, SliceKey), bool>,
+    /// `server.external_url` without a trailing slash: events then link to their slice's page in the web view.
+    external_url: Option<String>,
 }
 
 impl AlertEngine {
     pub fn new(rules: Vec<Rule>) -> AlertEngine {
         let names = rules.iter().map(|r| Arc::from(r.config.name.as_str())).collect();
-        AlertEngine { rules, names, states: HashMap::new(), tests: BTreeMap::new() }
+        AlertEngine { rules, names, states: HashMap::new(), tests: BTreeMap::new(), external_url: None }
+    }
+
+    /// Events carry `exemplars_url`, the slice's page (exemplar frames, charts) under `url` (`server.external_url`;
+    /// empty: no link).
+    pub fn with_external_url(mut self, url: &str) -> AlertEngine {
+        let url = url.trim_end_matches('/');
+        self.external_url = (!url.is_empty()).then(|| url.to_string());
+        self
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -97,6 +107,10 @@ impl AlertEngine {
         }
         if a.evicted {
             annotations.insert("slice_state".into(), "evicted".into());
+        }
+        if let Some(base) = &self.external_url {
+            let link = format!("{base}/slice?key={}", crate::charts::url_encode(slice.as_str()));
+            annotations.insert("exemplars_url".into(), link);
         }
         AlertEvent {
             rule: self.names[ri].clone(),
@@ -357,6 +371,19 @@ mod tests {
         // The cause goes away: the alert resolves (hysteresis on the 0/1 value).
         let ev = e.step(&eval(0.0, 0.8, 200), &[], 70);
         assert_eq!((ev.len(), ev[0].phase, ev[0].labels["cause"].as_str()), (1, Phase::Resolved, "darker"));
+    }
+
+    #[test]
+    fn exemplars_url_links_the_slice_page_only_with_an_external_url() {
+        let plain = AlertEngine::new(vec![rule("psi", ">=", 0.25, None, 0, false)])
+            .step(&eval(0.5, 0.8, 200), &[], 0)
+            .remove(0);
+        assert!(!plain.annotations.contains_key("exemplars_url"), "{plain:?}");
+        let mut e = AlertEngine::new(vec![rule("psi", ">=", 0.25, None, 0, false)])
+            .with_external_url("https://fw.example.com/");
+        let ev = e.step(&eval(0.5, 0.8, 200), &[], 0).remove(0);
+        let want = format!("https://fw.example.com/slice?key={}", crate::charts::url_encode(ev.slice.as_str()));
+        assert_eq!(ev.annotations["exemplars_url"], want);
     }
 
     #[test]

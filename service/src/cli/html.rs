@@ -8,22 +8,18 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use framewatch_metrics::analysis::box_downscale;
 use framewatch_metrics::decode::decode_into;
 use framewatch_metrics::{Baseline, DecodeLimits, DriftReport, RgbImage, Verdict};
 
 use super::offline::InputFile;
 use super::report;
+use crate::charts::{Series, ThumbnailScratch, escape, fmt_num, histogram_svg, thumbnail_jpeg};
 
 /// Outlying frames listed per drifting metric.
 pub const OUTLIERS_PER_METRIC: usize = 5;
 /// Thumbnails embedded in one report, over all metrics: beyond it frames are listed without a picture, which keeps
 /// a report with many drifting metrics in the hundreds of kilobytes.
 pub const MAX_THUMBNAILS: usize = 40;
-/// Longest side of a thumbnail, pixels (at most; the downscale factor is an integer).
-pub const THUMBNAIL_SIDE: usize = 160;
-/// Equal-width bars per histogram chart.
-const CHART_BINS: usize = 40;
 
 /// What the report needs from the scoring pass besides the drift report: each frame's path and, per metric the
 /// baseline knows, every current value with the frame it came from.
@@ -49,22 +45,6 @@ impl FrameValues {
     }
 }
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The gate's outcome as the command computed it, for the verdict section.
 #[derive(Debug)]
 pub struct Gate<'a> {
@@ -86,16 +66,6 @@ fn outlier_score(v: f64, quartiles: [f64; 3], std: f64) -> f64 {
         1.0
     };
     (v - quartiles[1]).abs() / scale
-}
-
-fn fmt_num(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e9 {
-        format!("{x:.0}")
-    } else if x.abs() >= 100.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.4}")
-    }
 }
 
 /// Renders the whole page.
@@ -216,7 +186,13 @@ pub fn render(rep: &DriftReport, baseline: &Baseline, frames: &FrameValues, gate
             m.stats.psi,
             m.stats.ks_statistic
         );
-        chart(&mut h, b.layout.edges(), &b.histogram.counts, b.quartiles[1], values);
+        histogram_svg(
+            &mut h,
+            b.layout.edges(),
+            Series::Binned { counts: &b.histogram.counts, range: None },
+            Series::Values(values),
+            b.quartiles[1],
+        );
         h.push_str("</figure>\n");
     }
     h.push_str("</div>\n</section>\n");
@@ -226,95 +202,6 @@ pub fn render(rep: &DriftReport, baseline: &Baseline, frames: &FrameValues, gate
     h.push_str(&escape(framewatch_metrics::VERSION));
     h.push_str("</footer>\n</body>\n</html>\n");
     h
-}
-
-/// One inline SVG: the baseline's fine-bin counts spread over equal-width bars (each fine bin's count shared in
-/// proportion to its overlap), the current values counted directly, both as shares of their totals.
-fn chart(h: &mut String, edges: &[f64], counts: &[u32], median: f64, values: &[(u32, f64)]) {
-    let (w, ht, pad) = (360.0_f64, 120.0_f64, 4.0_f64);
-    let k = edges.len() - 1;
-    let mut lo = edges[0];
-    let mut hi = edges[k];
-    for &(_, v) in values {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
-    if hi <= lo {
-        (lo, hi) = (lo - 0.5, hi + 0.5);
-    }
-    let width = (hi - lo) / CHART_BINS as f64;
-    let bar_of = |v: f64| (((v - lo) / width) as usize).min(CHART_BINS - 1);
-    let mut base = [0.0_f64; CHART_BINS];
-    for i in 1..=k {
-        let c = f64::from(counts.get(i).copied().unwrap_or(0));
-        if c == 0.0 {
-            continue;
-        }
-        let (a, b) = (edges[i - 1], edges[i]);
-        let (first, last) = (bar_of(a), bar_of(b));
-        for (j, slot) in base.iter_mut().enumerate().take(last + 1).skip(first) {
-            let (s, e) = (lo + j as f64 * width, lo + (j + 1) as f64 * width);
-            let overlap = (b.min(e) - a.max(s)).max(0.0);
-            *slot += c * overlap / (b - a);
-        }
-    }
-    // The baseline maximum (bin K+1) and anything recorded in the tails sit at the range's ends.
-    base[bar_of(edges[k])] += f64::from(counts.get(k + 1).copied().unwrap_or(0));
-    base[0] += f64::from(counts.first().copied().unwrap_or(0));
-    base[CHART_BINS - 1] += f64::from(counts.get(k + 2).copied().unwrap_or(0));
-    let mut cur = [0.0_f64; CHART_BINS];
-    for &(_, v) in values {
-        cur[bar_of(v)] += 1.0;
-    }
-    let share = |a: &mut [f64; CHART_BINS]| {
-        let total: f64 = a.iter().sum();
-        if total > 0.0 {
-            a.iter_mut().for_each(|x| *x /= total);
-        }
-    };
-    share(&mut base);
-    share(&mut cur);
-    let top = base.iter().chain(&cur).copied().fold(0.0_f64, f64::max).max(1e-12);
-    let plot_h = ht - 18.0;
-    let bar_w = (w - 2.0 * pad) / CHART_BINS as f64;
-    let _ = write!(
-        h,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {ht}\" width=\"{w}\" height=\"{ht}\" role=\"img\">"
-    );
-    let _ = write!(h, "<line class=\"axis\" x1=\"{pad}\" y1=\"{plot_h}\" x2=\"{}\" y2=\"{plot_h}\"/>", w - pad);
-    for (series, class) in [(&base, "base"), (&cur, "cur")] {
-        let _ = write!(h, "<g class=\"{class}\">");
-        for (j, &s) in series.iter().enumerate() {
-            if s <= 0.0 {
-                continue;
-            }
-            let bh = (s / top * (plot_h - 4.0)).max(1.0);
-            let _ = write!(
-                h,
-                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\"><title>{:.1}% of {class} in [{}, {})</title></rect>",
-                pad + j as f64 * bar_w,
-                plot_h - bh,
-                (bar_w - 0.5).max(0.5),
-                bh,
-                s * 100.0,
-                fmt_num(lo + j as f64 * width),
-                fmt_num(lo + (j + 1) as f64 * width),
-                class = if class == "base" { "baseline" } else { "current" }
-            );
-        }
-        h.push_str("</g>");
-    }
-    let mx = pad + (median - lo) / (hi - lo) * (w - 2.0 * pad);
-    let _ = write!(h, "<line class=\"median\" x1=\"{mx:.1}\" y1=\"2\" x2=\"{mx:.1}\" y2=\"{plot_h}\"/>");
-    let _ = writeln!(
-        h,
-        "<text x=\"{pad}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text></svg>",
-        ht - 4.0,
-        fmt_num(lo),
-        w - pad,
-        ht - 4.0,
-        fmt_num(hi)
-    );
 }
 
 /// For each drifting metric, the frames furthest from its baseline median (in IQR units), with thumbnails up to
@@ -372,14 +259,14 @@ fn outliers(h: &mut String, rep: &DriftReport, baseline: &Baseline, frames: &Fra
     h.push_str("</section>\n");
 }
 
-/// Decodes frames again and re-encodes them small, counting against the report's cap.
+/// Decodes frames again and re-encodes them small, counting against the report's cap (`thumbnail`), or not
+/// (`make`, for `baseline build --exemplars`).
 #[derive(Debug, Default)]
-struct Thumbnailer {
+pub(super) struct Thumbnailer {
     made: usize,
     bytes: Vec<u8>,
     full: RgbImage,
-    small: RgbImage,
-    row_acc: Vec<u32>,
+    scratch: ThumbnailScratch,
 }
 
 impl Thumbnailer {
@@ -392,27 +279,15 @@ impl Thumbnailer {
         Some(self.make(path))
     }
 
-    fn make(&mut self, path: &Path) -> Result<String, String> {
+    /// The thumbnail as base64 JPEG, or why there is none.
+    pub(super) fn make(&mut self, path: &Path) -> Result<String, String> {
         let limits = DecodeLimits::default();
         self.bytes.clear();
         std::fs::File::open(path)
             .and_then(|f| f.take(limits.max_encoded_bytes as u64 + 1).read_to_end(&mut self.bytes))
             .map_err(|e| e.to_string())?;
         decode_into(&self.bytes, &limits, &mut self.full).map_err(|e| e.to_string())?;
-        let long = self.full.width.max(self.full.height);
-        let k = long.div_ceil(THUMBNAIL_SIDE).max(1);
-        box_downscale(&self.full, k, &mut self.small, &mut self.row_acc);
-        let (w, ht) = (self.small.width, self.small.height);
-        let (Ok(w16), Ok(h16)) = (u16::try_from(w), u16::try_from(ht)) else {
-            return Err(format!("thumbnail size {w}x{ht} out of range"));
-        };
-        if w == 0 || ht == 0 {
-            return Err("image too small for a thumbnail".into());
-        }
-        let mut jpeg = Vec::new();
-        jpeg_encoder::Encoder::new(&mut jpeg, 80)
-            .encode(&self.small.data, w16, h16, jpeg_encoder::ColorType::Rgb)
-            .map_err(|e| e.to_string())?;
+        let jpeg = thumbnail_jpeg(&self.full, &mut self.scratch).map_err(|e| e.to_string())?;
         Ok(base64::engine::general_purpose::STANDARD.encode(&jpeg))
     }
 }
@@ -420,12 +295,6 @@ impl Thumbnailer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escape_covers_markup_and_quotes() {
-        assert_eq!(escape("<script>a&'b\"</script>"), "&lt;script&gt;a&amp;&#39;b&quot;&lt;/script&gt;");
-        assert_eq!(escape("plain/path.jpg"), "plain/path.jpg");
-    }
 
     #[test]
     fn outlier_score_uses_iqr_then_std_then_units() {

@@ -190,6 +190,11 @@ pub struct BuildArgs {
     /// name (the predictions line's `labels`, e.g. `illumination`). Needs --slice-dimension.
     #[arg(long, value_name = "CONTEXT")]
     pub context: Option<String>,
+    /// Also store N typical frames per reference (the fleet's, and each --slice-dimension slice's) as JPEG
+    /// thumbnails of at most 160 px, for the service's web view to show next to live frames (0-16; at most 2000
+    /// in all; typical = closest to the reference's medians over all metrics, in IQR units).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=16))]
+    pub exemplars: u8,
 }
 
 #[derive(Debug, Args)]
@@ -363,12 +368,22 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let bar = progress(files.len());
     let mut reasons = BTreeMap::<&'static str, u64>::new();
+    // With --exemplars: every scored frame's values and slice, to pick the typical ones once medians are known.
+    let mut candidates: Vec<TrainingFrame> = Vec::new();
     score_files(&files, &preds, &registry, settings, threads(args.input.threads), |input, result| {
         bar.inc(1);
         match result {
             FrameResult::Scored { values, detections, .. } => {
                 let classes = detections.iter().map(|d| d.class_label.as_str());
                 let key = slice_key(args.slice_dimension.as_deref(), input);
+                if args.exemplars > 0 {
+                    candidates.push(TrainingFrame {
+                        path: input.path.clone(),
+                        relative: input.relative.clone(),
+                        slice: key.clone(),
+                        values: values.to_vec(),
+                    });
+                }
                 let keyed = key.as_deref().zip(context.as_ref()).and_then(|(k, spec)| {
                     let info = preds.frame_info(input);
                     let secs = info.and_then(|i| i.capture_secs).or_else(|| modified_secs(&input.path))?;
@@ -392,9 +407,13 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let source = args
         .source
         .unwrap_or_else(|| args.input.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "));
-    let baseline = builder
+    let mut baseline = builder
         .finish(now_rfc3339(), framewatch_metrics::VERSION.to_string(), source)
         .context("no frame could be scored, so there is no baseline to write")?;
+    if args.exemplars > 0 {
+        let names: Vec<&str> = registry.names().collect();
+        baseline.exemplars = typical_frames(&baseline, &names, &candidates, usize::from(args.exemplars));
+    }
     std::fs::write(&args.output, baseline.to_json() + "\n")
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     report::print_frame_summary(baseline.provenance.frames_scored, &reasons);
@@ -414,6 +433,76 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A scored training frame, kept by `baseline build --exemplars` until the typical ones are picked.
+#[derive(Debug)]
+struct TrainingFrame {
+    path: PathBuf,
+    relative: String,
+    /// Its `--slice-dimension` slice, if any.
+    slice: Option<String>,
+    values: Vec<Option<f64>>,
+}
+
+/// The `n` most typical frames of each reference (closest to its medians: the mean over metrics of the distance
+/// in IQR units), as thumbnails; frames that cannot be read again are skipped with a warning. At most
+/// `MAX_EXEMPLARS` in all.
+fn typical_frames(
+    baseline: &framewatch_metrics::Baseline,
+    names: &[&str],
+    frames: &[TrainingFrame],
+    n: usize,
+) -> BTreeMap<String, Vec<framewatch_metrics::baseline::BaselineExemplar>> {
+    use framewatch_metrics::baseline::{BaselineExemplar, MAX_EXEMPLARS};
+    let references = std::iter::once("global")
+        .chain(baseline.slices.keys().map(String::as_str).filter(|k| !k.contains(",context=")));
+    let mut out = BTreeMap::new();
+    let mut thumbs = html::Thumbnailer::default();
+    let mut total = 0;
+    for reference in references {
+        let distance = |values: &[Option<f64>]| {
+            let (mut sum, mut count) = (0.0, 0u32);
+            for (name, v) in names.iter().zip(values) {
+                let m = if reference == "global" {
+                    baseline.metrics.get(*name)
+                } else {
+                    baseline.metric_for(reference, name).map(|(m, _)| m)
+                };
+                if let (Some(m), Some(v)) = (m, v) {
+                    sum += (v - m.quartiles[1]).abs() / crate::exemplars::outlier_scale(m.quartiles, m.std);
+                    count += 1;
+                }
+            }
+            if count == 0 { f64::INFINITY } else { sum / f64::from(count) }
+        };
+        let mut ranked: Vec<(f64, &PathBuf, &String)> = frames
+            .iter()
+            .filter(|f| reference == "global" || f.slice.as_deref() == Some(reference))
+            .map(|f| (distance(&f.values), &f.path, &f.relative))
+            .collect();
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.2.cmp(b.2)));
+        let mut kept = Vec::new();
+        for (_, path, rel) in ranked {
+            if kept.len() >= n || total >= MAX_EXEMPLARS {
+                break;
+            }
+            match thumbs.make(path) {
+                Ok(jpeg_base64) => {
+                    kept.push(BaselineExemplar { path: rel.clone(), jpeg_base64 });
+                    total += 1;
+                }
+                Err(why) => eprintln!("no exemplar thumbnail for {}: {why}", path.display()),
+            }
+        }
+        if !kept.is_empty() {
+            out.insert(reference.to_string(), kept);
+        }
+    }
+    if total >= MAX_EXEMPLARS {
+        eprintln!("--exemplars: stopped at {MAX_EXEMPLARS} thumbnails in all");
+    }
+    out
 }
 
 /// `DIMENSION=<first sub-directory>` for a file found under a directory argument.

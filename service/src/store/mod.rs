@@ -354,6 +354,12 @@ impl WindowStore {
         Recorded::Yes { slices: n }
     }
 
+    /// The slice keys the last `record` counted its frame in (`slices` from its `Recorded::Yes`): where that
+    /// frame's exemplar thumbnail is filed.
+    pub fn last_keys(&self, slices: usize) -> &[String] {
+        &self.keys[..slices.min(self.keys.len())]
+    }
+
     /// Fills `pairs` with (previous, current) values of the frame's camera; returns the camera slice's position
     /// in `keys`. Without a camera slice every pair is NaN (no lag information: effective n = n).
     /// With a context the camera's slice is the one of its current context (`camera_id=X,context=V`): pairs are

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use framewatch_metrics::importance::MetricImportance;
 
 use super::{Outcome, Report};
-use crate::cli::html::escape;
+use crate::charts::escape;
 
 /// Metrics that get a "performance by metric" chart: the most important ones.
 const BUCKET_CHARTS: usize = 6;
