@@ -111,6 +111,12 @@ impl QueryService for StandIn {
     ) -> Result<Response<v1::ListMetricsResponse>, Status> {
         Err(Status::unimplemented("stand-in"))
     }
+    async fn get_exemplars(
+        &self,
+        _: Request<v1::GetExemplarsRequest>,
+    ) -> Result<Response<v1::GetExemplarsResponse>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
     type WatchAlertsStream = Pin<Box<dyn Stream<Item = Result<v1::AlertEvent, Status>> + Send>>;
     async fn watch_alerts(
         &self,
