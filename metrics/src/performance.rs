@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::prediction::{Detection, MAX_CLASS_LABEL_BYTES};
+use crate::prediction::{Detection, MAX_CLASS_LABEL_BYTES, normalised_box};
 
 /// One ground-truth object: a normalised box (like `Detection`'s) and its class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,10 +51,8 @@ pub fn validate_truth(truth: &[TruthBox], max_objects: usize) -> Result<(), Labe
     if truth.len() > max_objects {
         return Err(LabelError::TooMany { count: truth.len(), limit: max_objects });
     }
-    let unit = |v: f32| v.is_finite() && (0.0..=1.0).contains(&v);
     for (index, t) in truth.iter().enumerate() {
-        if !(unit(t.x_min) && unit(t.y_min) && unit(t.x_max) && unit(t.y_max)) || t.x_min > t.x_max || t.y_min > t.y_max
-        {
+        if !normalised_box(t.x_min, t.y_min, t.x_max, t.y_max) {
             let TruthBox { x_min, y_min, x_max, y_max, .. } = *t;
             return Err(LabelError::BadBox { index, x_min, y_min, x_max, y_max });
         }

@@ -67,23 +67,26 @@ impl Default for PredictionSettings {
     }
 }
 
+/// A share in [0, 1] (a normalised coordinate, a confidence, a probability); NaN and infinities are not.
+pub(crate) fn unit(v: f32) -> bool {
+    v.is_finite() && (0.0..=1.0).contains(&v)
+}
+
+/// A box normalised to the image: every side in [0, 1], min <= max.
+pub(crate) fn normalised_box(x_min: f32, y_min: f32, x_max: f32, y_max: f32) -> bool {
+    unit(x_min) && unit(y_min) && unit(x_max) && unit(y_max) && x_min <= x_max && y_min <= y_max
+}
+
 /// Checks every detection; the first problem found is returned.
 pub fn validate(dets: &[Detection], settings: &PredictionSettings) -> Result<(), PredictionError> {
     if dets.len() > settings.max_detections {
         return Err(PredictionError::TooMany { count: dets.len(), limit: settings.max_detections });
     }
-    let unit = |v: f32| v.is_finite() && (0.0..=1.0).contains(&v);
     for (index, d) in dets.iter().enumerate() {
         if !unit(d.confidence) {
             return Err(PredictionError::BadConfidence { index, value: d.confidence });
         }
-        let ok_box = unit(d.x_min)
-            && unit(d.y_min)
-            && unit(d.x_max)
-            && unit(d.y_max)
-            && d.x_min <= d.x_max
-            && d.y_min <= d.y_max;
-        if !ok_box {
+        if !normalised_box(d.x_min, d.y_min, d.x_max, d.y_max) {
             return Err(PredictionError::BadBox {
                 index,
                 x_min: d.x_min,

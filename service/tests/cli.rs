@@ -20,7 +20,13 @@ fn stderr(o: &Output) -> String {
 
 fn build_baseline(dir: &Path) -> PathBuf {
     let out = dir.join("baseline.json");
-    let o = framewatch(&[
+    build_baseline_with(&out, &[]);
+    out
+}
+
+/// `baseline build` of the example training frames into `out`, with `extra` arguments.
+fn build_baseline_with(out: &Path, extra: &[&str]) {
+    let mut args = vec![
         "baseline",
         "build",
         "examples/train",
@@ -28,10 +34,11 @@ fn build_baseline(dir: &Path) -> PathBuf {
         "examples/train.jsonl",
         "-o",
         out.to_str().expect("utf8"),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let o = framewatch(&args);
     assert!(o.status.success(), "baseline build failed: {}", stderr(&o));
     assert!(stderr(&o).contains("144 scored, 0 rejected"), "{}", stderr(&o));
-    out
 }
 
 #[test]
@@ -548,18 +555,7 @@ fn drift_html_report_escapes_paths_and_rules() {
 fn baseline_build_exemplars_stores_typical_thumbnails_that_load_and_decode() {
     let dir = scratch("cli-baseline-exemplars");
     let out = dir.join("with-exemplars.json");
-    let o = framewatch(&[
-        "baseline",
-        "build",
-        "examples/train",
-        "--predictions",
-        "examples/train.jsonl",
-        "--exemplars",
-        "3",
-        "-o",
-        out.to_str().expect("utf8"),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    build_baseline_with(&out, &["--exemplars", "3"]);
     let text = std::fs::read_to_string(&out).expect("baseline written");
     let b = framewatch_metrics::Baseline::from_json(&text).expect("a baseline with exemplars loads");
     let global = &b.exemplars["global"];

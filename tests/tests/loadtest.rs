@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
-use framewatch::config::Config;
 use framewatch::server::Service;
 use framewatch::time::SystemClock;
 use framewatch_e2e::{Broker, scratch};
+
+mod common;
+use common::short_windows;
 use framewatch_loadtest::{BaselineArgs, FleetArgs, KafkaArgs, RunArgs, baseline, run_grpc, run_kafka};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,28 +38,6 @@ async fn injected_drifts_are_detected_and_clean_cameras_stay_quiet() {
     }
     assert!(report.false_alarms.is_empty(), "false alarms: {:?}", report.false_alarms);
     svc.stop().await.expect("stop");
-}
-
-/// Windows shortened so a test takes seconds (production defaults are in framewatch.example.toml), default rules
-/// with `for` cut to 2 s.
-fn short_windows(b: std::path::PathBuf) -> Config {
-    let mut cfg = Config { baseline: Some(b), ..Config::default() };
-    cfg.server.grpc_addr = "127.0.0.1:0".parse().expect("addr");
-    cfg.server.http_addr = "127.0.0.1:0".parse().expect("addr");
-    cfg.server.shutdown_grace_secs = 2;
-    cfg.windows.length_secs = 20;
-    cfg.windows.step_secs = 2;
-    cfg.windows.allowed_lateness_secs = 10;
-    cfg.evaluation.interval_secs = 1.0;
-    cfg.alerts.default_rules = false;
-    cfg.alerts.rules = framewatch::alerts::default_rules()
-        .into_iter()
-        .map(|mut r| {
-            r.for_secs = r.for_secs.min(2);
-            r
-        })
-        .collect();
-    cfg
 }
 
 /// 30 s at 10 frames/s per camera, pools large enough for a quiet clean fleet.

@@ -17,6 +17,9 @@ use framewatch_loadtest::{BaselineArgs, FleetArgs, RunArgs, baseline, run_grpc};
 use framewatch_proto::v1::GetExemplarsRequest;
 use framewatch_proto::v1::query_service_client::QueryServiceClient;
 
+mod common;
+use common::short_windows;
+
 const QUERY: &str = "query-token-0123456789abcdef";
 const METRICS: &str = "metrics-token-0123456789abcdef";
 
@@ -47,28 +50,6 @@ fn with_training_frame(path: &Path) -> PathBuf {
     out
 }
 
-/// Camera slices, 20 s windows, an evaluation a second, the default rules with `for` cut to 2 s.
-fn short_windows(b: PathBuf) -> Config {
-    let mut cfg = Config { baseline: Some(b), ..Config::default() };
-    cfg.server.grpc_addr = "127.0.0.1:0".parse().expect("addr");
-    cfg.server.http_addr = "127.0.0.1:0".parse().expect("addr");
-    cfg.server.shutdown_grace_secs = 2;
-    cfg.slices.dimensions = vec!["camera_id".into()];
-    cfg.windows.length_secs = 20;
-    cfg.windows.step_secs = 2;
-    cfg.windows.allowed_lateness_secs = 10;
-    cfg.evaluation.interval_secs = 1.0;
-    cfg.alerts.default_rules = false;
-    cfg.alerts.rules = framewatch::alerts::default_rules()
-        .into_iter()
-        .map(|mut r| {
-            r.for_secs = r.for_secs.min(2);
-            r
-        })
-        .collect();
-    cfg
-}
-
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -82,6 +63,7 @@ async fn web_view_in_chromium_shows_ranked_slices_the_alert_with_its_cause_chart
     let dir = scratch("webview");
     let fleet = FleetArgs { cameras: 3, width: 320, height: 180, seed: 11 };
     let mut cfg = short_windows(with_training_frame(&fleet_baseline(&dir, &fleet).await));
+    cfg.slices.dimensions = vec!["camera_id".into()];
     cfg.server.external_url = "https://framewatch.example.test/".into();
     let svc = Service::start(cfg, Arc::new(SystemClock)).await.expect("service");
     let load = tokio::spawn(run_grpc(RunArgs {

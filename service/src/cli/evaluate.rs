@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use framewatch_metrics::importance::{ImportanceFrame, ImportanceSettings, MetricImportance, metric_importance};
 use framewatch_metrics::performance::{
-    LabelledFrame, Performance, PerformanceSettings, PerformanceTest, TruthBox, evaluate,
+    Counts, LabelledFrame, Performance, PerformanceSettings, PerformanceTest, TruthBox, evaluate,
 };
 use framewatch_metrics::predicate::Predicate;
 use framewatch_metrics::{Detection, MetricRegistry, PredictionSettings, ScoreSettings};
@@ -319,6 +319,21 @@ fn num(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
 }
 
+/// A row's figures as both reports show them: mAP@0.5, mAP@[.5:.95], precision, recall, F1 ("-" where undefined).
+fn figures(map50: Option<f64>, map50_95: Option<f64>, counts: Option<&Counts>) -> [String; 5] {
+    [
+        num(map50),
+        num(map50_95),
+        num(counts.and_then(Counts::precision)),
+        num(counts.and_then(Counts::recall)),
+        num(counts.and_then(Counts::f1)),
+    ]
+}
+
+fn slice_figures(p: Option<&Performance>) -> [String; 5] {
+    figures(p.and_then(|p| p.map50), p.and_then(|p| p.map50_95), p.map(|p| &p.counts))
+}
+
 fn print_report(r: &Report, min_labelled: u64, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
@@ -336,18 +351,11 @@ fn print_report(r: &Report, min_labelled: u64, out: &mut impl Write) -> std::io:
         "slice", "frames", "labelled", "map50", "map50_95", "precision", "recall", "f1"
     )?;
     for s in &r.slices {
-        let p = s.performance.as_ref();
+        let [m50, m5095, precision, recall, f1] = slice_figures(s.performance.as_ref());
         writeln!(
             out,
-            "{:<32} {:>8} {:>8} {:>7} {:>8} {:>9} {:>7} {:>7}",
-            s.slice,
-            s.frames,
-            s.labelled_frames,
-            num(p.and_then(|p| p.map50)),
-            num(p.and_then(|p| p.map50_95)),
-            num(p.and_then(|p| p.counts.precision())),
-            num(p.and_then(|p| p.counts.recall())),
-            num(p.and_then(|p| p.counts.f1())),
+            "{:<32} {:>8} {:>8} {m50:>7} {m5095:>8} {precision:>9} {recall:>7} {f1:>7}",
+            s.slice, s.frames, s.labelled_frames,
         )?;
     }
     if let Some(p) = r.slices.first().and_then(|s| s.performance.as_ref()) {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use framewatch_metrics::importance::MetricImportance;
 
-use super::{Outcome, Report};
+use super::{Outcome, Report, figures, num, slice_figures};
 use crate::charts::escape;
 
 /// Metrics that get a "performance by metric" chart: the most important ones.
@@ -17,10 +17,6 @@ svg .pos { fill: #2f7d4f; } svg .neg { fill: #c0392b; } svg .bucket { fill: #5b8
 td.outcome.fail { color: #9b1c14; font-weight: 700; } td.outcome.pass { color: #17603a; font-weight: 700; }
 td.outcome.no_verdict { color: #8a929c; }
 ";
-
-fn num(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
-}
 
 /// A bucket bound in four significant digits at most, to fit under its bar.
 fn short(v: f64) -> String {
@@ -89,20 +85,15 @@ pub fn render(r: &Report, min_labelled: u64) -> String {
          <th>labelled</th><th>mAP@0.5</th><th>mAP@[.5:.95]</th><th>precision</th><th>recall</th><th>F1</th></tr>\n",
     );
     for s in &r.slices {
-        let p = s.performance.as_ref();
+        let [m50, m5095, precision, recall, f1] = slice_figures(s.performance.as_ref());
         let _ = writeln!(
             h,
-            "<tr data-slice=\"{0}\"{1}><td>{0}</td><td>{2}</td><td>{3}</td><td class=\"map50\">{4}</td><td>{5}</td>\
-             <td>{6}</td><td>{7}</td><td>{8}</td></tr>",
+            "<tr data-slice=\"{0}\"{1}><td>{0}</td><td>{2}</td><td>{3}</td><td class=\"map50\">{m50}</td>\
+             <td>{m5095}</td><td>{precision}</td><td>{recall}</td><td>{f1}</td></tr>",
             escape(&s.slice),
-            if p.is_none() { " class=\"few\"" } else { "" },
+            if s.performance.is_none() { " class=\"few\"" } else { "" },
             s.frames,
             s.labelled_frames,
-            num(p.and_then(|p| p.map50)),
-            num(p.and_then(|p| p.map50_95)),
-            num(p.and_then(|p| p.counts.precision())),
-            num(p.and_then(|p| p.counts.recall())),
-            num(p.and_then(|p| p.counts.f1())),
         );
     }
     h.push_str("</table></section>\n");
@@ -113,17 +104,8 @@ pub fn render(r: &Report, min_labelled: u64) -> String {
              <th>AP@0.5</th><th>AP@[.5:.95]</th><th>precision</th><th>recall</th><th>F1</th></tr>\n",
         );
         for (c, cp) in &p.classes {
-            let _ = writeln!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(c),
-                cp.truths,
-                num(cp.ap50),
-                num(cp.ap50_95),
-                num(cp.counts.precision()),
-                num(cp.counts.recall()),
-                num(cp.counts.f1())
-            );
+            let cells = figures(cp.ap50, cp.ap50_95, Some(&cp.counts)).map(|f| format!("<td>{f}</td>")).concat();
+            let _ = writeln!(h, "<tr><td>{}</td><td>{}</td>{cells}</tr>", escape(c), cp.truths);
         }
         h.push_str("</table></section>\n");
     }
