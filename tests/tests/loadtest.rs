@@ -9,8 +9,8 @@ use framewatch::time::SystemClock;
 use framewatch_e2e::{Broker, scratch};
 
 mod common;
-use common::short_windows;
-use framewatch_loadtest::{BaselineArgs, FleetArgs, KafkaArgs, RunArgs, baseline, run_grpc, run_kafka};
+use common::{fleet_baseline, short_windows};
+use framewatch_loadtest::{FleetArgs, KafkaArgs, RunArgs, run_grpc, run_kafka};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_drifts_are_detected_and_clean_cameras_stay_quiet() {
@@ -55,16 +55,6 @@ fn thirty_seconds(fleet: FleetArgs, grpc: std::net::SocketAddr, drifts: &[&str])
         hold_out: 0,
         json: true,
     }
-}
-
-async fn fleet_baseline(dir: &std::path::Path, fleet: &FleetArgs) -> std::path::PathBuf {
-    let b = dir.join("fleet.json");
-    let (f, out) = (fleet.clone(), b.clone());
-    tokio::task::spawn_blocking(move || baseline(BaselineArgs { fleet: f, frames: 256, output: out }))
-        .await
-        .expect("join")
-        .expect("baseline");
-    b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

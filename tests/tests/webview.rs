@@ -13,25 +13,15 @@ use framewatch::config::Config;
 use framewatch::server::Service;
 use framewatch::time::SystemClock;
 use framewatch_e2e::{between, chromium_url, http_get, root, scratch, wait_for_async};
-use framewatch_loadtest::{BaselineArgs, FleetArgs, RunArgs, baseline, run_grpc};
+use framewatch_loadtest::{FleetArgs, RunArgs, run_grpc};
 use framewatch_proto::v1::GetExemplarsRequest;
 use framewatch_proto::v1::query_service_client::QueryServiceClient;
 
 mod common;
-use common::short_windows;
+use common::{fleet_baseline, short_windows};
 
 const QUERY: &str = "query-token-0123456789abcdef";
 const METRICS: &str = "metrics-token-0123456789abcdef";
-
-async fn fleet_baseline(dir: &Path, fleet: &FleetArgs) -> PathBuf {
-    let b = dir.join("fleet.json");
-    let (f, out) = (fleet.clone(), b.clone());
-    tokio::task::spawn_blocking(move || baseline(BaselineArgs { fleet: f, frames: 256, output: out }))
-        .await
-        .expect("join")
-        .expect("baseline");
-    b
-}
 
 /// The baseline with one typical training frame for the fleet (what `baseline build --exemplars 1` stores; the
 /// synthetic fleet's baseline is built by the load tester, without pictures): an example image, as a thumbnail.
