@@ -46,6 +46,8 @@ pub enum Denied {
 }
 
 impl Denied {
+    pub const ALL: [Denied; 3] = [Denied::MissingToken, Denied::UnknownToken, Denied::WrongRole];
+
     pub fn reason(self) -> &'static str {
         match self {
             Denied::MissingToken => "missing_token",
@@ -167,6 +169,16 @@ impl Auth {
              (missing_token, unknown_token, wrong_role)",
             failures.clone(),
         );
+        // Every (listener, role) pair the server checks, at 0 for every reason, so a rate() over refusals has a
+        // zero to start from (gRPC serves ingest and query; HTTP /metrics and the web view).
+        for (listener, role) in
+            [("grpc", Role::Ingest), ("grpc", Role::Query), ("http", Role::Metrics), ("http", Role::Query)]
+        {
+            for d in Denied::ALL {
+                let _ =
+                    failures.get_or_create(&[("listener", listener), ("role", role.as_str()), ("reason", d.reason())]);
+            }
+        }
         Auth { tokens, failures }
     }
 

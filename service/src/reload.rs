@@ -70,6 +70,10 @@ pub fn watch<T: Send + Sync + 'static>(
     telemetry: ReloadTelemetry,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
+    for result in ["ok", "error"] {
+        // At 0 from the start for a watched file, so a rate() over reloads has a zero to start from.
+        let _ = telemetry.reloads.get_or_create(&[("file", file), ("result", result)]);
+    }
     tokio::spawn(async move {
         let mut last = stamp(&paths);
         let mut tick = tokio::time::interval(every);

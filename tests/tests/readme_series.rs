@@ -192,12 +192,26 @@ async fn the_readme_lists_every_exported_series_family_with_its_type_labels_and_
         ready.then_some(())
     })
     .await;
+    // Counters with known label values are at 0 before their first event, so rate() has a zero to start from.
+    let (_, first) = scrape(http, &tls, Some(METRICS_TOKEN)).await;
+    for zero in [
+        "framewatch_auth_failures_total{listener=\"grpc\",role=\"ingest\",reason=\"missing_token\"} 0",
+        "framewatch_auth_failures_total{listener=\"http\",role=\"metrics\",reason=\"wrong_role\"} 0",
+        "framewatch_reloads_total{file=\"tokens\",result=\"ok\"} 0",
+        "framewatch_reloads_total{file=\"tls_http\",result=\"error\"} 0",
+        "framewatch_webhook_deliveries_total{result=\"ok\"} 0",
+    ] {
+        assert!(first.contains(zero), "{zero} missing from\n{first}");
+    }
     // A refused scrape, a re-read tokens file; the partition's offsets committed and its lag reported (librdkafka's
     // statistics, every 5 s) while the broker is up; and then the broker gone (librdkafka reports client errors).
     assert_eq!(scrape(http, &tls, None).await.0, 401);
     std::fs::write(&tokens, format!("# rewritten\nmetrics {METRICS_TOKEN}\n")).expect("rewrite tokens");
-    let before_the_broker_goes =
-        ["framewatch_reloads_total{", "framewatch_kafka_committed_offset{", "framewatch_kafka_consumer_lag{"];
+    let before_the_broker_goes = [
+        "framewatch_reloads_total{file=\"tokens\",result=\"ok\"} 1",
+        "framewatch_kafka_committed_offset{",
+        "framewatch_kafka_consumer_lag{",
+    ];
     wait_for_async("the tokens file re-read, an offset committed and the lag reported", LIMIT, async || {
         let text = scrape(http, &tls, Some(METRICS_TOKEN)).await.1;
         before_the_broker_goes.iter().all(|s| text.contains(s)).then_some(())

@@ -459,6 +459,9 @@ impl Webhook {
             // Every reason is exported from the start, so a rate() over it has a zero to start from.
             let _ = failures.get_or_create(&[("reason", reason.as_str())]);
         }
+        for result in ["ok", "failed"] {
+            let _ = results.get_or_create(&[("result", result)]);
+        }
         let delivery = Delivery {
             client,
             uri,
