@@ -222,18 +222,17 @@ async fn the_readme_lists_every_exported_series_family_with_its_type_labels_and_
     // Every listed family appears once its first event happened; past the limit, the difference is reported.
     let listed: BTreeSet<String> = table.keys().cloned().collect();
     let started = Instant::now();
-    let (exposition, exported) = loop {
+    // Past LIMIT the last scrape is judged anyway, so a failure names the families that differ.
+    let (exposition, exported) = wait_for_async("every listed family exported", LIMIT * 2, async || {
         let (status, text) = scrape(http, &tls, Some(METRICS_TOKEN)).await;
         assert_eq!(status, 200, "{text}");
         let exported = exported_families(&text);
         let names: BTreeSet<String> = exported.keys().cloned().collect();
-        if names.is_superset(&listed) || started.elapsed() > LIMIT {
-            // The last scrape stays in the scratch directory for a failure's diagnosis.
-            let _ = std::fs::write(dir.join("metrics.txt"), &text);
-            break (text, exported);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        (names.is_superset(&listed) || started.elapsed() > LIMIT).then_some((text, exported))
+    })
+    .await;
+    // The last scrape stays in the scratch directory for a failure's diagnosis.
+    let _ = std::fs::write(dir.join("metrics.txt"), &exposition);
     let names: BTreeSet<String> = exported.keys().cloned().collect();
     let unlisted: Vec<_> = names.difference(&listed).collect();
     let missing: Vec<_> = listed.difference(&names).collect();

@@ -91,15 +91,12 @@ async fn web_view_in_chromium_shows_ranked_slices_the_alert_with_its_cause_chart
     // Exemplars of the drifting brightness, over gRPC: JPEGs that decode, from cam-2, the extreme ones first.
     let mut query = QueryServiceClient::connect(format!("http://{}", svc.grpc_addr)).await.expect("connect");
     let request = || GetExemplarsRequest { slice: "camera_id=cam-2".into(), metric: "brightness".into() };
-    let mut got = Vec::new();
-    for _ in 0..100 {
-        got = query.get_exemplars(request()).await.expect("GetExemplars").into_inner().exemplars;
-        if got.iter().any(|e| e.kind == "extreme") && got.iter().any(|e| e.kind == "typical") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(got.iter().any(|e| e.kind == "extreme") && got.iter().any(|e| e.kind == "typical"), "{got:?}");
+    let got =
+        wait_for_async("extreme and typical exemplars of cam-2's brightness", Duration::from_secs(20), async || {
+            let got = query.get_exemplars(request()).await.expect("GetExemplars").into_inner().exemplars;
+            (got.iter().any(|e| e.kind == "extreme") && got.iter().any(|e| e.kind == "typical")).then_some(got)
+        })
+        .await;
     for e in &got {
         assert_eq!(e.camera_id, "cam-2");
         let mut img = framewatch_metrics::RgbImage::default();
