@@ -153,6 +153,21 @@ fn refuse(s: &HttpState, headers: &axum::http::HeaderMap, role: Role) -> Option<
     Some((status, challenge, format!("{}\n", d.message(role))).into_response())
 }
 
+type QueryString<T> = Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>;
+
+/// A web-view request's preamble: the `query` role's token, then its query string (`usage` when it does not parse).
+fn query_request<T>(
+    s: &HttpState,
+    headers: &axum::http::HeaderMap,
+    query: QueryString<T>,
+    usage: &'static str,
+) -> Result<T, Box<axum::response::Response>> {
+    if let Some(refused) = refuse(s, headers, Role::Query) {
+        return Err(Box::new(refused));
+    }
+    query.map(|axum::extract::Query(q)| q).map_err(|_| Box::new((StatusCode::BAD_REQUEST, usage).into_response()))
+}
+
 fn html(body: String) -> axum::response::Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], body)
         .into_response()
@@ -186,13 +201,11 @@ struct SliceQuery {
 async fn slice_page(
     State(s): State<HttpState>,
     headers: axum::http::HeaderMap,
-    query: Result<axum::extract::Query<SliceQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryString<SliceQuery>,
 ) -> axum::response::Response {
-    if let Some(refused) = refuse(&s, &headers, Role::Query) {
-        return refused;
-    }
-    let Ok(axum::extract::Query(q)) = query else {
-        return (StatusCode::BAD_REQUEST, "use /slice?key=SLICE (e.g. key=camera_id%3Dcam-1)\n").into_response();
+    let q = match query_request(&s, &headers, query, "use /slice?key=SLICE (e.g. key=camera_id%3Dcam-1)\n") {
+        Ok(q) => q,
+        Err(refused) => return *refused,
     };
     let Some(web) = s.web.clone() else { return not_found("no web view\n".into()) };
     let key = q.key.clone();
@@ -212,13 +225,11 @@ struct ExemplarQuery {
 async fn exemplar_list(
     State(s): State<HttpState>,
     headers: axum::http::HeaderMap,
-    query: Result<axum::extract::Query<ExemplarQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryString<ExemplarQuery>,
 ) -> axum::response::Response {
-    if let Some(refused) = refuse(&s, &headers, Role::Query) {
-        return refused;
-    }
-    let Ok(axum::extract::Query(q)) = query else {
-        return (StatusCode::BAD_REQUEST, "use /exemplars?slice=SLICE&metric=METRIC\n").into_response();
+    let q = match query_request(&s, &headers, query, "use /exemplars?slice=SLICE&metric=METRIC\n") {
+        Ok(q) => q,
+        Err(refused) => return *refused,
     };
     let kept = s.web.as_ref().and_then(|w| w.exemplars.as_ref()).map(|x| x.exemplars(&q.slice, &q.metric));
     let list: Vec<serde_json::Value> = kept
@@ -269,13 +280,11 @@ struct TrainingQuery {
 async fn training_jpeg(
     State(s): State<HttpState>,
     headers: axum::http::HeaderMap,
-    query: Result<axum::extract::Query<TrainingQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryString<TrainingQuery>,
 ) -> axum::response::Response {
-    if let Some(refused) = refuse(&s, &headers, Role::Query) {
-        return refused;
-    }
-    let Ok(axum::extract::Query(q)) = query else {
-        return (StatusCode::BAD_REQUEST, "use /training?slice=SLICE&i=N\n").into_response();
+    let q = match query_request(&s, &headers, query, "use /training?slice=SLICE&i=N\n") {
+        Ok(q) => q,
+        Err(refused) => return *refused,
     };
     match s.web.as_ref().and_then(|w| w.training_jpeg(&q.slice, q.i)) {
         Some(bytes) => jpeg(bytes),
