@@ -200,6 +200,8 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<BenchReport> {
         stride: 1,
         hold_out: 0,
         json: false,
+        labels_share: 0.0,
+        labels_delay_secs: 5.0,
     };
     eprintln!(
         "fault matrix: {} cameras stream {} frames of {} at {} fps for {duration} s; faults at {} s",

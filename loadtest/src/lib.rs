@@ -148,6 +148,13 @@ pub struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Ground truth: this share of synthetic frames carries a frame_id, and their labels (the synthetic scene's
+    /// objects) are sent by `SendLabels` `--labels-delay-secs` later, as a reviewer's would be. 0: no labels.
+    #[arg(long, default_value_t = 0.0)]
+    pub labels_share: f64,
+    /// Seconds between a labelled frame and its labels.
+    #[arg(long, default_value_t = 5.0)]
+    pub labels_delay_secs: f64,
 }
 
 #[derive(Debug, Args)]
@@ -298,7 +305,8 @@ pub fn baseline_clip(args: &BaselineArgs, range: &ClipRange) -> anyhow::Result<(
 }
 
 /// One pre-built frame: its content and detections.
-type Pooled = (v1::frame::Content, Vec<v1::Detection>);
+/// A pooled frame: its content, the model's detections and the ground truth (the scene's objects).
+type Pooled = (v1::frame::Content, Vec<v1::Detection>, Vec<v1::LabelBox>);
 
 fn synth_pool(cam: &mut Camera, n: usize, stride: usize, prescored: bool, scorer: &mut Option<Scorer>) -> Vec<Pooled> {
     let mut buf = Vec::new();
@@ -308,6 +316,17 @@ fn synth_pool(cam: &mut Camera, n: usize, stride: usize, prescored: bool, scorer
                 cam.next_frame(&mut buf);
             }
             let dets = cam.next_frame(&mut buf);
+            let truth: Vec<v1::LabelBox> = cam
+                .truth()
+                .iter()
+                .map(|o| v1::LabelBox {
+                    x_min: o.x_min,
+                    y_min: o.y_min,
+                    x_max: o.x_max,
+                    y_max: o.y_max,
+                    class_label: o.class.to_string(),
+                })
+                .collect();
             let content = if prescored {
                 // the edge scores locally and sends numbers
                 let s = scorer.as_mut().map(|s| {
@@ -333,9 +352,59 @@ fn synth_pool(cam: &mut Camera, n: usize, stride: usize, prescored: bool, scorer
             } else {
                 v1::frame::Content::EncodedImage(buf.clone())
             };
-            (content, to_proto(&dets))
+            (content, to_proto(&dets), truth)
         })
         .collect()
+}
+
+/// Whether frame `k` of camera `i` is one a reviewer labels: a fixed hash of both, so runs repeat.
+fn labelled(i: usize, k: usize, share: f64) -> bool {
+    let h = (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    (h >> 11) as f64 / (1u64 << 53) as f64 <= share
+}
+
+/// Sends labels when they fall due, over one `SendLabels` stream, and counts the acknowledgements.
+#[derive(Debug, Default)]
+struct LabelCounters {
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    /// Labels not sent because the queue in front of the stream was full (the client's own bound).
+    skipped: AtomicU64,
+    reasons: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+fn start_labels(
+    target: String,
+    counters: Arc<LabelCounters>,
+) -> (tokio::sync::mpsc::Sender<(Instant, v1::FrameLabels)>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let (tx, mut due) = tokio::sync::mpsc::channel::<(Instant, v1::FrameLabels)>(16_384);
+    let task = tokio::spawn(async move {
+        let mut client = IngestServiceClient::connect(target).await?;
+        let (out, rx) = tokio::sync::mpsc::channel::<v1::FrameLabels>(256);
+        let c = counters.clone();
+        let feeder = tokio::spawn(async move {
+            // Due times rise with send times: a queue in send order is a queue in due order.
+            while let Some((at, labels)) = due.recv().await {
+                tokio::time::sleep_until(at.into()).await;
+                if out.send(labels).await.is_err() {
+                    break;
+                }
+                c.sent.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let mut acks = client.send_labels(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+        while let Some(a) = acks.message().await? {
+            if a.accepted {
+                counters.accepted.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let mut r = counters.reasons.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                *r.entry(a.reason).or_default() += 1;
+            }
+        }
+        feeder.await?;
+        anyhow::Ok(())
+    });
+    (tx, task)
 }
 
 fn s_names() -> Vec<&'static str> {
@@ -423,6 +492,12 @@ pub struct Report {
     pub false_alarms: Vec<String>,
     /// Every alert state change seen during the run, in order.
     pub alerts: Vec<AlertRecord>,
+    /// Ground truth sent (`--labels-share`), accepted (joined, replaced or held), and refused by reason.
+    pub labels_sent: u64,
+    pub labels_accepted: u64,
+    pub labels_rejected_by_reason: BTreeMap<String, u64>,
+    /// Labels the client did not send because its own queue was full.
+    pub labels_skipped: u64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -562,6 +637,10 @@ pub(crate) async fn run_load(
     });
 
     let counters = Arc::new(Counters::default());
+    let label_counters = Arc::new(LabelCounters::default());
+    let labels = (args.labels_share > 0.0 && playbacks.iter().all(Option::is_none) && images.is_empty())
+        .then(|| start_labels(args.target.clone(), label_counters.clone()));
+    let labels_delay = Duration::from_secs_f64(args.labels_delay_secs.max(0.0));
     let reasons: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
     let deadline = started + Duration::from_secs(args.duration);
@@ -577,6 +656,8 @@ pub(crate) async fn run_load(
         let seed = args.fleet.seed * 1000 + i as u64;
         let mut playback = playbacks[i].take();
         let kafka = kafka.clone();
+        let labels_tx = labels.as_ref().map(|(tx, _)| tx.clone());
+        let (label_counters, labels_share) = (label_counters.clone(), args.labels_share);
         tasks.push(tokio::spawn(async move {
             let make_pool = move |mut cam: Camera, drifts: Vec<Drift>| {
                 tokio::task::spawn_blocking(move || {
@@ -634,6 +715,7 @@ pub(crate) async fn run_load(
                     }
                 }
                 let day_s = daylight_elapsed(&my_drifts[..applied], started.elapsed());
+                let mut frame_id = String::new();
                 let (content, detections) = if let Some(p) = playback.as_mut() {
                     let frame = if p.is_heavy(&active) {
                         let (mut owned, kinds, kk) = (playback.take().context("playback")?, active.clone(), k);
@@ -655,7 +737,15 @@ pub(crate) async fn run_load(
                     (v1::frame::Content::EncodedImage(images[(k + i) % images.len()].clone()), Vec::new())
                 } else {
                     let (_, pool) = synthetic.as_ref().context("synthetic pool")?;
-                    let (content, dets) = pool[k % pool.len()].clone();
+                    let (content, dets, truth) = pool[k % pool.len()].clone();
+                    if let Some(tx) = labels_tx.as_ref().filter(|_| labelled(i, k, labels_share)) {
+                        frame_id = format!("{}/{k}", camera_name(i));
+                        let labels =
+                            v1::FrameLabels { frame_id: frame_id.clone(), no_objects: truth.is_empty(), boxes: truth };
+                        if tx.try_send((Instant::now() + labels_delay, labels)).is_err() {
+                            label_counters.skipped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     match content {
                         v1::frame::Content::EncodedImage(bytes)
                             if active.iter().any(|d| matches!(d, Drift::Daylight(_))) =>
@@ -690,6 +780,7 @@ pub(crate) async fn run_load(
                     content: Some(content),
                     detections,
                     model_version: "loadtest".into(),
+                    frame_id: std::mem::take(&mut frame_id),
                 };
                 match (&tx, &kafka) {
                     (Some(tx), _) => {
@@ -725,6 +816,11 @@ pub(crate) async fn run_load(
         t.await??;
     }
     let mut elapsed = started.elapsed().as_secs_f64();
+    // The last labels fall due up to --labels-delay-secs after the last frame.
+    if let Some((tx, task)) = labels {
+        drop(tx);
+        task.await??;
+    }
     if let (Some(k), Some(progress)) = (&kafka, kafka_progress) {
         let outcome = k.finish(started, progress).await?;
         elapsed = outcome.caught_up_after_s;
@@ -784,6 +880,10 @@ pub(crate) async fn run_load(
         drifts: drift_results,
         false_alarms,
         alerts,
+        labels_sent: label_counters.sent.load(Ordering::Relaxed),
+        labels_accepted: label_counters.accepted.load(Ordering::Relaxed),
+        labels_rejected_by_reason: label_counters.reasons.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone(),
+        labels_skipped: label_counters.skipped.load(Ordering::Relaxed),
     };
     if !print {
         return Ok(report);

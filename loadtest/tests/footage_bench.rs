@@ -86,6 +86,13 @@ impl IngestService for StandIn {
     async fn send_frame(&self, _: Request<v1::Frame>) -> Result<Response<v1::Ack>, Status> {
         Err(Status::unimplemented("stand-in"))
     }
+    type SendLabelsStream = Pin<Box<dyn Stream<Item = Result<v1::Ack, Status>> + Send>>;
+    async fn send_labels(
+        &self,
+        _: Request<Streaming<v1::FrameLabels>>,
+    ) -> Result<Response<Self::SendLabelsStream>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
 }
 
 #[tonic::async_trait]
@@ -115,6 +122,12 @@ impl QueryService for StandIn {
         &self,
         _: Request<v1::GetExemplarsRequest>,
     ) -> Result<Response<v1::GetExemplarsResponse>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn get_metric_importance(
+        &self,
+        _: Request<v1::GetMetricImportanceRequest>,
+    ) -> Result<Response<v1::GetMetricImportanceResponse>, Status> {
         Err(Status::unimplemented("stand-in"))
     }
     type WatchAlertsStream = Pin<Box<dyn Stream<Item = Result<v1::AlertEvent, Status>> + Send>>;

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::performance::{Counts, LabelledFrame, PerformanceSettings, evaluate};
+use crate::performance::{Counts, FrameMatch, LabelledFrame, PerformanceSettings, match_frame, summarize};
 
 /// 1-based ranks, ties sharing their average rank (scipy's `rankdata(method="average")`). NaN is not expected:
 /// callers pass metric values, which are finite.
@@ -162,11 +162,34 @@ pub fn metric_importance(
     performance: &PerformanceSettings,
     settings: &ImportanceSettings,
 ) -> Vec<MetricImportance> {
-    let labelled: Vec<(usize, LabelledFrame<'_>)> =
-        frames.iter().enumerate().filter_map(|(i, f)| f.labelled.map(|l| (i, l))).collect();
-    let only: Vec<LabelledFrame<'_>> = labelled.iter().map(|(_, l)| *l).collect();
-    let (_, per_frame) = evaluate(&only, performance);
-    let f1: Vec<Option<f64>> = per_frame.iter().map(Counts::f1).collect();
+    let matches: Vec<Option<FrameMatch>> =
+        frames.iter().map(|f| f.labelled.map(|l| match_frame(&l, performance))).collect();
+    let matched: Vec<MatchedFrame<'_>> = frames
+        .iter()
+        .zip(&matches)
+        .map(|(f, m)| MatchedFrame { values: f.values, confidence_mean: f.confidence_mean, matched: m.as_ref() })
+        .collect();
+    matched_importance(metrics, &matched, settings)
+}
+
+/// One frame as `matched_importance` sees it: like `ImportanceFrame`, with the labelled frame already matched (what
+/// a streaming window keeps).
+#[derive(Debug, Clone, Copy)]
+pub struct MatchedFrame<'a> {
+    pub values: &'a [Option<f64>],
+    pub confidence_mean: Option<f64>,
+    pub matched: Option<&'a FrameMatch>,
+}
+
+/// `metric_importance` over frames whose detections are already matched to their labels.
+pub fn matched_importance(
+    metrics: &[&str],
+    frames: &[MatchedFrame<'_>],
+    settings: &ImportanceSettings,
+) -> Vec<MetricImportance> {
+    let labelled: Vec<(usize, &FrameMatch)> =
+        frames.iter().enumerate().filter_map(|(i, f)| f.matched.map(|m| (i, m))).collect();
+    let f1: Vec<Option<f64>> = labelled.iter().map(|(_, m)| m.counts().f1()).collect();
     let mut out = Vec::with_capacity(metrics.len());
     let (mut x, mut y, mut members) = (Vec::new(), Vec::new(), Vec::new());
     for (mi, &name) in metrics.iter().enumerate() {
@@ -193,19 +216,18 @@ pub fn metric_importance(
         let (confidence_spearman, confidence_mutual_information) = relate(&x, &y, settings);
         // Performance by metric: labelled frames with a value, cut into quantile buckets of that value.
         members.clear();
-        members.extend(labelled.iter().filter_map(|(i, l)| value(*i).map(|v| (v, *l))));
+        members.extend(labelled.iter().filter_map(|(i, m)| value(*i).map(|v| (v, *m))));
         let mut buckets = Vec::new();
         if members.len() >= settings.min_frames.max(settings.buckets) {
             let values: Vec<f64> = members.iter().map(|(v, _)| *v).collect();
             let bins = quantile_bins(&values, settings.buckets);
             for b in 0..settings.buckets {
-                let chosen: Vec<(f64, LabelledFrame<'_>)> =
+                let chosen: Vec<(f64, &FrameMatch)> =
                     members.iter().zip(&bins).filter(|(_, k)| **k == b).map(|(m, _)| *m).collect();
                 if chosen.is_empty() {
                     continue;
                 }
-                let lf: Vec<LabelledFrame<'_>> = chosen.iter().map(|(_, l)| *l).collect();
-                let (p, _) = evaluate(&lf, performance);
+                let p = summarize(chosen.iter().map(|(_, m)| *m));
                 buckets.push(Bucket {
                     min: chosen.iter().map(|c| c.0).fold(f64::INFINITY, f64::min),
                     max: chosen.iter().map(|c| c.0).fold(f64::NEG_INFINITY, f64::max),

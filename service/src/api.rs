@@ -7,16 +7,18 @@ use framewatch_metrics::MetricRegistry;
 use framewatch_proto::v1::query_service_server::QueryService;
 use framewatch_proto::v1::{
     self as pb, CategoricalSummary, DriftEntry, DriftReport, GetDriftReportRequest, GetExemplarsRequest,
-    GetExemplarsResponse, GetSliceSummaryRequest, ListMetricsRequest, ListMetricsResponse, ListSlicesRequest,
-    ListSlicesResponse, MetricDescription, MetricSummary, SliceInfo, SliceSummary, WatchAlertsRequest,
+    GetExemplarsResponse, GetMetricImportanceRequest, GetMetricImportanceResponse, GetSliceSummaryRequest,
+    ListMetricsRequest, ListMetricsResponse, ListSlicesRequest, ListSlicesResponse, MetricDescription, MetricSummary,
+    SliceInfo, SliceSummary, WatchAlertsRequest,
 };
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::alerts::{AlertEvent, AlertSnapshot, Phase};
-use crate::evaluate::{Evaluation, MetricEval, SliceEval};
+use crate::evaluate::{Evaluation, MetricEval, SliceEval, SlicePerformance};
 use crate::exemplars::ExemplarStore;
+use crate::truth::Truth;
 
 #[derive(Debug, Clone)]
 pub struct QueryApi {
@@ -28,6 +30,8 @@ pub struct QueryApi {
     pub watchers: Arc<tokio::sync::Semaphore>,
     /// Thumbnails of drifting pairs' frames (None: `exemplars.memory_mib = 0`).
     pub exemplars: Option<Arc<ExemplarStore>>,
+    /// Labelled frames, for `GetMetricImportance`.
+    pub truth: Truth,
 }
 
 pub fn alert_event(e: &AlertEvent) -> pb::AlertEvent {
@@ -97,6 +101,87 @@ fn slice_summary(s: &SliceEval, evaluated_at: i64) -> SliceSummary {
                 chi_square_p_value: c.chi_square.p_value,
                 cramers_v: c.chi_square.cramers_v,
                 drift: c.drift,
+            })
+            .collect(),
+        performance: s.performance.as_ref().map(model_performance),
+    }
+}
+
+fn model_performance(p: &SlicePerformance) -> pb::ModelPerformance {
+    let perf = &p.performance;
+    pb::ModelPerformance {
+        labelled_frames: perf.frames,
+        enough: p.enough,
+        map50: perf.map50,
+        map50_95: perf.map50_95,
+        precision: perf.counts.precision(),
+        recall: perf.counts.recall(),
+        f1: perf.counts.f1(),
+        true_positives: perf.counts.true_positives,
+        false_positives: perf.counts.false_positives,
+        false_negatives: perf.counts.false_negatives,
+        classes: perf
+            .classes
+            .iter()
+            .map(|(class, c)| pb::ClassPerformance {
+                class_label: class.clone(),
+                truths: c.truths,
+                ap50: c.ap50,
+                ap50_95: c.ap50_95,
+                precision: c.counts.precision(),
+                recall: c.counts.recall(),
+                f1: c.counts.f1(),
+            })
+            .collect(),
+    }
+}
+
+/// Metric importance over one slice's labelled frames (the performance window at `now_secs`).
+fn metric_importance(truth: &Truth, slice: &str, now_secs: i64) -> GetMetricImportanceResponse {
+    use framewatch_metrics::importance::{ImportanceSettings, MatchedFrame, matched_importance};
+    let (names, frames) = {
+        let j = truth.lock();
+        (j.metric_names(), j.slice_window(slice, now_secs))
+    };
+    let confidence = names.iter().position(|n| &**n == "confidence_mean");
+    let values: Vec<Vec<Option<f64>>> =
+        frames.iter().map(|l| l.values.iter().map(|v| v.is_finite().then_some(f64::from(*v))).collect()).collect();
+    let matched: Vec<MatchedFrame<'_>> = frames
+        .iter()
+        .zip(&values)
+        .map(|(l, v)| MatchedFrame {
+            values: v,
+            confidence_mean: confidence.and_then(|i| v[i]),
+            matched: Some(&l.matched),
+        })
+        .collect();
+    let name_refs: Vec<&str> = names.iter().map(|n| &**n).collect();
+    let ranked = matched_importance(&name_refs, &matched, &ImportanceSettings::default());
+    GetMetricImportanceResponse {
+        slice: slice.to_string(),
+        labelled_frames: frames.len() as u64,
+        metrics: ranked
+            .into_iter()
+            .map(|m| pb::MetricImportance {
+                metric: m.metric,
+                labelled_frames: m.labelled_frames,
+                f1_spearman: m.f1_spearman,
+                f1_mutual_information: m.f1_mutual_information,
+                frames: m.frames,
+                confidence_spearman: m.confidence_spearman,
+                confidence_mutual_information: m.confidence_mutual_information,
+                buckets: m
+                    .buckets
+                    .iter()
+                    .map(|b| pb::PerformanceBucket {
+                        min: b.min,
+                        max: b.max,
+                        frames: b.frames,
+                        map50: b.map50,
+                        precision: b.counts.precision(),
+                        recall: b.counts.recall(),
+                    })
+                    .collect(),
             })
             .collect(),
     }
@@ -226,6 +311,25 @@ impl QueryService for QueryApi {
                 .collect(),
             evaluated_at: ts(eval.evaluated_at_secs),
         }))
+    }
+
+    async fn get_metric_importance(
+        &self,
+        req: Request<GetMetricImportanceRequest>,
+    ) -> Result<Response<GetMetricImportanceResponse>, Status> {
+        let slice = req.into_inner().slice;
+        let eval = self.current();
+        if eval.slice(&slice).is_none() {
+            return Err(Status::not_found(format!(
+                "no slice {slice:?} in the current window (ListSlices shows the live ones)"
+            )));
+        }
+        let (truth, now) = (self.truth.clone(), eval.evaluated_at_secs);
+        // Ranks and bins every metric over the slice's labelled frames: CPU work, off the async runtime.
+        let response = tokio::task::spawn_blocking(move || metric_importance(&truth, &slice, now))
+            .await
+            .map_err(|_| Status::internal("metric importance failed"))?;
+        Ok(Response::new(response))
     }
 
     async fn get_exemplars(&self, req: Request<GetExemplarsRequest>) -> Result<Response<GetExemplarsResponse>, Status> {

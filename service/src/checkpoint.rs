@@ -27,10 +27,12 @@ use serde::{Deserialize, Serialize};
 use crate::cameras::{CameraTracker, SavedCamera};
 use crate::fingerprint::fingerprint;
 use crate::store::{SavedStore, StoreSettings, WindowStore};
+use crate::truth::{JoinStore, SavedJoin};
 
 const MAGIC: &[u8; 8] = b"FWCKPT\0\x01";
 const HEADER: usize = 24;
-const FORMAT_VERSION: u32 = 1;
+/// 2: the body is followed by the ground-truth join (`SavedJoin`). Version 1 files (no join) still restore.
+pub const FORMAT_VERSION: u32 = 2;
 /// Slices copied per hold of the store lock while a checkpoint is taken.
 const EXPORT_CHUNK: usize = 64;
 
@@ -53,6 +55,9 @@ pub struct Checkpoint {
     pub offsets: Vec<SavedOffset>,
     pub store: SavedStore,
     pub cameras: Vec<SavedCamera>,
+    /// Encoded after the rest (so a version 1 body, which ends before it, still decodes).
+    #[serde(skip)]
+    pub join: SavedJoin,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +110,10 @@ pub fn compat_fingerprint(baseline: &Baseline, settings: &StoreSettings) -> u64 
 }
 
 pub fn encode(c: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
-    let body = postcard::to_allocvec(c)?;
+    let mut body = postcard::to_allocvec(c)?;
+    if c.format_version >= 2 {
+        body.extend_from_slice(&postcard::to_allocvec(&c.join)?);
+    }
     let mut out = Vec::with_capacity(HEADER + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
@@ -133,12 +141,20 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> 
     if fingerprint(body) != sum {
         return Err(corrupt("checksum mismatch".into()));
     }
-    let c: Checkpoint = postcard::from_bytes(body).map_err(|e| corrupt(format!("cannot decode: {e}")))?;
-    if c.format_version != FORMAT_VERSION {
-        return Err(CheckpointError::Incompatible {
-            path: path.to_path_buf(),
-            reason: format!("format version {} (this build reads {FORMAT_VERSION})", c.format_version),
-        });
+    let (mut c, rest): (Checkpoint, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| corrupt(format!("cannot decode: {e}")))?;
+    match c.format_version {
+        1 if rest.is_empty() => {}
+        1 => return Err(corrupt(format!("{} bytes after a version 1 body", rest.len()))),
+        FORMAT_VERSION => {
+            c.join = postcard::from_bytes(rest).map_err(|e| corrupt(format!("cannot decode the label join: {e}")))?;
+        }
+        v => {
+            return Err(CheckpointError::Incompatible {
+                path: path.to_path_buf(),
+                reason: format!("format version {v} (this build reads 1 and {FORMAT_VERSION})"),
+            });
+        }
     }
     Ok(c)
 }
@@ -198,6 +214,8 @@ pub struct Checkpointer {
     store: Arc<Mutex<WindowStore>>,
     cameras: Arc<Mutex<CameraTracker>>,
     telemetry: CheckpointTelemetry,
+    /// The ground-truth join, checkpointed with the windows it feeds (None: not saved).
+    join: Option<Arc<Mutex<JoinStore>>>,
     /// One writer at a time (the Kafka source and the shutdown path may both write).
     writing: Mutex<()>,
 }
@@ -215,7 +233,13 @@ impl Checkpointer {
         cameras: Arc<Mutex<CameraTracker>>,
         telemetry: CheckpointTelemetry,
     ) -> Checkpointer {
-        Checkpointer { path, compat, group_id, store, cameras, telemetry, writing: Mutex::new(()) }
+        Checkpointer { path, compat, group_id, store, cameras, telemetry, join: None, writing: Mutex::new(()) }
+    }
+
+    /// Also checkpoints (and restores) the ground-truth join.
+    pub fn with_join(mut self, join: Arc<Mutex<JoinStore>>) -> Checkpointer {
+        self.join = Some(join);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -248,6 +272,7 @@ impl Checkpointer {
     fn write_inner(&self, offsets: &[SavedOffset]) -> Result<usize, CheckpointError> {
         let store = export_store(&self.store, EXPORT_CHUNK, || {});
         let cameras = self.cameras.lock().unwrap_or_else(|p| p.into_inner()).export_state();
+        let join = self.join.as_ref().map(|j| j.lock().unwrap_or_else(|p| p.into_inner()).export_state());
         let mut offsets = offsets.to_vec();
         offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         let c = Checkpoint {
@@ -258,6 +283,7 @@ impl Checkpointer {
             offsets,
             store,
             cameras,
+            join: join.unwrap_or_default(),
         };
         let bytes = encode(&c)?;
         let io = |source| CheckpointError::Io { path: self.path.clone(), source };
@@ -354,10 +380,15 @@ impl Checkpointer {
             let _ = cameras.restore_state(Vec::new());
             return Err(incompatible(e.to_string()));
         }
+        let labelled = c.join.entries.iter().filter(|e| e.truth.is_some()).count();
+        if let Some(j) = &self.join {
+            j.lock().unwrap_or_else(|p| p.into_inner()).restore(c.join);
+        }
         tracing::info!(
             path = %self.path.display(),
             frames,
             partitions = c.offsets.len(),
+            labelled,
             age_secs = (unix_ms() - c.written_unix_ms) / 1000,
             "checkpoint restored"
         );

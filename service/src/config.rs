@@ -30,6 +30,76 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     pub log: LogConfig,
     pub exemplars: ExemplarsConfig,
+    pub labels: LabelsConfig,
+}
+
+/// `[labels]`: ground truth joined late with the frames it labels (frames sent with a `frame_id`; labels by
+/// `IngestService.SendLabels` or the Kafka labels topic), for model performance per slice and model test cases on
+/// it (`statistic = "map50"` etc.).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabelsConfig {
+    /// How long after framewatch received a frame its labels may come.
+    pub max_delay_secs: u64,
+    /// Performance windows span this much capture time, ending now. Labels for a frame captured earlier count
+    /// nowhere (refused as `too_late`).
+    pub window_secs: u64,
+    /// Frames kept for the join, waiting or labelled (gauge `framewatch_label_join_bytes`); when full, the oldest
+    /// goes first, counted.
+    pub max_frames: usize,
+    /// How long labels wait for a frame not seen yet; 0 refuses them at once as `unknown_frame`.
+    pub early_secs: u64,
+    /// Labels kept waiting for their frame; when full, the oldest goes first, counted.
+    pub max_early: usize,
+    /// Labelled objects per frame; more are refused (`too_many_labels`).
+    pub max_objects: usize,
+    /// Fewer labelled frames than this in a slice's performance window: no verdict for model test cases on
+    /// performance (a rule's `min_frames` overrides it).
+    pub min_frames: u64,
+    /// A detection is a true positive at this IoU or more (precision, recall, F1; mAP@0.5 always uses 0.5).
+    pub iou_threshold: f64,
+    /// Precision, recall and F1 count detections at this confidence or more (mAP ranks them all).
+    pub score_threshold: f32,
+}
+
+impl Default for LabelsConfig {
+    fn default() -> Self {
+        LabelsConfig {
+            max_delay_secs: 86_400,
+            window_secs: 86_400,
+            max_frames: 200_000,
+            early_secs: 600,
+            max_early: 10_000,
+            max_objects: 1000,
+            min_frames: 30,
+            iou_threshold: 0.5,
+            score_threshold: 0.5,
+        }
+    }
+}
+
+impl LabelsConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.max_frames == 0 || self.max_early == 0 || self.max_objects == 0 {
+            bail!("labels.max_frames, labels.max_early and labels.max_objects must be at least 1");
+        }
+        if self.max_frames > 50_000_000 || self.max_early > 10_000_000 || self.max_objects > 100_000 {
+            bail!("labels: max_frames at most 50000000, max_early at most 10000000, max_objects at most 100000");
+        }
+        if self.window_secs == 0 || self.window_secs > 90 * 86_400 || self.max_delay_secs > 90 * 86_400 {
+            bail!("labels.window_secs must be in [1, 90 days] and labels.max_delay_secs at most 90 days");
+        }
+        if self.early_secs > 86_400 {
+            bail!("labels.early_secs must be at most 86400");
+        }
+        if !(self.iou_threshold > 0.0 && self.iou_threshold <= 1.0) {
+            bail!("labels.iou_threshold must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.score_threshold) {
+            bail!("labels.score_threshold must be in [0, 1]");
+        }
+        Ok(())
+    }
 }
 
 /// `[exemplars]`: thumbnails of frames from drifting (slice, metric) pairs, for the web view, `GetExemplars` and
@@ -411,13 +481,19 @@ pub struct RuleConfig {
     /// Metric the statistic is about (metric statistics only).
     #[serde(default)]
     pub metric: Option<String>,
+    /// Class a performance statistic is about (e.g. "car"); unset: every class (mAP is then the mean over classes,
+    /// precision, recall and F1 are summed over them).
+    #[serde(default)]
+    pub class: Option<String>,
     /// Slice selector: "*" (every slice but predicate slices), an exact key ("predicate=dark"), or a prefix
     /// ending in '*' ("camera_id=*", "predicate=*").
     #[serde(default = "all_slices")]
     pub slice: String,
     /// cause (1/0, see `cause`), psi, ks_statistic, ks_p_value, js_distance, wasserstein_norm, mean, mean_delta,
     /// outliers_moderate, outliers_severe, out_of_range, drift (1/0), cramers_v (class distribution), frames,
-    /// seconds_since_last_frame, frozen_frames, moved_frames, frame_change (camera slices).
+    /// seconds_since_last_frame, frozen_frames, moved_frames, frame_change (camera slices); model performance
+    /// against ground truth: map50, map50_95, precision, recall, f1 (labelled frames, `[labels]`; judged once the
+    /// slice has `labels.min_frames` of them, or the rule's own `min_frames`).
     pub statistic: String,
     /// ">", ">=", "<" or "<=".
     pub op: String,
@@ -488,6 +564,9 @@ pub struct KafkaConfig {
     pub format: KafkaFormat,
     /// Rejected messages are copied here with the reason in headers. Empty: not forwarded (still counted).
     pub dead_letter_topic: String,
+    /// Ground truth for frames sent with a `frame_id`: one JSON object per message (`{"frame_id": ..., "boxes":
+    /// [...], "no_objects": false}`, README "Ground truth"), read by the same consumer group. Empty: none.
+    pub labels_topic: String,
     /// Offsets of recorded frames are committed this often (after a checkpoint, when checkpoints are on), and on
     /// partition revoke and shutdown.
     pub commit_interval_secs: f64,
@@ -517,6 +596,7 @@ impl Default for KafkaConfig {
             group_id: "framewatch".into(),
             format: KafkaFormat::Protobuf,
             dead_letter_topic: String::new(),
+            labels_topic: String::new(),
             commit_interval_secs: 5.0,
             pause_after_ms: 250,
             instance_id: String::new(),
@@ -694,6 +774,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.labels.validate()?;
         let w = &self.windows;
         if w.step_secs == 0 || w.length_secs == 0 || !w.length_secs.is_multiple_of(w.step_secs) {
             bail!(
@@ -783,6 +864,11 @@ impl Config {
             }
             if k.group_id.trim().is_empty() {
                 bail!("kafka.group_id must not be empty");
+            }
+            if !k.labels_topic.is_empty()
+                && (k.topics.contains(&k.labels_topic) || k.labels_topic == k.dead_letter_topic)
+            {
+                bail!("kafka.labels_topic {:?} is also a frames or dead-letter topic", k.labels_topic);
             }
             if k.topics.contains(&k.dead_letter_topic) {
                 bail!("kafka.dead_letter_topic {:?} is also in kafka.topics", k.dead_letter_topic);

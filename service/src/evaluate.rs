@@ -10,6 +10,7 @@ use framewatch_metrics::Baseline;
 use framewatch_metrics::baseline::CLASS_CATEGORICAL;
 use framewatch_metrics::cause::{ClassShift, Evidence, Finding, Shift, Tolerances, diagnose};
 use framewatch_metrics::drift::DriftThresholds;
+use framewatch_metrics::performance::{Performance, summarize};
 use framewatch_metrics::stats::{
     ChiSquare, EffectiveN, MetricDrift, chi_square_homogeneity, compare, effective_sample_size,
 };
@@ -18,6 +19,7 @@ use crate::cameras::CameraState;
 use crate::config::EvaluationConfig;
 use crate::slice::SliceKey;
 use crate::store::{WindowSnapshot, WindowStore};
+use crate::truth::JoinStore;
 
 #[derive(Debug, Clone)]
 pub struct MetricEval {
@@ -49,6 +51,18 @@ pub struct SliceEval {
     pub own_baseline: bool,
     /// The causes that explain this slice's change, consequences already suppressed (empty: nothing to say).
     pub causes: Vec<Finding>,
+    /// Model performance over the slice's labelled frames in the performance window (`judge_performance`); `None`
+    /// when none of its frames has been labelled.
+    pub performance: Option<SlicePerformance>,
+}
+
+/// A slice's model performance against ground truth.
+#[derive(Debug, Clone)]
+pub struct SlicePerformance {
+    /// `performance.frames` is the count of labelled frames.
+    pub performance: Performance,
+    /// At least `labels.min_frames` labelled frames: model test cases on performance judge only then.
+    pub enough: bool,
 }
 
 /// One evaluation of every slice, sorted by slice key.
@@ -144,10 +158,28 @@ pub fn evaluate(
             metrics,
             classes,
             own_baseline: snap.own_baseline,
+            performance: None,
         });
     }
     slices.sort_by(|a, b| a.key.cmp(&b.key));
     Evaluation { evaluated_at_secs: now_secs, slices, evicted }
+}
+
+/// Sums each evaluated slice's labelled frames (ground truth joined by frame id, captured in the performance
+/// window) into its model performance. Expired frames and held labels age out first. The join's lock is held
+/// while the window is gathered (reference counts, no copies), not while the sums are made.
+pub fn judge_performance(evaluation: &mut Evaluation, join: &Mutex<JoinStore>, min_frames: u64, now_secs: i64) {
+    let window = {
+        let mut j = join.lock().unwrap_or_else(|p| p.into_inner());
+        j.expire(now_secs);
+        j.window(now_secs)
+    };
+    for s in &mut evaluation.slices {
+        s.performance = window.get(s.key.as_str()).map(|frames| {
+            let performance = summarize(frames.iter().map(|l| &l.matched));
+            SlicePerformance { enough: performance.frames >= min_frames.max(1), performance }
+        });
+    }
 }
 
 /// Every tracked metric's statistics. P-values count effective sample sizes: the baseline's (from its frames'

@@ -15,7 +15,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use crate::alerts::{AlertSnapshot, Phase};
 use crate::cameras::CameraTracker;
 use crate::evaluate::Evaluation;
+use crate::evaluate::SlicePerformance;
 use crate::store::WindowStore;
+use crate::truth::Truth;
+use framewatch_metrics::performance::PerformanceStatistic;
 
 /// Series one metric of one slice exports (mean, psi, ks, js, wasserstein, 2 outlier shares, verdict,
 /// out_of_range, effective n).
@@ -33,6 +36,102 @@ pub struct DriftCollector {
     pub series_budget: usize,
     pub alerts: Arc<RwLock<AlertSnapshot>>,
     pub cameras: Arc<Mutex<CameraTracker>>,
+    /// The ground-truth join (its size and what it dropped).
+    pub truth: Truth,
+}
+
+/// Classes per slice whose performance is exported (those with the most labelled objects).
+const EXPORTED_CLASSES: usize = 20;
+
+/// Performance rows of one slice: labelled frames, the overall figures and the best-labelled classes'.
+fn performance_rows(
+    p: &SlicePerformance,
+    base: &[(&'static str, String)],
+    (labelled, overall, per_class): (&mut Rows, &mut Rows, &mut Rows),
+) {
+    let perf = &p.performance;
+    labelled.push((base.to_vec(), perf.frames as f64));
+    let with = |k: &'static str, v: &str| {
+        let mut l = base.to_vec();
+        l.push((k, v.to_string()));
+        l
+    };
+    for stat in PerformanceStatistic::ALL {
+        if let Some(v) = stat.value(perf, None) {
+            overall.push((with("statistic", stat.name()), v));
+        }
+    }
+    let mut classes: Vec<(&String, u64)> = perf.classes.iter().map(|(c, cp)| (c, cp.truths)).collect();
+    classes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    for (class, _) in classes.into_iter().take(EXPORTED_CLASSES) {
+        for stat in PerformanceStatistic::ALL {
+            if let Some(v) = stat.value(perf, Some(class)) {
+                let mut l = with("class", class);
+                l.push(("statistic", stat.name().to_string()));
+                per_class.push((l, v));
+            }
+        }
+    }
+}
+
+type Rows = Vec<(Vec<(&'static str, String)>, f64)>;
+
+/// Series one slice's performance costs: labelled frames, 5 overall figures, 5 per exported class.
+fn performance_cost(p: Option<&SlicePerformance>) -> usize {
+    p.map_or(0, |p| 1 + 5 + 5 * p.performance.classes.len().min(EXPORTED_CLASSES))
+}
+
+/// The join's gauges and counters.
+fn encode_join(enc: &mut DescriptorEncoder, truth: &Truth) -> std::fmt::Result {
+    let (size, c) = {
+        let j = truth.lock();
+        (j.size(), j.counters())
+    };
+    gauge(
+        enc,
+        "framewatch_label_join_frames",
+        "Frames kept for the ground-truth join: waiting for labels, or labelled (in the performance window)",
+        &[
+            (vec![("state", "waiting".to_string())], size.waiting as f64),
+            (vec![("state", "labelled".to_string())], size.labelled as f64),
+        ],
+    )?;
+    gauge(
+        enc,
+        "framewatch_label_join_early_labels",
+        "Labels held until their frame arrives",
+        &[(vec![], size.early as f64)],
+    )?;
+    gauge(
+        enc,
+        "framewatch_label_join_bytes",
+        "Memory the ground-truth join holds (estimate: frames, labels, matches)",
+        &[(vec![], size.bytes as f64)],
+    )?;
+    let mut fam = enc.encode_descriptor(
+        "framewatch_label_join_frames_dropped",
+        "Frames with a frame_id dropped from the join: expired (no labels within labels.max_delay_secs), capacity \
+         (labels.max_frames reached, oldest first) or duplicate_id (an id already kept; the first frame stays)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (reason, n) in [
+        ("expired", c.frames_expired_unlabelled),
+        ("capacity", c.frames_dropped_capacity),
+        ("duplicate_id", c.frames_duplicate_id),
+    ] {
+        ConstCounter::new(n).encode(fam.encode_family(&[("reason", reason)])?)?;
+    }
+    let mut fam = enc.encode_descriptor(
+        "framewatch_label_join_early_dropped",
+        "Held labels whose frame never came: expired (labels.early_secs) or capacity (labels.max_early reached)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (reason, n) in [("expired", c.early_expired), ("capacity", c.early_dropped_capacity)] {
+        ConstCounter::new(n).encode(fam.encode_family(&[("reason", reason)])?)?;
+    }
+    Ok(())
 }
 
 /// A gauge family from rows; the HELP/TYPE lines are written even with no rows, so dashboards and rules can rely
@@ -96,6 +195,7 @@ impl Collector for DriftCollector {
         let mut baseline_mean = vec![];
         let (mut class_v, mut class_drift) = (vec![], vec![]);
         let (mut out_of_range, mut n_eff, mut causes) = (vec![], vec![], vec![]);
+        let (mut labelled, mut performance, mut class_performance) = (vec![], vec![], vec![]);
         // Fleet-wide slices first (global, predicates, then label dimensions other than cameras), so the budget
         // runs out on camera slices, never on what the shipped rules and dashboards watch fleet-wide.
         let mut order: Vec<(u8, &crate::evaluate::SliceEval, String)> = eval
@@ -119,8 +219,9 @@ impl Collector for DriftCollector {
             .collect();
         order.sort_by_key(|(rank, _, _)| *rank);
         for (_, s, dim) in order {
-            // Real series: frames, class V and verdict, 10 per metric, one per cause.
-            let cost = 3 + SERIES_PER_METRIC * s.metrics.len() + CAUSE_SERIES;
+            // Real series: frames, class V and verdict, 10 per metric, one per cause, and performance.
+            let cost =
+                3 + SERIES_PER_METRIC * s.metrics.len() + CAUSE_SERIES + performance_cost(s.performance.as_ref());
             if budget < cost {
                 skipped += 1;
                 continue;
@@ -128,6 +229,9 @@ impl Collector for DriftCollector {
             budget -= cost;
             let base = vec![("slice", s.key.to_string()), ("dimension", dim.clone())];
             frames.push((base.clone(), s.frames as f64));
+            if let Some(p) = &s.performance {
+                performance_rows(p, &base, (&mut labelled, &mut performance, &mut class_performance));
+            }
             if let Some(c) = &s.classes {
                 class_v.push((base.clone(), c.chi_square.cramers_v));
                 if let Some(d) = c.drift {
@@ -210,6 +314,26 @@ impl Collector for DriftCollector {
             "1 when the class distribution drifts (verdict)",
             &class_drift,
         )?;
+        gauge(
+            &mut enc,
+            "framewatch_labelled_frames",
+            "Labelled frames (ground truth joined by frame_id) in the slice's performance window",
+            &labelled,
+        )?;
+        gauge(
+            &mut enc,
+            "framewatch_model_performance",
+            "Model performance on the slice's labelled frames: map50, map50_95 (COCO), precision, recall, f1 (at \
+             labels.iou_threshold and labels.score_threshold)",
+            &performance,
+        )?;
+        gauge(
+            &mut enc,
+            "framewatch_model_class_performance",
+            "Model performance per class on the slice's labelled frames (the 20 classes with most labelled objects)",
+            &class_performance,
+        )?;
+        encode_join(&mut enc, &self.truth)?;
         let alerts = self.alerts.read().unwrap_or_else(|p| p.into_inner()).clone();
         let states: Vec<_> = alerts
             .active

@@ -59,6 +59,8 @@ pub struct IncomingFrame {
     pub capture_secs: i64,
     pub content: Content,
     pub detections: Vec<Detection>,
+    /// Names the frame for ground truth that comes later (`truth`); `None`: the frame is not kept for a join.
+    pub frame_id: Option<String>,
 }
 
 const MAX_ID_LEN: usize = 256;
@@ -130,6 +132,16 @@ pub fn from_parts(
             ),
         ));
     }
+    let frame_id = match frame.frame_id.as_str() {
+        "" => None,
+        id if crate::truth::valid_frame_id(id) => Some(frame.frame_id),
+        _ => {
+            return Err(Rejection::new(
+                RejectReason::InvalidFrameId,
+                format!("frame_id is longer than {} bytes or has control characters", crate::truth::MAX_FRAME_ID_BYTES),
+            ));
+        }
+    };
     let capture_secs = capture_secs(frame.capture_time, now, cfg)?;
     let content = content(frame.content, !detections.is_empty())?;
     Ok(IncomingFrame {
@@ -140,6 +152,7 @@ pub fn from_parts(
         capture_secs,
         content,
         detections,
+        frame_id,
     })
 }
 

@@ -19,6 +19,7 @@ use crate::frame::{self, Content, IncomingFrame, Source};
 use crate::reject::{RejectReason, Rejection};
 use crate::sources::kafka::message::{self, RawMessage};
 use crate::store::{StoreSettings, WindowStore};
+use crate::truth::{JoinSettings, JoinStore};
 
 /// A fixed receive time (2026-11-26T10:00:00Z), so a run is reproducible.
 pub fn receive_time() -> SystemTime {
@@ -181,13 +182,14 @@ impl CheckpointReader {
             cameras.observe(&camera, i as u64, Some(i as u64 % 5), now);
         }
         let c = checkpoint::Checkpoint {
-            format_version: 1,
+            format_version: checkpoint::FORMAT_VERSION,
             written_unix_ms: now * 1000,
             compat: 7,
             group_id: "g".into(),
             offsets: vec![checkpoint::SavedOffset { topic: "frames".into(), partition: 0, next: frames as i64 }],
             store: store.export_state(),
             cameras: cameras.export_state(),
+            join: Default::default(),
         };
         checkpoint::encode(&c).unwrap_or_default()
     }
@@ -213,6 +215,12 @@ impl CheckpointReader {
         }
         let _ = store.counters();
         let _ = cameras.snapshot();
+        // The join re-matches every labelled frame it restores: arbitrary boxes must not break it either.
+        let kept = store.tracked().iter().map(|t| (t.registry_index, t.name.clone())).collect();
+        let mut join = JoinStore::new(JoinSettings::default(), kept);
+        join.restore(c.join);
+        let _ = join.window(now);
+        join.expire(now);
         Ok(keys.len())
     }
 }

@@ -8,6 +8,7 @@
 //!   -> http (/metrics, /healthz, /readyz, web view) -> export (/metrics) + api (queries) + web (HTML pages)
 //!   -> alerts (rules -> log, watch, webhook) -> evaluate (drift vs baseline) -> store (slice windows)
 //!      + cameras (frozen / moved) + exemplars (thumbnails of drifting slices' frames)
+//!      + truth (ground truth joined late with the frames it labels, for model performance)
 //!   auth (bearer tokens with roles), listen (connection bound, keepalive, TLS) -> reload (files re-read on change)
 //!   leaves: config, telemetry, reject, slice, time, fingerprint, charts (HTML/SVG/JPEG rendering)
 //! ```
@@ -39,6 +40,7 @@ pub mod evaluate;
 pub mod cameras;
 pub mod exemplars;
 pub mod store;
+pub mod truth;
 
 pub mod auth;
 pub mod listen;

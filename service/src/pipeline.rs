@@ -29,6 +29,7 @@ use crate::reject::{RejectReason, Rejection};
 use crate::store::{FrameRecord, Recorded, WindowStore};
 use crate::telemetry::Telemetry;
 use crate::time::{Clock, now_secs};
+use crate::truth::{JoinFrame, Truth};
 
 /// The answer for one frame.
 pub type Outcome = Result<(), Rejection>;
@@ -240,6 +241,8 @@ pub struct WorkerContext {
     pub decode_budget: Arc<DecodeBudget>,
     /// Exemplar thumbnails of drifting pairs (None: off).
     pub exemplars: Option<Arc<ExemplarStore>>,
+    /// Where frames with a `frame_id` wait for their ground truth (None: not kept).
+    pub truth: Option<Truth>,
 }
 
 /// Memory the workers may hold for decoding at once: a worker reserves an image's decode bytes before decoding
@@ -489,6 +492,18 @@ fn process(
                     if let (Some(x), Some(jpeg)) = (&ctx.exemplars, &slot.thumbnail) {
                         x.offer(store.last_keys(slices), &f.camera_id, f.capture_secs, &slot.values, jpeg);
                     }
+                    // Under the store lock, so the slices are the ones just recorded (lock order: store, then
+                    // truth; the label path never takes the store's).
+                    if let (Some(t), Some(id)) = (&ctx.truth, &f.frame_id) {
+                        let frame = JoinFrame {
+                            frame_id: id,
+                            capture_secs: f.capture_secs,
+                            detections: &f.detections,
+                            slices: store.last_keys(slices),
+                            values: &slot.values,
+                        };
+                        t.lock().offer_frame(&frame, now);
+                    }
                 }
                 Recorded::TooLate => {
                     outcomes[i] = Err(Rejection::new(
@@ -712,6 +727,7 @@ mod tests {
             cameras: Arc::new(Mutex::new(CameraTracker::new(100))),
             decode_budget: Arc::new(DecodeBudget::new(512 << 20)),
             exemplars: None,
+            truth: None,
         }
     }
 
@@ -724,6 +740,7 @@ mod tests {
             capture_secs: NOW,
             content: Content::Raw { pixels: vec![128; width * 8], width, height: 8, format: RawFormat::Gray8 },
             detections: Vec::new(),
+            frame_id: None,
         }
     }
 

@@ -56,6 +56,7 @@ reasons! {
     InternalError => "internal_error", "framewatch failed on this frame (a bug): counted, logged, the frame is dropped.";
     InvalidClassLabel => "invalid_class_label", "A detection's class label is longer than 64 bytes or has control characters.";
     DecodeBudgetExceeded => "decode_budget_exceeded", "Decoding the image alone would need more than pipeline.decode_memory_mib.";
+    InvalidFrameId => "invalid_frame_id", "frame_id is longer than 256 bytes or has control characters.";
 }
 
 impl std::fmt::Display for RejectReason {

@@ -31,7 +31,7 @@ use crate::auth::{Auth, GrpcAuth, Role, Tokens};
 use crate::cameras::CameraTracker;
 use crate::checkpoint::{CheckpointTelemetry, Checkpointer, SavedOffset, compat_fingerprint};
 use crate::config::Config;
-use crate::evaluate::{Evaluation, EvaluationSettings, MetricEval, evaluate};
+use crate::evaluate::{Evaluation, EvaluationSettings, MetricEval, evaluate, judge_performance};
 use crate::exemplars::{ExemplarStore, Watch, outlier_scale};
 use crate::export::DriftCollector;
 use crate::http::{HttpState, KafkaHealth, Stuck};
@@ -43,6 +43,7 @@ use crate::sources::kafka::{KafkaDeps, KafkaSource, KafkaTelemetry};
 use crate::store::{StoreSettings, WindowStore};
 use crate::telemetry::Telemetry;
 use crate::time::{Clock, SystemClock, now_secs};
+use crate::truth::{JoinSettings, JoinStore, LabelTelemetry, Truth};
 use crate::web::{EvaluationHistory, WebView};
 
 /// A running service.
@@ -110,6 +111,8 @@ struct Parts {
     history: Arc<Mutex<EvaluationHistory>>,
     /// Thumbnails of drifting pairs' frames (None: `exemplars.memory_mib = 0`).
     exemplars: Option<Arc<ExemplarStore>>,
+    /// Frames with a `frame_id` and the ground truth joined to them.
+    truth: Truth,
 }
 
 impl Service {
@@ -135,8 +138,17 @@ impl Service {
         let store_settings = StoreSettings::from_config(&config, index_of)?;
         let compat = compat_fingerprint(&baseline, &store_settings);
         let mut prom = Registry::default();
+        let store = WindowStore::new(store_settings, &baseline, index_of);
+        let kept: Vec<(usize, Arc<str>)> = store.tracked().iter().map(|t| (t.registry_index, t.name.clone())).collect();
+        let label_telemetry = LabelTelemetry::register(&mut prom);
+        label_telemetry.start_at_zero(crate::frame::Source::Grpc.as_str());
+        if config.kafka.enabled() && !config.kafka.labels_topic.is_empty() {
+            label_telemetry.start_at_zero(crate::frame::Source::Kafka.as_str());
+        }
+        let truth =
+            Truth::new(JoinStore::new(JoinSettings::from(&config.labels), kept), label_telemetry, clock.clone());
         let p = Parts {
-            store: Arc::new(Mutex::new(WindowStore::new(store_settings, &baseline, index_of))),
+            store: Arc::new(Mutex::new(store)),
             baseline: Arc::new(baseline),
             cameras: Arc::new(Mutex::new(CameraTracker::new(config.slices.max_slices))),
             evaluation: Arc::default(),
@@ -148,6 +160,7 @@ impl Service {
             history: Arc::default(),
             exemplars: (config.exemplars.memory_mib > 0)
                 .then(|| Arc::new(ExemplarStore::new((config.exemplars.memory_mib as usize) << 20, &mut prom))),
+            truth,
         };
         let guard = Guard::start(&config, &mut prom, &tree)?;
         let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
@@ -163,12 +176,14 @@ impl Service {
             series_budget: config.prometheus.series_budget,
             alerts: p.alert_state.clone(),
             cameras: p.cameras.clone(),
+            truth: p.truth.clone(),
         }));
         let (evaluate_now, webhook_task) = evaluator(&config, &p, http_addr, &tree, &mut prom)?;
         let checkpointer = config.checkpoint.path.clone().filter(|p| !p.as_os_str().is_empty()).map(|path| {
             let group = if config.kafka.enabled() { config.kafka.group_id.clone() } else { String::new() };
             let telemetry = CheckpointTelemetry::register(&mut prom);
-            Arc::new(Checkpointer::new(path, compat, group, p.store.clone(), p.cameras.clone(), telemetry))
+            let c = Checkpointer::new(path, compat, group, p.store.clone(), p.cameras.clone(), telemetry);
+            Arc::new(c.with_join(p.truth.store().clone()))
         });
         // Windows and camera state come back before any frame is scored; the offsets go to the Kafka source.
         // A checkpoint that cannot be read stops start-up: starting empty would overwrite it at the next write.
@@ -392,6 +407,7 @@ fn start_pipeline(config: &Config, p: &Parts) -> (Pipeline, usize) {
         cameras: p.cameras.clone(),
         decode_budget: Arc::new(DecodeBudget::new(config.pipeline.decode_memory_mib.saturating_mul(1 << 20))),
         exemplars: p.exemplars.clone(),
+        truth: Some(p.truth.clone()),
     };
     (Pipeline::start(workers, config.pipeline.queue_capacity, context), workers)
 }
@@ -455,6 +471,7 @@ async fn start_grpc(
         clock: p.clock.clone(),
         config: config.ingest.clone(),
         max_message_bytes,
+        truth: p.truth.clone(),
     };
     let query = QueryApi {
         evaluation: p.evaluation.clone(),
@@ -463,6 +480,7 @@ async fn start_grpc(
         alert_state: p.alert_state.clone(),
         watchers: Arc::new(tokio::sync::Semaphore::new(config.server.max_alert_watchers)),
         exemplars: p.exemplars.clone(),
+        truth: p.truth.clone(),
     };
     let s = &config.server;
     let keepalive = (s.keepalive_secs > 0).then(|| Duration::from_secs(s.keepalive_secs));
@@ -528,6 +546,7 @@ fn evaluator(
         (p.store.clone(), p.baseline.clone(), p.evaluation.clone(), p.cameras.clone(), p.clock.clone());
     let (history, exemplars, registry) = (p.history.clone(), p.exemplars.clone(), p.registry.clone());
     let idle = config.slices.idle_evict_secs as i64;
+    let (truth, min_labelled) = (p.truth.clone(), config.labels.min_frames);
     let evaluate: Evaluate = Arc::new(move || {
         let now = now_secs(clock.as_ref());
         let cams = {
@@ -535,7 +554,9 @@ fn evaluator(
             c.forget_idle(now - idle);
             c.snapshot()
         };
-        let e = Arc::new(evaluate(&store, &baseline, &settings, &cams, now));
+        let mut e = evaluate(&store, &baseline, &settings, &cams, now);
+        judge_performance(&mut e, truth.store(), min_labelled, now);
+        let e = Arc::new(e);
         *evaluation.write().unwrap_or_else(|p| p.into_inner()) = e.clone();
         history.lock().unwrap_or_else(|p| p.into_inner()).push(&e);
         if let Some(x) = &exemplars {

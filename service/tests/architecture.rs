@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["api", "export", "web"],
     &["alerts"],
     &["evaluate"],
-    &["store", "cameras", "exemplars"],
+    &["store", "cameras", "exemplars", "truth"],
     &["auth", "listen"],
     &["reload", "config", "telemetry"],
     &["reject", "slice", "time", "fingerprint", "charts"],

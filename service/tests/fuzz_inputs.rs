@@ -452,6 +452,7 @@ fn wire_frames() -> Vec<Vec<u8>> {
             content: Some(v1::frame::Content::EncodedImage(images[2].clone())),
             detections: vec![detection("car"), detection("person")],
             model_version: "m1".into(),
+            frame_id: "cam-1/0".into(),
         },
         v1::Frame {
             camera_id: "cam-2".into(),

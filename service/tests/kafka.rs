@@ -111,6 +111,7 @@ impl Fleet {
                     content: Some(v1::frame::Content::EncodedImage(buf.clone())),
                     detections: dets.iter().map(|d| d.to_proto()).collect(),
                     model_version: "v1".into(),
+                    frame_id: String::new(),
                 };
                 ((i % PARTITIONS as usize) as i32, camera_name(i), frame.encode_to_vec())
             })

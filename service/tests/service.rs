@@ -70,6 +70,7 @@ fn frames(set: &str, camera: &str, site: &str) -> Vec<Frame> {
                 })
                 .collect(),
             model_version: "v1".into(),
+            frame_id: String::new(),
         })
         .collect()
 }

@@ -54,6 +54,8 @@ fn thirty_seconds(fleet: FleetArgs, grpc: std::net::SocketAddr, drifts: &[&str])
         stride: 2,
         hold_out: 0,
         json: true,
+        labels_share: 0.0,
+        labels_delay_secs: 5.0,
     }
 }
 

@@ -157,6 +157,7 @@ async fn the_readme_lists_every_exported_series_family_with_its_type_labels_and_
     cfg.alerts.rules.push(RuleConfig {
         name: "BrightnessAboveTwo".into(),
         metric: Some("brightness".into()),
+        class: None,
         slice: "global".into(),
         statistic: "mean".into(),
         op: ">=".into(),

@@ -68,6 +68,8 @@ async fn web_view_in_chromium_shows_ranked_slices_the_alert_with_its_cause_chart
         stride: 2,
         hold_out: 0,
         json: true,
+        labels_share: 0.0,
+        labels_delay_secs: 5.0,
     }));
     // The darkened camera's alert fires with its cause (the page is checked against this state).
     let alerts = svc.alert_state.clone();

@@ -288,6 +288,7 @@ mod tests {
                 classes: None,
                 own_baseline: false,
                 causes: Vec::new(),
+                performance: None,
             }],
             evicted: Vec::new(),
         }
@@ -297,6 +298,7 @@ mod tests {
         let c = RuleConfig {
             name: "R".into(),
             metric: Some("m".into()),
+            class: None,
             slice: "camera_id=*".into(),
             statistic: stat.into(),
             op: op.into(),

@@ -4,6 +4,7 @@
 use anyhow::{Context, bail};
 use framewatch_metrics::cause::Cause;
 use framewatch_metrics::drift::Comparison;
+use framewatch_metrics::performance::PerformanceStatistic;
 use serde::Deserialize;
 
 use crate::cameras::CameraState;
@@ -31,6 +32,8 @@ pub(crate) enum Stat {
     FrozenFrames,
     MovedFrames,
     FrameChange,
+    /// Model performance against ground truth (labelled frames in the performance window).
+    Performance(PerformanceStatistic),
 }
 
 impl Stat {
@@ -54,7 +57,7 @@ impl Stat {
             "frozen_frames" => Stat::FrozenFrames,
             "moved_frames" => Stat::MovedFrames,
             "frame_change" => Stat::FrameChange,
-            _ => return None,
+            other => Stat::Performance(PerformanceStatistic::from_name(other)?),
         })
     }
 
@@ -106,6 +109,9 @@ impl Rule {
         if !c.threshold.is_finite() || c.resolve_threshold.is_some_and(|t| !t.is_finite()) {
             bail!("{at}.threshold: must be a finite number");
         }
+        if c.class.is_some() && !matches!(stat, Stat::Performance(_)) {
+            bail!("{at}.class: only performance statistics (map50, map50_95, precision, recall, f1) take a class");
+        }
         if stat == Stat::Cause && c.cause.is_none() {
             bail!("{at}.cause: statistic \"cause\" needs the cause to watch (e.g. cause = \"darker\")");
         }
@@ -148,6 +154,14 @@ impl Rule {
             Stat::FrozenFrames => camera.map(|c| c.frozen_frames as f64),
             Stat::MovedFrames => camera.map(|c| c.moved_frames as f64),
             Stat::FrameChange => camera.map(|c| c.frame_change),
+            Stat::Performance(p) => {
+                // A rule's own min_frames counts labelled frames; otherwise labels.min_frames decided `enough`.
+                let perf = s.performance.as_ref().filter(|perf| match self.config.min_frames {
+                    Some(n) => perf.performance.frames >= n,
+                    None => perf.enough,
+                })?;
+                p.value(&perf.performance, self.config.class.as_deref())
+            }
         }
     }
 
@@ -156,8 +170,27 @@ impl Rule {
         self.config.cause.unwrap_or(if self.config.test { Cause::ModelTest } else { Cause::Distribution })
     }
 
-    /// The supporting numbers of a cause rule on a slice (the diagnosis' summary).
+    /// The supporting numbers of a cause rule on a slice (the diagnosis' summary), or of a performance rule (the
+    /// figure, its class and the labelled frames it stands on).
     pub(crate) fn evidence(&self, s: &SliceEval) -> Option<String> {
+        if let Stat::Performance(p) = self.stat {
+            let perf = &s.performance.as_ref()?.performance;
+            let class = self.config.class.as_deref();
+            let value = p.value(perf, class)?;
+            let of = class.map_or(String::new(), |c| format!(" of class {c}"));
+            let counts = match class {
+                Some(c) => perf.classes.get(c).map_or_else(Default::default, |c| c.counts),
+                None => perf.counts,
+            };
+            return Some(format!(
+                "{}{of} {value:.3} over {} labelled frames (true positives {}, false positives {}, missed {})",
+                p.name(),
+                perf.frames,
+                counts.true_positives,
+                counts.false_positives,
+                counts.false_negatives
+            ));
+        }
         if self.stat != Stat::Cause {
             return None;
         }

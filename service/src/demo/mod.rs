@@ -173,6 +173,7 @@ fn demo_config(args: &DemoArgs) -> Config {
     rules.push(RuleConfig {
         name: "DarkFramesConfidence".into(),
         metric: Some("confidence_mean".into()),
+        class: None,
         slice: "predicate=dark".into(),
         statistic: "mean".into(),
         op: ">=".into(),
@@ -259,6 +260,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                     content: Some(v1::frame::Content::EncodedImage(frame.0)),
                     detections: to_proto(&frame.1),
                     model_version: "detector-v3".into(),
+                    frame_id: String::new(),
                 };
                 if tx.send(f).await.is_err() {
                     break;

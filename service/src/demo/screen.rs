@@ -351,6 +351,7 @@ mod tests {
             classes: None,
             own_baseline: true,
             causes,
+            performance: None,
         }
     }
 

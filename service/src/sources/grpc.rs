@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use framewatch_proto::v1::ingest_service_server::IngestService;
-use framewatch_proto::v1::{Ack, Frame};
+use framewatch_proto::v1::{Ack, Frame, FrameLabels};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,6 +17,7 @@ use crate::pipeline::{Job, Outcome, PipelineHandle, Work};
 use crate::reject::{RejectReason, Rejection};
 use crate::telemetry::Telemetry;
 use crate::time::Clock;
+use crate::truth::{Truth, labels_from_proto};
 
 #[derive(Debug, Clone)]
 pub struct GrpcIngest {
@@ -26,6 +27,8 @@ pub struct GrpcIngest {
     pub config: IngestConfig,
     /// See `max_message_bytes`.
     pub max_message_bytes: usize,
+    /// Where `SendLabels` delivers ground truth.
+    pub truth: Truth,
 }
 
 /// An acknowledgement not yet known: either decided at validation, or waiting for a worker.
@@ -170,6 +173,52 @@ impl IngestService for GrpcIngest {
                 if out_tx.send(Ok(ack(seq, &outcome, ok, bad))).await.is_err() {
                     break;
                 }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    type SendLabelsStream = AckStream;
+
+    /// Labels are checked and joined on the reading task (a lock and a match per message, no queue): one Ack per
+    /// message, in order; when the client stops reading acknowledgements, reading stops too.
+    async fn send_labels(&self, request: Request<Streaming<FrameLabels>>) -> Result<Response<AckStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(PENDING_ACKS);
+        let truth = self.truth.clone();
+        tokio::spawn(async move {
+            let (mut seq, mut ok, mut bad) = (0u64, 0u64, 0u64);
+            loop {
+                let ack = match inbound.message().await {
+                    Ok(Some(labels)) => {
+                        let labels = labels_from_proto(labels);
+                        let (result, message) = truth.offer(Source::Grpc.as_str(), &labels);
+                        if result.accepted() {
+                            ok += 1;
+                        } else {
+                            bad += 1;
+                        }
+                        let reason = if result.accepted() { String::new() } else { result.as_str().to_string() };
+                        Ok(Ack {
+                            sequence: seq,
+                            accepted: result.accepted(),
+                            reason,
+                            message,
+                            accepted_total: ok,
+                            rejected_total: bad,
+                        })
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%status, "labels stream ended with an error");
+                        Err(status)
+                    }
+                };
+                let end = ack.is_err();
+                if out_tx.send(ack).await.is_err() || end {
+                    break;
+                }
+                seq += 1;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))

@@ -422,6 +422,7 @@ mod tests {
             classes: None,
             own_baseline: false,
             causes: vec![Finding { cause: Cause::Darker, summary: EVIL.into() }],
+            performance: None,
         };
         let alert = AlertEvent {
             rule: Arc::from(EVIL),

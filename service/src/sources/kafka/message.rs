@@ -40,6 +40,9 @@ struct JsonFrame {
     /// The metrics crate's own serde form (`class_label` or `class`, optional `class_probabilities`).
     #[serde(default)]
     detections: Vec<Detection>,
+    /// See `Frame.frame_id`: names the frame for ground truth that comes later.
+    #[serde(default)]
+    frame_id: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +150,7 @@ fn from_json(j: JsonFrame) -> Result<(v1::Frame, Vec<Detection>), Rejection> {
         content,
         detections: Vec::new(),
         model_version: j.model_version,
+        frame_id: j.frame_id,
     };
     Ok((frame, j.detections))
 }
