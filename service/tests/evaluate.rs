@@ -326,6 +326,19 @@ fn baseline_build_with_labels_records_the_performance_evaluate_reports() {
         assert!((mean - base).abs() < 1e-12, "{name}: same frames, same mean: {m}");
     }
 
+    // The HTML report shows the same: the baseline's row under each camera, and the label quality table.
+    let page = d("with-baseline.html");
+    a.extend(["--html", page.as_str()]);
+    let o = framewatch(&a);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(&page).expect("report written");
+    let row = between(&html, "data-baseline-for=\"camera_id=cam-dark\">", "</tr>").expect("baseline row");
+    let map = slice("camera_id=cam-dark")["baseline_performance"]["map50"].as_f64().expect("map50");
+    assert!(row.contains(&format!("<td class=\"map50\">{map:.3}</td>")), "{row}");
+    let count = between(&html, "data-label-metric=\"label_object_count\">", "</tr>").expect("label metric row");
+    let mean = lm[0]["mean"].as_f64().expect("mean");
+    assert!(count.contains(&format!("<td class=\"mean\">{mean:.3}</td>")), "{count}");
+
     // Without labels the baseline is as before; with them, only the label fields are added.
     assert!(framewatch_metrics::Baseline::from_json(&plain).is_ok());
     let strip = |text: &str| {
