@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::AnalysisSettings;
 use crate::histogram::{BinLayout, Histogram, LayoutError, quantile_sorted};
-use crate::prediction::PredictionSettings;
+use crate::label_quality::{label_metric_names, label_quality};
+use crate::performance::{
+    FrameMatch, LabelledFrame, Performance, PerformanceSettings, TruthBox, match_frame, summarize,
+};
+use crate::prediction::{Detection, MAX_CLASS_LABEL_BYTES, PredictionSettings};
 use crate::stats::LagSeries;
 
 pub const FORMAT: &str = "framewatch-baseline";
@@ -43,6 +47,12 @@ pub struct Provenance {
     pub source: String,
     /// Number of quantile bins between the baseline minimum and maximum.
     pub fine_bins: u32,
+    /// Scored frames that had ground truth (`baseline build --labels`); absent without labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames_labelled: Option<u64>,
+    /// Lines of the labels file refused, by reason (`invalid_label_box`, `too_many_labels`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels_refused: BTreeMap<String, u64>,
 }
 
 /// One metric's baseline as stored in JSON.
@@ -78,7 +88,35 @@ pub struct SliceBaselineFile {
     pub metrics: BTreeMap<String, MetricBaselineFile>,
     #[serde(default)]
     pub categoricals: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The slice's own distributions of the label quality metrics, over its labelled frames (when it has at
+    /// least `MIN_SLICE_FRAMES` of them); absent without `--labels` and in every file written before labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_metrics: BTreeMap<String, MetricBaselineFile>,
 }
+
+/// The validation set's model performance (`baseline build --labels` with predictions): the numbers live
+/// performance is compared with. Stored as computed, so it equals what `framewatch evaluate` reports on the same
+/// files with the same settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselinePerformance {
+    /// How detections were matched to labelled boxes (IoU and confidence thresholds, detections per class).
+    pub settings: PerformanceSettings,
+    /// Over every labelled frame, in input order.
+    pub global: Performance,
+    /// Per slice key the baseline makes (`camera_id=cam-1`, `camera_id=cam-1,context=night`), over the slice's
+    /// labelled frames; a slice without a labelled frame is absent. Unlike the metric references, a slice needs no
+    /// minimum number of frames here: `frames` says how many, and the reader decides what is enough for a verdict.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub slices: BTreeMap<String, Performance>,
+}
+
+/// Most slices with a recorded performance: a fleet of thousands of cameras times 24 hour-of-day contexts.
+pub const MAX_PERFORMANCE_SLICES: usize = 100_000;
+/// Most classes in one recorded performance (a detector's label set is tens to a few hundred classes).
+pub const MAX_PERFORMANCE_CLASSES: usize = 1_000;
+/// Most label quality metrics in a baseline, and most refusal reasons: both are small fixed sets today.
+pub const MAX_LABEL_METRICS: usize = 64;
 
 /// The dimension name of the context pair appended to a slice key (`camera_id=cam-1,context=night`). Reserved:
 /// a label named `context` cannot be a slice dimension of a context baseline.
@@ -226,6 +264,14 @@ pub struct BaselineFile {
     /// written before they existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub exemplars: BTreeMap<String, Vec<BaselineExemplar>>,
+    /// The validation set's model performance (`baseline build --labels` with predictions); absent otherwise and
+    /// in every file written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performance: Option<BaselinePerformance>,
+    /// The label quality metrics' distributions over the labelled frames (`label_quality::LABEL_METRICS`). Kept
+    /// apart from `metrics`, which holds exactly the frame-scoring registry's metrics the service tracks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_metrics: BTreeMap<String, MetricBaselineFile>,
 }
 
 /// One typical training frame.
@@ -284,6 +330,8 @@ pub struct SliceBaseline {
     pub frames: u64,
     pub metrics: BTreeMap<String, MetricBaseline>,
     pub categoricals: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The label quality metrics over the slice's labelled frames (empty without labels).
+    pub label_metrics: BTreeMap<String, MetricBaseline>,
 }
 
 /// A validated baseline ready for comparisons.
@@ -298,6 +346,10 @@ pub struct Baseline {
     /// Typical training frames per reference ("global" or a slice key); validated: base64 text within
     /// `MAX_EXEMPLAR_BASE64`, at most `MAX_EXEMPLARS` in all.
     pub exemplars: BTreeMap<String, Vec<BaselineExemplar>>,
+    /// Validated: finite figures in range, counts that add up, bounded slices and classes.
+    pub performance: Option<BaselinePerformance>,
+    /// The label quality metrics over every labelled frame (empty without labels).
+    pub label_metrics: BTreeMap<String, MetricBaseline>,
 }
 
 /// Checks the exemplars' shape: a bounded number, each base64 text of bounded length (so it can be embedded in a
@@ -319,6 +371,85 @@ fn validate_exemplars(exemplars: &BTreeMap<String, Vec<BaselineExemplar>>) -> Re
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// Validates a map of label quality metric references (`label_metrics` of the baseline or of a slice).
+fn validate_label_metrics(
+    prefix: &str,
+    metrics: BTreeMap<String, MetricBaselineFile>,
+) -> Result<BTreeMap<String, MetricBaseline>, BaselineError> {
+    if metrics.len() > MAX_LABEL_METRICS {
+        let problem = format!("{} metrics, at most {MAX_LABEL_METRICS}", metrics.len());
+        return Err(invalid(prefix, "label_metrics", problem));
+    }
+    metrics.into_iter().map(|(name, m)| Ok((name.clone(), validate_metric(&format!("{prefix}{name}"), m)?))).collect()
+}
+
+/// Checks a recorded performance: the figures a comparison will print and judge must be numbers in [0, 1], and
+/// counts that cannot come from one matching (a class with more hits than objects) mean a damaged file.
+fn validate_performance_figures(name: &str, p: &Performance) -> Result<(), BaselineError> {
+    let unit = |field: &'static str, v: Option<f64>| match v {
+        Some(v) if !(v.is_finite() && (0.0..=1.0).contains(&v)) => {
+            Err(invalid(name, field, format!("{v} is not a number in [0, 1]")))
+        }
+        _ => Ok(()),
+    };
+    unit("map50", p.map50)?;
+    unit("map50_95", p.map50_95)?;
+    if p.frames == 0 {
+        return Err(invalid(name, "frames", "must be at least 1"));
+    }
+    if p.classes.len() > MAX_PERFORMANCE_CLASSES {
+        return Err(invalid(
+            name,
+            "classes",
+            format!("{} classes, at most {MAX_PERFORMANCE_CLASSES}", p.classes.len()),
+        ));
+    }
+    let (mut tp, mut fp, mut fneg) = (0u64, 0u64, 0u64);
+    for (class, c) in &p.classes {
+        let field = format!("{name}.classes.{class}");
+        if class.len() > MAX_CLASS_LABEL_BYTES {
+            return Err(invalid(&field, "class", format!("longer than {MAX_CLASS_LABEL_BYTES} bytes")));
+        }
+        unit("ap50", c.ap50).and(unit("ap50_95", c.ap50_95)).map_err(|e| match e {
+            BaselineError::Invalid { field: f, problem, .. } => invalid(&field, f, problem),
+            other => other,
+        })?;
+        if c.counts.true_positives.checked_add(c.counts.false_negatives) != Some(c.truths) {
+            return Err(invalid(&field, "counts", "true_positives + false_negatives must equal truths"));
+        }
+        let add = |a: u64, b: u64| a.checked_add(b).ok_or_else(|| invalid(&field, "counts", "overflow"));
+        tp = add(tp, c.counts.true_positives)?;
+        fp = add(fp, c.counts.false_positives)?;
+        fneg = add(fneg, c.counts.false_negatives)?;
+    }
+    if (tp, fp, fneg) != (p.counts.true_positives, p.counts.false_positives, p.counts.false_negatives) {
+        return Err(invalid(name, "counts", "must be the sum of the classes' counts"));
+    }
+    Ok(())
+}
+
+fn validate_performance(p: &BaselinePerformance) -> Result<(), BaselineError> {
+    let s = &p.settings;
+    if !(s.iou_threshold.is_finite() && s.iou_threshold > 0.0 && s.iou_threshold <= 1.0) {
+        return Err(invalid("performance.settings", "iou_threshold", "must be a number in (0, 1]"));
+    }
+    if !(s.score_threshold.is_finite() && (0.0..=1.0).contains(&s.score_threshold)) {
+        return Err(invalid("performance.settings", "score_threshold", "must be a number in [0, 1]"));
+    }
+    if s.max_detections == 0 {
+        return Err(invalid("performance.settings", "max_detections", "must be at least 1"));
+    }
+    if p.slices.len() > MAX_PERFORMANCE_SLICES {
+        let problem = format!("{} slices, at most {MAX_PERFORMANCE_SLICES}", p.slices.len());
+        return Err(invalid("performance", "slices", problem));
+    }
+    validate_performance_figures("performance.global", &p.global)?;
+    for (key, perf) in &p.slices {
+        validate_performance_figures(&format!("performance.slices.{key}"), perf)?;
     }
     Ok(())
 }
@@ -363,9 +494,19 @@ impl Baseline {
             for (name, m) in sl.metrics {
                 sm.insert(name.clone(), validate_metric(&format!("slices.{key}.metrics.{name}"), m)?);
             }
-            slices.insert(key, SliceBaseline { frames: sl.frames, metrics: sm, categoricals: sl.categoricals });
+            let label_metrics = validate_label_metrics(&format!("slices.{key}.label_metrics."), sl.label_metrics)?;
+            let slice = SliceBaseline { frames: sl.frames, metrics: sm, categoricals: sl.categoricals, label_metrics };
+            slices.insert(key, slice);
         }
         validate_exemplars(&file.exemplars)?;
+        if file.provenance.labels_refused.len() > MAX_LABEL_METRICS {
+            let problem = format!("at most {MAX_LABEL_METRICS} reasons");
+            return Err(invalid("provenance", "labels_refused", problem));
+        }
+        if let Some(p) = &file.performance {
+            validate_performance(p)?;
+        }
+        let label_metrics = validate_label_metrics("label_metrics.", file.label_metrics)?;
         Ok(Baseline {
             provenance: file.provenance,
             settings: file.settings,
@@ -374,6 +515,8 @@ impl Baseline {
             slices,
             context: file.context,
             exemplars: file.exemplars,
+            performance: file.performance,
+            label_metrics,
         })
     }
 
@@ -442,13 +585,29 @@ impl Baseline {
                         frames: s.frames,
                         metrics: metrics_file(&s.metrics),
                         categoricals: s.categoricals.clone(),
+                        label_metrics: metrics_file(&s.label_metrics),
                     };
                     (k.clone(), f)
                 })
                 .collect(),
             context: self.context.clone(),
             exemplars: self.exemplars.clone(),
+            performance: self.performance.clone(),
+            label_metrics: metrics_file(&self.label_metrics),
         }
+    }
+
+    /// The recorded performance that `slice` is compared with, chosen like `metric_for`: the slice's own (then
+    /// `true`), else its context-free slice's, else the global one; with the key of the reference chosen
+    /// (`global` for the global one). `None` when the baseline holds no performance.
+    pub fn performance_for<'a>(&'a self, slice: &str) -> Option<(&'a Performance, &'a str, bool)> {
+        let p = self.performance.as_ref()?;
+        let own =
+            p.slices.get_key_value(slice).or_else(|| without_context(slice).and_then(|k| p.slices.get_key_value(k)));
+        Some(match own {
+            Some((key, perf)) => (perf, key.as_str(), true),
+            None => (&p.global, GLOBAL_REFERENCE, false),
+        })
     }
 
     /// Typical training frames for `slice`: its own reference's, else its context-free key's, else the global
@@ -541,6 +700,9 @@ fn validate_metric(name: &str, m: MetricBaselineFile) -> Result<MetricBaseline, 
     })
 }
 
+/// The name of the fleet-wide reference where a slice key is expected (exemplars, performance).
+pub const GLOBAL_REFERENCE: &str = "global";
+
 /// Counts per category, per categorical ("class" -> label -> count).
 pub type Categoricals = BTreeMap<String, BTreeMap<String, u64>>;
 
@@ -613,6 +775,16 @@ pub struct BaselineBuilder {
     rejected: BTreeMap<String, u64>,
     fine_bins: u32,
     context: Option<ContextSpec>,
+    /// The label quality values of the labelled frames, fleet-wide and per slice (empty without labels).
+    labels_global: Accumulator,
+    labels_slices: BTreeMap<String, Accumulator>,
+    labels_refused: BTreeMap<String, u64>,
+    performance_settings: PerformanceSettings,
+    /// Each labelled frame that came with predictions, matched: a few bytes per detection, from which every
+    /// slice's performance is summed exactly at the end.
+    matches: Vec<FrameMatch>,
+    /// Per slice key, its frames' indices into `matches`, in input order.
+    slice_matches: BTreeMap<String, Vec<usize>>,
 }
 
 /// Default number of quantile bins: KS on histograms is then within 0.01 of the exact statistic.
@@ -620,6 +792,8 @@ pub const DEFAULT_FINE_BINS: u32 = 100;
 
 /// A slice gets its own reference only with at least this many frames; smaller slices use the global one.
 pub const MIN_SLICE_FRAMES: u64 = 30;
+
+const LABEL_METRIC_COUNT: usize = crate::label_quality::LABEL_METRICS.len();
 
 impl BaselineBuilder {
     /// `names` are the metric names in registry order (the order of the value slices passed to `add`).
@@ -634,7 +808,45 @@ impl BaselineBuilder {
             rejected: BTreeMap::new(),
             fine_bins,
             context: None,
+            labels_global: Accumulator::new(LABEL_METRIC_COUNT),
+            labels_slices: BTreeMap::new(),
+            labels_refused: BTreeMap::new(),
+            performance_settings: PerformanceSettings::default(),
+            matches: Vec::new(),
+            slice_matches: BTreeMap::new(),
         }
+    }
+
+    /// How `add_labelled` matches detections to ground truth (default: `PerformanceSettings::default()`).
+    pub fn with_performance_settings(mut self, settings: PerformanceSettings) -> BaselineBuilder {
+        self.performance_settings = settings;
+        self
+    }
+
+    /// Adds a scored frame's ground truth (validated by `performance::validate_truth`): its label quality values
+    /// go to the fleet-wide and the named slices' label references and, when the model's `detections` are known,
+    /// its matching goes into their performance. Call it for the frames given to `add`/`add_to_slices`, in the
+    /// same order, with the same slices.
+    pub fn add_labelled(&mut self, slices: &[&str], truth: &[TruthBox], detections: Option<&[Detection]>) {
+        let values = label_quality(truth).values();
+        self.labels_global.add(&values, std::iter::empty());
+        for key in slices {
+            let acc = self.labels_slices.entry(key.to_string()).or_insert_with(|| Accumulator::new(LABEL_METRIC_COUNT));
+            acc.add(&values, std::iter::empty());
+        }
+        if let Some(detections) = detections {
+            let at = self.matches.len();
+            self.matches.push(match_frame(&LabelledFrame { detections, truth }, &self.performance_settings));
+            for key in slices {
+                self.slice_matches.entry(key.to_string()).or_default().push(at);
+            }
+        }
+    }
+
+    /// Counts `count` frames whose ground truth was refused for `reason`.
+    pub fn add_refused_labels(&mut self, reason: &str, count: u64) {
+        let n = self.labels_refused.entry(reason.to_string()).or_default();
+        *n = n.saturating_add(count);
     }
 
     /// Records that the slice references are keyed by `context`: the caller then adds each frame to its slices'
@@ -684,8 +896,29 @@ impl BaselineBuilder {
             }
             let frames = acc.frames;
             let (metrics, categoricals) = acc.finish(&self.names, &format!("slices.{key}.metrics."), self.fine_bins)?;
-            slices.insert(key, SliceBaseline { frames, metrics, categoricals });
+            slices.insert(key, SliceBaseline { frames, metrics, categoricals, label_metrics: BTreeMap::new() });
         }
+        let label_names: Vec<String> = label_metric_names().map(str::to_string).collect();
+        let frames_labelled = (self.labels_global.frames > 0).then_some(self.labels_global.frames);
+        let (label_metrics, _) = self.labels_global.finish(&label_names, "label_metrics.", self.fine_bins)?;
+        for (key, acc) in self.labels_slices {
+            // As for the metric references: a slice's own label reference needs enough labelled frames.
+            let Some(slice) = slices.get_mut(&key).filter(|_| acc.frames >= MIN_SLICE_FRAMES) else { continue };
+            let prefix = format!("slices.{key}.label_metrics.");
+            slice.label_metrics = acc.finish(&label_names, &prefix, self.fine_bins)?.0;
+        }
+        let performance = (!self.matches.is_empty()).then(|| {
+            let matches = &self.matches;
+            BaselinePerformance {
+                settings: self.performance_settings,
+                global: summarize(matches),
+                slices: self
+                    .slice_matches
+                    .iter()
+                    .map(|(key, at)| (key.clone(), summarize(at.iter().map(|&i| &matches[i]))))
+                    .collect(),
+            }
+        });
         let frames_rejected = self.rejected.values().sum();
         Ok(Baseline {
             provenance: Provenance {
@@ -696,6 +929,8 @@ impl BaselineBuilder {
                 framewatch_version,
                 source,
                 fine_bins: self.fine_bins,
+                frames_labelled,
+                labels_refused: self.labels_refused,
             },
             settings: self.settings,
             metrics,
@@ -703,6 +938,8 @@ impl BaselineBuilder {
             slices,
             context: self.context,
             exemplars: BTreeMap::new(),
+            performance,
+            label_metrics,
         })
     }
 }
@@ -824,5 +1061,148 @@ mod tests {
         let bad = text.replacen("\"format\"", "\"context\": \"hour_of_day:7\",\n  \"format\"", 1);
         let err = Baseline::from_json(&bad).map(|_| ()).expect_err("hour_of_day:7 is refused").to_string();
         assert!(err.contains("hour_of_day"), "{err}");
+    }
+
+    fn truth(x0: f32, y0: f32, x1: f32, y1: f32) -> TruthBox {
+        TruthBox { x_min: x0, y_min: y0, x_max: x1, y_max: y1, class_label: "car".into() }
+    }
+
+    fn det(t: &TruthBox, confidence: f32) -> Detection {
+        Detection {
+            x_min: t.x_min,
+            y_min: t.y_min,
+            x_max: t.x_max,
+            y_max: t.y_max,
+            class_label: t.class_label.clone(),
+            confidence,
+            class_probabilities: vec![],
+        }
+    }
+
+    /// 60 frames on two cameras; every frame but each fifth is labelled with one or two cars; the model finds
+    /// every car on cam-1 and only the first on cam-2.
+    /// A labelled frame as added: ground truth, detections, slice.
+    type Labelled = (Vec<TruthBox>, Vec<Detection>, &'static str);
+
+    fn built_with_labels() -> (Baseline, Vec<Labelled>) {
+        let mut b = BaselineBuilder::new(vec!["brightness".into()], ComparableSettings::default(), 100);
+        let mut labelled = Vec::new();
+        for i in 0..60u16 {
+            let cam = if i % 2 == 0 { "camera_id=cam-1" } else { "camera_id=cam-2" };
+            b.add_to_slices(&[cam], &[Some(f64::from(i) / 60.0)], ["car"]);
+            if i % 5 == 4 {
+                continue;
+            }
+            let x = f32::from(i % 7) / 10.0;
+            let mut t = vec![truth(x, 0.1, x + 0.2, 0.3)];
+            if i % 3 == 0 {
+                t.push(truth(x, 0.5, x + 0.2, 0.9));
+            }
+            let d: Vec<Detection> =
+                if cam.ends_with("cam-1") { t.iter().map(|t| det(t, 0.9)).collect() } else { vec![det(&t[0], 0.6)] };
+            b.add_labelled(&[cam], &t, Some(&d));
+            labelled.push((t, d, cam));
+        }
+        b.add_refused_labels("invalid_label_box", 1);
+        let b = b.finish("t".into(), "v".into(), "s".into()).unwrap_or_else(|e| panic!("{e}"));
+        (b, labelled)
+    }
+
+    #[test]
+    fn labelled_baselines_record_the_same_performance_as_evaluate_and_label_metric_references() {
+        let (b, labelled) = built_with_labels();
+        let settings = PerformanceSettings::default();
+        let frames = |cam: Option<&str>| -> Vec<LabelledFrame<'_>> {
+            labelled
+                .iter()
+                .filter(|(_, _, c)| cam.is_none_or(|cam| cam == *c))
+                .map(|(t, d, _)| LabelledFrame { detections: d, truth: t })
+                .collect()
+        };
+        let perf = b.performance.as_ref().expect("performance recorded");
+        assert_eq!(perf.global, crate::performance::evaluate(&frames(None), &settings).0);
+        assert_eq!(perf.global.frames, 48);
+        let cam2 = crate::performance::evaluate(&frames(Some("camera_id=cam-2")), &settings).0;
+        assert_eq!(perf.slices["camera_id=cam-2"], cam2);
+        assert!(cam2.counts.recall() < perf.slices["camera_id=cam-1"].counts.recall(), "cam-2 misses cars");
+        assert_eq!(b.provenance.frames_labelled, Some(48));
+        assert_eq!(b.provenance.labels_refused["invalid_label_box"], 1);
+
+        // One or two cars per labelled frame: 16 of the 48 have two (i % 3 == 0 and i % 5 != 4).
+        let count = &b.label_metrics["label_object_count"];
+        assert_eq!(count.histogram.n, 48);
+        assert!((count.mean - (32.0 + 2.0 * 16.0) / 48.0).abs() < 1e-12, "{}", count.mean);
+        assert_eq!(b.label_metrics.len(), 4, "{:?}", b.label_metrics.keys());
+        assert!(!b.metrics.contains_key("label_object_count"), "label metrics are kept apart");
+        // Each camera has 24 labelled frames, under MIN_SLICE_FRAMES: no slice label reference of its own.
+        assert!(b.slices["camera_id=cam-1"].label_metrics.is_empty());
+
+        assert_eq!(b.performance_for("camera_id=cam-2"), Some((&cam2, "camera_id=cam-2", true)));
+        let fallback = b.performance_for("camera_id=cam-2,context=night").map(|(_, k, own)| (k, own));
+        assert_eq!(fallback, Some(("camera_id=cam-2", true)));
+        assert_eq!(b.performance_for("predicate=dark").map(|(_, k, own)| (k, own)), Some(("global", false)));
+
+        let back = Baseline::from_json(&b.to_json()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.to_file(), b.to_file());
+        assert_eq!(back.performance, b.performance);
+    }
+
+    #[test]
+    fn baselines_without_labels_write_none_of_the_label_fields() {
+        let b = built(None);
+        let text = b.to_json();
+        for field in ["performance", "label_metrics", "frames_labelled", "labels_refused"] {
+            assert!(!text.contains(field), "{field} written without labels");
+        }
+        assert!(b.performance.is_none() && b.label_metrics.is_empty());
+        assert_eq!(b.performance_for("global"), None);
+        assert_eq!(Baseline::from_json(&text).map(|b| b.to_json()).ok(), Some(text));
+    }
+
+    #[test]
+    fn damaged_performance_and_label_references_are_refused_by_field() {
+        let (b, _) = built_with_labels();
+        let refused = |edit: &dyn Fn(&mut BaselineFile)| {
+            let mut file = b.to_file();
+            edit(&mut file);
+            Baseline::from_file(file).map(|_| ()).expect_err("refused").to_string()
+        };
+        let err = refused(&|f| {
+            if let Some(p) = f.performance.as_mut() {
+                p.global.map50 = Some(f64::NAN);
+            }
+        });
+        assert!(err.contains("performance.global.map50"), "{err}");
+        let err = refused(&|f| {
+            if let Some(s) = f.performance.as_mut().and_then(|p| p.slices.get_mut("camera_id=cam-1")) {
+                s.counts.true_positives += 1;
+            }
+        });
+        assert!(err.contains("performance.slices.camera_id=cam-1.counts"), "{err}");
+        let err = refused(&|f| {
+            if let Some(c) = f.performance.as_mut().and_then(|p| p.global.classes.get_mut("car")) {
+                c.ap50 = Some(1.5);
+            }
+        });
+        assert!(err.contains("performance.global.classes.car.ap50"), "{err}");
+        let err = refused(&|f| {
+            if let Some(p) = f.performance.as_mut() {
+                p.settings.iou_threshold = 0.0;
+            }
+        });
+        assert!(err.contains("iou_threshold"), "{err}");
+        let err = refused(&|f| {
+            if let Some(m) = f.label_metrics.get_mut("label_relative_area") {
+                m.mean = f64::INFINITY;
+            }
+        });
+        assert!(err.contains("label_metrics.label_relative_area.mean"), "{err}");
+        let err = refused(&|f| {
+            let one = f.label_metrics["label_object_count"].clone();
+            for i in 0..=MAX_LABEL_METRICS {
+                f.label_metrics.insert(format!("m{i}"), one.clone());
+            }
+        });
+        assert!(err.contains("at most 64"), "{err}");
     }
 }

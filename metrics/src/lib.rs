@@ -13,6 +13,7 @@ pub mod decode;
 pub mod drift;
 pub mod histogram;
 pub mod importance;
+pub mod label_quality;
 pub mod performance;
 pub mod phash;
 pub mod predicate;

@@ -225,3 +225,140 @@ fn evaluate_refuses_bad_tests_predicates_and_label_files_with_the_culprit() {
     let rep: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(rep["tests"][0]["outcome"], "no_verdict", "{rep:#}");
 }
+
+/// The `framewatch` fingerprint of `examples/baseline.json` loaded and written again (`Baseline::to_json`), as
+/// framewatch wrote it before baselines could hold labels (main at cd43c51). The service's checkpoint
+/// compatibility fingerprint hashes this text: a change here would make every checkpoint of an old baseline
+/// incompatible.
+const EXAMPLE_BASELINE_TO_JSON_FINGERPRINT: u64 = 0x331c_321c_42bb_2bcb;
+
+#[test]
+fn an_old_baseline_without_labels_writes_the_same_bytes_as_before() {
+    let text = std::fs::read_to_string(root().join("examples/baseline.json")).expect("example baseline");
+    let b = framewatch_metrics::Baseline::from_json(&text).expect("an old baseline loads");
+    assert!(b.performance.is_none() && b.label_metrics.is_empty());
+    let json = b.to_json();
+    assert_eq!(framewatch::fingerprint::fingerprint(json.as_bytes()), EXAMPLE_BASELINE_TO_JSON_FINGERPRINT, "{json}");
+}
+
+/// `baseline build --labels` on the synthetic fleet records the validation set's performance, fleet-wide and per
+/// camera, exactly as `evaluate --json` reports it on the same files, and the label quality distributions; the
+/// rest of the baseline is what a build without labels writes.
+#[test]
+fn baseline_build_with_labels_records_the_performance_evaluate_reports() {
+    let dir = scratch("baseline-labels");
+    let (mut preds, mut labels) = (String::new(), String::new());
+    let mut clean = Camera::new("cam-clean", 160, 90, 31);
+    let mut dark = Camera::new("cam-dark", 160, 90, 32);
+    dark.drifts = vec![Drift::Darken(0.3), Drift::MissObjects(0.7)];
+    // 45 frames a camera: 30 labelled each, enough for a slice's own label reference (MIN_SLICE_FRAMES).
+    let mut labelled = write_camera(&dir, &mut clean, 45, &mut preds, &mut labels);
+    labelled += write_camera(&dir, &mut dark, 45, &mut preds, &mut labels);
+    labels.push_str(r#"{"path": "cam-dark/f002.jpg", "objects": [{"x_min": 0.5, "y_min": 0.1, "x_max": 1.5, "y_max": 0.2, "class": "car"}]}"#);
+    labels.push('\n');
+    labels.push_str(r#"{"path": "cam-dark/missing.jpg", "objects": []}"#);
+    labels.push('\n');
+    std::fs::write(dir.join("predictions.jsonl"), &preds).expect("write");
+    std::fs::write(dir.join("labels.jsonl"), &labels).expect("write");
+    let d = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    // The directory: its images are named as the JSON lines name them; the JSON files in it are not walked.
+    let frames = dir.to_string_lossy().into_owned();
+    let common = ["--slice-dimension", "camera_id", "--predictions", &d("predictions.jsonl"), "--threads", "2"];
+
+    let build = |out: &str, extra: &[&str]| {
+        let mut a = vec!["baseline", "build", frames.as_str(), "-o", out];
+        a.extend_from_slice(&common);
+        a.extend_from_slice(extra);
+        let o = framewatch(&a);
+        assert!(o.status.success(), "baseline build: {}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(out).expect("baseline written");
+        (String::from_utf8_lossy(&o.stderr).into_owned(), text)
+    };
+    let (stderr, with_labels) = build(&d("labelled.json"), &["--labels", &d("labels.jsonl")]);
+    assert!(stderr.contains("1 refused (invalid_label_box: 1), 1 matched no frame"), "{stderr}");
+    let (_, plain) = build(&d("plain.json"), &[]);
+
+    let labels_path = d("labels.jsonl");
+    let mut a = vec!["evaluate", frames.as_str(), "--labels", &labels_path, "--json", "--min-labelled", "1"];
+    a.extend_from_slice(&common);
+    let baseline_arg = d("labelled.json");
+    a.extend(["--baseline", baseline_arg.as_str()]);
+    let o = framewatch(&a);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+    let b: serde_json::Value = serde_json::from_str(&with_labels).expect("json baseline");
+
+    assert_eq!(b["provenance"]["frames_labelled"], labelled as u64);
+    assert_eq!(rep["frames_labelled"], labelled as u64);
+    assert_eq!(b["provenance"]["labels_refused"]["invalid_label_box"], 1);
+    let perf = &b["performance"];
+    assert_eq!(perf["settings"], rep["settings"]);
+    let slice = |name: &str| {
+        rep["slices"].as_array().expect("slices").iter().find(|s| s["slice"] == name).cloned().expect(name)
+    };
+    assert_eq!(perf["global"], slice("global")["performance"], "fleet-wide performance as evaluate reports it");
+    for cam in ["camera_id=cam-clean", "camera_id=cam-dark"] {
+        let s = slice(cam);
+        assert_eq!(perf["slices"][cam], s["performance"], "{cam}");
+        assert_eq!(s["baseline_performance"], s["performance"], "evaluate shows the baseline's next to it");
+        assert_eq!(s["baseline_reference"], cam);
+    }
+    assert!(
+        perf["slices"]["camera_id=cam-dark"]["map50"].as_f64()
+            < perf["slices"]["camera_id=cam-clean"]["map50"].as_f64(),
+        "the dark camera's misses are in its baseline performance: {perf:#}"
+    );
+
+    // Label quality: four metrics, fleet-wide and per camera; evaluate shows the same numbers next to the baseline's.
+    let names = ["label_object_count", "label_duplicates", "label_border_closeness", "label_relative_area"];
+    for name in names {
+        let m = &b["label_metrics"][name];
+        assert!(m["n"].as_u64() > Some(0), "{name}: {m}");
+        assert!(b["slices"]["camera_id=cam-dark"]["label_metrics"][name].is_object(), "{name} per camera");
+        assert!(b["metrics"].get(name).is_none(), "label metrics stay out of `metrics`");
+    }
+    let lm = rep["label_metrics"].as_array().expect("label metrics");
+    let got: Vec<&str> = lm.iter().map(|m| m["metric"].as_str().expect("name")).collect();
+    assert_eq!(got, names);
+    for m in lm {
+        let name = m["metric"].as_str().expect("name");
+        let (mean, base) = (m["mean"].as_f64().expect("mean"), m["baseline_mean"].as_f64().expect("baseline mean"));
+        assert!((mean - base).abs() < 1e-12, "{name}: same frames, same mean: {m}");
+    }
+
+    // The HTML report shows the same: the baseline's row under each camera, and the label quality table.
+    let page = d("with-baseline.html");
+    a.extend(["--html", page.as_str()]);
+    let o = framewatch(&a);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(&page).expect("report written");
+    let row = between(&html, "data-baseline-for=\"camera_id=cam-dark\">", "</tr>").expect("baseline row");
+    let map = slice("camera_id=cam-dark")["baseline_performance"]["map50"].as_f64().expect("map50");
+    assert!(row.contains(&format!("<td class=\"map50\">{map:.3}</td>")), "{row}");
+    let count = between(&html, "data-label-metric=\"label_object_count\">", "</tr>").expect("label metric row");
+    let mean = lm[0]["mean"].as_f64().expect("mean");
+    assert!(count.contains(&format!("<td class=\"mean\">{mean:.3}</td>")), "{count}");
+
+    // Without labels the baseline is as before; with them, only the label fields are added.
+    assert!(framewatch_metrics::Baseline::from_json(&plain).is_ok());
+    let strip = |text: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(text).expect("json");
+        let o = v.as_object_mut().expect("object");
+        o.remove("performance");
+        o.remove("label_metrics");
+        let p = o["provenance"].as_object_mut().expect("provenance");
+        for k in ["created_at", "frames_labelled", "labels_refused"] {
+            p.remove(k);
+        }
+        for s in o["slices"].as_object_mut().expect("slices").values_mut() {
+            s.as_object_mut().expect("slice").remove("label_metrics");
+        }
+        v
+    };
+    for field in ["performance", "label_metrics", "frames_labelled", "labels_refused"] {
+        assert!(!plain.contains(field), "{field} in a baseline built without labels");
+    }
+    assert_eq!(strip(&with_labels), strip(&plain));
+    let reloaded = framewatch_metrics::Baseline::from_json(&plain).expect("loads").to_json() + "\n";
+    assert_eq!(reloaded, plain, "a baseline without labels reads back byte for byte");
+}

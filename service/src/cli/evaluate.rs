@@ -13,17 +13,18 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 use framewatch_metrics::importance::{ImportanceFrame, ImportanceSettings, MetricImportance, metric_importance};
+use framewatch_metrics::label_quality::{LabelMetricSummary, summarize_labels};
 use framewatch_metrics::performance::{
     Counts, LabelledFrame, Performance, PerformanceSettings, PerformanceTest, TruthBox, evaluate,
 };
 use framewatch_metrics::predicate::Predicate;
-use framewatch_metrics::{Detection, MetricRegistry, PredictionSettings, ScoreSettings};
+use framewatch_metrics::{Baseline, Detection, MetricRegistry, PredictionSettings, ScoreSettings};
 use serde::Serialize;
 
 mod html;
 
 use super::offline::{FrameResult, GroundTruth, score_files};
-use super::{AnalysisArgs, EXIT_RULE_FAILED, InputArgs, load_inputs, settings_with, slice_key, threads};
+use super::{AnalysisArgs, EXIT_RULE_FAILED, InputArgs, MatchingArgs, load_inputs, settings_with, slice_key, threads};
 use crate::slice::SliceKey;
 
 #[derive(Debug, Args)]
@@ -52,12 +53,13 @@ pub struct EvaluateArgs {
     /// A slice with fewer labelled frames than this gets no verdict.
     #[arg(long, default_value_t = 20)]
     pub min_labelled: u64,
-    /// IoU at which a detection matches a labelled box (precision, recall, F1).
-    #[arg(long, default_value_t = PerformanceSettings::default().iou_threshold)]
-    pub iou: f64,
-    /// Precision, recall and F1 count detections with at least this confidence.
-    #[arg(long, default_value_t = PerformanceSettings::default().score_threshold)]
-    pub score_threshold: f32,
+    #[command(flatten)]
+    pub matching: MatchingArgs,
+    /// A baseline built with `baseline build --labels`: its recorded performance is shown next to each slice's
+    /// (the slice's own reference, else its context-free one, else the fleet-wide one), and its label quality
+    /// distributions next to the current ones.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
     /// Quantile buckets per metric for performance by metric.
     #[arg(long, default_value_t = ImportanceSettings::default().buckets)]
     pub buckets: usize,
@@ -118,6 +120,33 @@ struct SliceReport {
     labelled_frames: u64,
     /// Over the labelled frames; absent below --min-labelled.
     performance: Option<Performance>,
+    /// With --baseline: the recorded performance this slice is compared with, and the key of the baseline
+    /// reference it comes from (the slice's own, its context-free one, or `global`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_performance: Option<Performance>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_reference: Option<String>,
+}
+
+/// A label quality metric over the labelled frames, with the baseline's distribution when one was given.
+#[derive(Debug, Serialize)]
+struct LabelMetricReport {
+    #[serde(flatten)]
+    summary: LabelMetricSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_quartiles: Option<[f64; 3]>,
+}
+
+/// What --baseline held for the comparison.
+#[derive(Debug, Serialize)]
+struct BaselineReport {
+    path: String,
+    /// The matching settings of its recorded performance; absent when it records none (built without --labels
+    /// and --predictions).
+    performance_settings: Option<PerformanceSettings>,
+    frames_labelled: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,18 +182,17 @@ struct Report {
     tests: Vec<TestReport>,
     /// Every metric, most related to per-frame F1 first.
     importance: Vec<MetricImportance>,
+    /// Encord Active's label quality metrics over the labelled frames' ground truth, in catalog order.
+    label_metrics: Vec<LabelMetricReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<BaselineReport>,
 }
 
 pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let tests: Vec<SliceTest> = args.tests.iter().map(|t| parse_test(t)).collect::<anyhow::Result<_>>()?;
     let predicates: Vec<(String, Predicate)> =
         args.predicates.iter().map(|p| parse_predicate_arg(p)).collect::<anyhow::Result<_>>()?;
-    if !(args.iou > 0.0 && args.iou <= 1.0) {
-        bail!("--iou must be in (0, 1] (got {})", args.iou);
-    }
-    if !(0.0..=1.0).contains(&args.score_threshold) {
-        bail!("--score-threshold must be in [0, 1] (got {})", args.score_threshold);
-    }
+    let perf_settings = args.matching.settings()?;
     if !(1..=100).contains(&args.buckets) {
         bail!("--buckets must be between 1 and 100 (got {})", args.buckets);
     }
@@ -185,6 +213,30 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
             bail!("--test {:?}: no --predicate defines {}", t.text, t.slice);
         }
     }
+    let baseline = match &args.baseline {
+        None => None,
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read baseline {}", path.display()))?;
+            let b = Baseline::from_json(&text).with_context(|| format!("invalid baseline {}", path.display()))?;
+            match &b.performance {
+                None => eprintln!(
+                    "baseline {} records no performance (built without --labels and --predictions): only the \
+                     label quality metrics are compared",
+                    path.display()
+                ),
+                Some(p) if p.settings != perf_settings => eprintln!(
+                    "baseline {} matched detections with other settings (IoU {}, confidence >= {}): its precision, \
+                     recall and F1 are not directly comparable",
+                    path.display(),
+                    p.settings.iou_threshold,
+                    p.settings.score_threshold
+                ),
+                Some(_) => {}
+            }
+            Some(b)
+        }
+    };
     let (files, preds) = load_inputs(&args.input)?;
     let truth = GroundTruth::load(&args.labels, PredictionSettings::default().max_detections)?;
     let settings = settings_with(&args.analysis, ScoreSettings::default());
@@ -224,11 +276,6 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         bail!("no frame could be scored");
     }
 
-    let perf_settings = PerformanceSettings {
-        iou_threshold: args.iou,
-        score_threshold: args.score_threshold,
-        ..PerformanceSettings::default()
-    };
     let mut slice_reports = Vec::with_capacity(slices.len());
     for (si, key) in slices.iter().enumerate() {
         let members: Vec<&Frame> = frames.iter().filter(|f| f.slices.contains(&si)).collect();
@@ -238,11 +285,14 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
             .collect();
         let n = labelled.len() as u64;
         let performance = (n >= args.min_labelled.max(1)).then(|| evaluate(&labelled, &perf_settings).0);
+        let reference = baseline.as_ref().and_then(|b| b.performance_for(key));
         slice_reports.push(SliceReport {
             slice: key.to_string(),
             frames: members.len() as u64,
             labelled_frames: n,
             performance,
+            baseline_performance: reference.map(|(p, _, _)| p.clone()),
+            baseline_reference: reference.map(|(_, k, _)| k.to_owned()),
         });
     }
     let test_reports: Vec<TestReport> = tests
@@ -287,6 +337,22 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let imp_settings = ImportanceSettings { buckets: args.buckets, ..ImportanceSettings::default() };
     let importance = metric_importance(&data_metrics, &imp_frames, &perf_settings, &imp_settings);
 
+    let label_metrics = summarize_labels(frames.iter().filter_map(|f| f.truth.as_deref()))
+        .into_iter()
+        .map(|summary| {
+            let reference = baseline.as_ref().and_then(|b| b.label_metrics.get(summary.metric));
+            LabelMetricReport {
+                summary,
+                baseline_mean: reference.map(|m| m.mean),
+                baseline_quartiles: reference.map(|m| m.quartiles),
+            }
+        })
+        .collect();
+    let baseline_report = baseline.as_ref().zip(args.baseline.as_ref()).map(|(b, path)| BaselineReport {
+        path: path.display().to_string(),
+        performance_settings: b.performance.as_ref().map(|p| p.settings),
+        frames_labelled: b.provenance.frames_labelled,
+    });
     let report = Report {
         settings: perf_settings,
         frames_scored: frames.len() as u64,
@@ -297,6 +363,8 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         slices: slice_reports,
         tests: test_reports,
         importance,
+        label_metrics,
+        baseline: baseline_report,
     };
     if let Some(path) = &args.html {
         std::fs::write(path, html::render(&report, args.min_labelled))
@@ -357,6 +425,15 @@ fn print_report(r: &Report, min_labelled: u64, out: &mut impl Write) -> std::io:
             "{:<32} {:>8} {:>8} {m50:>7} {m5095:>8} {precision:>9} {recall:>7} {f1:>7}",
             s.slice, s.frames, s.labelled_frames,
         )?;
+        if let (Some(p), Some(reference)) = (&s.baseline_performance, &s.baseline_reference) {
+            let [m50, m5095, precision, recall, f1] = slice_figures(Some(p));
+            let label = format!("  baseline ({reference})");
+            writeln!(
+                out,
+                "{label:<32} {:>8} {:>8} {m50:>7} {m5095:>8} {precision:>9} {recall:>7} {f1:>7}",
+                "-", p.frames
+            )?;
+        }
     }
     if let Some(p) = r.slices.first().and_then(|s| s.performance.as_ref()) {
         writeln!(out, "\nPer class (global)")?;
@@ -389,6 +466,7 @@ fn print_report(r: &Report, min_labelled: u64, out: &mut impl Write) -> std::io:
             writeln!(out, "  {what:<10} {} in {}: {detail}", t.test, t.slice)?;
         }
     }
+    print_label_metrics(r, out)?;
     writeln!(
         out,
         "\nMetric importance (Spearman rho and mutual information, nats: with per-frame F1 over labelled frames, with \
@@ -406,6 +484,39 @@ fn print_report(r: &Report, min_labelled: u64, out: &mut impl Write) -> std::io:
             num(m.confidence_spearman),
             num(m.confidence_mutual_information),
             buckets.join(" ")
+        )?;
+    }
+    Ok(())
+}
+
+/// The label quality table: the labelled frames' ground truth, with the baseline's mean and median when known.
+fn print_label_metrics(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "\nLabel quality over the labelled frames' ground truth (Encord Active's label metrics; a frame without \
+         objects has only a count)"
+    )?;
+    writeln!(
+        out,
+        "{:<24} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9}",
+        "metric", "values", "mean", "min", "q1", "median", "q3", "max", "base_mean", "base_med"
+    )?;
+    for m in &r.label_metrics {
+        let s = &m.summary;
+        let q = |i: usize| num(s.quartiles.map(|q| q[i]));
+        writeln!(
+            out,
+            "{:<24} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9}",
+            s.metric,
+            s.values,
+            num(s.mean),
+            num(s.min),
+            q(0),
+            q(1),
+            q(2),
+            num(s.max),
+            num(m.baseline_mean),
+            num(m.baseline_quartiles.map(|q| q[1])),
         )?;
     }
     Ok(())

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use framewatch_metrics::baseline::{ContextSpec, DEFAULT_FINE_BINS, context_key};
 use framewatch_metrics::drift::parse_rules;
+use framewatch_metrics::performance::PerformanceSettings;
 use framewatch_metrics::{
     Baseline, BaselineBuilder, ComparableSettings, DriftAccumulator, DriftThresholds, MetricRegistry, ScoreSettings,
     Verdict,
@@ -22,7 +23,7 @@ mod offline;
 mod report;
 
 use crate::time::now_rfc3339;
-use offline::{FrameResult, InputFile, Predictions, collect_inputs, score_files};
+use offline::{FrameResult, GroundTruth, InputFile, Predictions, collect_inputs, score_files};
 
 /// Exit code when a `--fail-on` rule is broken (distinct from 1 = error and 2 = usage error).
 pub const EXIT_RULE_FAILED: u8 = 3;
@@ -195,6 +196,41 @@ pub struct BuildArgs {
     /// in all; typical = closest to the reference's medians over all metrics, in IQR units).
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=16))]
     pub exemplars: u8,
+    /// Ground truth for (some of) the frames, in `evaluate --labels`'s format: JSON lines {"path": ..., "objects":
+    /// [{"x_min", "y_min", "x_max", "y_max", "class"}]}. Records the label quality metrics' distributions and, with
+    /// --predictions, the model's performance (mAP, precision, recall, F1) fleet-wide and per slice: what live
+    /// performance is compared with. Refused lines are counted by reason.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    #[command(flatten)]
+    pub matching: MatchingArgs,
+}
+
+/// How detections are matched to ground truth (`evaluate`, `baseline build --labels`).
+#[derive(Debug, Args)]
+pub struct MatchingArgs {
+    /// IoU at which a detection matches a labelled box (precision, recall, F1).
+    #[arg(long, default_value_t = PerformanceSettings::default().iou_threshold)]
+    pub iou: f64,
+    /// Precision, recall and F1 count detections with at least this confidence.
+    #[arg(long, default_value_t = PerformanceSettings::default().score_threshold)]
+    pub score_threshold: f32,
+}
+
+impl MatchingArgs {
+    pub fn settings(&self) -> anyhow::Result<PerformanceSettings> {
+        if !(self.iou > 0.0 && self.iou <= 1.0) {
+            bail!("--iou must be in (0, 1] (got {})", self.iou);
+        }
+        if !(0.0..=1.0).contains(&self.score_threshold) {
+            bail!("--score-threshold must be in [0, 1] (got {})", self.score_threshold);
+        }
+        Ok(PerformanceSettings {
+            iou_threshold: self.iou,
+            score_threshold: self.score_threshold,
+            ..PerformanceSettings::default()
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -354,7 +390,26 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let settings = settings_with(&args.analysis, ScoreSettings::default());
     let comparable = ComparableSettings { analysis: settings.analysis, prediction: settings.prediction };
     let names: Vec<String> = registry.names().map(str::to_string).collect();
-    let mut builder = BaselineBuilder::new(names, comparable, args.bins);
+    let mut builder =
+        BaselineBuilder::new(names, comparable, args.bins).with_performance_settings(args.matching.settings()?);
+    let truth = match &args.labels {
+        Some(path) => {
+            let t = GroundTruth::load(path, framewatch_metrics::PredictionSettings::default().max_detections)?;
+            for (reason, n) in &t.refused {
+                builder.add_refused_labels(reason, *n);
+            }
+            if args.input.predictions.is_none() {
+                eprintln!(
+                    "--labels without --predictions: recording the label quality metrics only, no model performance"
+                );
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    // Without predictions every frame would count as "nothing detected": a performance no model had.
+    let with_predictions = args.input.predictions.is_some();
+    let mut matched_labels = 0u64;
     let context = match &args.context {
         None => None,
         Some(text) => {
@@ -390,10 +445,11 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
                     let value = spec.value(secs, |name| info.and_then(|i| i.labels.get(name)).map(String::as_str))?;
                     Some(context_key(k, &value))
                 });
-                match (key, keyed) {
-                    (Some(k), Some(c)) => builder.add_to_slices(&[k.as_str(), c.as_str()], &values, classes),
-                    (Some(k), None) => builder.add_to_slices(&[k.as_str()], &values, classes),
-                    _ => builder.add(&values, classes),
+                let slices: Vec<&str> = key.iter().chain(keyed.iter()).map(String::as_str).collect();
+                builder.add_to_slices(&slices, &values, classes);
+                if let Some(t) = truth.as_ref().and_then(|t| t.lookup(input)) {
+                    matched_labels += 1;
+                    builder.add_labelled(&slices, &t, with_predictions.then_some(&*detections));
                 }
             }
             FrameResult::Failed { reason, message } => {
@@ -417,6 +473,9 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&args.output, baseline.to_json() + "\n")
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     report::print_frame_summary(baseline.provenance.frames_scored, &reasons);
+    if let Some(t) = &truth {
+        print_label_summary(&baseline, t, matched_labels);
+    }
     eprintln!(
         "wrote {} ({} metrics{}{})",
         args.output.display(),
@@ -433,6 +492,33 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `baseline build --labels` recorded, on stderr: labelled frames, refused and unmatched label lines (as
+/// `evaluate` reports them) and the fleet-wide performance.
+fn print_label_summary(baseline: &Baseline, truth: &GroundTruth, matched: u64) {
+    let refused: Vec<String> = truth.refused.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let unmatched = (truth.len() as u64).saturating_sub(matched);
+    eprintln!(
+        "labels: {} frames labelled, {} refused{}, {unmatched} matched no frame",
+        baseline.provenance.frames_labelled.unwrap_or(0),
+        truth.refused.values().sum::<u64>(),
+        if refused.is_empty() { String::new() } else { format!(" ({})", refused.join(", ")) },
+    );
+    if let Some(p) = &baseline.performance {
+        let num = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+        eprintln!(
+            "baseline performance over {} labelled frames: map50 {} map50_95 {} precision {} recall {} f1 {} \
+             ({} slices)",
+            p.global.frames,
+            num(p.global.map50),
+            num(p.global.map50_95),
+            num(p.global.counts.precision()),
+            num(p.global.counts.recall()),
+            num(p.global.counts.f1()),
+            p.slices.len()
+        );
+    }
 }
 
 /// A scored training frame, kept by `baseline build --exemplars` until the typical ones are picked.

@@ -16,6 +16,7 @@ const EXTRA_CSS: &str = "
 svg .pos { fill: #2f7d4f; } svg .neg { fill: #c0392b; } svg .bucket { fill: #5b8fd6; }
 td.outcome.fail { color: #9b1c14; font-weight: 700; } td.outcome.pass { color: #17603a; font-weight: 700; }
 td.outcome.no_verdict { color: #8a929c; }
+tr.baseline td { color: #5a6470; font-style: italic; }
 ";
 
 /// A bucket bound in four significant digits at most, to fit under its bar.
@@ -95,8 +96,21 @@ pub fn render(r: &Report, min_labelled: u64) -> String {
             s.frames,
             s.labelled_frames,
         );
+        if let (Some(p), Some(reference)) = (&s.baseline_performance, &s.baseline_reference) {
+            let [m50, m5095, precision, recall, f1] = slice_figures(Some(p));
+            let _ = writeln!(
+                h,
+                "<tr class=\"baseline\" data-baseline-for=\"{}\"><td>&nbsp;&nbsp;baseline ({})</td><td>-</td>\
+                 <td>{}</td><td class=\"map50\">{m50}</td><td>{m5095}</td><td>{precision}</td><td>{recall}</td>\
+                 <td>{f1}</td></tr>",
+                escape(&s.slice),
+                escape(reference),
+                p.frames,
+            );
+        }
     }
     h.push_str("</table></section>\n");
+    label_metrics_table(&mut h, r);
 
     if let Some(p) = r.slices.first().and_then(|s| s.performance.as_ref()) {
         h.push_str(
@@ -114,6 +128,36 @@ pub fn render(r: &Report, min_labelled: u64) -> String {
     bucket_charts(&mut h, &r.importance);
     h.push_str("</body></html>\n");
     h
+}
+
+/// The label quality metrics of the labelled frames' ground truth, with the baseline's when known.
+fn label_metrics_table(h: &mut String, r: &Report) {
+    h.push_str(
+        "<section id=\"label-metrics\"><h2>Label quality</h2><p class=\"note\">Encord Active's label quality metrics \
+         on the labelled frames' ground truth (README, \"Label quality metrics\"); a frame without objects has only a \
+         count.</p><table><tr><th>metric</th><th>values</th><th>mean</th><th>min</th><th>Q1</th><th>median</th>\
+         <th>Q3</th><th>max</th><th>baseline mean</th><th>baseline median</th></tr>\n",
+    );
+    for m in &r.label_metrics {
+        let s = &m.summary;
+        let q = |i: usize| num(s.quartiles.map(|q| q[i]));
+        let _ = writeln!(
+            h,
+            "<tr data-label-metric=\"{0}\"><td>{0}</td><td>{1}</td><td class=\"mean\">{2}</td><td>{3}</td><td>{4}</td>\
+             <td>{5}</td><td>{6}</td><td>{7}</td><td class=\"baseline-mean\">{8}</td><td>{9}</td></tr>",
+            escape(s.metric),
+            s.values,
+            num(s.mean),
+            num(s.min),
+            q(0),
+            q(1),
+            q(2),
+            num(s.max),
+            num(m.baseline_mean),
+            num(m.baseline_quartiles.map(|q| q[1])),
+        );
+    }
+    h.push_str("</table></section>\n");
 }
 
 /// One horizontal bar per metric: Spearman's rho with per-frame F1, from the centre line (right: more of the metric,
