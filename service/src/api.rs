@@ -19,6 +19,7 @@ use crate::alerts::{AlertEvent, AlertSnapshot, Phase};
 use crate::evaluate::{Evaluation, MetricEval, SliceEval, SlicePerformance};
 use crate::exemplars::ExemplarStore;
 use crate::truth::Truth;
+use framewatch_metrics::performance::Performance;
 
 #[derive(Debug, Clone)]
 pub struct QueryApi {
@@ -108,10 +109,17 @@ fn slice_summary(s: &SliceEval, evaluated_at: i64) -> SliceSummary {
 }
 
 fn model_performance(p: &SlicePerformance) -> pb::ModelPerformance {
-    let perf = &p.performance;
+    let mut out = performance_figures(&p.performance);
+    out.enough = p.enough;
+    out.baseline = p.baseline.as_deref().map(|b| Box::new(performance_figures(b)));
+    out
+}
+
+fn performance_figures(perf: &Performance) -> pb::ModelPerformance {
     pb::ModelPerformance {
         labelled_frames: perf.frames,
-        enough: p.enough,
+        enough: false,
+        baseline: None,
         map50: perf.map50,
         map50_95: perf.map50_95,
         precision: perf.counts.precision(),

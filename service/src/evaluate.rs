@@ -63,6 +63,9 @@ pub struct SlicePerformance {
     pub performance: Performance,
     /// At least `labels.min_frames` labelled frames: model test cases on performance judge only then.
     pub enough: bool,
+    /// The baseline's performance on its labelled validation frames (`baseline build --labels`) for this slice:
+    /// its own slice's, else the global figure.
+    pub baseline: Option<Arc<Performance>>,
 }
 
 /// One evaluation of every slice, sorted by slice key.
@@ -168,17 +171,31 @@ pub fn evaluate(
 /// Sums each evaluated slice's labelled frames (ground truth joined by frame id, captured in the performance
 /// window) into its model performance. Expired frames and held labels age out first. The join's lock is held
 /// while the window is gathered (reference counts, no copies), not while the sums are made.
-pub fn judge_performance(evaluation: &mut Evaluation, join: &Mutex<JoinStore>, min_frames: u64, now_secs: i64) {
+pub fn judge_performance(
+    evaluation: &mut Evaluation,
+    join: &Mutex<JoinStore>,
+    baseline: &Baseline,
+    min_frames: u64,
+    now_secs: i64,
+) {
     let window = {
         let mut j = join.lock().unwrap_or_else(|p| p.into_inner());
         j.expire(now_secs);
         j.window(now_secs)
     };
+    // One shared copy per baseline reference, however many slices it judges.
+    let mut references: BTreeMap<&str, Arc<Performance>> = BTreeMap::new();
     for s in &mut evaluation.slices {
-        s.performance = window.get(s.key.as_str()).map(|frames| {
-            let performance = summarize(frames.iter().map(|l| &l.matched));
-            SlicePerformance { enough: performance.frames >= min_frames.max(1), performance }
-        });
+        let Some(frames) = window.get(s.key.as_str()) else {
+            s.performance = None;
+            continue;
+        };
+        let performance = summarize(frames.iter().map(|l| &l.matched));
+        let baseline = baseline
+            .performance_for(s.key.as_str())
+            .map(|(p, key, _)| references.entry(key).or_insert_with(|| Arc::new(p.clone())).clone());
+        s.performance =
+            Some(SlicePerformance { enough: performance.frames >= min_frames.max(1), performance, baseline });
     }
 }
 

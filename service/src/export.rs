@@ -47,10 +47,17 @@ const EXPORTED_CLASSES: usize = 20;
 fn performance_rows(
     p: &SlicePerformance,
     base: &[(&'static str, String)],
-    (labelled, overall, per_class): (&mut Rows, &mut Rows, &mut Rows),
+    (labelled, overall, per_class, baseline): (&mut Rows, &mut Rows, &mut Rows, &mut Rows),
 ) {
     let perf = &p.performance;
     labelled.push((base.to_vec(), perf.frames as f64));
+    for (stat, b) in p.baseline.iter().flat_map(|b| PerformanceStatistic::ALL.map(|s| (s, b))) {
+        if let Some(v) = stat.value(b, None) {
+            let mut l = base.to_vec();
+            l.push(("statistic", stat.name().to_string()));
+            baseline.push((l, v));
+        }
+    }
     let with = |k: &'static str, v: &str| {
         let mut l = base.to_vec();
         l.push((k, v.to_string()));
@@ -76,9 +83,10 @@ fn performance_rows(
 
 type Rows = Vec<(Vec<(&'static str, String)>, f64)>;
 
-/// Series one slice's performance costs: labelled frames, 5 overall figures, 5 per exported class.
+/// Series one slice's performance costs: labelled frames, 5 overall figures (and 5 of the baseline's), 5 per
+/// exported class.
 fn performance_cost(p: Option<&SlicePerformance>) -> usize {
-    p.map_or(0, |p| 1 + 5 + 5 * p.performance.classes.len().min(EXPORTED_CLASSES))
+    p.map_or(0, |p| 1 + 10 + 5 * p.performance.classes.len().min(EXPORTED_CLASSES))
 }
 
 /// The join's gauges and counters.
@@ -195,7 +203,7 @@ impl Collector for DriftCollector {
         let mut baseline_mean = vec![];
         let (mut class_v, mut class_drift) = (vec![], vec![]);
         let (mut out_of_range, mut n_eff, mut causes) = (vec![], vec![], vec![]);
-        let (mut labelled, mut performance, mut class_performance) = (vec![], vec![], vec![]);
+        let (mut labelled, mut performance, mut class_performance, mut base_perf) = (vec![], vec![], vec![], vec![]);
         // Fleet-wide slices first (global, predicates, then label dimensions other than cameras), so the budget
         // runs out on camera slices, never on what the shipped rules and dashboards watch fleet-wide.
         let mut order: Vec<(u8, &crate::evaluate::SliceEval, String)> = eval
@@ -230,7 +238,7 @@ impl Collector for DriftCollector {
             let base = vec![("slice", s.key.to_string()), ("dimension", dim.clone())];
             frames.push((base.clone(), s.frames as f64));
             if let Some(p) = &s.performance {
-                performance_rows(p, &base, (&mut labelled, &mut performance, &mut class_performance));
+                performance_rows(p, &base, (&mut labelled, &mut performance, &mut class_performance, &mut base_perf));
             }
             if let Some(c) = &s.classes {
                 class_v.push((base.clone(), c.chi_square.cramers_v));
@@ -332,6 +340,13 @@ impl Collector for DriftCollector {
             "framewatch_model_class_performance",
             "Model performance per class on the slice's labelled frames (the 20 classes with most labelled objects)",
             &class_performance,
+        )?;
+        gauge(
+            &mut enc,
+            "framewatch_baseline_model_performance",
+            "The baseline's model performance on its labelled validation frames (baseline build --labels) that \
+             judges the slice: its own slice's, else the global figure",
+            &base_perf,
         )?;
         encode_join(&mut enc, &self.truth)?;
         let alerts = self.alerts.read().unwrap_or_else(|p| p.into_inner()).clone();

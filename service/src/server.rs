@@ -555,7 +555,7 @@ fn evaluator(
             c.snapshot()
         };
         let mut e = evaluate(&store, &baseline, &settings, &cams, now);
-        judge_performance(&mut e, truth.store(), min_labelled, now);
+        judge_performance(&mut e, truth.store(), &baseline, min_labelled, now);
         let e = Arc::new(e);
         *evaluation.write().unwrap_or_else(|p| p.into_inner()) = e.clone();
         history.lock().unwrap_or_else(|p| p.into_inner()).push(&e);

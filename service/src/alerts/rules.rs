@@ -174,7 +174,8 @@ impl Rule {
     /// figure, its class and the labelled frames it stands on).
     pub(crate) fn evidence(&self, s: &SliceEval) -> Option<String> {
         if let Stat::Performance(p) = self.stat {
-            let perf = &s.performance.as_ref()?.performance;
+            let sp = s.performance.as_ref()?;
+            let perf = &sp.performance;
             let class = self.config.class.as_deref();
             let value = p.value(perf, class)?;
             let of = class.map_or(String::new(), |c| format!(" of class {c}"));
@@ -182,8 +183,13 @@ impl Rule {
                 Some(c) => perf.classes.get(c).map_or_else(Default::default, |c| c.counts),
                 None => perf.counts,
             };
+            let baseline = sp
+                .baseline
+                .as_deref()
+                .and_then(|b| p.value(b, class))
+                .map_or(String::new(), |b| format!(", baseline {b:.3}"));
             return Some(format!(
-                "{}{of} {value:.3} over {} labelled frames (true positives {}, false positives {}, missed {})",
+                "{}{of} {value:.3} over {} labelled frames (true positives {}, false positives {}, missed {}{baseline})",
                 p.name(),
                 perf.frames,
                 counts.true_positives,
