@@ -434,6 +434,7 @@ fn start_kafka(
             runtime: tokio::runtime::Handle::current(),
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
             max_message_bytes: crate::sources::grpc::max_message_bytes(config.pipeline.max_image_bytes),
+            truth: p.truth.clone(),
             stop: tree.kafka.clone(),
         },
     )

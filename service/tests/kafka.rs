@@ -1150,3 +1150,82 @@ fn a_missing_topic_keeps_readyz_unready_until_it_exists() {
         http_get(fw.http, "/readyz").filter(|(s, b)| *s == 200 && b == "grpc: ready\nkafka: ready\n")
     });
 }
+
+/// Issue 15: ground truth from `kafka.labels_topic` joins the frames of the frames topic by frame_id (JSON and
+/// protobuf labels alike); a refused label is counted by reason and its offset moves on like any other.
+#[test]
+fn labels_from_the_labels_topic_join_their_frames_and_bad_ones_are_counted_by_reason() {
+    let (dir, baseline, broker) = fleet_and_broker("kafka-labels");
+    broker.create_topic("labels", 1);
+    let cfg = config(&baseline, &broker, "frames", "labels", "")
+        .replace("format = \"auto\"", "format = \"auto\"\nlabels_topic = \"labels\"");
+    let fw = Instance::start(&dir, "framewatch", &cfg);
+    let frame = |i: usize| {
+        format!(
+            r#"{{"camera_id": "edge-1", "frame_id": "f-{i}", "metrics": {{"brightness": 0.45}},
+            "detections": [{{"x_min": 0.1, "y_min": 0.1, "x_max": 0.3, "y_max": 0.3, "class_label": "car",
+            "confidence": 0.9}}]}}"#
+        )
+        .into_bytes()
+    };
+    let frames: Vec<Msg> = (0..20).map(|i| (0, "edge-1".to_string(), frame(i))).collect();
+    produce(&broker, "frames", &frames);
+    fw.wait_value(
+        "every frame accepted",
+        "framewatch_frames_accepted_total",
+        &[("source", "kafka")],
+        20.0,
+        Duration::from_secs(90),
+    );
+    // Ten frames whose car was found (JSON), one whose car was elsewhere (protobuf), a box out of range, a
+    // message that is not labels at all, and labels for a frame not seen (held for it).
+    let json = |id: &str, x: f32| {
+        format!(
+            r#"{{"frame_id": "{id}", "boxes": [{{"x_min": {x}, "y_min": 0.1, "x_max": {}, "y_max": 0.3,
+            "class": "car"}}]}}"#,
+            x + 0.2
+        )
+        .into_bytes()
+    };
+    let mut labels: Vec<Msg> = (0..10).map(|i| (0, String::new(), json(&format!("f-{i}"), 0.1))).collect();
+    let missed = v1::FrameLabels {
+        frame_id: "f-10".into(),
+        boxes: vec![v1::LabelBox { x_min: 0.6, y_min: 0.6, x_max: 0.9, y_max: 0.9, class_label: "car".into() }],
+        no_objects: false,
+    };
+    labels.push((0, String::new(), missed.encode_to_vec()));
+    labels.push((0, String::new(), json("f-11", 0.9)));
+    labels.push((0, String::new(), b"{\"frame\": 1}".to_vec()));
+    labels.push((0, String::new(), json("not-seen", 0.1)));
+    produce(&broker, "labels", &labels);
+    fw.wait_value(
+        "every label message counted",
+        "framewatch_labels_received_total",
+        &[("source", "kafka")],
+        labels.len() as f64,
+        Duration::from_secs(60),
+    );
+    let m = fw.metrics();
+    let result = |r: &str| metric_sum(&m, "framewatch_labels_received_total", &[("source", "kafka"), ("result", r)]);
+    assert_eq!(result("joined"), Some(11.0), "{m}");
+    assert_eq!(result("invalid_label_box"), Some(1.0));
+    assert_eq!(result("invalid_message"), Some(1.0));
+    assert_eq!(result("held"), Some(1.0));
+    fw.wait_value(
+        "the labels topic's offsets committed past every message",
+        "framewatch_kafka_committed_offset",
+        &[("topic", "labels")],
+        labels.len() as f64,
+        Duration::from_secs(20),
+    );
+    fw.wait_value(
+        "the joined frames in the global performance window",
+        "framewatch_labelled_frames",
+        &[("slice", "global")],
+        11.0,
+        Duration::from_secs(20),
+    );
+    let m = fw.metrics();
+    let recall = metric_sum(&m, "framewatch_model_performance", &[("slice", "global"), ("statistic", "recall")]);
+    assert_eq!(recall, Some(10.0 / 11.0), "ten cars found of eleven");
+}

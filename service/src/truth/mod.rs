@@ -123,7 +123,7 @@ label_results! {
     UnknownFrame => "unknown_frame", false, "No frame with this id was seen (and labels.early_secs is 0).";
     FrameExpired => "frame_expired", false, "The frame was seen longer ago than labels.max_delay_secs and is no longer kept.";
     TooLate => "too_late", false, "The frame was captured before the performance window (labels.window_secs): it would count nowhere.";
-    ShuttingDown => "shutting_down", false, "framewatch is shutting down; send the labels again later.";
+    InvalidMessage => "invalid_message", false, "A Kafka labels message that is empty, too large, or neither framewatch's JSON labels nor a framewatch.v1.FrameLabels.";
 }
 
 impl From<&LabelError> for LabelResult {

@@ -12,7 +12,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message as _;
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,7 @@ use super::batch::{Batch, Topics};
 use super::book::{Book, Pending, Settled};
 use super::dead_letter::{DeadLetters, Origin};
 use super::health::{ErrorKind, LastError, WaitLog, waiting_reason};
+use super::message;
 use super::telemetry::{KafkaTelemetry, error_code, partition_labels};
 use crate::checkpoint::Checkpointer;
 use crate::config::{IngestConfig, KafkaConfig};
@@ -30,6 +31,7 @@ use crate::http::{GroupMembership, GroupStatus};
 use crate::pipeline::PipelineHandle;
 use crate::telemetry::Telemetry;
 use crate::time::Clock;
+use crate::truth::Truth;
 
 /// State shared by the poll loop and librdkafka's callbacks.
 pub(super) struct Shared {
@@ -60,6 +62,8 @@ pub(super) struct Shared {
     pub(super) paused: AtomicBool,
     /// Larger messages are refused unread (`pipeline.max_image_bytes` plus 1 MiB).
     pub(super) max_message_bytes: usize,
+    /// Messages of `kafka.labels_topic` are joined here, on the poll thread.
+    pub(super) truth: Truth,
 }
 
 /// Logs client errors with back-off: the first at once, then at most one line per interval (doubling to a
@@ -388,6 +392,12 @@ impl PollLoop {
                 );
                 Polled::Nothing
             }
+            Some(Ok(m)) if m.topic() == shared.config.labels_topic => {
+                shared.connected();
+                self.topics.consumed(m.topic(), &shared.telemetry);
+                label(shared, &m);
+                Polled::Message
+            }
             Some(Ok(m)) => {
                 shared.connected();
                 let topic = self.topics.consumed(m.topic(), &shared.telemetry);
@@ -431,4 +441,26 @@ impl PollLoop {
         }
         tracing::info!("kafka source stopped");
     }
+}
+
+/// Joins one message of the labels topic at once (a parse, a lock and a match: no queue, no worker) and enters its
+/// offset in the book already answered, so it is committed in order with the checkpoint that holds the join. A
+/// refused message is counted (`framewatch_labels_received_total{source="kafka"}`) and its offset moves on.
+fn label(shared: &Shared, m: &BorrowedMessage<'_>) {
+    let raw = message::RawMessage { payload: m.payload(), key: m.key(), timestamp_ms: None };
+    let (result, detail) = match message::decode_labels(raw, shared.config.format, shared.max_message_bytes) {
+        Ok(labels) => shared.truth.offer(Source::Kafka.as_str(), &labels),
+        Err((result, detail)) => {
+            shared.truth.telemetry().count(Source::Kafka.as_str(), result);
+            (result, detail)
+        }
+    };
+    if !result.accepted() {
+        tracing::debug!(offset = m.offset(), reason = result.as_str(), detail, "kafka labels refused");
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let _ = tx.send(vec![Ok(())]);
+    let mut book = shared.book();
+    let id = book.batch(rx, 1);
+    book.push(m.topic(), m.partition(), Pending { offset: m.offset(), batch: id, index: 0, original: None });
 }

@@ -23,6 +23,8 @@ use crate::config::{IngestConfig, KafkaFormat};
 use crate::frame::{IncomingFrame, Source, detection_from_proto, from_parts};
 use crate::reject::{RejectReason, Rejection};
 use crate::time::parse_rfc3339;
+use crate::truth::{LabelResult, Labels, labels_from_proto};
+use framewatch_metrics::performance::TruthBox;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +60,49 @@ enum JsonHash {
     Number(u64),
     /// Hex, with or without 0x (JSON numbers above 2^53 lose precision in many producers).
     Text(String),
+}
+
+/// The JSON form of a labels-topic message (`FrameLabels`): boxes as `TruthBox`'s serde form (`class` or
+/// `class_label`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonLabels {
+    #[serde(default)]
+    frame_id: String,
+    #[serde(default)]
+    boxes: Vec<TruthBox>,
+    #[serde(default)]
+    no_objects: bool,
+}
+
+/// Reads a labels-topic message (JSON or a `framewatch.v1.FrameLabels`, as `kafka.format` says); checks come
+/// later (`Labels::check`).
+pub fn decode_labels(
+    msg: RawMessage<'_>,
+    format: KafkaFormat,
+    max_bytes: usize,
+) -> Result<Labels, (LabelResult, String)> {
+    let payload = match msg.payload {
+        None | Some([]) => return Err((LabelResult::InvalidMessage, "the message has no value".into())),
+        Some(p) if p.len() > max_bytes => {
+            return Err((LabelResult::InvalidMessage, format!("{} bytes, at most {max_bytes}", p.len())));
+        }
+        Some(p) => p,
+    };
+    let json = match format {
+        KafkaFormat::Protobuf => false,
+        KafkaFormat::Json => true,
+        KafkaFormat::Auto => payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
+    };
+    if json {
+        let j: JsonLabels = serde_json::from_slice(payload)
+            .map_err(|e| (LabelResult::InvalidMessage, format!("not framewatch's JSON labels: {e}")))?;
+        Ok(Labels { frame_id: j.frame_id, truth: j.boxes, no_objects: j.no_objects })
+    } else {
+        let l = v1::FrameLabels::decode(payload)
+            .map_err(|e| (LabelResult::InvalidMessage, format!("not a framewatch.v1.FrameLabels: {e}")))?;
+        Ok(labels_from_proto(l))
+    }
 }
 
 /// A Kafka message's parts that matter here.

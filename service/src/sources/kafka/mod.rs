@@ -38,6 +38,8 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
 
+use crate::truth::Truth;
+
 use crate::checkpoint::{Checkpointer, SavedOffset};
 use crate::config::{IngestConfig, KafkaConfig};
 use crate::http::{GroupMembership, NotReadyReason};
@@ -88,6 +90,8 @@ pub struct KafkaDeps {
     pub max_message_bytes: usize,
     /// The source's branch of the service's shutdown tree: cancelled, it stops consuming and drains.
     pub stop: CancellationToken,
+    /// Where messages of `kafka.labels_topic` go (ground truth joined by frame id).
+    pub truth: Truth,
 }
 
 /// Who a client configuration is for: consumer-only properties are not given to the producer (librdkafka warns).
@@ -175,7 +179,10 @@ fn subscribe(cfg: &KafkaConfig, shared: Arc<Shared>) -> anyhow::Result<BaseConsu
     let cc = consumer_config(cfg, shared.max_message_bytes)?;
     let consumer: BaseConsumer<Ctx> =
         cc.create_with_context(Ctx { shared }).context("kafka: invalid consumer configuration")?;
-    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+    let mut topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+    if !cfg.labels_topic.is_empty() {
+        topics.push(&cfg.labels_topic);
+    }
     consumer.subscribe(&topics).context("kafka: cannot subscribe")?;
     Ok(consumer)
 }
@@ -206,6 +213,7 @@ impl KafkaSource {
             rebalanced: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             max_message_bytes: deps.max_message_bytes,
+            truth: deps.truth,
             config: cfg.clone(),
         });
         let consumer = subscribe(&cfg, shared.clone())?;
