@@ -480,6 +480,67 @@ mod tests {
         c.telemetry.restores.get_or_create(&[("result", "restored")]).get()
     }
 
+    fn join() -> Arc<Mutex<JoinStore>> {
+        Arc::new(Mutex::new(JoinStore::new(Default::default(), vec![(0, Arc::from("brightness"))])))
+    }
+
+    /// Issue 15: the join (frames waiting for labels, labelled frames, labels waiting for frames) survives a
+    /// restart with the windows it feeds; a version 1 checkpoint (written before the join existed) still restores.
+    #[test]
+    fn the_label_join_survives_a_restart_and_version_1_checkpoints_still_restore() {
+        use crate::truth::{JoinFrame, LabelResult, Labels};
+        use framewatch_metrics::performance::TruthBox;
+        let d = dir("join");
+        let b = baseline(0.0);
+        let a = parts(&b, &d).with_join(join());
+        fill(&a);
+        let slices = ["global".to_string()];
+        let detections = [framewatch_metrics::Detection {
+            x_min: 0.1,
+            y_min: 0.1,
+            x_max: 0.3,
+            y_max: 0.3,
+            class_label: "car".into(),
+            confidence: 0.9,
+            class_probabilities: vec![],
+        }];
+        let car = TruthBox { x_min: 0.1, y_min: 0.1, x_max: 0.3, y_max: 0.3, class_label: "car".into() };
+        {
+            let mut j = a.join.as_ref().expect("join").lock().expect("join");
+            for id in ["a", "b"] {
+                let f = JoinFrame {
+                    frame_id: id,
+                    capture_secs: 1_000_000,
+                    detections: &detections,
+                    slices: &slices,
+                    values: &[Some(0.5)],
+                };
+                j.offer_frame(&f, 1_000_000);
+            }
+            let labels = Labels { frame_id: "a".into(), truth: vec![car], no_objects: false };
+            assert_eq!(j.offer_labels(&labels, 1_000_001), LabelResult::Joined);
+        }
+        a.write(&[]).expect("write");
+        let c = parts(&b, &d).with_join(join());
+        c.restore().expect("restore");
+        let (ja, jc) = (a.join.as_ref().expect("a"), c.join.as_ref().expect("c"));
+        let saved = ja.lock().expect("a").export_state();
+        assert_eq!(jc.lock().expect("c").export_state(), saved);
+        assert_eq!(jc.lock().expect("c").window(1_000_002), ja.lock().expect("a").window(1_000_002));
+        assert_eq!(saved.entries.len(), 2);
+
+        // The same checkpoint as version 1 wrote it: no join after the body.
+        let bytes = std::fs::read(a.path()).expect("read");
+        let mut old = decode(a.path(), &bytes).expect("decode");
+        old.format_version = 1;
+        std::fs::write(a.path(), encode(&old).expect("encode")).expect("write v1");
+        let v1 = parts(&b, &d).with_join(join());
+        v1.restore().expect("restore v1");
+        assert_eq!(restored(&v1), 1, "restored, not set aside");
+        assert_eq!(v1.store.lock().expect("v1").export_state(), a.store.lock().expect("a").export_state());
+        assert_eq!(v1.join.as_ref().expect("v1").lock().expect("v1").size().waiting, 0, "nothing to restore");
+    }
+
     #[test]
     fn a_written_checkpoint_restores_windows_cameras_and_offsets() {
         let d = dir("ok");
