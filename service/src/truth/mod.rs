@@ -725,6 +725,29 @@ mod tests {
         assert_eq!(check(labels("f", vec![truth(0.1, "c\u{7}")])), Err(LabelResult::InvalidLabelClass));
     }
 
+    /// README's list of label results is the set users alert on; it must match `LabelResult::ALL`.
+    #[test]
+    fn the_readme_lists_every_label_result() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+        let start = readme.find("<!-- label-results -->").expect("marker");
+        let end = readme.find("<!-- /label-results -->").expect("end marker");
+        let listed: std::collections::BTreeSet<&str> = readme[start..end]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .collect();
+        let known: std::collections::BTreeSet<&str> = LabelResult::ALL.iter().map(|r| r.as_str()).collect();
+        let extra: Vec<_> = listed.difference(&known).collect();
+        let missing: Vec<_> = known.difference(&listed).collect();
+        // Config keys named in the list (`max_delay_secs`, ...) are not results.
+        assert!(missing.is_empty(), "README lacks {missing:?}");
+        assert!(
+            extra.iter().all(|w| w.ends_with("_secs") || w.ends_with("_objects") || **w == "no_objects"),
+            "README lists results that do not exist: {extra:?}"
+        );
+    }
+
     #[test]
     fn a_restored_join_holds_the_same_frames_labels_and_windows() {
         let mut j = store(JoinSettings::default());
