@@ -153,7 +153,7 @@ fn bench(c: &mut Criterion) {
     let mut evaluation = Evaluation { evaluated_at_secs: NOW, slices, evicted: Vec::new() };
     c.bench_function("judge_performance_1000_slices_50000_labelled", |b| {
         b.iter(|| {
-            judge_performance(&mut evaluation, &join, &baseline, 30, NOW);
+            judge_performance(&mut evaluation, &join, &baseline, &Default::default(), 30, NOW);
             evaluation.slices.iter().filter(|s| s.performance.as_ref().is_some_and(|p| p.enough)).count()
         })
     });

@@ -10,6 +10,8 @@ use framewatch_metrics::Baseline;
 use framewatch_metrics::baseline::CLASS_CATEGORICAL;
 use framewatch_metrics::cause::{ClassShift, Evidence, Finding, Shift, Tolerances, diagnose};
 use framewatch_metrics::drift::DriftThresholds;
+use framewatch_metrics::histogram::Histogram;
+use framewatch_metrics::label_quality::LABEL_METRICS;
 use framewatch_metrics::performance::{Performance, summarize};
 use framewatch_metrics::stats::{
     ChiSquare, EffectiveN, MetricDrift, chi_square_homogeneity, compare, effective_sample_size,
@@ -171,10 +173,15 @@ pub fn evaluate(
 /// Sums each evaluated slice's labelled frames (ground truth joined by frame id, captured in the performance
 /// window) into its model performance. Expired frames and held labels age out first. The join's lock is held
 /// while the window is gathered (reference counts, no copies), not while the sums are made.
+///
+/// The labels' quality metrics (`label_object_count`, ...) of those frames are compared with the baseline's
+/// (`baseline build --labels`) like any metric and added to the slice's `metrics`, so label drift shows in the same
+/// series, summaries and rules.
 pub fn judge_performance(
     evaluation: &mut Evaluation,
     join: &Mutex<JoinStore>,
-    baseline: &Baseline,
+    baseline_file: &Baseline,
+    thresholds: &DriftThresholds,
     min_frames: u64,
     now_secs: i64,
 ) {
@@ -183,6 +190,7 @@ pub fn judge_performance(
         j.expire(now_secs);
         j.window(now_secs)
     };
+    let mut scratch = (Vec::new(), Vec::new());
     // One shared copy per baseline reference, however many slices it judges.
     let mut references: BTreeMap<&str, Arc<Performance>> = BTreeMap::new();
     for s in &mut evaluation.slices {
@@ -191,11 +199,46 @@ pub fn judge_performance(
             continue;
         };
         let performance = summarize(frames.iter().map(|l| &l.matched));
-        let baseline = baseline
+        let baseline = baseline_file
             .performance_for(s.key.as_str())
             .map(|(p, key, _)| references.entry(key).or_insert_with(|| Arc::new(p.clone())).clone());
         s.performance =
             Some(SlicePerformance { enough: performance.frames >= min_frames.max(1), performance, baseline });
+        compare_label_metrics(s, frames, baseline_file, thresholds, &mut scratch);
+    }
+}
+
+/// The label quality metrics of a slice's labelled frames against the baseline's (its own slice's, else global).
+fn compare_label_metrics(
+    s: &mut SliceEval,
+    frames: &[Arc<crate::truth::Labelled>],
+    baseline: &Baseline,
+    thresholds: &DriftThresholds,
+    scratch: &mut (Vec<f64>, Vec<f64>),
+) {
+    for (i, info) in LABEL_METRICS.iter().enumerate() {
+        let own = baseline.reference_for(s.key.as_str()).and_then(|k| baseline.slices.get(k));
+        let Some(b) =
+            own.and_then(|sl| sl.label_metrics.get(info.name)).or_else(|| baseline.label_metrics.get(info.name))
+        else {
+            continue;
+        };
+        let mut h = Histogram::new(&b.layout);
+        for l in frames {
+            let v = l.label_values[i];
+            h.record(&b.layout, v.is_finite().then_some(f64::from(v)));
+        }
+        // Labelled frames are a sample spread over the window: independent enough to count as they are.
+        let effective = EffectiveN { reference: b.effective_n, current: h.n as f64 };
+        let stats = compare(&b.layout, &b.histogram, b.mean, b.std, &h, effective, scratch);
+        let drift = thresholds.verdict(&stats);
+        s.metrics.push(MetricEval {
+            name: Arc::from(info.name),
+            stats,
+            missing: h.missing,
+            baseline_std: b.std,
+            drift,
+        });
     }
 }
 
@@ -229,4 +272,88 @@ fn compare_classes(baseline: &Baseline, thresholds: &DriftThresholds, snap: &Win
     let n: u64 = counts.values().sum();
     let drift = thresholds.categorical_verdict(n, &chi);
     Some(ClassEval { counts, chi_square: chi, drift })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::truth::{JoinFrame, JoinSettings, LabelResult, Labels};
+    use framewatch_metrics::performance::TruthBox;
+    use framewatch_metrics::{BaselineBuilder, ComparableSettings, Detection};
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn car(x: f32) -> TruthBox {
+        TruthBox { x_min: x, y_min: 0.4, x_max: x + 0.1, y_max: 0.6, class_label: "car".into() }
+    }
+
+    fn detected(t: &TruthBox) -> Detection {
+        Detection {
+            x_min: t.x_min,
+            y_min: t.y_min,
+            x_max: t.x_max,
+            y_max: t.y_max,
+            class_label: t.class_label.clone(),
+            confidence: 0.9,
+            class_probabilities: vec![],
+        }
+    }
+
+    /// Issue 15: the live performance pass judges a slice's labelled frames against the baseline's validation set,
+    /// for performance and for the labels' own quality: a lot that fills up (five cars a frame where the baseline
+    /// had one) is label drift, and a model that finds only one of them loses recall.
+    #[test]
+    fn performance_and_label_drift_are_judged_against_the_baseline() {
+        let mut b = BaselineBuilder::new(vec!["brightness".into()], ComparableSettings::default(), 20);
+        for i in 0..300 {
+            b.add(&[Some(0.3 + f64::from(i % 10) / 50.0)], ["car"]);
+            let truth = [car(0.1 + (i % 7) as f32 / 10.0)];
+            let dets: Vec<Detection> = truth.iter().map(detected).collect();
+            b.add_labelled(&[], &truth, Some(&dets));
+        }
+        let baseline = b.finish("t".into(), "v".into(), "s".into()).expect("baseline");
+        assert!(baseline.label_metrics.contains_key("label_object_count"));
+
+        let join = Mutex::new(JoinStore::new(JoinSettings::default(), vec![(0, Arc::from("brightness"))]));
+        let slices = ["global".to_string()];
+        for i in 0..100 {
+            let truth: Vec<TruthBox> = (0..5).map(|k| car(k as f32 * 0.18)).collect();
+            let dets = [detected(&truth[0])];
+            let id = format!("f{i}");
+            let f =
+                JoinFrame { frame_id: &id, capture_secs: NOW - 60, detections: &dets, slices: &slices, values: &[] };
+            let mut j = join.lock().expect("join");
+            j.offer_frame(&f, NOW - 60);
+            let labels = Labels { frame_id: id, truth, no_objects: false };
+            assert_eq!(j.offer_labels(&labels, NOW - 30), LabelResult::Joined);
+        }
+        let slice = SliceEval {
+            key: SliceKey::from_canonical("global"),
+            frames: 100,
+            last_seen_secs: NOW,
+            window_start_secs: NOW - 900,
+            window_end_secs: NOW,
+            metrics: Vec::new(),
+            classes: None,
+            own_baseline: false,
+            causes: Vec::new(),
+            performance: None,
+        };
+        let mut e = Evaluation { evaluated_at_secs: NOW, slices: vec![slice], evicted: Vec::new() };
+        judge_performance(&mut e, &join, &baseline, &DriftThresholds::default(), 30, NOW);
+        let s = &e.slices[0];
+        let p = s.performance.as_ref().expect("performance");
+        assert!(p.enough);
+        assert_eq!(p.performance.frames, 100);
+        assert_eq!(p.performance.counts.recall(), Some(0.2));
+        let base = p.baseline.as_ref().expect("the baseline's performance");
+        assert_eq!(base.counts.recall(), Some(1.0));
+        let count = s.metrics.iter().find(|m| &*m.name == "label_object_count").expect("label metric judged");
+        assert_eq!(count.stats.mean, Some(5.0));
+        assert_eq!(count.drift, Some(true), "{:?}", count.stats);
+        // Where the labels look like the baseline's, no label drift: each box alone, like the validation set's.
+        let dup = s.metrics.iter().find(|m| &*m.name == "label_duplicates").expect("duplicates judged");
+        assert_eq!(dup.stats.mean, Some(0.0));
+        assert_ne!(dup.drift, Some(true));
+    }
 }

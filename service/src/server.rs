@@ -527,8 +527,8 @@ fn evaluator(
     tree: &ShutdownTree,
     prom: &mut Registry,
 ) -> anyhow::Result<(Evaluate, Option<JoinHandle<()>>)> {
-    let rules =
-        build_rules(&config.alerts, config.evaluation.thresholds.min_frames, &|m| p.baseline.metrics.contains_key(m))?;
+    let metric_exists = |m: &str| p.baseline.metrics.contains_key(m) || p.baseline.label_metrics.contains_key(m);
+    let rules = build_rules(&config.alerts, config.evaluation.thresholds.min_frames, &metric_exists)?;
     let (webhook, webhook_task) = if config.alerts.alertmanager_url.is_empty() {
         (None, None)
     } else {
@@ -556,7 +556,7 @@ fn evaluator(
             c.snapshot()
         };
         let mut e = evaluate(&store, &baseline, &settings, &cams, now);
-        judge_performance(&mut e, truth.store(), &baseline, min_labelled, now);
+        judge_performance(&mut e, truth.store(), &baseline, &settings.thresholds, min_labelled, now);
         let e = Arc::new(e);
         *evaluation.write().unwrap_or_else(|p| p.into_inner()) = e.clone();
         history.lock().unwrap_or_else(|p| p.into_inner()).push(&e);

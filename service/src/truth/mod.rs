@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use framewatch_metrics::Detection;
+use framewatch_metrics::label_quality::label_quality;
 use framewatch_metrics::performance::{
     FrameMatch, LabelError, LabelledFrame, PerformanceSettings, TruthBox, match_frame, validate_truth,
 };
@@ -209,6 +210,8 @@ pub struct Labelled {
     pub matched: FrameMatch,
     /// Tracked metric values (`JoinStore::metrics` order), NaN where the frame had none.
     pub values: Box<[f32]>,
+    /// The labels' quality (`label_quality::LABEL_METRICS` order), NaN where undefined.
+    pub label_values: [f32; 4],
 }
 
 #[derive(Debug)]
@@ -551,6 +554,7 @@ fn labelled(entry: &Entry, truth: &[KeptBox], seq: u64, settings: &PerformanceSe
         capture_secs: entry.capture_secs,
         matched: match_frame(&LabelledFrame { detections: &detections, truth: &truth }, settings),
         values: entry.values.clone(),
+        label_values: label_quality(&truth).values().map(|v| v.map_or(f32::NAN, |v| v as f32)),
     }
 }
 
