@@ -220,7 +220,10 @@ fn demo_runs_for_a_set_duration_names_the_most_drifted_metric_keeps_logs_in_its_
     // used to fire BrightnessDrift, the darkened one BlurDrift), nothing on the clean cameras, and the summary
     // states only what fired.
     assert!(out.contains("cam-4 frozen: frozen after"), "{out}");
-    assert!(out.contains("faults named by their one correct cause: 4 of 4"), "{out}");
+    assert!(out.contains("faults named by their one correct cause: 5 of 5"), "{out}");
+    // Issue 15: the camera whose model misses objects at full confidence fails only its ground-truth test.
+    assert!(out.contains("CameraMap50 failed on camera_id=cam-6"), "{out}");
+    assert!(!out.contains("CameraMap50 failed on camera_id=cam-1"), "{out}");
     assert!(out.contains("alerts on cameras without a fault: none"), "{out}");
     // Issue 14: the darkened camera's most drifted metric is named (it stayed "-" while PSI read 2.3), with how
     // far it moved, and it is a metric of the catalog.

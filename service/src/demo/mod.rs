@@ -1,7 +1,9 @@
 //! `framewatch demo`: the whole service with nothing to set up. A clean synthetic fleet provides the baseline,
 //! then the same fleet streams frames over real gRPC on loopback; after a while drift is injected (one camera
-//! darkens, one blurs, one freezes; the model grows unsure on dark frames) and a live terminal view shows slices,
-//! drift and alerts while /metrics and the gRPC API stay reachable.
+//! darkens, one blurs, one freezes; the model grows unsure on dark frames; on a sixth, dark too, the model misses
+//! most objects at full confidence) and a live terminal view shows slices, drift and alerts while /metrics and the
+//! gRPC API stay reachable. A reviewer's ground truth for a third of the frames follows three seconds later
+//! (`SendLabels`), so model test cases judge real performance: only they see the sixth camera's failure.
 
 mod screen;
 
@@ -35,7 +37,7 @@ pub struct DemoArgs {
     /// Seconds of clean traffic before drift is injected.
     #[arg(long, default_value_t = 30)]
     pub drift_after: u64,
-    /// Cameras in the synthetic fleet (at least 5: the drifts go to cameras 2 to 5).
+    /// Cameras in the synthetic fleet (at least 6: the faults go to cameras 2 to 6).
     #[arg(long, default_value_t = 6)]
     pub cameras: usize,
     /// Frames per second per camera.
@@ -80,8 +82,19 @@ fn schedule() -> Vec<(usize, Drift, &'static str, Cause)> {
         (2, Drift::Blur(4), "blurred", Cause::Blur),
         (3, Drift::Freeze, "frozen", Cause::Frozen),
         (4, Drift::ColourCast(1.35, 1.0, 0.7), "orange (white balance)", Cause::ColourCast),
+        (5, Drift::Darken(0.35), "darkened, its model missing objects", Cause::Darker),
     ]
 }
+
+/// A model failure that drift does not show: on the sixth camera, once dark, the model misses 70 % of the objects
+/// and stays as confident as in daylight. Only the ground truth (`CameraMap50`) catches it.
+fn model_failure(i: usize) -> Option<Drift> {
+    (i == 5).then_some(Drift::MissObjects(0.7))
+}
+
+/// Share of frames a reviewer labels, and how long after the frame the labels come.
+const LABELLED_SHARE: u64 = 3; // one frame in three
+const LABELS_DELAY: Duration = Duration::from_secs(3);
 
 /// Causes that really follow from an injected fault in the synthetic fleet (its model loses confidence in the
 /// dark and on blurred frames), so they are not cross-talk.
@@ -191,6 +204,30 @@ fn demo_config(args: &DemoArgs) -> Config {
         test: true,
         cause: None,
     });
+    // The same expectation on real performance, per camera, from the reviewers' ground truth.
+    rules.push(RuleConfig {
+        name: "CameraMap50".into(),
+        metric: None,
+        class: None,
+        slice: "camera_id=*".into(),
+        statistic: "map50".into(),
+        op: ">=".into(),
+        threshold: 0.6,
+        resolve_threshold: None,
+        for_secs: 0,
+        min_frames: Some(20),
+        severity: "warning".into(),
+        labels: BTreeMap::new(),
+        annotations: [(
+            "summary".to_string(),
+            "Model test: each camera's mAP@0.5 on reviewed frames should stay >= 0.6".to_string(),
+        )]
+        .into(),
+        test: true,
+        cause: None,
+    });
+    // Labels for the last few minutes of capture time.
+    c.labels.window_secs = 120;
     c.alerts.default_rules = false;
     c.alerts.rules = rules;
     c
@@ -198,7 +235,7 @@ fn demo_config(args: &DemoArgs) -> Config {
 
 /// `framewatch demo`.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.cameras >= 5, "--cameras must be at least 5 (cameras 2-5 get the drifts)");
+    anyhow::ensure!(args.cameras >= 6, "--cameras must be at least 6 (cameras 2-6 get the faults)");
     anyhow::ensure!(args.fps > 0.0 && args.fps <= 100.0, "--fps must be in (0, 100]");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(run_async(args))
@@ -215,10 +252,11 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let drift_at = Duration::from_secs(args.drift_after);
 
-    // One gRPC stream per camera.
+    // One gRPC stream per camera, and one for the reviewers' labels.
+    let (labels_tx, labels_task) = reviewer(grpc, stop.clone());
     let mut fleet = Vec::new();
     for i in 0..args.cameras {
-        let (stop, fps) = (stop.clone(), args.fps);
+        let (stop, fps, labels_tx) = (stop.clone(), args.fps, labels_tx.clone());
         let drift = schedule().into_iter().find(|(c, ..)| *c == i).map(|(_, d, ..)| d);
         fleet.push(tokio::spawn(async move {
             let mut client = IngestServiceClient::connect(format!("http://{grpc}")).await?;
@@ -231,6 +269,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
             });
             let mut cam = Camera::new(&camera_id(i), WIDTH, HEIGHT, 1000 + i as u64);
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / fps));
+            let mut sent = 0u64;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
@@ -241,6 +280,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                     && cam.drifts.is_empty()
                 {
                     cam.drifts.push(d);
+                    cam.drifts.extend(model_failure(i));
                 }
                 let (cam2, frame) = tokio::task::spawn_blocking(move || {
                     let mut buf = Vec::new();
@@ -249,6 +289,27 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                 })
                 .await?;
                 cam = cam2;
+                sent += 1;
+                let frame_id = if sent.is_multiple_of(LABELLED_SHARE) {
+                    let id = format!("{}/{sent}", camera_id(i));
+                    let boxes = cam
+                        .truth()
+                        .iter()
+                        .map(|o| v1::LabelBox {
+                            x_min: o.x_min,
+                            y_min: o.y_min,
+                            x_max: o.x_max,
+                            y_max: o.y_max,
+                            class_label: o.class.to_string(),
+                        })
+                        .collect::<Vec<_>>();
+                    let labels = v1::FrameLabels { frame_id: id.clone(), no_objects: boxes.is_empty(), boxes };
+                    // The reviewer's queue is bounded: a label that finds it full is simply not given.
+                    let _ = labels_tx.try_send((Instant::now() + LABELS_DELAY, labels));
+                    id
+                } else {
+                    String::new()
+                };
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
                 let f = v1::Frame {
                     camera_id: camera_id(i),
@@ -260,7 +321,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                     content: Some(v1::frame::Content::EncodedImage(frame.0)),
                     detections: to_proto(&frame.1),
                     model_version: "detector-v3".into(),
-                    frame_id: String::new(),
+                    frame_id,
                 };
                 if tx.send(f).await.is_err() {
                     break;
@@ -301,11 +362,45 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "a demo camera stopped with an error");
         }
     }
+    drop(labels_tx);
+    if let Ok(Err(e)) = labels_task.await {
+        tracing::warn!(error = %e, "the demo's reviewer stopped with an error");
+    }
     while let Ok(e) = events.try_recv() {
         timeline.push((started.elapsed(), e));
     }
     print_summary(&timeline, drift_at, args.cameras);
     service.stop().await
+}
+
+/// The reviewers: labels handed over with the time they are due, sent over one `SendLabels` stream when due.
+fn reviewer(
+    grpc: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+) -> (tokio::sync::mpsc::Sender<(Instant, v1::FrameLabels)>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let (tx, mut due) = tokio::sync::mpsc::channel::<(Instant, v1::FrameLabels)>(1024);
+    let task = tokio::spawn(async move {
+        let mut client = IngestServiceClient::connect(format!("http://{grpc}")).await?;
+        let (out, rx) = tokio::sync::mpsc::channel::<v1::FrameLabels>(64);
+        let acks = tokio::spawn(async move {
+            let mut stream = client.send_labels(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+            while stream.message().await?.is_some() {}
+            anyhow::Ok(())
+        });
+        // Labels come due in the order they were handed over (one delay for all).
+        while let Some((at, labels)) = due.recv().await {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep_until(at.into()) => {}
+            }
+            if out.send(labels).await.is_err() {
+                break;
+            }
+        }
+        drop(out);
+        acks.await?
+    });
+    (tx, task)
 }
 
 /// One frame of the view from the service's latest evaluation and alert state.
@@ -347,11 +442,12 @@ fn print_summary(timeline: &[(Duration, AlertEvent)], drift_at: Duration, camera
     for (i, _, what, expected) in schedule() {
         let fired: Vec<(Duration, &AlertEvent)> =
             fired_on(&SliceKey::camera(&camera_id(i))).into_iter().filter(|(t, _)| *t >= drift_at).collect();
-        let first = fired.iter().find_map(|(t, e)| Some((*t, cause_of(e)?)));
+        let first = fired.iter().find_map(|(t, e)| Some((*t, cause_of(e).filter(|c| *c != Cause::ModelTest)?)));
+        // Model test cases are reported on their own line below.
         let wrong: Vec<String> = fired
             .iter()
             .filter_map(|(_, e)| cause_of(e))
-            .filter(|c| *c != expected && !consequence(expected, *c))
+            .filter(|c| *c != expected && *c != Cause::ModelTest && !consequence(expected, *c))
             .map(|c| c.to_string())
             .collect();
         let verdict = match first {
