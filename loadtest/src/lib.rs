@@ -25,7 +25,7 @@ use framewatch_metrics::{
 use framewatch_proto::v1;
 use framewatch_proto::v1::ingest_service_client::IngestServiceClient;
 use framewatch_proto::v1::query_service_client::QueryServiceClient;
-use framewatch_synth::{Camera, Drift, SynthDetection};
+use framewatch_synth::{Camera, Drift, SynthDetection, SynthObject};
 use tokio::sync::Mutex;
 
 mod bench;
@@ -316,17 +316,7 @@ fn synth_pool(cam: &mut Camera, n: usize, stride: usize, prescored: bool, scorer
                 cam.next_frame(&mut buf);
             }
             let dets = cam.next_frame(&mut buf);
-            let truth: Vec<v1::LabelBox> = cam
-                .truth()
-                .iter()
-                .map(|o| v1::LabelBox {
-                    x_min: o.x_min,
-                    y_min: o.y_min,
-                    x_max: o.x_max,
-                    y_max: o.y_max,
-                    class_label: o.class.to_string(),
-                })
-                .collect();
+            let truth: Vec<v1::LabelBox> = cam.truth().iter().map(SynthObject::to_label_proto).collect();
             let content = if prescored {
                 // the edge scores locally and sends numbers
                 let s = scorer.as_mut().map(|s| {

@@ -4,10 +4,7 @@
 //! Frames are realistic for a parking-lot camera: 5 detections (car, person), 3 slices (global, camera, site) and
 //! every catalog metric's value.
 
-#![allow(unsafe_code)] // the counting allocator below; it only forwards to the system allocator
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -17,28 +14,9 @@ use framewatch::truth::{JoinFrame, JoinSettings, JoinStore, Labels};
 use framewatch_metrics::performance::TruthBox;
 use framewatch_metrics::{BaselineBuilder, ComparableSettings, Detection, MetricRegistry};
 
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-// SAFETY: forwards to the system allocator unchanged; only counts live bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: caller's contract.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: caller's contract.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
-        // SAFETY: caller's contract.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-#[global_allocator]
-static A: Counting = Counting;
+#[path = "common/counting.rs"]
+mod counting;
+use counting::LIVE;
 
 const NOW: i64 = 1_800_000_000;
 const CAMERAS: usize = 1000;

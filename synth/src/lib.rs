@@ -244,6 +244,19 @@ pub struct SynthObject {
     pub class: &'static str,
 }
 
+impl SynthObject {
+    /// As the wire ground truth (for `SendLabels`).
+    pub fn to_label_proto(&self) -> framewatch_proto::v1::LabelBox {
+        framewatch_proto::v1::LabelBox {
+            x_min: self.x_min,
+            y_min: self.y_min,
+            x_max: self.x_max,
+            y_max: self.y_max,
+            class_label: self.class.to_string(),
+        }
+    }
+}
+
 /// One simulated camera.
 #[derive(Debug, Clone)]
 pub struct Camera {

@@ -21,7 +21,7 @@ use framewatch_metrics::{
 };
 use framewatch_proto::v1;
 use framewatch_proto::v1::ingest_service_client::IngestServiceClient;
-use framewatch_synth::{Camera, Drift, SynthDetection};
+use framewatch_synth::{Camera, Drift, SynthDetection, SynthObject};
 
 use crate::alerts::{AlertEvent, Phase, default_rules};
 use crate::config::{Config, RuleConfig};
@@ -159,6 +159,27 @@ fn build_baseline(cameras: usize, per_camera: usize) -> anyhow::Result<Baseline>
     )?)
 }
 
+/// A model test case of the demo: `statistic [of metric] >= 0.6` on `slice`, judged on 20 values or more.
+fn model_test(name: &str, (slice, statistic, metric): (&str, &str, Option<&str>), summary: &str) -> RuleConfig {
+    RuleConfig {
+        name: name.into(),
+        metric: metric.map(String::from),
+        class: None,
+        slice: slice.into(),
+        statistic: statistic.into(),
+        op: ">=".into(),
+        threshold: 0.6,
+        resolve_threshold: None,
+        for_secs: 0,
+        min_frames: Some(20),
+        severity: "warning".into(),
+        labels: BTreeMap::new(),
+        annotations: [("summary".to_string(), summary.to_string())].into(),
+        test: true,
+        cause: None,
+    }
+}
+
 fn demo_config(args: &DemoArgs) -> Config {
     let mut c = Config::default();
     c.server.grpc_addr = args.grpc_addr;
@@ -183,49 +204,17 @@ fn demo_config(args: &DemoArgs) -> Config {
             r
         })
         .collect();
-    rules.push(RuleConfig {
-        name: "DarkFramesConfidence".into(),
-        metric: Some("confidence_mean".into()),
-        class: None,
-        slice: "predicate=dark".into(),
-        statistic: "mean".into(),
-        op: ">=".into(),
-        threshold: 0.6,
-        resolve_threshold: None,
-        for_secs: 0,
-        min_frames: Some(20),
-        severity: "warning".into(),
-        labels: BTreeMap::new(),
-        annotations: [(
-            "summary".to_string(),
-            "Model test: mean confidence on dark frames should stay >= 0.6".to_string(),
-        )]
-        .into(),
-        test: true,
-        cause: None,
-    });
+    rules.push(model_test(
+        "DarkFramesConfidence",
+        ("predicate=dark", "mean", Some("confidence_mean")),
+        "Model test: mean confidence on dark frames should stay >= 0.6",
+    ));
     // The same expectation on real performance, per camera, from the reviewers' ground truth.
-    rules.push(RuleConfig {
-        name: "CameraMap50".into(),
-        metric: None,
-        class: None,
-        slice: "camera_id=*".into(),
-        statistic: "map50".into(),
-        op: ">=".into(),
-        threshold: 0.6,
-        resolve_threshold: None,
-        for_secs: 0,
-        min_frames: Some(20),
-        severity: "warning".into(),
-        labels: BTreeMap::new(),
-        annotations: [(
-            "summary".to_string(),
-            "Model test: each camera's mAP@0.5 on reviewed frames should stay >= 0.6".to_string(),
-        )]
-        .into(),
-        test: true,
-        cause: None,
-    });
+    rules.push(model_test(
+        "CameraMap50",
+        ("camera_id=*", "map50", None),
+        "Model test: each camera's mAP@0.5 on reviewed frames should stay >= 0.6",
+    ));
     // Labels for the last few minutes of capture time.
     c.labels.window_secs = 120;
     c.alerts.default_rules = false;
@@ -292,17 +281,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                 sent += 1;
                 let frame_id = if sent.is_multiple_of(LABELLED_SHARE) {
                     let id = format!("{}/{sent}", camera_id(i));
-                    let boxes = cam
-                        .truth()
-                        .iter()
-                        .map(|o| v1::LabelBox {
-                            x_min: o.x_min,
-                            y_min: o.y_min,
-                            x_max: o.x_max,
-                            y_max: o.y_max,
-                            class_label: o.class.to_string(),
-                        })
-                        .collect::<Vec<_>>();
+                    let boxes: Vec<v1::LabelBox> = cam.truth().iter().map(SynthObject::to_label_proto).collect();
                     let labels = v1::FrameLabels { frame_id: id.clone(), no_objects: boxes.is_empty(), boxes };
                     // The reviewer's queue is bounded: a label that finds it full is simply not given.
                     let _ = labels_tx.try_send((Instant::now() + LABELS_DELAY, labels));
