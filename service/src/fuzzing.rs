@@ -19,7 +19,7 @@ use crate::frame::{self, Content, IncomingFrame, Source};
 use crate::reject::{RejectReason, Rejection};
 use crate::sources::kafka::message::{self, RawMessage};
 use crate::store::{StoreSettings, WindowStore};
-use crate::truth::{JoinSettings, JoinStore};
+use crate::truth::{JoinFrame, JoinSettings, JoinStore, Labels};
 
 /// A fixed receive time (2026-11-26T10:00:00Z), so a run is reproducible.
 pub fn receive_time() -> SystemTime {
@@ -112,6 +112,61 @@ impl FrameScorer {
     }
 }
 
+/// The ground-truth join as label sources reach it: a join holding frames `f-0` .. `f-9` (each with a car and a
+/// person detected), fed label messages.
+#[derive(Debug)]
+pub struct LabelJoiner {
+    join: JoinStore,
+}
+
+impl Default for LabelJoiner {
+    fn default() -> Self {
+        let mut join = JoinStore::new(JoinSettings::default(), vec![(0, Arc::from("brightness"))]);
+        let detections: Vec<framewatch_metrics::Detection> = ["car", "person"]
+            .iter()
+            .enumerate()
+            .map(|(k, class)| framewatch_metrics::Detection {
+                x_min: 0.1 + k as f32 * 0.4,
+                y_min: 0.2,
+                x_max: 0.4 + k as f32 * 0.4,
+                y_max: 0.6,
+                class_label: class.to_string(),
+                confidence: 0.9,
+                class_probabilities: vec![],
+            })
+            .collect();
+        let slices = ["global".to_string(), "camera_id=cam-1".to_string()];
+        for i in 0..10 {
+            let id = format!("f-{i}");
+            let f = JoinFrame {
+                frame_id: &id,
+                capture_secs: LABEL_NOW,
+                detections: &detections,
+                slices: &slices,
+                values: &[Some(0.5)],
+            };
+            join.offer_frame(&f, LABEL_NOW);
+        }
+        LabelJoiner { join }
+    }
+}
+
+const LABEL_NOW: i64 = 1_795_687_200;
+
+impl LabelJoiner {
+    /// A labels-topic message (JSON, or with `auto` also `framewatch.v1.FrameLabels`): decoded, checked and joined
+    /// as the Kafka source does (gRPC's `SendLabels` shares the check and the join). Accepted results are `Ok`.
+    pub fn kafka_labels(&mut self, bytes: &[u8], auto: bool) -> Result<(), Refusal> {
+        let msg = RawMessage { payload: Some(bytes), key: None, timestamp_ms: None };
+        let format = if auto { KafkaFormat::Auto } else { KafkaFormat::Json };
+        let labels = message::decode_labels(msg, format, 1 << 20).map_err(|(r, d)| Refusal::new(r.as_str(), d))?;
+        labels.check(self.join.settings().max_objects).map_err(|(r, d)| Refusal::new(r.as_str(), d))?;
+        let r = self.join.offer_labels(&labels, LABEL_NOW + 60);
+        let _ = self.join.window(LABEL_NOW + 60);
+        if r.accepted() { Ok(()) } else { Err(Refusal::new(r.as_str(), "refused by the join")) }
+    }
+}
+
 /// RFC 3339 text as the Kafka JSON form's `capture_time`: the Unix seconds and nanoseconds it names. The caller
 /// checks the round trip through `time::rfc3339` (a property, not a refusal).
 pub fn rfc3339(bytes: &[u8]) -> Result<(i64, i32), Refusal> {
@@ -189,7 +244,7 @@ impl CheckpointReader {
             offsets: vec![checkpoint::SavedOffset { topic: "frames".into(), partition: 0, next: frames as i64 }],
             store: store.export_state(),
             cameras: cameras.export_state(),
-            join: Default::default(),
+            join: sample_join(frames),
         };
         checkpoint::encode(&c).unwrap_or_default()
     }
@@ -223,6 +278,28 @@ impl CheckpointReader {
         join.expire(now);
         Ok(keys.len())
     }
+}
+
+/// A join that saw `frames` frames with ids, every third one labelled (a car, found or missed), and labels held
+/// for two frames not seen.
+fn sample_join(frames: usize) -> crate::truth::SavedJoin {
+    let mut joiner = LabelJoiner::default();
+    for i in 0..frames.min(10) {
+        let x = if i % 2 == 0 { 0.1 } else { 0.7 };
+        let truth = vec![framewatch_metrics::performance::TruthBox {
+            x_min: x,
+            y_min: 0.2,
+            x_max: x + 0.3,
+            y_max: 0.6,
+            class_label: "car".into(),
+        }];
+        let id = if i % 3 == 0 { format!("f-{i}") } else { format!("unseen-{i}") };
+        let _ = joiner.join.offer_labels(&Labels { frame_id: id, truth, no_objects: false }, LABEL_NOW + 1);
+    }
+    if frames == 0 {
+        return crate::truth::SavedJoin::default();
+    }
+    joiner.join.export_state()
 }
 
 /// The default configuration's settings cannot fail (no predicates); this keeps the type total without a panic.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
-use framewatch::fuzzing::{self, CheckpointReader, FrameScorer, Refusal};
+use framewatch::fuzzing::{self, CheckpointReader, FrameScorer, LabelJoiner, Refusal};
 use framewatch::reject::RejectReason;
 use framewatch_proto::v1;
 use prost::Message;
@@ -536,6 +536,51 @@ fn mutated_kafka_json_messages_are_refused_with_a_reason_never_a_panic() {
     fuzz(t, &seeds, |b| scorer.kafka_message(b, Some(b"cam-key"), true));
 }
 
+/// Labels-topic messages: README's JSON example, each kind of label (found, missed, no objects, another class) for
+/// the joiner's frames, and the protobuf form.
+fn label_messages() -> Vec<Vec<u8>> {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let start = readme.find("JSON `{\"frame_id\"").expect("README's JSON labels") + "JSON `".len();
+    let end = start + readme[start..].find('`').expect("the example ends");
+    let example = readme[start..end].split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out = vec![example.into_bytes()];
+    for (i, body) in [
+        r#""boxes": [{"x_min": 0.1, "y_min": 0.2, "x_max": 0.4, "y_max": 0.6, "class": "car"}]"#,
+        r#""boxes": [{"x_min": 0.6, "y_min": 0.6, "x_max": 0.9, "y_max": 0.9, "class_label": "car"}]"#,
+        r#""boxes": [], "no_objects": true"#,
+        r#""boxes": [{"x_min": 0.5, "y_min": 0.2, "x_max": 0.8, "y_max": 0.6, "class": "person"},
+            {"x_min": 0.0, "y_min": 0.0, "x_max": 1.0, "y_max": 1.0, "class": "bus"}]"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        out.push(format!(r#"{{"frame_id": "f-{i}", {body}}}"#).into_bytes());
+    }
+    let proto = v1::FrameLabels {
+        frame_id: "f-7".into(),
+        boxes: vec![v1::LabelBox { x_min: 0.1, y_min: 0.2, x_max: 0.4, y_max: 0.6, class_label: "car".into() }],
+        no_objects: false,
+    };
+    out.push(proto.encode_to_vec());
+    out
+}
+
+/// Issue 15: label messages from outside (Kafka's labels topic; gRPC shares the check and the join) never panic the
+/// join; each refusal names a `LabelResult`.
+#[test]
+fn mutated_label_messages_are_refused_with_a_reason_never_a_panic() {
+    let mut joiner = LabelJoiner::default();
+    let reasons: Vec<&str> =
+        framewatch::truth::LabelResult::ALL.iter().filter(|r| !r.accepted()).map(|r| r.as_str()).collect();
+    let seeds = label_messages();
+    let json: Vec<Vec<u8>> = seeds[..seeds.len() - 1].to_vec();
+    let t = Target { name: "kafka_labels", seed: 0x7777, cases: 3000, reasons: &reasons, mutate: mutate_json };
+    let tally = fuzz(t, &json, |b| joiner.kafka_labels(b, false));
+    assert!(tally.accepted > 0 && tally.refused.contains_key("invalid_message"), "{:?}", tally.refused);
+    let t = Target { name: "kafka_labels_auto", seed: 0x7778, cases: 2000, reasons: &reasons, mutate: mutate_bytes };
+    fuzz(t, &seeds, |b| joiner.kafka_labels(b, true));
+}
+
 /// The instants `time::rfc3339` writes (years 0000 to 9999 UTC).
 const WRITABLE_SECS: std::ops::RangeInclusive<i64> = -62_167_219_200..=253_402_300_799;
 
@@ -633,6 +678,7 @@ fn writes_the_seed_corpora() {
     let corpora = [
         ("grpc_frame", wire_frames()),
         ("kafka_message", kafka),
+        ("kafka_labels", with_mode(1, &label_messages())),
         ("rfc3339", rfc3339_seeds()),
         ("checkpoint", checkpoint),
         ("image", image_seeds()),
