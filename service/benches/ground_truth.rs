@@ -78,6 +78,16 @@ fn memory(registry: &MetricRegistry) {
         join.offer_labels(&labels(i), NOW);
     }
     let labelled = LIVE.load(Ordering::Relaxed) - before;
+    // What a checkpoint carries of it, and how long the copy holds the join's lock.
+    let started = std::time::Instant::now();
+    let saved = join.export_state();
+    let copied = started.elapsed();
+    let bytes = postcard::to_allocvec(&saved).map_or(0, |b| b.len());
+    println!(
+        "join in a checkpoint: {:.0} B per labelled frame; the copy of {N} frames holds the join's lock {:.1} ms",
+        bytes as f64 / N as f64,
+        copied.as_secs_f64() * 1000.0
+    );
     println!(
         "join memory: {:.0} B per waiting frame (gauge estimate {:.0} B), {:.0} B per labelled frame (gauge \
          estimate {:.0} B); 5 detections, 6 labels, 3 slices, {} metric values",

@@ -35,6 +35,8 @@ const HEADER: usize = 24;
 pub const FORMAT_VERSION: u32 = 2;
 /// Slices copied per hold of the store lock while a checkpoint is taken.
 const EXPORT_CHUNK: usize = 64;
+/// Frames of the ground-truth join copied per hold of its lock (~2 ms each, see BENCHMARKS.md).
+const EXPORT_JOIN_CHUNK: usize = 1024;
 
 /// The next offset to read in one partition (everything before it is in the checkpoint's windows).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -272,7 +274,7 @@ impl Checkpointer {
     fn write_inner(&self, offsets: &[SavedOffset]) -> Result<usize, CheckpointError> {
         let store = export_store(&self.store, EXPORT_CHUNK, || {});
         let cameras = self.cameras.lock().unwrap_or_else(|p| p.into_inner()).export_state();
-        let join = self.join.as_ref().map(|j| j.lock().unwrap_or_else(|p| p.into_inner()).export_state());
+        let join = self.join.as_ref().map(|j| export_join(j, EXPORT_JOIN_CHUNK));
         let mut offsets = offsets.to_vec();
         offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         let c = Checkpoint {
@@ -410,6 +412,22 @@ fn remove_if_present(path: &Path) -> std::io::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Copies the join out in parts of `chunk` frames, taking its lock once per part (frames and labels arriving
+/// meanwhile wait for one part, not for the whole copy). A frame dropped between parts is left out; one added is
+/// in the next checkpoint. The Kafka source writes checkpoints from its poll thread, which is also where Kafka
+/// labels are joined, so no label message of the offsets written is in flight.
+fn export_join(join: &Mutex<JoinStore>, chunk: usize) -> SavedJoin {
+    let lock = || join.lock().unwrap_or_else(|p| p.into_inner());
+    let ids = lock().ids();
+    let mut entries = Vec::with_capacity(ids.len());
+    for part in ids.chunks(chunk.max(1)) {
+        entries.extend(lock().export_entries(part));
+    }
+    let mut saved = lock().export_rest();
+    saved.entries = entries;
+    saved
 }
 
 /// Copies the store out in parts of `chunk` slices, taking the lock once per part, so frames are not held up for

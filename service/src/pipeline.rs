@@ -474,6 +474,7 @@ fn process(
         ctx.telemetry.scoring_seconds.observe(started.elapsed().as_secs_f64());
     }
     let now = now_secs(ctx.clock.as_ref());
+    let mut joins: Vec<(usize, Vec<String>)> = Vec::new();
     {
         let mut store = ctx.store.lock().unwrap_or_else(|p| p.into_inner());
         for (i, (f, slot)) in frames.iter().zip(scored.iter()).enumerate() {
@@ -492,17 +493,10 @@ fn process(
                     if let (Some(x), Some(jpeg)) = (&ctx.exemplars, &slot.thumbnail) {
                         x.offer(store.last_keys(slices), &f.camera_id, f.capture_secs, &slot.values, jpeg);
                     }
-                    // Under the store lock, so the slices are the ones just recorded (lock order: store, then
-                    // truth; the label path never takes the store's).
-                    if let (Some(t), Some(id)) = (&ctx.truth, &f.frame_id) {
-                        let frame = JoinFrame {
-                            frame_id: id,
-                            capture_secs: f.capture_secs,
-                            detections: &f.detections,
-                            slices: store.last_keys(slices),
-                            values: &slot.values,
-                        };
-                        t.lock().offer_frame(&frame, now);
+                    // The slices just recorded, copied for the join once the store's lock is released (only
+                    // frames with a frame_id pay for it): the two locks are never held together.
+                    if ctx.truth.is_some() && f.frame_id.is_some() {
+                        joins.push((i, store.last_keys(slices).to_vec()));
                     }
                 }
                 Recorded::TooLate => {
@@ -512,6 +506,21 @@ fn process(
                     ))
                 }
             }
+        }
+    }
+    if let (Some(t), false) = (&ctx.truth, joins.is_empty()) {
+        let mut join = t.lock();
+        for (i, slices) in &joins {
+            let (Ok(f), slot) = (&frames[*i], &scored[*i]) else { continue };
+            let Some(id) = &f.frame_id else { continue };
+            let frame = JoinFrame {
+                frame_id: id,
+                capture_secs: f.capture_secs,
+                detections: &f.detections,
+                slices,
+                values: &slot.values,
+            };
+            join.offer_frame(&frame, now);
         }
     }
     let recorded = |i: usize| outcomes[i].is_ok();

@@ -296,6 +296,8 @@ pub struct JoinStore {
     next_seq: u64,
     counters: JoinCounters,
     bytes: usize,
+    /// Entries with labels (the rest wait for theirs).
+    labelled: usize,
 }
 
 impl JoinStore {
@@ -314,6 +316,7 @@ impl JoinStore {
             next_seq: 0,
             counters: JoinCounters::default(),
             bytes: 0,
+            labelled: 0,
         }
     }
 
@@ -331,10 +334,9 @@ impl JoinStore {
     }
 
     pub fn size(&self) -> JoinSize {
-        let labelled = self.entries.values().filter(|e| e.labelled.is_some()).count();
         JoinSize {
-            waiting: self.entries.len() - labelled,
-            labelled,
+            waiting: self.entries.len() - self.labelled,
+            labelled: self.labelled,
             early: self.early.len(),
             bytes: self.bytes
                 + self.entries.len() * (std::mem::size_of::<Entry>() + 40)
@@ -361,6 +363,7 @@ impl JoinStore {
             let Some(old) = self.order.pop_front() else { break };
             if let Some(e) = self.entries.remove(&old) {
                 self.bytes -= e.heap_bytes(&old);
+                self.labelled -= usize::from(e.labelled.is_some());
                 self.counters.frames_dropped_capacity += 1;
                 self.remember_expired(&old);
             }
@@ -446,6 +449,7 @@ impl JoinStore {
             return LabelResult::TooLate;
         }
         let replaced = entry.truth.is_some();
+        self.labelled += usize::from(!replaced);
         self.bytes -= entry.heap_bytes(id);
         let labelled = labelled(entry, &kept, seq, &settings);
         entry.truth = Some(kept);
@@ -483,6 +487,7 @@ impl JoinStore {
         });
         for (id, unlabelled, bytes) in gone {
             self.bytes -= bytes;
+            self.labelled -= usize::from(!unlabelled);
             self.counters.frames_expired_unlabelled += u64::from(unlabelled);
             self.remember_expired(&id);
         }

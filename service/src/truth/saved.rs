@@ -45,9 +45,20 @@ fn saved_box(k: &KeptBox) -> SavedBox {
 impl JoinStore {
     /// Copies the contents out, in arrival order (under the caller's lock).
     pub fn export_state(&self) -> SavedJoin {
-        let entries = self
-            .order
-            .iter()
+        let mut saved = self.export_rest();
+        saved.entries = self.export_entries(&self.ids());
+        saved
+    }
+
+    /// The kept frames' ids, in arrival order: what `export_entries` is then called with, a part at a time, so a
+    /// checkpoint of a large join holds its lock for one part at a time (reference counts only; no copy here).
+    pub fn ids(&self) -> Vec<Arc<str>> {
+        self.order.iter().filter(|id| self.entries.contains_key(*id)).cloned().collect()
+    }
+
+    /// The entries of `ids` still kept (those gone since `ids` was taken are left out).
+    pub fn export_entries(&self, ids: &[Arc<str>]) -> Vec<SavedEntry> {
+        ids.iter()
             .filter_map(|id| self.entries.get(id).map(|e| (id, e)))
             .map(|(id, e)| SavedEntry {
                 frame_id: id.to_string(),
@@ -62,7 +73,11 @@ impl JoinStore {
                     .zip(e.labelled.as_ref())
                     .map(|(t, l)| (t.iter().map(saved_box).collect(), l.seq)),
             })
-            .collect();
+            .collect()
+    }
+
+    /// Everything but the entries: held labels and the join's sequence number.
+    pub fn export_rest(&self) -> SavedJoin {
         let early = self
             .early_order
             .iter()
@@ -73,7 +88,7 @@ impl JoinStore {
                 received_secs: e.received_secs,
             })
             .collect();
-        SavedJoin { entries, early, next_seq: self.next_seq }
+        SavedJoin { entries: Vec::new(), early, next_seq: self.next_seq }
     }
 
     /// Replaces the contents with a saved join (taken under the same baseline: `values` line up with `metrics`).
@@ -106,6 +121,7 @@ impl JoinStore {
             if let Some((t, seq)) = truth {
                 entry.labelled = Some(Arc::new(labelled(&entry, &t, seq, &self.settings.performance)));
                 entry.truth = Some(t);
+                self.labelled += 1;
             }
             let id: Arc<str> = Arc::from(s.frame_id.as_str());
             self.bytes += entry.heap_bytes(&id);
