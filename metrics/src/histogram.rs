@@ -3,6 +3,8 @@
 //! merge of its sub-windows. Values beyond the baseline's range land in open tail bins whose distance to the range
 //! is summed, so the Wasserstein distance stays exact in the tails.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// Quantile of sorted data, exactly as numpy's default (`method="linear"`, Hyndman-Fan type 7).
@@ -24,14 +26,16 @@ pub fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
 /// Where values of one metric fall. Bin `0` is the lower tail (v < edges[0]); bins `1..=K` are
 /// [edges[i-1], edges[i]); bin `K+1` holds v == edges[K] (the baseline maximum); bin `K+2` is the upper tail.
 /// PSI and JS use coarser bins on top of these: the baseline deciles, open-ended at both ends.
+/// The arrays are shared (`Arc`): a baseline and every window store binning against it hold one copy of each
+/// layout, not one per holder (a per-camera reference is ~1 KiB per metric).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BinLayout {
-    edges: Vec<f64>,
+    edges: Arc<[f64]>,
     /// PSI/JS bins ("coarse"): the baseline deciles, the first and last open-ended (the standard PSI bins: a value
     /// below the baseline minimum counts in the first decile, above the maximum in the last; the out-of-range share
     /// is its own statistic). `coarse_of[bin]` maps every fine bin, tails included.
-    coarse_cuts: Vec<f64>,
-    coarse_of: Vec<u16>,
+    coarse_cuts: Arc<[f64]>,
+    coarse_of: Arc<[u16]>,
     /// Subtracted from values before summing squares, for numerically stable variance of large values.
     center: f64,
     /// Encord's IQR fences: [severe_lo, moderate_lo, moderate_hi, severe_hi].
@@ -98,7 +102,7 @@ impl BinLayout {
             coarse_of.push(cuts.iter().filter(|&&c| c <= left).count() as u16);
         }
         coarse_of.push(cuts.len() as u16);
-        Ok(BinLayout { edges, coarse_cuts: cuts, coarse_of, center: q2, fences })
+        Ok(BinLayout { edges: edges.into(), coarse_cuts: cuts.into(), coarse_of: coarse_of.into(), center: q2, fences })
     }
 
     pub fn edges(&self) -> &[f64] {
@@ -308,11 +312,20 @@ impl Histogram {
     }
 }
 
-/// Bin counts stored in the narrowest width that holds them: a sub-window of one camera at 10 frames/s puts a few
-/// frames in each of ~100 bins, so one byte per bin is the common case; a bin that passes 255 (a metric constant
-/// for the camera, or a busy slice) widens the whole array to 16 and then 32 bits.
+/// Bin counts stored in the smallest form that holds them. A sub-window of a quiet slice (a camera sending a few
+/// frames a minute) holds a handful of values in ~100 bins: it lists the bin of each value, 2 bytes per value.
+/// Past half as many values as bins a byte per bin is smaller: the counts become an array of the narrowest width
+/// that holds them (a camera at 10 frames/s puts a few frames in each bin, so one byte is the common case), and a
+/// bin that passes 255 (a metric constant for the camera, or a busy slice) widens the whole array to 16 and then
+/// 32 bits.
 #[derive(Debug, Clone, PartialEq)]
 enum BinCounts {
+    /// The bin of each value recorded, in arrival order; `bins` fine bins in all. Kept exactly as long as the
+    /// values (no spare capacity): a quiet slice grows it a few times a minute.
+    Listed {
+        bins: u16,
+        values: Box<[u16]>,
+    },
     U8(Box<[u8]>),
     U16(Box<[u16]>),
     U32(Box<[u32]>),
@@ -320,20 +333,68 @@ enum BinCounts {
 
 impl BinCounts {
     fn zeros(bins: usize) -> BinCounts {
-        BinCounts::U8(vec![0; bins].into_boxed_slice())
+        match u16::try_from(bins) {
+            Ok(bins) => BinCounts::Listed { bins, values: Box::default() },
+            // `BinLayout::new` allows at most 65,002 bins, so this is not reached; a plain array is still right.
+            Err(_) => BinCounts::U8(vec![0; bins].into_boxed_slice()),
+        }
     }
 
     fn len(&self) -> usize {
         match self {
+            BinCounts::Listed { bins, .. } => usize::from(*bins),
             BinCounts::U8(c) => c.len(),
             BinCounts::U16(c) => c.len(),
             BinCounts::U32(c) => c.len(),
         }
     }
 
+    /// Most values a list holds: from there on an array of bytes is no larger.
+    fn list_limit(bins: usize) -> usize {
+        bins / 2
+    }
+
     #[inline]
     fn add(&mut self, i: usize, n: u32) {
+        // The common case first and small enough to inline into `record`: a byte count that still fits.
+        if let BinCounts::U8(c) = self
+            && let Some(slot) = c.get_mut(i)
+            && let Ok(v) = u8::try_from(u32::from(*slot) + n)
+        {
+            *slot = v;
+            return;
+        }
+        self.add_other(i, n);
+    }
+
+    /// `add` for every other case: a list, a wider array, or a byte count that must widen.
+    #[inline(never)]
+    fn add_other(&mut self, i: usize, n: u32) {
         match self {
+            BinCounts::Listed { bins, values } => {
+                let bin = u16::try_from(i).ok().filter(|&b| b < *bins);
+                let total = values.len().saturating_add(n as usize);
+                match bin {
+                    Some(bin) if total <= Self::list_limit(usize::from(*bins)) => {
+                        let mut v = std::mem::take(values).into_vec();
+                        // Exactly: one reallocation, and the boxed slice below needs no shrinking.
+                        v.reserve_exact(n as usize);
+                        v.resize(total, bin);
+                        *values = v.into_boxed_slice();
+                    }
+                    // Too many values for a list (or a bin out of range, which indexing below reports as the
+                    // arrays do): to an array of bytes, widening from there as needed.
+                    _ => {
+                        let dense = BinCounts::U8(vec![0; usize::from(*bins)].into_boxed_slice());
+                        let listed = std::mem::replace(self, dense);
+                        if let BinCounts::Listed { values, .. } = listed {
+                            // One value may be listed more than 255 times: `add` widens as it must.
+                            values.iter().for_each(|&b| self.add(usize::from(b), 1));
+                        }
+                        self.add(i, n);
+                    }
+                }
+            }
             BinCounts::U8(c) => match u8::try_from(u32::from(c[i]) + n) {
                 Ok(v) => c[i] = v,
                 Err(_) => {
@@ -352,19 +413,39 @@ impl BinCounts {
         }
     }
 
-    /// Zeroes the counts and goes back to bytes (a slot reused for a new sub-window starts small again).
-    fn clear(&mut self) {
+    /// Adds every count into `into` (one count per fine bin).
+    fn add_into(&self, into: &mut [u32]) {
         match self {
-            BinCounts::U8(c) => c.fill(0),
-            _ => *self = BinCounts::zeros(self.len()),
+            BinCounts::Listed { values, .. } => {
+                values.iter().for_each(|&b| into[usize::from(b)] = into[usize::from(b)].saturating_add(1))
+            }
+            BinCounts::U8(c) => into.iter_mut().zip(c.iter()).for_each(|(a, &b)| *a = a.saturating_add(u32::from(b))),
+            BinCounts::U16(c) => into.iter_mut().zip(c.iter()).for_each(|(a, &b)| *a = a.saturating_add(u32::from(b))),
+            BinCounts::U32(c) => into.iter_mut().zip(c.iter()).for_each(|(a, &b)| *a = a.saturating_add(b)),
         }
     }
 
-    fn bytes_per_bin(&self) -> usize {
+    /// Zeroes the counts and goes back to an empty list (a slot reused for a new sub-window starts small again).
+    fn clear(&mut self) {
+        *self = BinCounts::zeros(self.len());
+    }
+
+    /// Heap bytes the counts take.
+    fn heap_bytes(&self) -> usize {
         match self {
-            BinCounts::U8(_) => 1,
-            BinCounts::U16(_) => 2,
-            BinCounts::U32(_) => 4,
+            BinCounts::Listed { values, .. } => values.len() * 2,
+            BinCounts::U8(c) => c.len(),
+            BinCounts::U16(c) => c.len() * 2,
+            BinCounts::U32(c) => c.len() * 4,
+        }
+    }
+
+    fn bytes_per_bin(&self) -> Option<usize> {
+        match self {
+            BinCounts::Listed { .. } => None,
+            BinCounts::U8(_) => Some(1),
+            BinCounts::U16(_) => Some(2),
+            BinCounts::U32(_) => Some(4),
         }
     }
 }
@@ -408,9 +489,19 @@ impl SubHistogram {
         self.counts.len()
     }
 
-    /// Bytes per bin count right now (1, 2 or 4).
-    pub fn bytes_per_bin(&self) -> usize {
+    /// Bytes per bin count right now (1, 2 or 4), or `None` while the values are listed one by one (few values).
+    pub fn bytes_per_bin(&self) -> Option<usize> {
         self.counts.bytes_per_bin()
+    }
+
+    /// Heap bytes the bin counts take right now (2 per value while listed, else bins x bytes per bin).
+    pub fn count_bytes(&self) -> usize {
+        self.counts.heap_bytes()
+    }
+
+    /// Most values a sub-histogram of `bins` bins lists one by one before it switches to an array of counts.
+    pub fn list_limit(bins: usize) -> usize {
+        BinCounts::list_limit(bins)
     }
 
     /// Values recorded (not missing).
@@ -420,7 +511,14 @@ impl SubHistogram {
 
     #[inline]
     pub fn record(&mut self, layout: &BinLayout, v: Option<f64>) {
-        let Some(o) = layout.observe(v) else {
+        self.record_observed(layout.observe(v));
+    }
+
+    /// Records a value already observed against this histogram's layout (`BinLayout::observe`; `None`: missing):
+    /// slices that share a layout observe a frame's value once.
+    #[inline]
+    pub fn record_observed(&mut self, o: Option<Observation>) {
+        let Some(o) = o else {
             self.missing = self.missing.saturating_add(1);
             return;
         };
@@ -453,15 +551,7 @@ impl SubHistogram {
     /// Adds this sub-window into `into` (same layout).
     pub fn merge_into(&self, into: &mut Histogram) {
         debug_assert_eq!(into.counts.len(), self.counts.len());
-        match &self.counts {
-            BinCounts::U8(c) => {
-                into.counts.iter_mut().zip(c.iter()).for_each(|(a, &b)| *a = a.saturating_add(u32::from(b)))
-            }
-            BinCounts::U16(c) => {
-                into.counts.iter_mut().zip(c.iter()).for_each(|(a, &b)| *a = a.saturating_add(u32::from(b)))
-            }
-            BinCounts::U32(c) => into.counts.iter_mut().zip(c.iter()).for_each(|(a, &b)| *a = a.saturating_add(b)),
-        }
+        self.counts.add_into(&mut into.counts);
         into.n += u64::from(self.n);
         into.missing += u64::from(self.missing);
         into.sum += self.sum;
@@ -537,5 +627,30 @@ impl SlidingHistogram {
         for i in 1..=k {
             out.merge(&self.slots[(self.head + i) % k]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wide layout lists up to 500 values; if they all fall in one bin, the switch to an array must widen that
+    /// bin past a byte instead of wrapping.
+    #[test]
+    fn a_list_of_one_repeated_bin_becomes_wide_counts() {
+        let edges: Vec<f64> = (0..1000).map(f64::from).collect();
+        let layout = BinLayout::new(edges, &[], [250.0, 500.0, 750.0]).expect("layout");
+        let mut sub = SubHistogram::new(&layout);
+        let mut full = Histogram::new(&layout);
+        for _ in 0..SubHistogram::list_limit(layout.bins()) {
+            sub.record(&layout, Some(7.5));
+            full.record(&layout, Some(7.5));
+        }
+        assert_eq!(sub.bytes_per_bin(), None, "still a list");
+        sub.record(&layout, Some(9.5));
+        full.record(&layout, Some(9.5));
+        assert_eq!(sub.bytes_per_bin(), Some(2));
+        assert_eq!(sub.to_histogram(), full);
+        assert_eq!(SubHistogram::from_histogram(&full).to_histogram(), full);
     }
 }

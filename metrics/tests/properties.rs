@@ -38,8 +38,9 @@ fn repeats() -> impl Strategy<Value = usize> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
-    /// The compact sub-window histogram records exactly what the full one does, whatever the count widths
-    /// (values repeated past 255 and 65,535 widen the counts), and converts back and forth losslessly.
+    /// The compact sub-window histogram records exactly what the full one does, whatever its form (a list of
+    /// values while they are few, then counts; values repeated past 255 and 65,535 widen the counts), and
+    /// converts back and forth losslessly.
     #[test]
     fn sub_histograms_equal_histograms(base in values(), v in values(), repeat in repeats()) {
         let l = layout_from(base);
@@ -58,7 +59,15 @@ proptest! {
         prop_assert_eq!(SubHistogram::from_histogram(&full).to_histogram(), full.clone());
         let most = full.counts.iter().copied().max().unwrap_or(0);
         let width = if most <= 255 { 1 } else if most <= 65_535 { 2 } else { 4 };
-        prop_assert_eq!(sub.bytes_per_bin(), width, "narrowest width that holds {}", most);
+        if full.n as usize <= SubHistogram::list_limit(l.bins()) {
+            // few values: listed one by one, 2 bytes each, fewer bytes than an array of counts
+            prop_assert_eq!(sub.bytes_per_bin(), None);
+            prop_assert_eq!(sub.count_bytes(), 2 * full.n as usize);
+            prop_assert!(sub.count_bytes() <= l.bins());
+        } else {
+            prop_assert_eq!(sub.bytes_per_bin(), Some(width), "narrowest width that holds {}", most);
+            prop_assert_eq!(sub.count_bytes(), width * l.bins());
+        }
         let mut merged = Histogram::new(&l);
         sub.merge_into(&mut merged);
         sub.merge_into(&mut merged);
@@ -66,7 +75,7 @@ proptest! {
         twice.merge(&full);
         prop_assert_eq!(merged, twice);
         sub.clear();
-        prop_assert_eq!(sub.bytes_per_bin(), 1);
+        prop_assert_eq!(sub.count_bytes(), 0, "a cleared sub-window starts as an empty list");
         prop_assert_eq!(sub.to_histogram(), Histogram::new(&l));
     }
 

@@ -38,6 +38,20 @@ def pillow_decode(paths):
             im.convert("RGB").load()
 
 
+def pillow_draft_decode(paths, max_side):
+    """Pillow's own DCT-domain scaling: Image.draft() makes libjpeg-turbo decode at 1/2, 1/4 or 1/8 scale, the
+    largest reduction that still leaves at least framewatch's analysis resolution (the longer side divided by the
+    integer factor ceil(side / max_side), as AnalysisSettings::factor does). Photos within max_side decode in full.
+    A fairer peer for a scorer that analyses at a reduced resolution than a full decode is."""
+    for p in paths:
+        with Image.open(p) as im:
+            w, h = im.size
+            k = -(-max(w, h) // max_side) if max_side > 0 else 1
+            if k > 1:
+                im.draft("RGB", (w // k, h // k))
+            im.convert("RGB").load()
+
+
 # Encord Active's image heuristics as its code runs them (encord-active lib/metrics/heuristic/img_features.py, the
 # version REFERENCE.md section 1 describes): the simple metrics share one cv2.imread per image, each then converts
 # BGR->RGB itself; sharpness and blur take the Laplacian of the 3-channel image; the colour metrics threshold with
@@ -120,6 +134,8 @@ def main():
     ap.add_argument("--exe", default=os.path.join(ROOT, "target", "release", "framewatch"))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json")
+    ap.add_argument("--max-side", type=int, default=1280,
+                    help="framewatch's analysis max_side, for the Image.draft() contender (default 1280)")
     ap.add_argument("--skip", default="", help="comma-separated contenders to skip")
     args = ap.parse_args()
     paths = sorted(glob.glob(os.path.join(args.photos, "*.jp*g")))
@@ -129,6 +145,7 @@ def main():
     contenders = [
         ("framewatch score (Rust, full catalog, 1 thread)", lambda: framewatch(paths, args.exe)),
         ("Pillow bare decode: Image.open().convert('RGB')", lambda: pillow_decode(paths)),
+        ("Pillow draft decode: Image.draft() DCT scaling", lambda: pillow_draft_decode(paths, args.max_side)),
         ("lean numpy/OpenCV, framewatch's data metrics", lambda: lean_numpy_opencv(paths)),
         ("Encord-faithful numpy/OpenCV heuristics", lambda: encord_faithful(paths)),
         ("CleanVision Imagelab.find_issues (n_jobs=1)", lambda: cleanvision(paths)),

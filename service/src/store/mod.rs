@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use framewatch_metrics::Baseline;
 use framewatch_metrics::baseline::{CONTEXT_DIMENSION, ContextSpec};
-use framewatch_metrics::histogram::{BinLayout, Histogram, SubHistogram};
+use framewatch_metrics::histogram::{BinLayout, Histogram, Observation, SubHistogram};
 use framewatch_metrics::stats::LagMoments;
 
 use crate::config::{Config, Predicate};
@@ -20,6 +20,12 @@ mod saved;
 
 use lags::Lags;
 pub use saved::{RestoreError, SavedSlice, SavedStore, SavedSubWindow};
+
+/// The store's maps hash with foldhash instead of SipHash: every frame looks up each of its slices and interns
+/// each of its classes, and SipHash was ~12 % of a pre-scored event's time. foldhash is seeded per map, which
+/// is not a HashDoS guarantee; what a client can grow here is bounded anyway (`slices.max_slices` with its
+/// admission rate, `max_classes` per sub-window, 10,000 interned class names).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// How frames are grouped and windowed (derived from `Config`).
 #[derive(Debug, Clone)]
@@ -107,7 +113,13 @@ struct SubWindow {
     frames: u64,
     /// One per tracked metric, allocated on first use (compact: adaptive-width counts).
     hists: Vec<SubHistogram>,
-    classes: HashMap<Arc<str>, u64>,
+    classes: FastMap<Arc<str>, u64>,
+}
+
+impl SubWindow {
+    fn empty() -> SubWindow {
+        SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: FastMap::default() }
+    }
 }
 
 #[derive(Debug)]
@@ -173,10 +185,10 @@ pub struct WindowStore {
     tracked: Vec<Tracked>,
     global_layouts: Arc<[BinLayout]>,
     /// Layouts of the slices that have their own baseline.
-    slice_layouts: HashMap<String, Arc<[BinLayout]>>,
-    slices: HashMap<SliceKey, SliceState>,
+    slice_layouts: FastMap<String, Arc<[BinLayout]>>,
+    slices: FastMap<SliceKey, SliceState>,
     /// Interned class labels, so sub-windows share one allocation per label.
-    class_names: HashMap<String, Arc<str>>,
+    class_names: FastMap<String, Arc<str>>,
     other_class: Arc<str>,
     /// Class counts recorded under `OTHER_CLASS` because a sub-window already had `max_classes` classes (one per
     /// detection and slice). Not checkpointed: a counter that restarts with the process.
@@ -184,6 +196,16 @@ pub struct WindowStore {
     counters: StoreCounters,
     /// Reused per frame: the slice keys it belongs to.
     keys: Vec<String>,
+    /// Reused per frame: its classes, interned.
+    classes: Vec<Arc<str>>,
+    /// Reused per frame: its value of each tracked metric, in `tracked` order.
+    values: Vec<Option<f64>>,
+    /// Reused per frame: its camera's slice key.
+    camera_key: String,
+    /// Reused per frame: its values observed against `observed_for`, which most slices share (the global
+    /// layouts), so that each value is binned once per layout rather than once per slice.
+    observed: Vec<Option<Observation>>,
+    observed_for: Option<Arc<[BinLayout]>>,
     /// Reused per frame: (previous, current) value per tracked metric for the frame's camera (NaN: no pair).
     pairs: Vec<(f64, f64)>,
     /// Whether `camera_id` alone is a slice dimension (then camera slices carry the last values for pairs).
@@ -261,18 +283,23 @@ impl WindowStore {
                     .collect();
                 (key.clone(), layouts)
             })
-            .collect();
+            .collect::<FastMap<_, _>>();
         WindowStore {
             settings,
             tracked,
             global_layouts,
             slice_layouts,
-            slices: HashMap::new(),
-            class_names: HashMap::new(),
+            slices: FastMap::default(),
+            class_names: FastMap::default(),
             other_class: Arc::from(OTHER_CLASS),
             classes_overflowed: 0,
             counters: StoreCounters::default(),
             keys: Vec::new(),
+            classes: Vec::new(),
+            values: Vec::new(),
+            camera_key: String::new(),
+            observed: Vec::new(),
+            observed_for: None,
             pairs: Vec::new(),
             camera_slices,
             context: baseline.context.clone(),
@@ -340,15 +367,18 @@ impl WindowStore {
             None => None,
         };
         let n = slice_keys(&self.settings, frame, context, &mut keys);
-        let classes: Vec<Arc<str>> = frame.classes.iter().map(|c| self.intern(c)).collect();
-        let camera = self.camera_pairs(frame, context, &keys[..n]);
-        for key in &keys[..n] {
-            self.record_in(key, index, frame, &classes, now_secs);
-        }
-        if let Some(i) = camera {
-            self.remember_last(&keys[i], frame);
+        let mut classes = std::mem::take(&mut self.classes);
+        classes.clear();
+        classes.extend(frame.classes.iter().map(|c| self.intern(c)));
+        self.values.clear();
+        self.values.extend(self.tracked.iter().map(|t| frame.values.get(t.registry_index).copied().flatten()));
+        self.observed_for = None;
+        let camera = self.camera_pairs(frame.camera_id, context, &keys[..n]);
+        for (i, key) in keys[..n].iter().enumerate() {
+            self.record_in(key, index, &classes, now_secs, camera == Some(i));
         }
         self.keys = keys;
+        self.classes = classes;
         self.context_value = context_value;
         self.counters.recorded += 1;
         Recorded::Yes { slices: n }
@@ -364,35 +394,28 @@ impl WindowStore {
     /// in `keys`. Without a camera slice every pair is NaN (no lag information: effective n = n).
     /// With a context the camera's slice is the one of its current context (`camera_id=X,context=V`): pairs are
     /// taken within a context, so a change of context starts a new run of pairs.
-    fn camera_pairs(&mut self, frame: &FrameRecord<'_>, context: Option<&str>, keys: &[String]) -> Option<usize> {
+    fn camera_pairs(&mut self, camera_id: &str, context: Option<&str>, keys: &[String]) -> Option<usize> {
         self.pairs.clear();
         self.pairs.resize(self.tracked.len(), (f64::NAN, f64::NAN));
         if !self.camera_slices {
             return None;
         }
-        let mut own = String::new();
-        let mut b = crate::slice::LabelKeyBuilder::new(&mut own);
-        b.push("camera_id", frame.camera_id);
+        let mut b = LabelKeyBuilder::new(&mut self.camera_key);
+        b.push("camera_id", camera_id);
         if let Some(c) = context {
             b.push(CONTEXT_DIMENSION, c);
         }
-        let i = keys.iter().position(|k| *k == own)?;
+        let i = keys.iter().position(|k| *k == self.camera_key)?;
         if let Some(slice) = self.slices.get(keys[i].as_str()) {
-            for ((pair, t), last) in self.pairs.iter_mut().zip(&self.tracked).zip(&slice.last) {
-                if let Some(v) = frame.values.get(t.registry_index).copied().flatten() {
+            for ((pair, (t, v)), last) in
+                self.pairs.iter_mut().zip(self.tracked.iter().zip(&self.values)).zip(&slice.last)
+            {
+                if let Some(v) = *v {
                     *pair = (*last - t.shift, v - t.shift);
                 }
             }
         }
         Some(i)
-    }
-
-    fn remember_last(&mut self, key: &str, frame: &FrameRecord<'_>) {
-        let Some(slice) = self.slices.get_mut(key) else { return };
-        slice.last.resize(self.tracked.len(), f64::NAN);
-        for (last, t) in slice.last.iter_mut().zip(&self.tracked) {
-            *last = frame.values.get(t.registry_index).copied().flatten().unwrap_or(f64::NAN);
-        }
     }
 
     fn intern(&mut self, class: &str) -> Arc<str> {
@@ -407,37 +430,20 @@ impl WindowStore {
         a
     }
 
-    fn record_in(&mut self, key: &str, index: i64, frame: &FrameRecord<'_>, classes: &[Arc<str>], now_secs: i64) {
-        if !self.slices.contains_key(key) {
-            if key != GLOBAL && !self.admission.admit(&self.settings, now_secs) {
-                self.unlogged.1 += 1;
-                self.log_churn(now_secs, key);
-                return;
-            }
-            if self.slices.len() >= self.settings.max_slices {
-                self.evict_one(now_secs);
-            }
-            let ring = (0..self.settings.steps)
-                .map(|_| SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: HashMap::new() })
-                .collect();
-            let (layouts, reference) = self.layouts_for(key);
-            self.slices.insert(
-                SliceKey::from_canonical(key),
-                SliceState {
-                    ring,
-                    last_seen_secs: now_secs,
-                    layouts,
-                    own_baseline: reference.is_some(),
-                    reference,
-                    lags: Lags::default(),
-                    last: Vec::new(),
-                    frames_total: 0,
-                },
-            );
+    /// Counts the frame in slice `key`, creating the slice if admitted. `camera`: the slice is the frame's camera
+    /// slice, which then remembers the frame's values to pair with the camera's next frame.
+    fn record_in(&mut self, key: &str, index: i64, classes: &[Arc<str>], now_secs: i64, camera: bool) {
+        if !self.slices.contains_key(key) && !self.create_slice(key, now_secs) {
+            return;
         }
         let Some(slice) = self.slices.get_mut(key) else { return };
         slice.last_seen_secs = slice.last_seen_secs.max(now_secs);
         slice.frames_total += 1;
+        if camera {
+            // Even when the frame's sub-window is gone (below): its values are still the camera's latest.
+            slice.last.clear();
+            slice.last.extend(self.values.iter().map(|v| v.unwrap_or(f64::NAN)));
+        }
         let steps = self.settings.steps as i64;
         let slot = &mut slice.ring[index.rem_euclid(steps) as usize];
         if slot.index != index {
@@ -454,8 +460,13 @@ impl WindowStore {
             slot.hists = slice.layouts.iter().map(SubHistogram::new).collect();
         }
         slot.frames += 1;
-        for ((h, t), layout) in slot.hists.iter_mut().zip(&self.tracked).zip(slice.layouts.iter()) {
-            h.record(layout, frame.values.get(t.registry_index).copied().flatten());
+        if !self.observed_for.as_ref().is_some_and(|l| Arc::ptr_eq(l, &slice.layouts)) {
+            self.observed.clear();
+            self.observed.extend(slice.layouts.iter().zip(&self.values).map(|(layout, &v)| layout.observe(v)));
+            self.observed_for = Some(slice.layouts.clone());
+        }
+        for (h, &o) in slot.hists.iter_mut().zip(&self.observed) {
+            h.record_observed(o);
         }
         // Bounded per sub-window: the first `max_classes` classes of the minute keep their own counts, later ones
         // share one bucket, so labels invented by a client cost one map entry, not one per label.
@@ -477,6 +488,34 @@ impl WindowStore {
                 }
             }
         }
+    }
+
+    /// Creates slice `key` if admission lets it in (evicting one if the store is full); false if refused.
+    fn create_slice(&mut self, key: &str, now_secs: i64) -> bool {
+        if key != GLOBAL && !self.admission.admit(&self.settings, now_secs) {
+            self.unlogged.1 += 1;
+            self.log_churn(now_secs, key);
+            return false;
+        }
+        if self.slices.len() >= self.settings.max_slices {
+            self.evict_one(now_secs);
+        }
+        let ring = (0..self.settings.steps).map(|_| SubWindow::empty()).collect();
+        let (layouts, reference) = self.layouts_for(key);
+        self.slices.insert(
+            SliceKey::from_canonical(key),
+            SliceState {
+                ring,
+                last_seen_secs: now_secs,
+                layouts,
+                own_baseline: reference.is_some(),
+                reference,
+                lags: Lags::default(),
+                last: Vec::new(),
+                frames_total: 0,
+            },
+        );
+        true
     }
 
     /// Makes room: evicts the idlest slice that is not established, else the idlest established one (never

@@ -1,11 +1,9 @@
 //! The store's contents as plain data for checkpoints (export under the caller's lock, restore after checks).
 
-use std::collections::HashMap;
-
 use framewatch_metrics::histogram::{Histogram, SubHistogram};
 use framewatch_metrics::stats::LagMoments;
 
-use super::{Lags, SliceState, StoreCounters, SubWindow, WindowStore};
+use super::{FastMap, Lags, SliceState, StoreCounters, SubWindow, WindowStore};
 use crate::slice::{GLOBAL, SliceKey};
 
 /// The store's contents, owned, for checkpoints: every slice with its live sub-windows. Layouts are not included;
@@ -78,16 +76,14 @@ impl WindowStore {
             slices.sort_by_key(|s| (s.key != GLOBAL, std::cmp::Reverse(s.last_seen_secs)));
             slices.truncate(self.settings.max_slices);
         }
-        let mut restored = HashMap::with_capacity(slices.len());
+        let mut restored = FastMap::with_capacity_and_hasher(slices.len(), Default::default());
         for sl in slices {
             if sl.subs.len() > steps {
                 return Err(RestoreError::Steps { slice: sl.key, expected: steps, found: sl.subs.len() });
             }
             let (layouts, reference) = self.layouts_for(&sl.key);
             let own_baseline = reference.is_some();
-            let mut ring: Vec<SubWindow> = (0..steps)
-                .map(|_| SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: HashMap::new() })
-                .collect();
+            let mut ring: Vec<SubWindow> = (0..steps).map(|_| SubWindow::empty()).collect();
             for sub in sl.subs {
                 if sub.hists.len() != layouts.len() {
                     return Err(RestoreError::MetricCount {
@@ -110,7 +106,7 @@ impl WindowStore {
                 if slot.index != i64::MIN {
                     return Err(RestoreError::DuplicateSubWindow { slice: sl.key, index: sub.index });
                 }
-                let mut classes = HashMap::with_capacity(sub.classes.len());
+                let mut classes = FastMap::with_capacity_and_hasher(sub.classes.len(), Default::default());
                 for (c, n) in sub.classes {
                     classes.insert(self.intern(&c), n);
                 }
