@@ -13,10 +13,11 @@ use framewatch_metrics::drift::DriftThresholds;
 
 use crate::alerts::{AlertEvent, AlertSnapshot, Phase};
 use crate::charts::{Series, escape, fmt_num, histogram_svg, sparkline_svg, url_encode};
-use crate::evaluate::{Evaluation, MetricEval, SliceEval};
+use crate::evaluate::{Evaluation, MetricEval, SliceEval, SlicePerformance};
 use crate::exemplars::{Exemplar, ExemplarStore};
 use crate::store::WindowStore;
 use crate::time::{Clock, now_secs, rfc3339};
+use framewatch_metrics::performance::PerformanceStatistic;
 
 pub use history::EvaluationHistory;
 
@@ -246,6 +247,9 @@ impl WebView {
         }
         h.push_str("</header>\n");
         alert_list(&mut h, &alerts, Some(&s.key));
+        if let Some(p) = &s.performance {
+            performance_table(&mut h, p);
+        }
 
         let mut order: Vec<(usize, &MetricEval)> = s.metrics.iter().enumerate().collect();
         order.sort_by(|a, b| {
@@ -315,6 +319,48 @@ impl WebView {
 /// A metric's exemplar thumbnails (nothing when it has none), after the baseline's typical frame when the baseline
 /// has one. Pictures are links (`/exemplars/<id>.jpg`, `/training?...`), so a page stays small and the browser
 /// caches what repeats; the store keeps the shown ones fetchable for a while (`ExemplarStore::pin`).
+/// Model performance on the slice's labelled frames, overall and per class (the 20 with most labelled objects),
+/// beside the baseline's.
+fn performance_table(h: &mut String, p: &SlicePerformance) {
+    let perf = &p.performance;
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let _ = writeln!(
+        h,
+        "<section>\n<h2>Model performance on labelled frames</h2>\n<p class=\"meta\">{} labelled frames in the \
+         performance window{}</p>\n<table id=\"performance\">\n<thead><tr><th></th><th>labelled objects</th>\
+         <th>mAP@0.5</th><th>mAP@[.5:.95]</th><th>precision</th><th>recall</th><th>F1</th></tr></thead><tbody>",
+        perf.frames,
+        if p.enough { "" } else { " (too few for a verdict)" },
+    );
+    let truths: u64 = perf.classes.values().map(|c| c.truths).sum();
+    let mut row = |name: &str, class: Option<&str>, truths: u64, of: &framewatch_metrics::performance::Performance| {
+        let v = |s: PerformanceStatistic| cell(s.value(of, class));
+        let _ = writeln!(
+            h,
+            "<tr data-class=\"{}\"><td>{}</td><td>{truths}</td><td class=\"map50\">{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td></tr>",
+            escape(class.unwrap_or("")),
+            escape(name),
+            v(PerformanceStatistic::Map50),
+            v(PerformanceStatistic::Map50_95),
+            v(PerformanceStatistic::Precision),
+            v(PerformanceStatistic::Recall),
+            v(PerformanceStatistic::F1),
+        );
+    };
+    row("all classes", None, truths, perf);
+    if let Some(b) = &p.baseline {
+        let base_truths = b.classes.values().map(|c| c.truths).sum();
+        row("baseline (validation set)", None, base_truths, b);
+    }
+    let mut classes: Vec<(&String, u64)> = perf.classes.iter().map(|(c, cp)| (c, cp.truths)).collect();
+    classes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    for (class, n) in classes.into_iter().take(20) {
+        row(class, Some(class), n, perf);
+    }
+    h.push_str("</tbody></table>\n</section>\n");
+}
+
 fn exemplar_strip(h: &mut String, metric: &str, kept: &[Exemplar], training: Option<&str>) {
     if kept.is_empty() {
         return;
@@ -401,6 +447,24 @@ mod tests {
     const EVIL: &str = "<script>alert(1)</script>\"'&";
 
     /// A view of one slice whose camera id, alert rule, severity and evidence are all markup.
+    /// One labelled frame whose only object, of a class named like an attack, was found.
+    fn evil_performance() -> SlicePerformance {
+        use framewatch_metrics::performance::{LabelledFrame, PerformanceSettings, TruthBox, evaluate};
+        let truth = [TruthBox { x_min: 0.1, y_min: 0.1, x_max: 0.3, y_max: 0.3, class_label: EVIL.into() }];
+        let detections = [framewatch_metrics::Detection {
+            x_min: 0.1,
+            y_min: 0.1,
+            x_max: 0.3,
+            y_max: 0.3,
+            class_label: EVIL.into(),
+            confidence: 0.9,
+            class_probabilities: vec![],
+        }];
+        let frame = LabelledFrame { detections: &detections, truth: &truth };
+        let (performance, _) = evaluate(&[frame], &PerformanceSettings::default());
+        SlicePerformance { performance, enough: false, baseline: None }
+    }
+
     fn view() -> WebView {
         let registry = MetricRegistry::standard();
         let mut b = BaselineBuilder::new(vec!["brightness".into()], ComparableSettings::default(), 10);
@@ -422,7 +486,7 @@ mod tests {
             classes: None,
             own_baseline: false,
             causes: vec![Finding { cause: Cause::Darker, summary: EVIL.into() }],
-            performance: None,
+            performance: Some(evil_performance()),
         };
         let alert = AlertEvent {
             rule: Arc::from(EVIL),
@@ -466,5 +530,15 @@ mod tests {
             assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"), "{page}");
         }
         assert!(v.slice_page("camera_id=nobody").is_none());
+    }
+
+    /// Issue 15: a slice with labelled frames shows its model performance, overall and per class.
+    #[test]
+    fn the_slice_page_shows_performance_on_labelled_frames() {
+        let page = view().slice_page(SliceKey::camera(EVIL).as_str()).expect("the slice page");
+        assert!(page.contains("<table id=\"performance\">"), "{page}");
+        assert!(page.contains("1 labelled frames in the performance window (too few for a verdict)"), "{page}");
+        // mAP@0.5 of a found object is 1 (pycocotools' precision is 1 - 2e-16, shown to 3 places).
+        assert_eq!(page.matches("<td class=\"map50\">1.000</td>").count(), 2, "all classes and the class: {page}");
     }
 }
