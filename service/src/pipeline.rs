@@ -475,11 +475,14 @@ fn process(
     }
     let now = now_secs(ctx.clock.as_ref());
     let mut joins: Vec<(usize, Vec<String>)> = Vec::new();
+    // One buffer of class names for the batch, not one per frame.
+    let mut classes: Vec<&str> = Vec::new();
     {
         let mut store = ctx.store.lock().unwrap_or_else(|p| p.into_inner());
         for (i, (f, slot)) in frames.iter().zip(scored.iter()).enumerate() {
             let (Ok(f), Ok(())) = (f, &outcomes[i]) else { continue };
-            let classes: Vec<&str> = f.detections.iter().map(|d| d.class_label.as_str()).collect();
+            classes.clear();
+            classes.extend(f.detections.iter().map(|d| d.class_label.as_str()));
             let record = FrameRecord {
                 camera_id: &f.camera_id,
                 model_version: &f.model_version,
