@@ -732,3 +732,49 @@ async fn a_restart_without_kafka_restores_the_windows_from_the_checkpoint() {
     assert_eq!(frames_now, Some(n), "the window came back from the checkpoint");
     again.stop().await.expect("stop");
 }
+
+/// Issue 15: `SendLabels` answers each label message in order: a refused one with its reason (and the stream goes
+/// on), and one over the message size limit ends the stream with RESOURCE_EXHAUSTED, counted as `invalid_message`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_labels_answers_each_message_and_an_oversize_one_ends_the_stream_counted() {
+    let mut cfg = config();
+    cfg.pipeline.max_image_bytes = 1024; // messages up to 1 MiB + 1 KiB
+    cfg.labels.early_secs = 0;
+    let svc = Service::start(cfg, Arc::new(ManualClock::at(NOW))).await.expect("start");
+    let mut client = IngestServiceClient::connect(format!("http://{}", svc.grpc_addr)).await.expect("connect");
+    let label = |frame_id: String, x_max: f32| v1::FrameLabels {
+        frame_id,
+        boxes: vec![v1::LabelBox { x_min: 0.1, y_min: 0.1, x_max, y_max: 0.3, class_label: "car".into() }],
+        no_objects: false,
+    };
+    let messages = vec![
+        label("never-sent".into(), 0.3),
+        label("never-sent".into(), f32::NAN),
+        v1::FrameLabels { frame_id: "f".into(), boxes: vec![], no_objects: false },
+        label("x".repeat(2 << 20), 0.3),
+        label("after".into(), 0.3),
+    ];
+    let mut acks = client.send_labels(tokio_stream::iter(messages)).await.expect("the stream opens").into_inner();
+    let mut reasons = Vec::new();
+    let end = loop {
+        match acks.message().await {
+            Ok(Some(a)) => {
+                assert!(!a.accepted && a.sequence == reasons.len() as u64, "{a:?}");
+                reasons.push(a.reason);
+            }
+            Ok(None) => panic!("the stream ended without an error after {reasons:?}"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(reasons, ["unknown_frame", "invalid_label_box", "empty_labels"]);
+    assert_eq!(end.code(), tonic::Code::ResourceExhausted, "{end:?}");
+    let (_, body) = get(svc.http_addr, "/metrics").await;
+    let counted = |result: &str| {
+        sample(&body, &format!("framewatch_labels_received_total{{source=\"grpc\",result=\"{result}\"}}"))
+    };
+    assert_eq!(counted("unknown_frame"), 1.0);
+    assert_eq!(counted("invalid_label_box"), 1.0);
+    assert_eq!(counted("empty_labels"), 1.0);
+    assert_eq!(counted("invalid_message"), 1.0);
+    svc.stop().await.expect("stop");
+}

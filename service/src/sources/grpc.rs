@@ -17,7 +17,7 @@ use crate::pipeline::{Job, Outcome, PipelineHandle, Work};
 use crate::reject::{RejectReason, Rejection};
 use crate::telemetry::Telemetry;
 use crate::time::Clock;
-use crate::truth::{Truth, labels_from_proto};
+use crate::truth::{LabelResult, Truth, labels_from_proto};
 
 #[derive(Debug, Clone)]
 pub struct GrpcIngest {
@@ -185,7 +185,7 @@ impl IngestService for GrpcIngest {
     async fn send_labels(&self, request: Request<Streaming<FrameLabels>>) -> Result<Response<AckStream>, Status> {
         let mut inbound = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(PENDING_ACKS);
-        let truth = self.truth.clone();
+        let (truth, max_bytes) = (self.truth.clone(), self.max_message_bytes);
         tokio::spawn(async move {
             let (mut seq, mut ok, mut bad) = (0u64, 0u64, 0u64);
             loop {
@@ -209,6 +209,15 @@ impl IngestService for GrpcIngest {
                         })
                     }
                     Ok(None) => break,
+                    Err(status) if is_oversize(&status) => {
+                        // Counted like any refused label message; the stream ends, as for frames.
+                        truth.telemetry().count(Source::Grpc.as_str(), LabelResult::InvalidMessage);
+                        Err(Status::resource_exhausted(format!(
+                            "{}; a labels message may have at most {max_bytes} bytes (labels.max_objects boxes fit \
+                             well within it)",
+                            status.message()
+                        )))
+                    }
                     Err(status) => {
                         tracing::debug!(%status, "labels stream ended with an error");
                         Err(status)

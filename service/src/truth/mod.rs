@@ -124,7 +124,7 @@ label_results! {
     UnknownFrame => "unknown_frame", false, "No frame with this id was seen (and labels.early_secs is 0).";
     FrameExpired => "frame_expired", false, "The frame was seen longer ago than labels.max_delay_secs and is no longer kept.";
     TooLate => "too_late", false, "The frame was captured before the performance window (labels.window_secs): it would count nowhere.";
-    InvalidMessage => "invalid_message", false, "A Kafka labels message that is empty, too large, or neither framewatch's JSON labels nor a framewatch.v1.FrameLabels.";
+    InvalidMessage => "invalid_message", false, "A labels message over the message size limit (gRPC or Kafka; the gRPC stream then ends with RESOURCE_EXHAUSTED), or a Kafka one that is empty or neither framewatch's JSON labels nor a framewatch.v1.FrameLabels.";
 }
 
 impl From<&LabelError> for LabelResult {
