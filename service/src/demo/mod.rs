@@ -37,7 +37,7 @@ pub struct DemoArgs {
     /// Seconds of clean traffic before drift is injected.
     #[arg(long, default_value_t = 30)]
     pub drift_after: u64,
-    /// Cameras in the synthetic fleet (at least 6: the faults go to cameras 2 to 6).
+    /// Cameras in the synthetic fleet (at least 5: the faults go to cameras 2 to 6; a fleet of 5 has no sixth).
     #[arg(long, default_value_t = 6)]
     pub cameras: usize,
     /// Frames per second per camera.
@@ -75,15 +75,17 @@ fn site(i: usize) -> &'static str {
     if i.is_multiple_of(2) { "lot-a" } else { "lot-b" }
 }
 
-/// The drift each camera gets (index into the fleet), what it is, and the cause framewatch should name.
-fn schedule() -> Vec<(usize, Drift, &'static str, Cause)> {
-    vec![
+/// The drift each camera of a fleet of `cameras` gets (index into the fleet), what it is, and the cause
+/// framewatch should name.
+fn schedule(cameras: usize) -> Vec<(usize, Drift, &'static str, Cause)> {
+    let all = vec![
         (1, Drift::Darken(0.35), "darkened", Cause::Darker),
         (2, Drift::Blur(4), "blurred", Cause::Blur),
         (3, Drift::Freeze, "frozen", Cause::Frozen),
         (4, Drift::ColourCast(1.35, 1.0, 0.7), "orange (white balance)", Cause::ColourCast),
         (5, Drift::Darken(0.35), "darkened, its model missing objects", Cause::Darker),
-    ]
+    ];
+    all.into_iter().filter(|(i, ..)| *i < cameras).collect()
 }
 
 /// A model failure that drift does not show: on the sixth camera, once dark, the model misses 70 % of the objects
@@ -224,7 +226,7 @@ fn demo_config(args: &DemoArgs) -> Config {
 
 /// `framewatch demo`.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.cameras >= 6, "--cameras must be at least 6 (cameras 2-6 get the faults)");
+    anyhow::ensure!(args.cameras >= 5, "--cameras must be at least 5 (cameras 2-6 get the faults)");
     anyhow::ensure!(args.fps > 0.0 && args.fps <= 100.0, "--fps must be in (0, 100]");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(run_async(args))
@@ -246,7 +248,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     let mut fleet = Vec::new();
     for i in 0..args.cameras {
         let (stop, fps, labels_tx) = (stop.clone(), args.fps, labels_tx.clone());
-        let drift = schedule().into_iter().find(|(c, ..)| *c == i).map(|(_, d, ..)| d);
+        let drift = schedule(args.cameras).into_iter().find(|(c, ..)| *c == i).map(|(_, d, ..)| d);
         fleet.push(tokio::spawn(async move {
             let mut client = IngestServiceClient::connect(format!("http://{grpc}")).await?;
             let (tx, rx) = tokio::sync::mpsc::channel::<v1::Frame>(16);
@@ -324,7 +326,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = view.tick() => {
-                last = render_view(&service, &timeline, started.elapsed(), drift_at, log_file.as_deref());
+                last = render_view(&service, &timeline, started.elapsed(), (drift_at, args.cameras), log_file.as_deref());
                 screen.draw(&last);
             }
             ev = events.recv() => {
@@ -387,7 +389,7 @@ fn render_view(
     service: &Service,
     timeline: &[(Duration, AlertEvent)],
     elapsed: Duration,
-    drift_at: Duration,
+    (drift_at, cameras): (Duration, usize),
     log_file: Option<&std::path::Path>,
 ) -> Vec<String> {
     let eval = service.evaluation.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -396,7 +398,7 @@ fn render_view(
         format!("clean traffic, drift in {} s", (drift_at - elapsed).as_secs())
     } else {
         let injected: Vec<String> =
-            schedule().iter().map(|(i, _, what, _)| format!("{} {what}", camera_id(*i))).collect();
+            schedule(cameras).iter().map(|(i, _, what, _)| format!("{} {what}", camera_id(*i))).collect();
         format!("faults injected: {}", injected.join(", "))
     };
     screen::render(&screen::View {
@@ -418,7 +420,7 @@ fn print_summary(timeline: &[(Duration, AlertEvent)], drift_at: Duration, camera
         timeline.iter().filter(|(_, e)| &*e.slice == slice && e.phase == Phase::Firing).map(|(t, e)| (*t, e)).collect()
     };
     let mut right = 0;
-    for (i, _, what, expected) in schedule() {
+    for (i, _, what, expected) in schedule(cameras) {
         let fired: Vec<(Duration, &AlertEvent)> =
             fired_on(&SliceKey::camera(&camera_id(i))).into_iter().filter(|(t, _)| *t >= drift_at).collect();
         let first = fired.iter().find_map(|(t, e)| Some((*t, cause_of(e).filter(|c| *c != Cause::ModelTest)?)));
@@ -450,7 +452,7 @@ fn print_summary(timeline: &[(Duration, AlertEvent)], drift_at: Duration, camera
         let also = if also.is_empty() { String::new() } else { format!("; {}", also.join(", ")) };
         println!("  {} {what}: {verdict}{also}", camera_id(i));
     }
-    let drifted: Vec<usize> = schedule().iter().map(|(i, ..)| *i).collect();
+    let drifted: Vec<usize> = schedule(cameras).iter().map(|(i, ..)| *i).collect();
     let false_alarms: Vec<String> = (0..cameras)
         .filter(|i| !drifted.contains(i))
         .flat_map(|i| {
@@ -466,7 +468,7 @@ fn print_summary(timeline: &[(Duration, AlertEvent)], drift_at: Duration, camera
         "  alerts on cameras without a fault: {}",
         if false_alarms.is_empty() { "none".into() } else { false_alarms.join(", ") }
     );
-    println!("  faults named by their one correct cause: {right} of {}", schedule().len());
+    println!("  faults named by their one correct cause: {right} of {}", schedule(cameras).len());
     let tests: Vec<String> = timeline
         .iter()
         .filter(|(_, e)| e.model_test && e.phase == Phase::Firing)
