@@ -195,6 +195,7 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<BenchReport> {
         duration,
         images: None,
         prescored: false,
+        packed: false,
         drifts,
         pool: 1,
         stride: 1,

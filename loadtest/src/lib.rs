@@ -128,6 +128,10 @@ pub struct RunArgs {
     /// Send pre-computed metric values instead of images (edge devices that score locally).
     #[arg(long)]
     pub prescored: bool,
+    /// With --prescored: send the values in catalog order with the catalog's fingerprint (`MetricValues.packed`)
+    /// instead of a map keyed by metric name.
+    #[arg(long, requires = "prescored")]
+    pub packed: bool,
     /// Drift schedule, repeatable: camera=cam-3,at=60,kind=darken:0.5 (kinds: darken, brighten, blur, noise,
     /// colour_cast, jpeg_quality, freeze, moved, confidence_drop, class_shift, daylight:DAY_SECONDS).
     #[arg(long = "drift")]
@@ -308,7 +312,21 @@ pub fn baseline_clip(args: &BaselineArgs, range: &ClipRange) -> anyhow::Result<(
 /// A pooled frame: its content, the model's detections and the ground truth (the scene's objects).
 type Pooled = (v1::frame::Content, Vec<v1::Detection>, Vec<v1::LabelBox>);
 
-fn synth_pool(cam: &mut Camera, n: usize, stride: usize, prescored: bool, scorer: &mut Option<Scorer>) -> Vec<Pooled> {
+/// How pre-scored values travel: by metric name, or packed in catalog order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Edge {
+    Named,
+    Packed,
+}
+
+fn synth_pool(
+    cam: &mut Camera,
+    n: usize,
+    stride: usize,
+    edge: Option<Edge>,
+    scorer: &mut Option<Scorer>,
+) -> Vec<Pooled> {
+    let prescored = edge.is_some();
     let mut buf = Vec::new();
     (0..n.max(1))
         .map(|_| {
@@ -321,22 +339,26 @@ fn synth_pool(cam: &mut Camera, n: usize, stride: usize, prescored: bool, scorer
                 // the edge scores locally and sends numbers
                 let s = scorer.as_mut().map(|s| {
                     let r = s.score(FramePixels::Encoded(&buf), &to_metrics(&dets));
-                    r.map(|r| {
-                        let names: Vec<&str> = s_names();
-                        (
-                            names
+                    r.map(|r| match edge {
+                        Some(Edge::Packed) => v1::MetricValues {
+                            packed: r.values.iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
+                            catalog_fingerprint: catalog_fingerprint(),
+                            perceptual_hash: r.perceptual_hash,
+                            ..Default::default()
+                        },
+                        _ => v1::MetricValues {
+                            values: s_names()
                                 .iter()
                                 .zip(r.values)
                                 .filter_map(|(n, v)| v.map(|v| (n.to_string(), v)))
-                                .collect::<std::collections::HashMap<_, _>>(),
-                            r.perceptual_hash,
-                        )
+                                .collect(),
+                            perceptual_hash: r.perceptual_hash,
+                            ..Default::default()
+                        },
                     })
                 });
                 match s {
-                    Some(Ok((values, hash))) => {
-                        v1::frame::Content::MetricValues(v1::MetricValues { values, perceptual_hash: hash })
-                    }
+                    Some(Ok(values)) => v1::frame::Content::MetricValues(values),
                     _ => v1::frame::Content::EncodedImage(buf.clone()),
                 }
             } else {
@@ -395,6 +417,12 @@ fn start_labels(
         anyhow::Ok(())
     });
     (tx, task)
+}
+
+/// The standard catalog's fingerprint (a client of a framewatch with custom metrics reads it from ListMetrics).
+fn catalog_fingerprint() -> u64 {
+    static FINGERPRINT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *FINGERPRINT.get_or_init(|| MetricRegistry::standard().fingerprint())
 }
 
 fn s_names() -> Vec<&'static str> {
@@ -572,6 +600,7 @@ pub(crate) async fn run_load(
     let mut initial = Vec::new();
     for i in (0..args.fleet.cameras).filter(|_| clip.is_none()) {
         let (fleet, pool_n, stride, prescored) = (args.fleet.clone(), args.pool, args.stride, args.prescored);
+        let edge = prescored.then_some(if args.packed { Edge::Packed } else { Edge::Named });
         let hold_out = args.hold_out;
         initial.push(tokio::task::spawn_blocking(move || {
             let mut cam = camera(&fleet, i);
@@ -581,7 +610,7 @@ pub(crate) async fn run_load(
             }
             let mut scorer =
                 prescored.then(|| Scorer::new(Arc::new(MetricRegistry::standard()), ScoreSettings::default()));
-            let pool = synth_pool(&mut cam, pool_n, stride, prescored, &mut scorer);
+            let pool = synth_pool(&mut cam, pool_n, stride, edge, &mut scorer);
             (cam, pool)
         }));
     }
@@ -640,6 +669,7 @@ pub(crate) async fn run_load(
         let my_drifts: Vec<DriftSpec> = drifts.iter().filter(|d| d.camera == name).cloned().collect();
         let (target, fps, pool_n, stride, prescored) =
             (args.target.clone(), args.fps, args.pool, args.stride, args.prescored);
+        let edge = prescored.then_some(if args.packed { Edge::Packed } else { Edge::Named });
         let (counters, reasons, latencies, images) =
             (counters.clone(), reasons.clone(), latencies.clone(), images.clone());
         let first = initial_pools[i].take();
@@ -655,7 +685,7 @@ pub(crate) async fn run_load(
                     cam.drifts = drifts.into_iter().filter(|d| !matches!(d, Drift::Daylight(_))).collect();
                     let mut scorer =
                         prescored.then(|| Scorer::new(Arc::new(MetricRegistry::standard()), ScoreSettings::default()));
-                    let pool = synth_pool(&mut cam, pool_n, stride, prescored, &mut scorer);
+                    let pool = synth_pool(&mut cam, pool_n, stride, edge, &mut scorer);
                     (cam, pool)
                 })
             };

@@ -167,6 +167,20 @@ impl MetricRegistry {
         self.metrics.iter().map(|m| m.info().name)
     }
 
+    /// Names the catalog's order: 64-bit FNV-1a of the metric names, each followed by a newline. An edge device
+    /// that sends values in catalog order (`MetricValues.packed`) sends this with them, so values are never read
+    /// against another catalog (another version, other custom metrics).
+    pub fn fingerprint(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for name in self.names() {
+            for b in name.bytes().chain(std::iter::once(b'\n')) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        h
+    }
+
     /// Computes every metric into `out` (cleared first; `out[i]` belongs to metric `i`).
     pub fn compute_all(&self, frame: &FrameContext<'_>, out: &mut Vec<Option<f64>>) {
         out.clear();

@@ -384,6 +384,7 @@ impl QueryService for QueryApi {
                     encord_equivalent: m.encord.unwrap_or_default().into(),
                 })
                 .collect(),
+            catalog_fingerprint: self.registry.fingerprint(),
         }))
     }
 }

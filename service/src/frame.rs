@@ -45,6 +45,13 @@ pub enum Content {
         values: Vec<(String, f64)>,
         perceptual_hash: Option<u64>,
     },
+    /// Metric values computed at the edge, one per catalog metric in catalog order (NaN: not given), for the
+    /// catalog `catalog_fingerprint` names (checked by the scorer, which knows the catalog).
+    Packed {
+        values: Vec<f64>,
+        catalog_fingerprint: u64,
+        perceptual_hash: Option<u64>,
+    },
     /// Detections only.
     None,
 }
@@ -211,6 +218,25 @@ fn content(content: Option<v1::frame::Content>, has_detections: bool) -> Result<
             };
             Content::Raw { pixels: raw.pixels, width: raw.width as usize, height: raw.height as usize, format }
         }
+        Some(v1::frame::Content::MetricValues(mv)) if !mv.packed.is_empty() => {
+            if !mv.values.is_empty() {
+                return Err(Rejection::new(
+                    RejectReason::InvalidMetricValue,
+                    "metric_values has both `packed` and `values`: send one form",
+                ));
+            }
+            if let Some((i, v)) = mv.packed.iter().enumerate().find(|(_, v)| v.is_infinite()) {
+                return Err(Rejection::new(
+                    RejectReason::InvalidMetricValue,
+                    format!("packed value {i} = {v} is not finite (NaN marks a value not given)"),
+                ));
+            }
+            Content::Packed {
+                values: mv.packed,
+                catalog_fingerprint: mv.catalog_fingerprint,
+                perceptual_hash: mv.perceptual_hash,
+            }
+        }
         Some(v1::frame::Content::MetricValues(mv)) => {
             if let Some((k, v)) = mv.values.iter().find(|(_, v)| !v.is_finite()) {
                 return Err(Rejection::new(
@@ -259,6 +285,27 @@ mod tests {
             class_probabilities: Vec::new(),
         };
         from_parts(frame, vec![detection], Source::Grpc, SystemTime::now(), &IngestConfig::default())
+    }
+
+    /// Issue 12: the packed edge form is read as is (NaN: not given); mixing forms or an infinite value is refused.
+    #[test]
+    fn packed_metric_values_are_checked_before_queueing() {
+        let with = |mv: v1::MetricValues| {
+            let frame = v1::Frame {
+                camera_id: "cam-1".into(),
+                content: Some(v1::frame::Content::MetricValues(mv)),
+                ..Default::default()
+            };
+            from_proto(frame, Source::Grpc, SystemTime::now(), &IngestConfig::default())
+        };
+        let packed = |packed: Vec<f64>| v1::MetricValues { packed, catalog_fingerprint: 9, ..Default::default() };
+        let ok = with(packed(vec![0.5, f64::NAN])).expect("packed values");
+        assert!(matches!(ok.content, Content::Packed { ref values, catalog_fingerprint: 9, .. } if values.len() == 2));
+        let reason = |r: Result<IncomingFrame, Rejection>| r.expect_err("refused").reason;
+        assert_eq!(reason(with(packed(vec![0.5, f64::INFINITY]))), RejectReason::InvalidMetricValue);
+        let mut both = packed(vec![0.5]);
+        both.values.insert("brightness".into(), 0.5);
+        assert_eq!(reason(with(both)), RejectReason::InvalidMetricValue);
     }
 
     #[test]

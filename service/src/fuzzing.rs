@@ -68,7 +68,7 @@ fn score(scorer: &mut Scorer, f: &IncomingFrame) -> Result<(), Refusal> {
         Content::Raw { pixels, width, height, format } => {
             FramePixels::Raw { pixels, width: *width, height: *height, format: *format }
         }
-        Content::Values { .. } | Content::None => FramePixels::None,
+        Content::Values { .. } | Content::Packed { .. } | Content::None => FramePixels::None,
     };
     scorer.score(pixels, &f.detections).map(|_| ()).map_err(|e| Rejection::from(e).into())
 }

@@ -568,7 +568,7 @@ fn score(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, out: &mut 
         Content::Raw { pixels, width, height, format } => {
             FramePixels::Raw { pixels, width: *width, height: *height, format: *format }
         }
-        Content::Values { .. } | Content::None => FramePixels::None,
+        Content::Values { .. } | Content::Packed { .. } | Content::None => FramePixels::None,
     };
     // The header says what decoding will cost (and an oversize image is refused here, before any pixel).
     let decode_bytes = match pixels {
@@ -592,7 +592,7 @@ fn score(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, out: &mut 
     out.values.clear();
     out.values.extend_from_slice(scored.values);
     out.hash = match &f.content {
-        Content::Values { perceptual_hash, .. } => *perceptual_hash,
+        Content::Values { perceptual_hash, .. } | Content::Packed { perceptual_hash, .. } => *perceptual_hash,
         _ => scored.perceptual_hash,
     };
     out.content = match &f.content {
@@ -618,7 +618,50 @@ fn score(scorer: &mut Scorer, ctx: &WorkerContext, f: &IncomingFrame, out: &mut 
             out.values[i] = Some(*v);
         }
     }
+    if let Content::Packed { values, catalog_fingerprint, .. } = &f.content {
+        packed_values(&ctx.registry, values, *catalog_fingerprint, &mut out.values)?;
+    }
     out.thumbnail = exemplar_thumbnail(scorer, ctx, f, &out.values);
+    Ok(())
+}
+
+/// Edge values in catalog order over the scored ones: no name to look up or allocate per value, only the catalog's
+/// fingerprint and length to check. NaN leaves framewatch's own value (from the detections) in place.
+fn packed_values(
+    registry: &MetricRegistry,
+    values: &[f64],
+    catalog_fingerprint: u64,
+    out: &mut [Option<f64>],
+) -> Outcome {
+    if catalog_fingerprint != registry.fingerprint() || values.len() != registry.len() {
+        return Err(Rejection::new(
+            RejectReason::CatalogMismatch,
+            format!(
+                "packed values: {} values for catalog {catalog_fingerprint:#018x}; this framewatch has {} metrics, \
+                 catalog {:#018x} (ListMetrics)",
+                values.len(),
+                registry.len(),
+                registry.fingerprint()
+            ),
+        ));
+    }
+    for (i, (&v, slot)) in values.iter().zip(out.iter_mut()).enumerate() {
+        if v.is_nan() {
+            continue;
+        }
+        if registry.accepted(i).is_some_and(|(lo, hi)| !(lo..=hi).contains(&v)) {
+            let info = registry.infos().nth(i);
+            return Err(Rejection::new(
+                RejectReason::InvalidMetricValue,
+                format!(
+                    "metric {:?} = {v} is outside its range {} (see `framewatch metrics`)",
+                    info.as_ref().map_or("?", |m| m.name),
+                    info.as_ref().map_or("?", |m| m.range)
+                ),
+            ));
+        }
+        *slot = Some(v);
+    }
     Ok(())
 }
 
@@ -852,6 +895,42 @@ mod tests {
         assert_eq!(store.exemplars("global", "brightness").len(), 2);
         drop(handle);
         pipeline.drain();
+    }
+
+    /// Issue 12: packed edge values (catalog order, fingerprint) score exactly as the same values sent by name,
+    /// NaN leaves framewatch's own value, and values for another catalog are refused.
+    #[test]
+    fn packed_edge_values_score_as_named_ones_and_another_catalog_is_refused() {
+        let ctx = context();
+        let registry = ctx.registry.clone();
+        let mut scorer = Scorer::new(registry.clone(), ctx.settings);
+        let n = registry.len();
+        let brightness = registry.index_of("brightness").expect("brightness");
+        let sharpness = registry.index_of("sharpness").expect("sharpness");
+        let mut packed = vec![f64::NAN; n];
+        packed[brightness] = 0.42;
+        packed[sharpness] = 0.013;
+        let with = |content: Content| IncomingFrame { content, ..frame(Source::Grpc, 16) };
+        let named = with(Content::Values {
+            values: vec![("brightness".into(), 0.42), ("sharpness".into(), 0.013)],
+            perceptual_hash: Some(7),
+        });
+        let fp = registry.fingerprint();
+        let packed_frame = |values: Vec<f64>, fp: u64| {
+            with(Content::Packed { values, catalog_fingerprint: fp, perceptual_hash: Some(7) })
+        };
+        let (mut a, mut b) = (Scored::default(), Scored::default());
+        score(&mut scorer, &ctx, &named, &mut a).expect("named");
+        score(&mut scorer, &ctx, &packed_frame(packed.clone(), fp), &mut b).expect("packed");
+        assert_eq!(a.values, b.values);
+        assert_eq!((a.values[brightness], b.hash), (Some(0.42), Some(7)));
+        let mut refused =
+            |f: IncomingFrame| score(&mut scorer, &ctx, &f, &mut Scored::default()).expect_err("refused").reason;
+        assert_eq!(refused(packed_frame(packed.clone(), fp ^ 1)), RejectReason::CatalogMismatch);
+        assert_eq!(refused(packed_frame(packed[..n - 1].to_vec(), fp)), RejectReason::CatalogMismatch);
+        let mut out_of_range = packed.clone();
+        out_of_range[brightness] = 1.5;
+        assert_eq!(refused(packed_frame(out_of_range, fp)), RejectReason::InvalidMetricValue);
     }
 
     /// Polls `f` every 10 ms for at most 10 s.

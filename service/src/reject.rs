@@ -57,6 +57,7 @@ reasons! {
     InvalidClassLabel => "invalid_class_label", "A detection's class label is longer than 64 bytes or has control characters.";
     DecodeBudgetExceeded => "decode_budget_exceeded", "Decoding the image alone would need more than pipeline.decode_memory_mib.";
     InvalidFrameId => "invalid_frame_id", "frame_id is longer than 256 bytes or has control characters.";
+    CatalogMismatch => "catalog_mismatch", "Packed metric values for another catalog: a catalog_fingerprint or a length that is not this framewatch's (ListMetrics).";
 }
 
 impl std::fmt::Display for RejectReason {

@@ -308,7 +308,11 @@ fn mutate_frame(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
                 let value = [f64::NAN, f64::INFINITY, -1e300, 1e300, -0.0, 0.5][rng.below(6)];
                 let values = [(names[rng.below(names.len())].to_string(), value)].into();
                 let perceptual_hash = [None, Some(0), Some(u64::MAX)][rng.below(3)];
-                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues { values, perceptual_hash }));
+                f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
+                    values,
+                    perceptual_hash,
+                    ..Default::default()
+                }));
             }
             6 => {
                 let image = &seeds[rng.below(seeds.len())];
@@ -470,6 +474,7 @@ fn wire_frames() -> Vec<Vec<u8>> {
             content: Some(v1::frame::Content::MetricValues(v1::MetricValues {
                 values: [("brightness".to_string(), 0.4), ("sharpness".to_string(), 0.02)].into(),
                 perceptual_hash: Some(7),
+                ..Default::default()
             })),
             detections: vec![detection("bicycle")],
             ..Default::default()

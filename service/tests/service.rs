@@ -111,6 +111,7 @@ fn bad_frames() -> Vec<(Frame, &'static str)> {
             f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
                 values: [(name.to_string(), value)].into(),
                 perceptual_hash: None,
+                ..Default::default()
             }))
         })
     };
@@ -152,6 +153,7 @@ fn bad_frames() -> Vec<(Frame, &'static str)> {
                 f.content = Some(v1::frame::Content::MetricValues(v1::MetricValues {
                     values: [("brightness".to_string(), 0.5)].into(),
                     perceptual_hash: None,
+                    ..Default::default()
                 }));
             }),
             "too_late",
@@ -586,6 +588,7 @@ async fn slice_cap_series_budget_and_shutdown_drain() {
             content: Some(v1::frame::Content::MetricValues(v1::MetricValues {
                 values: [("brightness".to_string(), 0.4), ("sharpness".to_string(), 0.02)].into(),
                 perceptual_hash: Some(i as u64),
+                ..Default::default()
             })),
             detections: vec![v1::Detection {
                 x_min: 0.1,

@@ -57,6 +57,7 @@ async fn a_model_failing_confidently_on_dark_frames_fails_its_map50_test_and_onl
         duration: 30,
         images: None,
         prescored: false,
+        packed: false,
         drifts: vec!["camera=cam-2,at=8,kind=darken:0.4".into(), "camera=cam-2,at=8,kind=miss_objects:0.7".into()],
         pool: 128,
         stride: 2,

@@ -49,6 +49,7 @@ fn thirty_seconds(fleet: FleetArgs, grpc: std::net::SocketAddr, drifts: &[&str])
         duration: 30,
         images: None,
         prescored: false,
+        packed: false,
         drifts: drifts.iter().map(|d| d.to_string()).collect(),
         pool: 128,
         stride: 2,

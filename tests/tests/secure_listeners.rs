@@ -42,6 +42,7 @@ fn edge_frame(camera: &str) -> Frame {
         content: Some(v1::frame::Content::MetricValues(v1::MetricValues {
             values: [("brightness".to_string(), 0.4)].into(),
             perceptual_hash: None,
+            ..Default::default()
         })),
         ..Frame::default()
     }

@@ -63,6 +63,7 @@ async fn web_view_in_chromium_shows_ranked_slices_the_alert_with_its_cause_chart
         duration: 90,
         images: None,
         prescored: false,
+        packed: false,
         drifts: vec!["camera=cam-2,at=4,kind=darken:0.4".into()],
         pool: 128,
         stride: 2,

@@ -186,7 +186,11 @@ fn from_json(j: JsonFrame) -> Result<(v1::Frame, Vec<Detection>), Rejection> {
         }
     };
     let content = (!j.metrics.is_empty() || perceptual_hash.is_some()).then(|| {
-        v1::frame::Content::MetricValues(v1::MetricValues { values: j.metrics.into_iter().collect(), perceptual_hash })
+        v1::frame::Content::MetricValues(v1::MetricValues {
+            values: j.metrics.into_iter().collect(),
+            perceptual_hash,
+            ..Default::default()
+        })
     });
     let frame = v1::Frame {
         camera_id: j.camera_id,
