@@ -1067,18 +1067,6 @@ mod tests {
         TruthBox { x_min: x0, y_min: y0, x_max: x1, y_max: y1, class_label: "car".into() }
     }
 
-    fn det(t: &TruthBox, confidence: f32) -> Detection {
-        Detection {
-            x_min: t.x_min,
-            y_min: t.y_min,
-            x_max: t.x_max,
-            y_max: t.y_max,
-            class_label: t.class_label.clone(),
-            confidence,
-            class_probabilities: vec![],
-        }
-    }
-
     /// 60 frames on two cameras; every frame but each fifth is labelled with one or two cars; the model finds
     /// every car on cam-1 and only the first on cam-2.
     /// A labelled frame as added: ground truth, detections, slice.
@@ -1098,8 +1086,11 @@ mod tests {
             if i % 3 == 0 {
                 t.push(truth(x, 0.5, x + 0.2, 0.9));
             }
-            let d: Vec<Detection> =
-                if cam.ends_with("cam-1") { t.iter().map(|t| det(t, 0.9)).collect() } else { vec![det(&t[0], 0.6)] };
+            let d: Vec<Detection> = if cam.ends_with("cam-1") {
+                t.iter().map(|t| t.detected(0.9)).collect()
+            } else {
+                vec![t[0].detected(0.6)]
+            };
             b.add_labelled(&[cam], &t, Some(&d));
             labelled.push((t, d, cam));
         }

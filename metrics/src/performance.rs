@@ -25,6 +25,22 @@ pub struct TruthBox {
     pub class_label: String,
 }
 
+impl TruthBox {
+    /// A detection of exactly this box and class at `confidence`: what a perfect model reports (synthetic fleets,
+    /// benches and tests).
+    pub fn detected(&self, confidence: f32) -> Detection {
+        Detection {
+            x_min: self.x_min,
+            y_min: self.y_min,
+            x_max: self.x_max,
+            y_max: self.y_max,
+            class_label: self.class_label.clone(),
+            confidence,
+            class_probabilities: Vec::new(),
+        }
+    }
+}
+
 /// Why a frame's ground truth was refused. `reason()` labels counters.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum LabelError {

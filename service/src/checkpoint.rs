@@ -513,16 +513,8 @@ mod tests {
         let a = parts(&b, &d).with_join(join());
         fill(&a);
         let slices = ["global".to_string()];
-        let detections = [framewatch_metrics::Detection {
-            x_min: 0.1,
-            y_min: 0.1,
-            x_max: 0.3,
-            y_max: 0.3,
-            class_label: "car".into(),
-            confidence: 0.9,
-            class_probabilities: vec![],
-        }];
         let car = TruthBox { x_min: 0.1, y_min: 0.1, x_max: 0.3, y_max: 0.3, class_label: "car".into() };
+        let detections = [car.detected(0.9)];
         {
             let mut j = a.join.as_ref().expect("join").lock().expect("join");
             for id in ["a", "b"] {

@@ -216,8 +216,8 @@ fn compare_label_metrics(
     thresholds: &DriftThresholds,
     scratch: &mut (Vec<f64>, Vec<f64>),
 ) {
+    let own = baseline.reference_for(s.key.as_str()).and_then(|k| baseline.slices.get(k));
     for (i, info) in LABEL_METRICS.iter().enumerate() {
-        let own = baseline.reference_for(s.key.as_str()).and_then(|k| baseline.slices.get(k));
         let Some(b) =
             own.and_then(|sl| sl.label_metrics.get(info.name)).or_else(|| baseline.label_metrics.get(info.name))
         else {
@@ -287,18 +287,6 @@ mod tests {
         TruthBox { x_min: x, y_min: 0.4, x_max: x + 0.1, y_max: 0.6, class_label: "car".into() }
     }
 
-    fn detected(t: &TruthBox) -> Detection {
-        Detection {
-            x_min: t.x_min,
-            y_min: t.y_min,
-            x_max: t.x_max,
-            y_max: t.y_max,
-            class_label: t.class_label.clone(),
-            confidence: 0.9,
-            class_probabilities: vec![],
-        }
-    }
-
     /// Issue 15: the live performance pass judges a slice's labelled frames against the baseline's validation set,
     /// for performance and for the labels' own quality: a lot that fills up (five cars a frame where the baseline
     /// had one) is label drift, and a model that finds only one of them loses recall.
@@ -308,7 +296,7 @@ mod tests {
         for i in 0..300 {
             b.add(&[Some(0.3 + f64::from(i % 10) / 50.0)], ["car"]);
             let truth = [car(0.1 + (i % 7) as f32 / 10.0)];
-            let dets: Vec<Detection> = truth.iter().map(detected).collect();
+            let dets: Vec<Detection> = truth.iter().map(|t| t.detected(0.9)).collect();
             b.add_labelled(&[], &truth, Some(&dets));
         }
         let baseline = b.finish("t".into(), "v".into(), "s".into()).expect("baseline");
@@ -318,7 +306,7 @@ mod tests {
         let slices = ["global".to_string()];
         for i in 0..100 {
             let truth: Vec<TruthBox> = (0..5).map(|k| car(k as f32 * 0.18)).collect();
-            let dets = [detected(&truth[0])];
+            let dets = [truth[0].detected(0.9)];
             let id = format!("f{i}");
             let f =
                 JoinFrame { frame_id: &id, capture_secs: NOW - 60, detections: &dets, slices: &slices, values: &[] };

@@ -132,11 +132,14 @@ fn encode_join(enc: &mut DescriptorEncoder, truth: &Truth) -> std::fmt::Result {
     }
     let mut fam = enc.encode_descriptor(
         "framewatch_label_join_early_dropped",
-        "Held labels whose frame never came: expired (labels.early_secs) or capacity (labels.max_early reached)",
+        "Held labels that never counted: their frame never came (expired: labels.early_secs; capacity: \
+         labels.max_early reached), or came captured before the performance window (too_late)",
         None,
         MetricType::Counter,
     )?;
-    for (reason, n) in [("expired", c.early_expired), ("capacity", c.early_dropped_capacity)] {
+    for (reason, n) in
+        [("expired", c.early_expired), ("capacity", c.early_dropped_capacity), ("too_late", c.early_too_late)]
+    {
         ConstCounter::new(n).encode(fam.encode_family(&[("reason", reason)])?)?;
     }
     Ok(())

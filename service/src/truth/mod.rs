@@ -63,17 +63,10 @@ impl From<&crate::config::LabelsConfig> for JoinSettings {
     }
 }
 
+/// The `[labels]` defaults (one place states them: `LabelsConfig::default`).
 impl Default for JoinSettings {
     fn default() -> Self {
-        JoinSettings {
-            max_delay_secs: 86_400,
-            window_secs: 86_400,
-            max_frames: 200_000,
-            early_secs: 600,
-            max_early: 10_000,
-            max_objects: 1000,
-            performance: PerformanceSettings::default(),
-        }
+        JoinSettings::from(&crate::config::LabelsConfig::default())
     }
 }
 
@@ -206,7 +199,6 @@ struct KeptBox {
 pub struct Labelled {
     /// Join order: sums run in this order, so a window's numbers do not depend on map iteration.
     pub seq: u64,
-    pub capture_secs: i64,
     pub matched: FrameMatch,
     /// Tracked metric values (`JoinStore::metrics` order), NaN where the frame had none.
     pub values: Box<[f32]>,
@@ -253,8 +245,6 @@ struct Early {
 /// The join's counters (exported as Prometheus counters; not checkpointed, they restart with the process).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct JoinCounters {
-    /// Frames with an id kept for joining.
-    pub frames_kept: u64,
     /// Frames whose id was already kept (the first one stays).
     pub frames_duplicate_id: u64,
     /// Frames dropped before any labels came: waited `max_delay_secs`.
@@ -265,8 +255,8 @@ pub struct JoinCounters {
     pub early_expired: u64,
     /// Held labels dropped because `max_early` were held (oldest first).
     pub early_dropped_capacity: u64,
-    /// Held labels that met their frame.
-    pub early_joined: u64,
+    /// Held labels whose frame came but was captured before the performance window: they count nowhere.
+    pub early_too_late: u64,
 }
 
 /// Gauges of what the join holds.
@@ -396,10 +386,11 @@ impl JoinStore {
         self.bytes += entry.heap_bytes(&id);
         self.entries.insert(id.clone(), entry);
         self.order.push_back(id.clone());
-        self.counters.frames_kept += 1;
         if let Some(early) = self.early.remove(frame.frame_id) {
             // Joined at once; whether it lands in a window is the join's usual check.
-            self.counters.early_joined += u64::from(self.join(&id, &early.truth, now_secs) == LabelResult::Joined);
+            if self.join(&id, &early.truth, now_secs) == LabelResult::TooLate {
+                self.counters.early_too_late += 1;
+            }
         }
     }
 
@@ -556,7 +547,6 @@ fn labelled(entry: &Entry, truth: &[KeptBox], seq: u64, settings: &PerformanceSe
     let truth: Vec<TruthBox> = truth.iter().map(truth_box).collect();
     Labelled {
         seq,
-        capture_secs: entry.capture_secs,
         matched: match_frame(&LabelledFrame { detections: &detections, truth: &truth }, settings),
         values: entry.values.clone(),
         label_values: label_quality(&truth).values().map(|v| v.map_or(f32::NAN, |v| v as f32)),
@@ -678,6 +668,10 @@ mod tests {
         offer(&mut j, "old", T0 - 4000, "site=a", T0);
         assert_eq!(j.offer_labels(&labels("old", vec![]), T0), LabelResult::TooLate);
         assert_eq!(recall(&j, "global", T0).0, 0);
+        // Held labels whose frame turns out to be that old are counted, not lost quietly.
+        assert_eq!(j.offer_labels(&labels("older", vec![]), T0), LabelResult::Held);
+        offer(&mut j, "older", T0 - 5000, "site=a", T0);
+        assert_eq!((j.counters().early_too_late, j.size().early, recall(&j, "global", T0).0), (1, 0, 0));
         offer(&mut j, "new", T0 - 100, "site=a", T0);
         assert_eq!(j.offer_labels(&labels("new", vec![]), T0), LabelResult::Joined);
         assert_eq!(recall(&j, "global", T0).0, 1);

@@ -55,11 +55,14 @@ pub struct Truth {
     join: Arc<Mutex<JoinStore>>,
     telemetry: LabelTelemetry,
     clock: Arc<dyn Clock>,
+    /// `labels.max_objects`, for checks made before the lock is taken.
+    max_objects: usize,
 }
 
 impl Truth {
     pub fn new(join: JoinStore, telemetry: LabelTelemetry, clock: Arc<dyn Clock>) -> Truth {
-        Truth { join: Arc::new(Mutex::new(join)), telemetry, clock }
+        let max_objects = join.settings().max_objects;
+        Truth { join: Arc::new(Mutex::new(join)), telemetry, clock, max_objects }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, JoinStore> {
@@ -76,8 +79,7 @@ impl Truth {
 
     /// Checks and joins one label message; the result is counted and returned with a message for the client.
     pub fn offer(&self, source: &'static str, labels: &Labels) -> (LabelResult, String) {
-        let max_objects = self.lock().settings().max_objects;
-        let (result, message) = match labels.check(max_objects) {
+        let (result, message) = match labels.check(self.max_objects) {
             Err(refused) => refused,
             Ok(()) => {
                 let now = now_secs(self.clock.as_ref());

@@ -451,15 +451,7 @@ mod tests {
     fn evil_performance() -> SlicePerformance {
         use framewatch_metrics::performance::{LabelledFrame, PerformanceSettings, TruthBox, evaluate};
         let truth = [TruthBox { x_min: 0.1, y_min: 0.1, x_max: 0.3, y_max: 0.3, class_label: EVIL.into() }];
-        let detections = [framewatch_metrics::Detection {
-            x_min: 0.1,
-            y_min: 0.1,
-            x_max: 0.3,
-            y_max: 0.3,
-            class_label: EVIL.into(),
-            confidence: 0.9,
-            class_probabilities: vec![],
-        }];
+        let detections = [truth[0].detected(0.9)];
         let frame = LabelledFrame { detections: &detections, truth: &truth };
         let (performance, _) = evaluate(&[frame], &PerformanceSettings::default());
         SlicePerformance { performance, enough: false, baseline: None }
