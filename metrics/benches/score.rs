@@ -1,4 +1,5 @@
-//! Per-frame scoring speed on one core: camera-like 1080p and 720p JPEGs and the real-photo corpus.
+//! Per-frame scoring speed on one core: camera-like 1080p and 720p JPEGs and the real-photo corpus, with each
+//! downscale path (`dct`, the default: scaled in libjpeg-turbo's IDCT; `box`: full decode, then box-averaged).
 //! Inputs come from `.cache/` (scripts/bench/fetch_photos.sh); without it the committed sample photos are used.
 //!     cargo bench -p framewatch-metrics --bench score
 
@@ -6,8 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use framewatch_metrics::decode::{DecodeLimits, RgbImage, decode_into};
-use framewatch_metrics::{FramePixels, MetricRegistry, ScoreSettings, Scorer};
+use framewatch_metrics::decode::{DecodeLimits, RgbImage, decode_for_analysis, decode_into};
+use framewatch_metrics::{AnalysisSettings, Downscale, FramePixels, MetricRegistry, ScoreSettings, Scorer};
+
+const PATHS: [(&str, Downscale); 2] = [("dct", Downscale::Dct), ("box", Downscale::Box)];
+
+fn settings(downscale: Downscale) -> ScoreSettings {
+    ScoreSettings {
+        analysis: AnalysisSettings { downscale, ..AnalysisSettings::default() },
+        ..ScoreSettings::default()
+    }
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -37,15 +47,24 @@ fn bench(c: &mut Criterion) {
         let (src, frames) = inputs(rel);
         let mut group = c.benchmark_group(format!("camera_{label}"));
         group.throughput(Throughput::Elements(1));
-        let mut scorer = Scorer::new(registry.clone(), ScoreSettings::default());
         let mut i = 0;
-        group.bench_function(format!("score_full_catalog/{src}"), |b| {
+        for (path, downscale) in PATHS {
+            let mut scorer = Scorer::new(registry.clone(), settings(downscale));
+            group.bench_function(format!("score_full_catalog_{path}/{src}"), |b| {
+                b.iter(|| {
+                    i = (i + 1) % frames.len();
+                    scorer.score(FramePixels::Encoded(&frames[i]), &[]).map(|s| s.values.len()).unwrap_or(0)
+                })
+            });
+        }
+        let mut img = RgbImage::default();
+        let dct = AnalysisSettings::default();
+        group.bench_function(format!("decode_for_analysis_dct/{src}"), |b| {
             b.iter(|| {
                 i = (i + 1) % frames.len();
-                scorer.score(FramePixels::Encoded(&frames[i]), &[]).map(|s| s.values.len()).unwrap_or(0)
+                decode_for_analysis(&frames[i], &DecodeLimits::default(), &dct, &mut img).is_ok()
             })
         });
-        let mut img = RgbImage::default();
         group.bench_function(format!("decode_only/{src}"), |b| {
             b.iter(|| {
                 i = (i + 1) % frames.len();
@@ -58,10 +77,12 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("photos");
     group.sample_size(10);
     group.throughput(Throughput::Elements(photos.len() as u64));
-    let mut scorer = Scorer::new(registry.clone(), ScoreSettings::default());
-    group.bench_function(format!("score_full_catalog_corpus/{src}"), |b| {
-        b.iter(|| photos.iter().filter(|p| scorer.score(FramePixels::Encoded(p), &[]).is_ok()).count())
-    });
+    for (path, downscale) in PATHS {
+        let mut scorer = Scorer::new(registry.clone(), settings(downscale));
+        group.bench_function(format!("score_full_catalog_corpus_{path}/{src}"), |b| {
+            b.iter(|| photos.iter().filter(|p| scorer.score(FramePixels::Encoded(p), &[]).is_ok()).count())
+        });
+    }
     let mut img = RgbImage::default();
     group.bench_function(format!("decode_only_corpus/{src}"), |b| {
         b.iter(|| photos.iter().filter(|p| decode_into(p, &DecodeLimits::default(), &mut img).is_ok()).count())

@@ -9,18 +9,40 @@ use crate::decode::RgbImage;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalysisSettings {
-    /// Frames whose longer side exceeds this are box-averaged by the smallest integer factor k that brings the
-    /// longer side to at most `max_side` (e.g. 1920x1080 -> 960x540 at the default 1280). 0 = never downscale.
+    /// Frames whose longer side exceeds this are analysed smaller, by the integer factor `factor` gives
+    /// (e.g. 1920x1080 -> 960x540 at the default 1280). 0 = never downscale.
     pub max_side: u32,
     /// Grey level at or below which a pixel counts as clipped shadow (`dark_fraction`).
     pub dark_level: u8,
     /// Grey level at or above which a pixel counts as clipped highlight (`bright_fraction`).
     pub bright_level: u8,
+    /// How a frame is brought down to the analysis resolution. A baseline written before this setting existed
+    /// has none, and was made with `box`.
+    #[serde(default = "Downscale::before_the_setting")]
+    pub downscale: Downscale,
+}
+
+/// How a frame larger than `max_side` is brought to the analysis resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Downscale {
+    /// Decode in full, then average k x k blocks, k the smallest integer that fits `max_side`.
+    Box,
+    /// k rounded up to a power of two. A JPEG is scaled inside the decoder's inverse DCT (1/2, 1/4 or 1/8, by
+    /// libjpeg-turbo), which skips most of the decoding work; beyond 1/8, and for PNG and raw frames, the rest is
+    /// box-averaged. Faster for every frame larger than `max_side` (BENCHMARKS.md, "DCT-domain scaling").
+    Dct,
+}
+
+impl Downscale {
+    fn before_the_setting() -> Downscale {
+        Downscale::Box
+    }
 }
 
 impl Default for AnalysisSettings {
     fn default() -> Self {
-        AnalysisSettings { max_side: 1280, dark_level: 10, bright_level: 245 }
+        AnalysisSettings { max_side: 1280, dark_level: 10, bright_level: 245, downscale: Downscale::Dct }
     }
 }
 
@@ -28,7 +50,22 @@ impl AnalysisSettings {
     /// Integer downscale factor for a frame of this size.
     pub fn factor(&self, width: usize, height: usize) -> usize {
         let side = width.max(height);
-        if self.max_side == 0 || side <= self.max_side as usize { 1 } else { side.div_ceil(self.max_side as usize) }
+        if self.max_side == 0 || side <= self.max_side as usize {
+            return 1;
+        }
+        let k = side.div_ceil(self.max_side as usize);
+        match self.downscale {
+            Downscale::Box => k,
+            Downscale::Dct => k.next_power_of_two(),
+        }
+    }
+
+    /// The part of `factor` a JPEG decoder can do in its inverse DCT (1, 2, 4 or 8); the rest is box-averaged.
+    pub fn idct_factor(&self, width: usize, height: usize) -> usize {
+        match self.downscale {
+            Downscale::Box => 1,
+            Downscale::Dct => self.factor(width, height).min(8),
+        }
     }
 }
 
@@ -481,21 +518,21 @@ impl PixelScratch {
         self.analysis.data.capacity() + self.grey.capacity() + self.row_acc.capacity() * 4
     }
 
-    /// Brings `src` to the analysis resolution and measures it: fused statistics and perceptual hash. Afterwards
-    /// `view` hands out the analysed image and its grey version for custom metrics.
-    pub fn analyse(&mut self, src: &RgbImage, settings: &AnalysisSettings) -> (PixelStats, u64) {
+    /// Box-averages `src` by `k` (1: not at all) to the analysis resolution and measures it: fused statistics and
+    /// perceptual hash. Afterwards `view` hands out the analysed image and its grey version for custom metrics.
+    pub fn analyse(&mut self, src: &RgbImage, k: usize) -> (PixelStats, u64) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: `analyse_avx2` only requires AVX2 and FMA, and the CPU has both (checked just above).
             #[allow(unsafe_code)]
-            return unsafe { analyse_avx2(self, src, settings) };
+            return unsafe { analyse_avx2(self, src, k) };
         }
-        analyse_portable(self, src, settings)
+        analyse_portable(self, src, k)
     }
 
     /// The analysed image (the source itself when no downscale applies) and its grey pixels.
-    pub fn view<'a>(&'a self, src: &'a RgbImage, settings: &AnalysisSettings) -> (&'a RgbImage, &'a [u8]) {
-        let img = if settings.factor(src.width, src.height) == 1 { src } else { &self.analysis };
+    pub fn view<'a>(&'a self, src: &'a RgbImage, k: usize) -> (&'a RgbImage, &'a [u8]) {
+        let img = if k <= 1 { src } else { &self.analysis };
         (img, &self.grey)
     }
 }
@@ -504,15 +541,14 @@ impl PixelScratch {
 /// still runs on any x86-64 (measured: about 20 % less time per frame, BENCHMARKS.md).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn analyse_avx2(scratch: &mut PixelScratch, src: &RgbImage, settings: &AnalysisSettings) -> (PixelStats, u64) {
-    analyse_portable(scratch, src, settings)
+fn analyse_avx2(scratch: &mut PixelScratch, src: &RgbImage, k: usize) -> (PixelStats, u64) {
+    analyse_portable(scratch, src, k)
 }
 
 #[inline(always)]
-fn analyse_portable(scratch: &mut PixelScratch, src: &RgbImage, settings: &AnalysisSettings) -> (PixelStats, u64) {
+fn analyse_portable(scratch: &mut PixelScratch, src: &RgbImage, k: usize) -> (PixelStats, u64) {
     let PixelScratch { analysis, grey, row_acc } = scratch;
-    let k = settings.factor(src.width, src.height);
-    let img: &RgbImage = if k == 1 {
+    let img: &RgbImage = if k <= 1 {
         src
     } else {
         box_downscale(src, k, analysis, row_acc);
@@ -544,10 +580,11 @@ mod tests {
         let settings = AnalysisSettings::default();
         for (w, h) in [(333, 211), (2600, 1500), (1920, 1080), (3, 3), (1, 7)] {
             let img = noise_image(w, h, (w * h) as u64);
+            let k = settings.factor(w, h);
             let mut a = PixelScratch::default();
-            let portable = analyse_portable(&mut a, &img, &settings);
+            let portable = analyse_portable(&mut a, &img, k);
             let mut b = PixelScratch::default();
-            let dispatched = b.analyse(&img, &settings);
+            let dispatched = b.analyse(&img, k);
             assert_eq!(portable, dispatched, "{w}x{h}");
             assert_eq!(a.grey, b.grey);
         }

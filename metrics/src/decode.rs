@@ -120,7 +120,7 @@ pub fn detect_format(bytes: &[u8]) -> Result<ImageFormat, DecodeError> {
     Err(DecodeError::UnsupportedFormat(what.to_string()))
 }
 
-fn check_pixels(width: usize, height: usize, limits: &DecodeLimits) -> Result<(), DecodeError> {
+pub(crate) fn check_pixels(width: usize, height: usize, limits: &DecodeLimits) -> Result<(), DecodeError> {
     let (w, h) = (width as u64, height as u64);
     if w == 0 || h == 0 {
         return Err(DecodeError::Corrupt(format!("image has zero size ({w}x{h})")));
@@ -142,6 +142,36 @@ pub fn decode_into(bytes: &[u8], limits: &DecodeLimits, out: &mut RgbImage) -> R
         ImageFormat::Png => decode_png(bytes, limits, out)?,
     }
     Ok(format)
+}
+
+/// An encoded frame decoded for analysis: its format and size as sent, and the factor by which `out` already is
+/// smaller (1, or 2/4/8 when the decoder scaled a JPEG in its IDCT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    pub format: ImageFormat,
+    pub width: usize,
+    pub height: usize,
+    pub scaled_by: usize,
+}
+
+/// Decodes JPEG or PNG bytes into `out` (RGB8) for analysis under `analysis`: with `Downscale::Dct`, a JPEG
+/// larger than `max_side` comes out already scaled by `AnalysisSettings::idct_factor` (libjpeg-turbo's scaled
+/// IDCT); everything else comes out at full size, as from `decode_into`.
+pub fn decode_for_analysis(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    analysis: &crate::AnalysisSettings,
+    out: &mut RgbImage,
+) -> Result<Decoded, DecodeError> {
+    if analysis.downscale == crate::Downscale::Dct && detect_format(bytes)? == ImageFormat::Jpeg {
+        let header = probe(bytes, limits)?;
+        let by = analysis.idct_factor(header.width, header.height);
+        if by > 1 && crate::libjpeg::decode_scaled(bytes, limits, by, out)? {
+            return Ok(Decoded { format: header.format, width: header.width, height: header.height, scaled_by: by });
+        }
+    }
+    let format = decode_into(bytes, limits, out)?;
+    Ok(Decoded { format, width: out.width, height: out.height, scaled_by: 1 })
 }
 
 /// What an encoded image's header says, read without decoding any pixel.

@@ -14,6 +14,7 @@ pub mod drift;
 pub mod histogram;
 pub mod importance;
 pub mod label_quality;
+mod libjpeg;
 pub mod performance;
 pub mod phash;
 pub mod predicate;
@@ -21,7 +22,7 @@ pub mod prediction;
 pub mod score;
 pub mod stats;
 
-pub use analysis::AnalysisSettings;
+pub use analysis::{AnalysisSettings, Downscale};
 pub use baseline::{Baseline, BaselineBuilder, BaselineError, ComparableSettings};
 pub use catalog::{FrameContext, FrameMetric, MetricInfo, MetricKind, MetricRegistry, MetricScratch, catalog};
 pub use cause::{Cause, ClassShift, Evidence, Finding, Shift, Tolerance, Tolerances, diagnose};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::analysis::{AnalysisSettings, DataMetrics, PixelScratch};
 use crate::catalog::{FrameContext, MetricRegistry, MetricScratch};
-use crate::decode::{DecodeError, DecodeLimits, ImageFormat, RawFormat, RgbImage, decode_into, raw_into};
+use crate::decode::{DecodeError, DecodeLimits, ImageFormat, RawFormat, RgbImage, decode_for_analysis, raw_into};
 use crate::prediction::{Detection, PredictionError, PredictionMetrics, PredictionSettings, prediction_metrics};
 
 /// Everything that changes how a frame is scored. The analysis and prediction parts are recorded in baselines.
@@ -78,8 +78,9 @@ pub struct Scorer {
     metric_scratch: MetricScratch,
     values: Vec<Option<f64>>,
     retain_bytes: usize,
-    /// Whether the last `score` call analysed pixels (then `analysed_image` has them until the next call).
-    analysed: bool,
+    /// The box factor the last `score` call applied to `source` when it analysed pixels (then `analysed_image`
+    /// has them until the next call); None when it did not.
+    analysed: Option<usize>,
 }
 
 impl Scorer {
@@ -92,7 +93,7 @@ impl Scorer {
             metric_scratch: MetricScratch::default(),
             values: Vec::new(),
             retain_bytes: RETAIN_BYTES,
-            analysed: false,
+            analysed: None,
         }
     }
 
@@ -119,39 +120,41 @@ impl Scorer {
     /// a caller that wants a thumbnail starts from here instead of decoding again. None after a frame without
     /// pixels or a refused one, and when an outlier frame's buffers were released.
     pub fn analysed_image(&self) -> Option<&RgbImage> {
-        if !self.analysed {
-            return None;
-        }
-        let img = self.scratch.view(&self.source, &self.settings.analysis).0;
+        let img = self.scratch.view(&self.source, self.analysed?).0;
         (img.width > 0 && img.height > 0 && img.data.len() >= img.width * img.height * 3).then_some(img)
     }
 
     /// Scores one frame. Detections are validated first, so a frame with bad predictions costs no decode.
     pub fn score(&mut self, pixels: FramePixels<'_>, detections: &[Detection]) -> Result<ScoredFrame<'_>, ScoreError> {
-        self.analysed = false;
+        self.analysed = None;
         crate::prediction::validate(detections, &self.settings.prediction)?;
         let limits = self.settings.limits;
-        let (format, encoded_bytes) = match pixels {
-            FramePixels::Encoded(bytes) => (Some(decode_into(bytes, &limits, &mut self.source)?), Some(bytes.len())),
+        // The frame's size as sent, and the factor by which `source` already is smaller than that.
+        let (format, encoded_bytes, sent) = match pixels {
+            FramePixels::Encoded(bytes) => {
+                let d = decode_for_analysis(bytes, &limits, &self.settings.analysis, &mut self.source)?;
+                (Some(d.format), Some(bytes.len()), Some((d.width, d.height, d.scaled_by)))
+            }
             FramePixels::Raw { pixels, width, height, format } => {
                 raw_into(pixels, width, height, format, &limits, &mut self.source)?;
-                (None, None)
+                (None, None, Some((width, height, 1)))
             }
-            FramePixels::None => (None, None),
+            FramePixels::None => (None, None, None),
         };
-        let has_pixels = !matches!(pixels, FramePixels::None);
-        let source_size = has_pixels.then_some((self.source.width, self.source.height));
+        let source_size = sent.map(|(w, h, _)| (w, h));
+        // What is left of the analysis factor after the decoder's own scaling, done by box-averaging.
+        let box_factor = sent.map(|(w, h, scaled_by)| (self.settings.analysis.factor(w, h) / scaled_by).max(1));
         let predictions: PredictionMetrics = prediction_metrics(detections, source_size, &self.settings.prediction);
 
         let Scorer { registry, settings, source, scratch, metric_scratch, values, retain_bytes, analysed } = self;
-        *analysed = has_pixels;
-        let (stats, data, phash, image) = if has_pixels {
-            let (st, hash) = scratch.analyse(source, &settings.analysis);
+        *analysed = box_factor;
+        let (stats, data, phash, image) = if let Some(k) = box_factor {
+            let (st, hash) = scratch.analyse(source, k);
             (
                 Some(st),
                 Some(DataMetrics::from_stats(&st, &settings.analysis)),
                 Some(hash),
-                Some(scratch.view(source, &settings.analysis)),
+                Some(scratch.view(source, k)),
             )
         } else {
             (None, None, None, None)

@@ -77,6 +77,9 @@ fn score(scorer: &mut Scorer, f: &IncomingFrame) -> Result<(), Refusal> {
 #[derive(Debug)]
 pub struct FrameScorer {
     scorer: Scorer,
+    /// The same checks at a tiny `max_side`, so every JPEG also goes through the IDCT-scaled decode (libjpeg-turbo,
+    /// the only C that sees outside bytes), whatever its size.
+    scaled: Scorer,
     ingest: IngestConfig,
 }
 
@@ -84,6 +87,11 @@ impl Default for FrameScorer {
     fn default() -> Self {
         FrameScorer {
             scorer: Scorer::new(Arc::new(MetricRegistry::standard()), fuzz_settings()),
+            scaled: Scorer::new(Arc::new(MetricRegistry::standard()), {
+                let mut settings = fuzz_settings();
+                settings.analysis.max_side = 32;
+                settings
+            }),
             ingest: IngestConfig::default(),
         }
     }
@@ -108,6 +116,7 @@ impl FrameScorer {
     /// An encoded image (JPEG or PNG): quality estimate, decode and every pixel metric.
     pub fn image(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
         let _ = jpeg_quality(bytes);
+        let _ = self.scaled.score(FramePixels::Encoded(bytes), &[]);
         self.scorer.score(FramePixels::Encoded(bytes), &[]).map(|_| ()).map_err(|e| Rejection::from(e).into())
     }
 }

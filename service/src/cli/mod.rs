@@ -13,8 +13,8 @@ use framewatch_metrics::baseline::{ContextSpec, DEFAULT_FINE_BINS, context_key};
 use framewatch_metrics::drift::parse_rules;
 use framewatch_metrics::performance::PerformanceSettings;
 use framewatch_metrics::{
-    Baseline, BaselineBuilder, ComparableSettings, DriftAccumulator, DriftThresholds, MetricRegistry, ScoreSettings,
-    Verdict,
+    Baseline, BaselineBuilder, ComparableSettings, Downscale, DriftAccumulator, DriftThresholds, MetricRegistry,
+    ScoreSettings, Verdict,
 };
 
 mod evaluate;
@@ -141,9 +141,20 @@ pub struct InputArgs {
 
 #[derive(Debug, Args)]
 pub struct AnalysisArgs {
-    /// Analyse frames whose longer side exceeds this at a box-downscaled resolution (integer factor). 0 = never.
+    /// Analyse frames whose longer side exceeds this at a downscaled resolution (integer factor). 0 = never.
     #[arg(long, value_name = "PIXELS")]
     pub max_side: Option<u32>,
+    /// How frames over max-side are downscaled: dct (default) scales JPEGs inside the decoder's inverse DCT by a
+    /// power of two; box decodes in full and averages blocks by the smallest integer factor.
+    #[arg(long, value_enum)]
+    pub downscale: Option<DownscaleArg>,
+}
+
+/// `--downscale`'s values (`framewatch_metrics::Downscale`, which knows nothing of clap).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DownscaleArg {
+    Box,
+    Dct,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -331,6 +342,12 @@ fn settings_with(analysis: &AnalysisArgs, base: ScoreSettings) -> ScoreSettings 
     let mut s = base;
     if let Some(m) = analysis.max_side {
         s.analysis.max_side = m;
+    }
+    if let Some(d) = analysis.downscale {
+        s.analysis.downscale = match d {
+            DownscaleArg::Box => Downscale::Box,
+            DownscaleArg::Dct => Downscale::Dct,
+        };
     }
     s
 }

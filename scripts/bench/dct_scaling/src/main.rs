@@ -14,7 +14,7 @@ fn main() {
     let extra: Vec<Vec<u8>> = std::env::args().skip(1).filter_map(|p| std::fs::read(p).ok()).collect();
     for (name, set) in [("synth1080p", &frames), ("files", &extra)] {
         if set.is_empty() { continue; }
-        let mut res: Vec<(&str, Vec<f64>)> = vec![("zune_full", vec![]), ("jd_full", vec![]), ("jd_half", vec![]), ("jd_quarter", vec![]), ("jd_eighth", vec![])];
+        let mut res: Vec<(&str, Vec<f64>)> = vec![("zune_full", vec![]), ("jd_full", vec![]), ("jd_half", vec![]), ("jd_quarter", vec![]), ("jd_eighth", vec![]), ("mj_full", vec![]), ("mj_half", vec![]), ("mj_quarter", vec![]), ("mj_eighth", vec![])];
         for _round in 0..15 {
             for (label, times) in res.iter_mut() {
                 let t = Instant::now();
@@ -25,6 +25,15 @@ fn main() {
                             let opts = zune_core::options::DecoderOptions::default().jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB);
                             let mut d = zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(f.as_slice()), opts);
                             px += d.decode().unwrap().len();
+                        }
+                        l if l.starts_with("mj_") => {
+                            let mut d = mozjpeg::Decompress::new_mem(f.as_slice()).unwrap();
+                            let num = match l { "mj_half" => 4, "mj_quarter" => 2, "mj_eighth" => 1, _ => 8 };
+                            d.scale(num);
+                            let mut s = d.rgb().unwrap();
+                            let v: Vec<[u8; 3]> = s.read_scanlines().unwrap();
+                            px += v.len() * 3;
+                            s.finish().unwrap();
                         }
                         _ => {
                             let mut d = jpeg_decoder::Decoder::new(f.as_slice());
