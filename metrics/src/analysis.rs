@@ -17,8 +17,9 @@ pub struct AnalysisSettings {
     /// Grey level at or above which a pixel counts as clipped highlight (`bright_fraction`).
     pub bright_level: u8,
     /// How a frame is brought down to the analysis resolution. A baseline written before this setting existed
-    /// has none, and was made with `box`.
-    #[serde(default = "Downscale::before_the_setting")]
+    /// has none, and was made with `box`; `box` is not written either, so such a baseline writes the same bytes
+    /// as before (the service's checkpoints fingerprint them).
+    #[serde(default = "Downscale::before_the_setting", skip_serializing_if = "Downscale::is_box")]
     pub downscale: Downscale,
 }
 
@@ -37,6 +38,10 @@ pub enum Downscale {
 impl Downscale {
     fn before_the_setting() -> Downscale {
         Downscale::Box
+    }
+
+    fn is_box(&self) -> bool {
+        *self == Downscale::Box
     }
 }
 
@@ -588,6 +593,24 @@ mod tests {
             assert_eq!(portable, dispatched, "{w}x{h}");
             assert_eq!(a.grey, b.grey);
         }
+    }
+
+    #[test]
+    fn settings_without_downscale_are_box_and_box_is_not_written() {
+        let old: AnalysisSettings =
+            serde_json::from_str(r#"{"max_side": 1280, "dark_level": 10, "bright_level": 245}"#).expect("old");
+        assert_eq!(old.downscale, Downscale::Box);
+        assert!(!serde_json::to_string(&old).expect("json").contains("downscale"));
+        let new = AnalysisSettings::default();
+        let text = serde_json::to_string(&new).expect("json");
+        assert!(text.contains(r#""downscale":"dct""#), "{text}");
+        assert_eq!(serde_json::from_str::<AnalysisSettings>(&text).expect("back"), new);
+        // 1080p at the default 1280: by 2 either way; 1500 px over 500: box by 3, dct by 4 (a power of two).
+        assert_eq!((old.factor(1920, 1080), new.factor(1920, 1080)), (2, 2));
+        let small = |downscale| AnalysisSettings { max_side: 500, downscale, ..AnalysisSettings::default() };
+        assert_eq!((small(Downscale::Box).factor(1500, 10), small(Downscale::Dct).factor(1500, 10)), (3, 4));
+        assert_eq!(small(Downscale::Dct).idct_factor(8000, 10), 8, "beyond 1/8 the rest is box-averaged");
+        assert_eq!(small(Downscale::Box).idct_factor(8000, 10), 1);
     }
 
     #[test]
