@@ -102,12 +102,12 @@ def lean_numpy_opencv(paths):
         make_fixtures.data_metrics(rgb, os.path.getsize(p))
 
 
-def framewatch(paths, exe):
+def framewatch(paths, exe, max_side, downscale):
     with tempfile.TemporaryDirectory() as d:
         for i, p in enumerate(paths):
             os.symlink(os.path.abspath(p), os.path.join(d, f"{i:04d}.jpg"))
-        subprocess.run([exe, "score", d, "--threads", "1", "--format", "jsonl"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([exe, "score", d, "--threads", "1", "--format", "jsonl", "--max-side", str(max_side),
+                        "--downscale", downscale], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def cleanvision(paths):
@@ -135,7 +135,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json")
     ap.add_argument("--max-side", type=int, default=1280,
-                    help="framewatch's analysis max_side, for the Image.draft() contender (default 1280)")
+                    help="framewatch's analysis max_side, also for the Image.draft() contender (default 1280)")
     ap.add_argument("--skip", default="", help="comma-separated contenders to skip")
     args = ap.parse_args()
     paths = sorted(glob.glob(os.path.join(args.photos, "*.jp*g")))
@@ -143,7 +143,8 @@ def main():
         sys.exit(f"no photos in {args.photos}: run scripts/bench/fetch_photos.sh")
     mp = sum(Image.open(p).size[0] * Image.open(p).size[1] for p in paths) / len(paths) / 1e6
     contenders = [
-        ("framewatch score (Rust, full catalog, 1 thread)", lambda: framewatch(paths, args.exe)),
+        ("framewatch score (Rust, full catalog, 1 thread)", lambda: framewatch(paths, args.exe, args.max_side, "dct")),
+        ("framewatch score --downscale box", lambda: framewatch(paths, args.exe, args.max_side, "box")),
         ("Pillow bare decode: Image.open().convert('RGB')", lambda: pillow_decode(paths)),
         ("Pillow draft decode: Image.draft() DCT scaling", lambda: pillow_draft_decode(paths, args.max_side)),
         ("lean numpy/OpenCV, framewatch's data metrics", lambda: lean_numpy_opencv(paths)),
