@@ -241,6 +241,14 @@ threshold = 1
     // and an edge device sends pre-computed values as JSON (camera from the key, time from the message)
     let json = br#"{"labels": {"site": "edge"}, "metrics": {"brightness": 0.45, "sharpness": 0.01}}"#.to_vec();
     msgs.extend((0..20).map(|_| (0, "edge-1".to_string(), json.clone())));
+    // and another in the packed form: catalog order, null = not given, the fingerprint as a hex string
+    let catalog = framewatch_metrics::MetricRegistry::standard();
+    let mut packed = vec![serde_json::Value::Null; catalog.len()];
+    for (name, v) in [("brightness", 0.45), ("sharpness", 0.01)] {
+        packed[catalog.index_of(name).expect("a standard metric")] = v.into();
+    }
+    let packed = serde_json::json!({"packed": packed, "catalog_fingerprint": format!("{:#x}", catalog.fingerprint())});
+    msgs.extend((0..5).map(|_| (0, "edge-2".to_string(), packed.to_string().into_bytes())));
     produce(&broker, "frames", &msgs);
     let total = msgs.len() as f64;
 
@@ -267,6 +275,13 @@ threshold = 1
         "framewatch_window_frames",
         &[("slice", "camera_id=edge-1")],
         20.0,
+        Duration::from_secs(10),
+    );
+    fw.wait_value(
+        "the packed edge camera's window",
+        "framewatch_window_frames",
+        &[("slice", "camera_id=edge-2")],
+        5.0,
         Duration::from_secs(10),
     );
     // offsets are committed once everything is recorded: the committed offsets add up to every message

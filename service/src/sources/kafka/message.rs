@@ -9,6 +9,8 @@
 //!
 //! `capture_time` is RFC 3339 text or Unix seconds (a number). Without a camera id the message key names the
 //! camera; without a capture time the message's Kafka timestamp is used, so a replay lands in the same windows.
+//! Instead of `metrics`, the packed form `"packed": [0.41, null, ...], "catalog_fingerprint": "0x..."` sends one
+//! value per catalog metric in catalog order (`null`: not given), as `MetricValues.packed` does.
 //! Every refusal is a `Rejection` with a stable reason, like gRPC's.
 
 use std::collections::HashMap;
@@ -38,6 +40,9 @@ struct JsonFrame {
     capture_time: Option<JsonTime>,
     #[serde(default)]
     metrics: HashMap<String, f64>,
+    /// `MetricValues.packed`: JSON has no NaN, so `null` marks a value not given.
+    packed: Option<Vec<Option<f64>>>,
+    catalog_fingerprint: Option<JsonFingerprint>,
     perceptual_hash: Option<JsonHash>,
     /// The metrics crate's own serde form (`class_label` or `class`, optional `class_probabilities`).
     #[serde(default)]
@@ -61,6 +66,19 @@ enum JsonHash {
     /// Hex, with or without 0x (JSON numbers above 2^53 lose precision in many producers).
     Text(String),
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum JsonFingerprint {
+    /// Checked in `from_json`: only integers a double holds exactly (a producer that parses JSON numbers as doubles,
+    /// as JavaScript does, has already rounded a larger one).
+    Number(serde_json::Number),
+    /// Decimal (protobuf's JSON form of a fixed64, as grpcurl prints ListMetrics) or 0x-prefixed hex.
+    Text(String),
+}
+
+/// The largest integer every JSON producer sends exactly: 2^53.
+const MAX_EXACT_JSON_INTEGER: u64 = 1 << 53;
 
 /// The JSON form of a labels-topic message (`FrameLabels`): boxes as `TruthBox`'s serde form (`class` or
 /// `class_label`).
@@ -185,11 +203,24 @@ fn from_json(j: JsonFrame) -> Result<(v1::Frame, Vec<Detection>), Rejection> {
             })?)
         }
     };
-    let content = (!j.metrics.is_empty() || perceptual_hash.is_some()).then(|| {
+    let catalog_fingerprint = match j.catalog_fingerprint {
+        None => 0,
+        Some(f) => catalog_fingerprint(f)?,
+    };
+    let packed: Vec<f64> = j.packed.unwrap_or_default().into_iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+    // The protobuf form's rule (frame.rs), said in this form's field names.
+    if !packed.is_empty() && !j.metrics.is_empty() {
+        return Err(Rejection::new(
+            RejectReason::InvalidMetricValue,
+            "the message has both `packed` and `metrics`: send one form",
+        ));
+    }
+    let content = (!j.metrics.is_empty() || !packed.is_empty() || perceptual_hash.is_some()).then(|| {
         v1::frame::Content::MetricValues(v1::MetricValues {
             values: j.metrics.into_iter().collect(),
             perceptual_hash,
-            ..Default::default()
+            packed,
+            catalog_fingerprint,
         })
     });
     let frame = v1::Frame {
@@ -202,6 +233,37 @@ fn from_json(j: JsonFrame) -> Result<(v1::Frame, Vec<Detection>), Rejection> {
         frame_id: j.frame_id,
     };
     Ok((frame, j.detections))
+}
+
+/// A JSON `catalog_fingerprint` as the u64 of `ListMetricsResponse.catalog_fingerprint`. Fingerprints are nearly
+/// always above 2^53, so a number that large is refused rather than read: it may have been rounded on the way, and
+/// would then be refused later as `catalog_mismatch`, pointing at the wrong cause.
+fn catalog_fingerprint(f: JsonFingerprint) -> Result<u64, Rejection> {
+    let refuse = |what: String| {
+        Rejection::new(
+            RejectReason::InvalidJson,
+            format!("catalog_fingerprint {what}: send it as a string, decimal or 0x-prefixed hex (ListMetrics)"),
+        )
+    };
+    match f {
+        JsonFingerprint::Number(n) => match n.as_u64() {
+            Some(v) if v <= MAX_EXACT_JSON_INTEGER => Ok(v),
+            Some(v) => Err(refuse(format!("{v} is a number above 2^53, which JSON producers may round"))),
+            None => Err(refuse(format!("{n} is not a 64-bit unsigned integer"))),
+        },
+        JsonFingerprint::Text(t) => {
+            let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                // from_str_radix alone would take a leading '+'
+                Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    u64::from_str_radix(hex, 16).ok()
+                }
+                Some(_) => None,
+                None if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => t.parse().ok(),
+                None => None,
+            };
+            parsed.ok_or_else(|| refuse(format!("{t:?} is not a 64-bit unsigned integer")))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -233,6 +295,93 @@ mod tests {
         assert_eq!(f.detections.len(), 1);
         assert_eq!((f.detections[0].class_label.as_str(), f.detections[0].confidence), ("car", 0.9));
         assert!(f.detections[0].class_probabilities.is_empty(), "class_probabilities is optional");
+    }
+
+    /// Issue 12: the JSON form's packed values read as `MetricValues.packed`, `null` as NaN (not given).
+    #[test]
+    fn packed_json_becomes_packed_metric_values_with_nan_for_null() {
+        let j: JsonFrame = serde_json::from_str(
+            r#"{"camera_id": "c", "packed": [0.41, null, 0.012], "catalog_fingerprint": "0xcbf29ce484222325",
+                "perceptual_hash": "ff"}"#,
+        )
+        .expect("parses");
+        let (frame, _) = from_json(j).expect("ok");
+        let Some(v1::frame::Content::MetricValues(mv)) = frame.content else { panic!("{:?}", frame.content) };
+        assert_eq!((mv.packed.len(), mv.packed[0], mv.packed[2]), (3, 0.41, 0.012));
+        assert!(mv.packed[1].is_nan(), "null is NaN: {:?}", mv.packed);
+        assert_eq!((mv.catalog_fingerprint, mv.perceptual_hash), (0xcbf2_9ce4_8422_2325, Some(255)));
+        assert!(mv.values.is_empty());
+
+        let f = decode(
+            msg(br#"{"packed": [null, 0.5], "catalog_fingerprint": 9}"#, Some(b"cam-7"), None),
+            KafkaFormat::Auto,
+            now(),
+            &IngestConfig::default(),
+        )
+        .expect("ok");
+        let crate::frame::Content::Packed { values, catalog_fingerprint: 9, perceptual_hash: None } = f.content else {
+            panic!("{:?}", f.content)
+        };
+        assert!(values[0].is_nan() && values[1] == 0.5, "{values:?}");
+    }
+
+    #[test]
+    fn catalog_fingerprints_are_hex_or_decimal_strings_or_small_numbers() {
+        let fingerprint = |f: &str| {
+            let j = format!(r#"{{"camera_id": "c", "packed": [0.5], "catalog_fingerprint": {f}}}"#);
+            let j: JsonFrame = serde_json::from_str(&j).expect("parses");
+            match from_json(j) {
+                Ok((v1::Frame { content: Some(v1::frame::Content::MetricValues(mv)), .. }, _)) => {
+                    Ok(mv.catalog_fingerprint)
+                }
+                Ok((f, _)) => panic!("{f:?}"),
+                Err(r) => Err(r.reason),
+            }
+        };
+        assert_eq!(fingerprint(r#""0xcbf29ce484222325""#), Ok(0xcbf2_9ce4_8422_2325));
+        assert_eq!(fingerprint(r#""0XCBF29CE484222325""#), Ok(0xcbf2_9ce4_8422_2325));
+        assert_eq!(fingerprint(r#""14695981039346656037""#), Ok(14_695_981_039_346_656_037), "decimal, as grpcurl");
+        assert_eq!(fingerprint(r#""18446744073709551615""#), Ok(u64::MAX));
+        assert_eq!(fingerprint("12345"), Ok(12345));
+        assert_eq!(fingerprint("9007199254740992"), Ok(1 << 53), "2^53 is exact in a double");
+    }
+
+    #[test]
+    fn a_bad_catalog_fingerprint_is_refused_as_invalid_json() {
+        let cfg = IngestConfig::default();
+        let refused = |f: &str| {
+            let j = format!(r#"{{"camera_id": "c", "packed": [0.5], "catalog_fingerprint": {f}}}"#);
+            decode(msg(j.as_bytes(), None, None), KafkaFormat::Json, now(), &cfg).expect_err(f)
+        };
+        for bad in [
+            "9007199254740993",     // above 2^53: maybe rounded by the producer
+            "14695981039346656037", // a real fingerprint as a number
+            "1e30",                 // beyond u64
+            "-1",
+            "1.5",
+            r#""cbf29ce484222325""#, // hex needs 0x
+            r#""0x""#,
+            r#""0x+ff""#,
+            r#""+12""#,
+            r#""""#,
+            r#""18446744073709551616""#, // u64::MAX + 1
+            r#""0x1cbf29ce484222325""#,  // 65 bits
+        ] {
+            let r = refused(bad);
+            assert_eq!(r.reason, RejectReason::InvalidJson, "{bad}: {r:?}");
+            assert!(r.message.contains("send it as a string"), "{bad}: {}", r.message);
+        }
+        // Not a number or a string at all: serde's own refusal, same reason.
+        assert_eq!(refused("[1]").reason, RejectReason::InvalidJson);
+    }
+
+    /// As the protobuf form: `packed` and `metrics` together are refused, not merged.
+    #[test]
+    fn packed_and_metrics_together_are_refused() {
+        let j = br#"{"camera_id": "c", "metrics": {"brightness": 0.4}, "packed": [0.4], "catalog_fingerprint": 9}"#;
+        let r = decode(msg(j, None, None), KafkaFormat::Json, now(), &IngestConfig::default()).expect_err("both");
+        assert_eq!(r.reason, RejectReason::InvalidMetricValue, "{r:?}");
+        assert!(r.message.contains("`packed` and `metrics`"), "{}", r.message);
     }
 
     #[test]
