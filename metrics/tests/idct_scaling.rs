@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use framewatch_metrics::decode::DecodeError;
+use framewatch_metrics::decode::{DecodeError, RgbImage, decode_for_analysis};
 use framewatch_metrics::{AnalysisSettings, Downscale, FramePixels, MetricRegistry, ScoreError, ScoreSettings, Scorer};
 use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
 
@@ -104,8 +104,13 @@ fn every_jpeg_variant_scores_through_idct_scaling_as_through_box_averaging() {
         let box_side = u32::try_from(w.max(h).div_ceil(k)).expect("side");
         let by_box =
             scorer(Downscale::Box, box_side).score(FramePixels::Encoded(&jpeg), &[]).expect(v.name).values.to_vec();
-        // libjpeg rounds a scaled size up; a CMYK file is decoded in full by zune-jpeg and box-averaged instead.
+        // The decoder itself scaled the frame (1/4 or 1/8), except the CMYK file, left to zune-jpeg in full.
         let d = k.min(8);
+        let analysis = AnalysisSettings { max_side: 160, ..AnalysisSettings::default() };
+        let decoded = decode_for_analysis(&jpeg, &Default::default(), &analysis, &mut RgbImage::default());
+        let scaled_by = if v.colour == ColorType::Cmyk { 1 } else { d };
+        assert_eq!(decoded.expect(v.name).scaled_by, scaled_by, "{}", v.name);
+        // libjpeg rounds a scaled size up; the CMYK file is box-averaged instead.
         let expected = if v.colour == ColorType::Cmyk {
             (w / k, h / k)
         } else {
