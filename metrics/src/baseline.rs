@@ -17,7 +17,7 @@ use crate::performance::{
     FrameMatch, LabelledFrame, Performance, PerformanceSettings, TruthBox, match_frame, summarize,
 };
 use crate::prediction::{Detection, MAX_CLASS_LABEL_BYTES, PredictionSettings};
-use crate::stats::LagSeries;
+use crate::stats::{LagSeries, Reference};
 
 pub const FORMAT: &str = "framewatch-baseline";
 pub const VERSION: u32 = 1;
@@ -322,6 +322,34 @@ pub struct MetricBaseline {
     pub missing: u64,
     /// Effective sample size of the baseline's values (their count when frame order was unknown).
     pub effective_n: f64,
+    /// `histogram`'s PSI/JS proportions, computed once here rather than at every comparison (`reference`).
+    proportions: Vec<f64>,
+}
+
+impl MetricBaseline {
+    fn new(
+        layout: BinLayout,
+        histogram: Histogram,
+        (mean, std): (f64, f64),
+        quartiles: [f64; 3],
+        missing: u64,
+        effective_n: f64,
+    ) -> Self {
+        let mut proportions = Vec::new();
+        histogram.coarse_proportions(&layout, &mut proportions);
+        MetricBaseline { layout, histogram, mean, std, quartiles, missing, effective_n, proportions }
+    }
+
+    /// This reference as `stats::compare_to` reads it.
+    pub fn reference(&self) -> Reference<'_> {
+        Reference {
+            layout: &self.layout,
+            histogram: &self.histogram,
+            proportions: &self.proportions,
+            mean: self.mean,
+            std: self.std,
+        }
+    }
 }
 
 /// One slice's validated reference.
@@ -689,15 +717,7 @@ fn validate_metric(name: &str, m: MetricBaselineFile) -> Result<MetricBaseline, 
     histogram.missing = m.missing;
     histogram.min = m.min;
     histogram.max = m.max;
-    Ok(MetricBaseline {
-        layout,
-        histogram,
-        mean: m.mean,
-        std: m.std,
-        quartiles: m.quartiles,
-        missing: m.missing,
-        effective_n,
-    })
+    Ok(MetricBaseline::new(layout, histogram, (m.mean, m.std), m.quartiles, m.missing, effective_n))
 }
 
 /// The name of the fleet-wide reference where a slice key is expected (exemplars, performance).
@@ -968,7 +988,7 @@ pub fn metric_from_sorted(
     let n = sorted.len() as f64;
     let mean = sorted.iter().sum::<f64>() / n;
     let std = (sorted.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    Ok(MetricBaseline { layout, histogram, mean, std, quartiles, missing, effective_n: n })
+    Ok(MetricBaseline::new(layout, histogram, (mean, std), quartiles, missing, n))
 }
 
 #[cfg(test)]

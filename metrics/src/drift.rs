@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::baseline::{Baseline, BaselineError, CLASS_CATEGORICAL, ComparableSettings};
 use crate::histogram::Histogram;
-use crate::stats::{ChiSquare, EffectiveN, LagSeries, MetricDrift, chi_square_homogeneity, compare};
+use crate::stats::{ChiSquare, EffectiveN, LagSeries, MetricDrift, chi_square_homogeneity, compare_to};
 
 /// When a metric counts as drifted by default: a large effect (PSI or KS statistic) that is also clear of sampling
 /// noise (KS p-value, Bonferroni-sized for ~35 metrics), on at least `min_frames` values. Effect sizes decide,
@@ -110,12 +110,12 @@ impl<'b> DriftAccumulator<'b> {
     }
 
     pub fn report(&self, thresholds: &DriftThresholds) -> DriftReport {
-        let mut scratch = (Vec::new(), Vec::new());
+        let mut scratch = Vec::new();
         let mut metrics = BTreeMap::new();
         for (name, h, lag) in self.slots.iter().flatten() {
             let m = &self.baseline.metrics[*name];
             let effective = EffectiveN { reference: m.effective_n, current: lag.effective_n(h.n) };
-            let stats = compare(&m.layout, &m.histogram, m.mean, m.std, h, effective, &mut scratch);
+            let stats = compare_to(&m.reference(), h, effective, &mut scratch);
             let drift = thresholds.verdict(&stats);
             metrics.insert(name.to_string(), MetricReport { stats, drift });
         }

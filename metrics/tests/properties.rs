@@ -5,8 +5,8 @@
 use framewatch_metrics::baseline::metric_from_sorted;
 use framewatch_metrics::histogram::{BinLayout, Histogram, SlidingHistogram, SubHistogram};
 use framewatch_metrics::stats::{
-    LagMoments, LagSeries, effective_sample_size, js_distance, kolmogorov_sf, ks_p_value, ks_statistic, psi,
-    wasserstein,
+    Distances, LagMoments, LagSeries, distances, effective_sample_size, js_distance, kolmogorov_sf, ks_p_value,
+    ks_statistic, psi, wasserstein,
 };
 use proptest::prelude::*;
 
@@ -138,6 +138,25 @@ proptest! {
         let w = wasserstein(&l, &ha, &hb);
         prop_assert!(w >= 0.0);
         prop_assert!((w - wasserstein(&l, &hb, &ha)).abs() <= 1e-9 * (1.0 + w));
+    }
+
+    #[test]
+    fn one_pass_distances_match_the_three_definitions(base in values(), a in values(), b in values(), empty in 0u8..3) {
+        let l = layout_from(base);
+        let (mut ha, mut hb) = (hist(&l, &a), hist(&l, &b));
+        // Either side empty too (a slice without values yet, or a reference without any).
+        match empty {
+            1 => ha = Histogram::new(&l),
+            2 => hb = Histogram::new(&l),
+            _ => {}
+        }
+        let (mut q, mut defined) = (vec![7.0], Vec::new());
+        let Distances { ks, wasserstein: w } = distances(&l, &ha, &hb, &mut q);
+        hb.coarse_proportions(&l, &mut defined);
+        prop_assert_eq!(&q, &defined);
+        let d = ks_statistic(&ha, &hb);
+        prop_assert!((ks - d).abs() <= 1e-12, "{} vs {}", ks, d);
+        prop_assert_eq!(w, wasserstein(&l, &ha, &hb));
     }
 
     #[test]

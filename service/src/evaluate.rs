@@ -14,7 +14,7 @@ use framewatch_metrics::histogram::Histogram;
 use framewatch_metrics::label_quality::LABEL_METRICS;
 use framewatch_metrics::performance::{Performance, summarize};
 use framewatch_metrics::stats::{
-    ChiSquare, EffectiveN, MetricDrift, chi_square_homogeneity, compare, effective_sample_size,
+    ChiSquare, EffectiveN, MetricDrift, chi_square_homogeneity, compare_to, effective_sample_size,
 };
 
 use crate::cameras::CameraState;
@@ -115,22 +115,23 @@ pub fn evaluate(
     now_secs: i64,
 ) -> Evaluation {
     let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
-    let (keys, mut evicted) = {
+    let (keys, mut evicted, names) = {
         let mut s = lock();
         s.evict_idle(now_secs);
-        (s.slice_keys(), s.take_evicted())
+        let names: Vec<Arc<str>> = s.tracked().iter().map(|t| t.name.clone()).collect();
+        (s.slice_keys(), s.take_evicted(), names)
     };
     evicted.sort();
     evicted.dedup();
-    let mut scratch = (Vec::new(), Vec::new());
+    let mut scratch = Vec::new();
     let mut evidence = Evidence::default();
     let mut slices = Vec::with_capacity(keys.len());
+    // One snapshot's buffers serve every slice in turn (no per-slice histograms to allocate and zero).
+    let mut snap = WindowSnapshot::empty();
     for key in keys {
-        let (snap, names): (_, Vec<Arc<str>>) = {
-            let s = lock();
-            let Some(snap) = s.snapshot(&key, now_secs) else { continue };
-            (snap, s.tracked().iter().map(|t| t.name.clone()).collect())
-        };
+        if !lock().snapshot_into(&key, now_secs, &mut snap) {
+            continue;
+        }
         let metrics = compare_metrics(baseline, &settings.thresholds, &snap, &names, &mut scratch);
         let classes = compare_classes(baseline, &settings.thresholds, &snap);
         let camera = snap
@@ -155,7 +156,7 @@ pub fn evaluate(
         });
         slices.push(SliceEval {
             causes: diagnose(&evidence, &settings.tolerances),
-            key: snap.key,
+            key: snap.key.clone(),
             frames: snap.frames,
             last_seen_secs: snap.last_seen_secs,
             window_start_secs: snap.window_start_secs,
@@ -190,7 +191,7 @@ pub fn judge_performance(
         j.expire(now_secs);
         j.window(now_secs)
     };
-    let mut scratch = (Vec::new(), Vec::new());
+    let mut scratch = Vec::new();
     // One shared copy per baseline reference, however many slices it judges.
     let mut references: BTreeMap<&str, Arc<Performance>> = BTreeMap::new();
     for s in &mut evaluation.slices {
@@ -214,7 +215,7 @@ fn compare_label_metrics(
     frames: &[Arc<crate::truth::Labelled>],
     baseline: &Baseline,
     thresholds: &DriftThresholds,
-    scratch: &mut (Vec<f64>, Vec<f64>),
+    scratch: &mut Vec<f64>,
 ) {
     let own = baseline.reference_for(s.key.as_str()).and_then(|k| baseline.slices.get(k));
     for (i, info) in LABEL_METRICS.iter().enumerate() {
@@ -230,7 +231,7 @@ fn compare_label_metrics(
         }
         // Labelled frames are a sample spread over the window: independent enough to count as they are.
         let effective = EffectiveN { reference: b.effective_n, current: h.n as f64 };
-        let stats = compare(&b.layout, &b.histogram, b.mean, b.std, &h, effective, scratch);
+        let stats = compare_to(&b.reference(), &h, effective, scratch);
         let drift = thresholds.verdict(&stats);
         s.metrics.push(MetricEval {
             name: Arc::from(info.name),
@@ -249,14 +250,18 @@ fn compare_metrics(
     thresholds: &DriftThresholds,
     snap: &WindowSnapshot,
     names: &[Arc<str>],
-    scratch: &mut (Vec<f64>, Vec<f64>),
+    scratch: &mut Vec<f64>,
 ) -> Vec<MetricEval> {
     let mut metrics = Vec::with_capacity(names.len());
+    // As `Baseline::metric_for`, with the slice's reference looked up once rather than once per metric.
+    let own = baseline.reference_for(snap.key.as_str()).and_then(|k| baseline.slices.get(k));
     for (i, (name, h)) in names.iter().zip(&snap.hists).enumerate() {
-        let Some((b, _)) = baseline.metric_for(&snap.key, name) else { continue };
+        let Some(b) = own.and_then(|s| s.metrics.get(&**name)).or_else(|| baseline.metrics.get(&**name)) else {
+            continue;
+        };
         let r1 = snap.lags.get(i).and_then(|l| l.lag1_autocorrelation()).unwrap_or(0.0);
         let effective = EffectiveN { reference: b.effective_n, current: effective_sample_size(h.n, r1) };
-        let stats = compare(&b.layout, &b.histogram, b.mean, b.std, h, effective, scratch);
+        let stats = compare_to(&b.reference(), h, effective, scratch);
         let drift = thresholds.verdict(&stats);
         metrics.push(MetricEval { name: name.clone(), stats, missing: h.missing, baseline_std: b.std, drift });
     }

@@ -37,12 +37,13 @@ impl Lags {
         }
     }
 
-    pub(super) fn merged(&self, metrics: usize) -> Vec<LagMoments> {
-        let mut out = vec![LagMoments::default(); metrics];
+    /// Both generations merged, one per metric, into `out` (cleared first).
+    pub(super) fn merged_into(&self, metrics: usize, out: &mut Vec<LagMoments>) {
+        out.clear();
+        out.resize(metrics, LagMoments::default());
         for (o, (c, p)) in out.iter_mut().zip(self.current.iter().zip(&self.previous)) {
             o.merge(c);
             o.merge(p);
         }
-        out
     }
 }

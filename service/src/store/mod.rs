@@ -179,6 +179,24 @@ pub struct WindowSnapshot {
     pub lags: Vec<LagMoments>,
 }
 
+impl WindowSnapshot {
+    /// A snapshot of nothing, for `WindowStore::snapshot_into` to fill.
+    pub fn empty() -> WindowSnapshot {
+        WindowSnapshot {
+            key: SliceKey::from_canonical(GLOBAL),
+            frames: 0,
+            last_seen_secs: 0,
+            window_start_secs: 0,
+            window_end_secs: 0,
+            hists: Vec::new(),
+            classes: HashMap::new(),
+            own_baseline: false,
+            reference: None,
+            lags: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct WindowStore {
     settings: StoreSettings,
@@ -582,39 +600,55 @@ impl WindowStore {
 
     /// Merges the live sub-windows of one slice (those within the window ending at `now_secs`).
     pub fn snapshot(&self, key: &str, now_secs: i64) -> Option<WindowSnapshot> {
-        let (key, slice) = self.slices.get_key_value(key)?;
+        let mut snap = WindowSnapshot::empty();
+        self.snapshot_into(key, now_secs, &mut snap).then_some(snap)
+    }
+
+    /// `snapshot` into `snap`, reusing its buffers (an evaluation walks every slice with one); false, leaving
+    /// `snap` as it was, when there is no such slice.
+    pub fn snapshot_into(&self, key: &str, now_secs: i64, snap: &mut WindowSnapshot) -> bool {
+        let Some((key, slice)) = self.slices.get_key_value(key) else { return false };
         let step = self.settings.step_secs;
         let end = now_secs.div_euclid(step);
         let start = end - self.settings.steps as i64 + 1;
-        let mut hists: Vec<Histogram> = slice.layouts.iter().map(Histogram::new).collect();
-        let mut classes = HashMap::new();
+        // The histograms are reused when their bins fit the slice's layouts (the usual case: slices judged
+        // against one reference share its layouts).
+        snap.hists.truncate(slice.layouts.len());
+        for (i, layout) in slice.layouts.iter().enumerate() {
+            match snap.hists.get_mut(i) {
+                Some(h) if h.counts.len() == layout.bins() => h.clear(),
+                Some(h) => *h = Histogram::new(layout),
+                None => snap.hists.push(Histogram::new(layout)),
+            }
+        }
+        snap.classes.clear();
         let mut frames = 0;
-        // Oldest first, so float sums are added in the same order every time.
-        let mut live: Vec<&SubWindow> =
-            slice.ring.iter().filter(|s| s.index >= start && s.index <= end && s.frames > 0).collect();
-        live.sort_by_key(|s| s.index);
-        for sub in live {
+        // Oldest first, so float sums are added in the same order every time: sub-window `i` lives in slot
+        // `i mod steps`, so the window's `steps` indices are one slot each, walked in order.
+        let steps = slice.ring.len() as i64;
+        for index in start..=end {
+            let sub = &slice.ring[index.rem_euclid(steps) as usize];
+            if sub.index != index || sub.frames == 0 {
+                continue;
+            }
             frames += sub.frames;
-            for (acc, h) in hists.iter_mut().zip(&sub.hists) {
+            for (acc, h) in snap.hists.iter_mut().zip(&sub.hists) {
                 h.merge_into(acc);
             }
             for (c, n) in &sub.classes {
-                *classes.entry(c.clone()).or_default() += n;
+                *snap.classes.entry(c.clone()).or_default() += n;
             }
         }
-        fold_rare_classes(&mut classes, self.settings.max_classes, &self.other_class);
-        Some(WindowSnapshot {
-            key: key.clone(),
-            frames,
-            last_seen_secs: slice.last_seen_secs,
-            window_start_secs: start * step,
-            window_end_secs: (end + 1) * step,
-            hists,
-            classes,
-            own_baseline: slice.own_baseline,
-            reference: slice.reference.clone(),
-            lags: slice.lags.merged(self.tracked.len()),
-        })
+        fold_rare_classes(&mut snap.classes, self.settings.max_classes, &self.other_class);
+        snap.key = key.clone();
+        snap.frames = frames;
+        snap.last_seen_secs = slice.last_seen_secs;
+        snap.window_start_secs = start * step;
+        snap.window_end_secs = (end + 1) * step;
+        snap.own_baseline = slice.own_baseline;
+        snap.reference = slice.reference.clone();
+        slice.lags.merged_into(self.tracked.len(), &mut snap.lags);
+        true
     }
 }
 
