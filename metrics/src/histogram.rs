@@ -163,6 +163,11 @@ impl BinLayout {
     pub fn coarse_of(&self, bin: usize) -> usize {
         usize::from(self.coarse_of[bin])
     }
+
+    /// `coarse_of` for every fine bin: non-decreasing from 0 to `coarse_bins() - 1`, taking every value between.
+    pub fn coarse_map(&self) -> &[u16] {
+        &self.coarse_of
+    }
 }
 
 /// One value as a histogram records it (`BinLayout::observe`).
@@ -425,6 +430,17 @@ impl BinCounts {
         }
     }
 
+    /// Calls `f(bin, count)` for every count: once per listed value (count 1), once per bin of an array.
+    #[inline]
+    fn for_each(&self, mut f: impl FnMut(usize, u32)) {
+        match self {
+            BinCounts::Listed { values, .. } => values.iter().for_each(|&b| f(usize::from(b), 1)),
+            BinCounts::U8(c) => c.iter().enumerate().for_each(|(i, &n)| f(i, u32::from(n))),
+            BinCounts::U16(c) => c.iter().enumerate().for_each(|(i, &n)| f(i, u32::from(n))),
+            BinCounts::U32(c) => c.iter().enumerate().for_each(|(i, &n)| f(i, n)),
+        }
+    }
+
     /// Zeroes the counts and goes back to an empty list (a slot reused for a new sub-window starts small again).
     fn clear(&mut self) {
         *self = BinCounts::zeros(self.len());
@@ -552,6 +568,11 @@ impl SubHistogram {
     pub fn merge_into(&self, into: &mut Histogram) {
         debug_assert_eq!(into.counts.len(), self.counts.len());
         self.counts.add_into(&mut into.counts);
+        self.merge_moments_into(into);
+    }
+
+    /// Adds everything but the bin counts into `into`: for a window whose counts come from `CountTotals`.
+    pub fn merge_moments_into(&self, into: &mut Histogram) {
         into.n += u64::from(self.n);
         into.missing += u64::from(self.missing);
         into.sum += self.sum;
@@ -593,6 +614,114 @@ impl SubHistogram {
             min: h.min,
             max: h.max,
         }
+    }
+}
+
+/// The bin counts of a window's sub-windows, summed as they are recorded, for every tracked metric of a slice in
+/// one flat array (metric after metric, each over its layout's bins). A window's counts are then one copy rather
+/// than one merge per sub-window: the store adds each recorded value here as well, and subtracts a sub-window's
+/// counts when its slot is reused for a new one (and, in a snapshot, those of sub-windows that have left the window
+/// but not yet been overwritten). Counts are integers, so the subtraction is exact: the copy equals the merge.
+/// 16-bit until a bin would pass 65,535, then 32-bit (like `Histogram`, saturating at u32::MAX, which a window of
+/// one slice does not reach).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CountTotals(Totals);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Totals {
+    U16(Box<[u16]>),
+    U32(Box<[u32]>),
+}
+
+impl CountTotals {
+    /// `len` zero counts (the sum of the tracked metrics' bins).
+    pub fn new(len: usize) -> CountTotals {
+        CountTotals(Totals::U16(vec![0; len].into_boxed_slice()))
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Totals::U16(c) => c.len(),
+            Totals::U32(c) => c.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Heap bytes the counts take.
+    pub fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Totals::U16(c) => c.len() * 2,
+            Totals::U32(c) => c.len() * 4,
+        }
+    }
+
+    /// Adds `n` to count `i`.
+    #[inline]
+    pub fn add(&mut self, i: usize, n: u32) {
+        if let Totals::U16(c) = &mut self.0
+            && let Some(slot) = c.get_mut(i)
+            && let Ok(v) = u16::try_from(u32::from(*slot) + n)
+        {
+            *slot = v;
+            return;
+        }
+        self.add_wide(i, n);
+    }
+
+    #[inline(never)]
+    fn add_wide(&mut self, i: usize, n: u32) {
+        if let Totals::U16(c) = &self.0 {
+            self.0 = Totals::U32(c.iter().map(|&x| u32::from(x)).collect());
+        }
+        if let Totals::U32(c) = &mut self.0 {
+            c[i] = c[i].saturating_add(n);
+        }
+    }
+
+    /// Adds the counts of `sub`, whose bins start at `offset`.
+    pub fn add_sub(&mut self, offset: usize, sub: &SubHistogram) {
+        sub.counts.for_each(|i, n| {
+            if n > 0 {
+                self.add(offset + i, n);
+            }
+        });
+    }
+
+    /// Takes away the counts of `sub`, whose bins start at `offset` (added before with `add`/`add_sub`).
+    pub fn subtract_sub(&mut self, offset: usize, sub: &SubHistogram) {
+        match &mut self.0 {
+            Totals::U16(c) => sub.counts.for_each(|i, n| {
+                let slot = &mut c[offset + i];
+                debug_assert!(u32::from(*slot) >= n);
+                *slot = slot.saturating_sub(n.try_into().unwrap_or(u16::MAX));
+            }),
+            Totals::U32(c) => sub.counts.for_each(|i, n| {
+                let slot = &mut c[offset + i];
+                debug_assert!(*slot >= n);
+                *slot = slot.saturating_sub(n);
+            }),
+        }
+    }
+
+    /// Writes the counts from `offset` on into `into` (as many as it holds).
+    pub fn copy_into(&self, offset: usize, into: &mut [u32]) {
+        let end = offset + into.len();
+        match &self.0 {
+            Totals::U16(c) => {
+                into.iter_mut().zip(&c[offset..end]).for_each(|(a, &b)| *a = u32::from(b))
+            }
+            Totals::U32(c) => into.copy_from_slice(&c[offset..end]),
+        }
+    }
+}
+
+impl SubHistogram {
+    /// Takes this sub-window's counts away from `counts` (same layout; they were added to it before).
+    pub fn subtract_counts_from(&self, counts: &mut [u32]) {
+        self.counts.for_each(|i, n| counts[i] = counts[i].saturating_sub(n));
     }
 }
 
@@ -652,5 +781,40 @@ mod tests {
         assert_eq!(sub.bytes_per_bin(), Some(2));
         assert_eq!(sub.to_histogram(), full);
         assert_eq!(SubHistogram::from_histogram(&full).to_histogram(), full);
+    }
+
+    /// Totals of two metrics' sub-windows: a bin past 65,535 widens them to 32 bits, and subtracting a sub-window
+    /// (listed or counted) takes back exactly what adding it gave, before and after the widening.
+    #[test]
+    fn count_totals_widen_past_16_bits_and_subtract_exactly() {
+        let layout = BinLayout::new((0..10).map(f64::from).collect(), &[], [2.0, 5.0, 7.0]).expect("layout");
+        let bins = layout.bins();
+        let mut totals = CountTotals::new(2 * bins);
+        let (mut quiet, mut busy) = (SubHistogram::new(&layout), SubHistogram::new(&layout));
+        quiet.record(&layout, Some(3.5));
+        for i in 0..80_000 {
+            busy.record(&layout, Some(if i % 10 == 0 { 4.5 } else { 0.5 }));
+        }
+        assert_eq!(quiet.bytes_per_bin(), None, "listed");
+        totals.add_sub(bins, &quiet);
+        assert_eq!(totals.heap_bytes(), 2 * bins * 2, "16-bit");
+        totals.add_sub(0, &busy);
+        assert_eq!(totals.heap_bytes(), 2 * bins * 4, "widened");
+        let counts = |t: &CountTotals, offset| {
+            let mut c = vec![0; bins];
+            t.copy_into(offset, &mut c);
+            c
+        };
+        assert_eq!(counts(&totals, 0), busy.to_histogram().counts);
+        assert_eq!(counts(&totals, bins), quiet.to_histogram().counts);
+        totals.subtract_sub(0, &busy);
+        assert_eq!(counts(&totals, 0), vec![0; bins]);
+        totals.subtract_sub(bins, &quiet);
+        assert_eq!(counts(&totals, bins), vec![0; bins]);
+        let mut merged = busy.to_histogram();
+        merged.merge(&quiet.to_histogram());
+        quiet.subtract_counts_from(&mut merged.counts);
+        busy.subtract_counts_from(&mut merged.counts);
+        assert!(merged.counts.iter().all(|&c| c == 0));
     }
 }

@@ -444,35 +444,42 @@ pub fn distances(layout: &BinLayout, reference: &Histogram, current: &Histogram,
     let k = edges.len() - 1;
     let mut w = (current.tail_lo_dist / m - reference.tail_lo_dist / n).abs()
         + (current.tail_hi_dist / m - reference.tail_hi_dist / n).abs();
-    // Cumulative counts (exact in f64 below 2^53) for KS; `a` is the CDF difference for Wasserstein.
+    // Cumulative counts (exact in f64 below 2^53) for KS; `a` is the CDF difference for Wasserstein. The PSI/JS
+    // bins are runs of fine bins, so each takes the window's cumulative count at its last fine bin (a store, not
+    // a load-add-store chain) and the differences are taken after the loop: exact, as the counts are integers.
+    let coarse = layout.coarse_map();
     let (mut fr, mut fc, mut ks) = (f64::from(refc[0]), f64::from(cur[0]), 0.0f64);
     ks = ks.max((fr * m - fc * n).abs());
-    q[layout.coarse_of(0)] += fc;
+    q[usize::from(coarse[0])] = fc;
     let mut a = fc * inv_m - fr * inv_n;
-    for (i, edge) in edges.windows(2).enumerate() {
-        let (c, r) = (f64::from(cur[i + 1]), f64::from(refc[i + 1]));
-        q[layout.coarse_of(i + 1)] += c;
+    for (((&c, &r), &j), edge) in cur[1..=k].iter().zip(&refc[1..=k]).zip(&coarse[1..=k]).zip(edges.windows(2)) {
+        let (c, r) = (f64::from(c), f64::from(r));
         fr += r;
         fc += c;
+        q[usize::from(j)] = fc;
         ks = ks.max((fr * m - fc * n).abs());
         let b = a + (c * inv_m - r * inv_n);
-        // The integral of |CDF difference| over the bin, chosen without a branch (the sign of a * b flips
-        // wherever the CDFs cross, which a branch mispredicts): two triangles where they cross.
+        // The integral of |CDF difference| over the bin: a trapezoid, or two triangles where the CDFs cross. The
+        // sign of a * b flips wherever they cross, so a branch on it mispredicts: both are computed and one is
+        // picked by mask (the crossing's 0/0, where a = b = 0, is never picked).
         let (abs_sum, sq_sum) = (a.abs() + b.abs(), a * a + b * b);
-        let crossing = 0.5 * sq_sum / abs_sum;
-        let area = if a * b >= 0.0 { 0.5 * abs_sum } else { crossing };
+        let (trapezoid, crossing) = (0.5 * abs_sum, 0.5 * sq_sum / abs_sum);
+        let keep = u64::from(a * b >= 0.0).wrapping_neg();
+        let area = f64::from_bits((trapezoid.to_bits() & keep) | (crossing.to_bits() & !keep));
         w += (edge[1] - edge[0]) * area;
         a = b;
     }
     // The maximum's bin and the upper tail: no width, but they count for KS and the last PSI/JS bin.
     for bin in k + 1..bins {
-        let (c, r) = (f64::from(cur[bin]), f64::from(refc[bin]));
-        q[layout.coarse_of(bin)] += c;
-        fr += r;
-        fc += c;
+        fr += f64::from(refc[bin]);
+        fc += f64::from(cur[bin]);
+        q[usize::from(coarse[bin])] = fc;
         ks = ks.max((fr * m - fc * n).abs());
     }
-    q.iter_mut().for_each(|x| *x /= m);
+    for j in (1..q.len()).rev() {
+        q[j] = (q[j] - q[j - 1]) / m;
+    }
+    q[0] /= m;
     Distances { ks: (ks / (n * m)).min(1.0), wasserstein: w }
 }
 

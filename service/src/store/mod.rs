@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use framewatch_metrics::Baseline;
 use framewatch_metrics::baseline::{CONTEXT_DIMENSION, ContextSpec};
-use framewatch_metrics::histogram::{BinLayout, Histogram, Observation, SubHistogram};
+use framewatch_metrics::histogram::{BinLayout, CountTotals, Histogram, Observation, SubHistogram};
 use framewatch_metrics::stats::LagMoments;
 
 use crate::config::{Config, Predicate};
@@ -125,6 +125,9 @@ impl SubWindow {
 #[derive(Debug)]
 struct SliceState {
     ring: Vec<SubWindow>,
+    /// The bin counts of every sub-window in `ring`, summed (`CountTotals`): a snapshot copies them instead of
+    /// merging each sub-window's.
+    totals: CountTotals,
     last_seen_secs: i64,
     /// Bins per tracked metric: the slice's own baseline's when it has one, else the global baseline's.
     layouts: Arc<[BinLayout]>,
@@ -471,7 +474,11 @@ impl WindowStore {
             }
             slot.index = index;
             slot.frames = 0;
-            slot.hists.iter_mut().for_each(SubHistogram::clear);
+            // The sub-window that leaves: out of the totals, then emptied for this one.
+            for (h, offset) in slot.hists.iter_mut().zip(offsets(&slice.layouts)) {
+                slice.totals.subtract_sub(offset, h);
+                h.clear();
+            }
             slot.classes.clear();
         }
         if slot.hists.is_empty() {
@@ -483,8 +490,11 @@ impl WindowStore {
             self.observed.extend(slice.layouts.iter().zip(&self.values).map(|(layout, &v)| layout.observe(v)));
             self.observed_for = Some(slice.layouts.clone());
         }
-        for (h, &o) in slot.hists.iter_mut().zip(&self.observed) {
+        for ((h, &o), offset) in slot.hists.iter_mut().zip(&self.observed).zip(offsets(&slice.layouts)) {
             h.record_observed(o);
+            if let Some(o) = o {
+                slice.totals.add(offset + o.bin, 1);
+            }
         }
         // Bounded per sub-window: the first `max_classes` classes of the minute keep their own counts, later ones
         // share one bucket, so labels invented by a client cost one map entry, not one per label.
@@ -520,10 +530,12 @@ impl WindowStore {
         }
         let ring = (0..self.settings.steps).map(|_| SubWindow::empty()).collect();
         let (layouts, reference) = self.layouts_for(key);
+        let totals = CountTotals::new(layouts.iter().map(BinLayout::bins).sum());
         self.slices.insert(
             SliceKey::from_canonical(key),
             SliceState {
                 ring,
+                totals,
                 last_seen_secs: now_secs,
                 layouts,
                 own_baseline: reference.is_some(),
@@ -612,13 +624,22 @@ impl WindowStore {
         let end = now_secs.div_euclid(step);
         let start = end - self.settings.steps as i64 + 1;
         // The histograms are reused when their bins fit the slice's layouts (the usual case: slices judged
-        // against one reference share its layouts).
+        // against one reference share its layouts). Their counts are the slice's totals ...
         snap.hists.truncate(slice.layouts.len());
-        for (i, layout) in slice.layouts.iter().enumerate() {
+        for (i, (layout, offset)) in slice.layouts.iter().zip(offsets(&slice.layouts)).enumerate() {
             match snap.hists.get_mut(i) {
                 Some(h) if h.counts.len() == layout.bins() => h.clear(),
                 Some(h) => *h = Histogram::new(layout),
                 None => snap.hists.push(Histogram::new(layout)),
+            }
+            slice.totals.copy_into(offset, &mut snap.hists[i].counts);
+        }
+        // ... less those of the sub-windows still in the ring but not in this window (expired and not yet
+        // overwritten: a camera that has not sent a frame this minute, an idle slice).
+        let live = |s: &SubWindow| s.index >= start && s.index <= end && s.frames > 0;
+        for sub in slice.ring.iter().filter(|s| s.index != i64::MIN && !live(s)) {
+            for (acc, h) in snap.hists.iter_mut().zip(&sub.hists) {
+                h.subtract_counts_from(&mut acc.counts);
             }
         }
         snap.classes.clear();
@@ -628,12 +649,12 @@ impl WindowStore {
         let steps = slice.ring.len() as i64;
         for index in start..=end {
             let sub = &slice.ring[index.rem_euclid(steps) as usize];
-            if sub.index != index || sub.frames == 0 {
+            if sub.index != index || !live(sub) {
                 continue;
             }
             frames += sub.frames;
             for (acc, h) in snap.hists.iter_mut().zip(&sub.hists) {
-                h.merge_into(acc);
+                h.merge_moments_into(acc);
             }
             for (c, n) in &sub.classes {
                 *snap.classes.entry(c.clone()).or_default() += n;
@@ -650,6 +671,15 @@ impl WindowStore {
         slice.lags.merged_into(self.tracked.len(), &mut snap.lags);
         true
     }
+}
+
+/// Where each layout's bins start in a slice's `CountTotals`.
+fn offsets(layouts: &[BinLayout]) -> impl Iterator<Item = usize> + '_ {
+    layouts.iter().scan(0, |next, l| {
+        let at = *next;
+        *next += l.bins();
+        Some(at)
+    })
 }
 
 /// Keeps the `max` most frequent classes of a merged window (ties by name, so the choice is repeatable) and
@@ -879,6 +909,56 @@ mod tests {
         let snap = s.snapshot(GLOBAL, t0 + 19 * 60).expect("g");
         assert_eq!(snap.frames, 15);
         assert_eq!(snap.window_end_secs - snap.window_start_secs, 900);
+    }
+
+    #[test]
+    fn a_window_is_the_histogram_of_exactly_its_frames_however_time_moves() {
+        // Counts come from running totals less the sub-windows that left (store.rs, `CountTotals`): check them
+        // against a histogram built from scratch of the frames in the window, through late frames, frames too
+        // late, idle minutes (stale slots) and long gaps (everything stale), at every step.
+        let mut s = store(100);
+        let labels = HashMap::new();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % m
+        };
+        let mut kept: Vec<(&str, i64, [Option<f64>; 2])> = Vec::new();
+        let mut now = 1_000_000;
+        for step in 0..3000 {
+            now += match next(100) {
+                0 => 1200 + next(600) as i64, // a long gap: the whole window goes stale
+                1..=10 => 61 + next(200) as i64,
+                _ => next(8) as i64,
+            };
+            let cam = if next(3) == 0 { "cam-2" } else { "cam-1" };
+            let capture = now - next(400) as i64; // up to 300 s late is allowed
+            let v = [Some(next(1000) as f64 / 1000.0), (next(4) != 0).then(|| 0.5 + next(100) as f64 / 200.0)];
+            match s.record(&rec(cam, &labels, capture, &v), now) {
+                Recorded::Yes { .. } => kept.push((cam, capture, v)),
+                Recorded::TooLate => assert!(capture < now - 300),
+            }
+            if step % 7 != 0 {
+                continue;
+            }
+            for key in [GLOBAL, "camera_id=cam-1", "camera_id=cam-2"] {
+                let Some(snap) = s.snapshot(key, now) else { continue };
+                let in_window = |&&(c, t, _): &&(&str, i64, [Option<f64>; 2])| {
+                    (key == GLOBAL || key.ends_with(c)) && t >= snap.window_start_secs && t < snap.window_end_secs
+                };
+                let frames: Vec<_> = kept.iter().filter(in_window).collect();
+                assert_eq!(snap.frames, frames.len() as u64, "{key} at {now}");
+                for (m, t) in s.tracked().iter().enumerate() {
+                    let mut want = Histogram::new(&t.layout);
+                    frames.iter().for_each(|f| want.record(&t.layout, f.2[m]));
+                    let got = &snap.hists[m];
+                    assert_eq!(got.counts, want.counts, "{key} {} at {now}", t.name);
+                    assert_eq!((got.n, got.missing, got.min, got.max), (want.n, want.missing, want.min, want.max));
+                    assert!((got.sum - want.sum).abs() <= 1e-9 * (1.0 + want.sum_sq), "{key} {}", t.name);
+                }
+            }
+        }
+        assert!(kept.len() > 2000 && s.counters().late > 50, "the walk exercised late frames");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The store's contents as plain data for checkpoints (export under the caller's lock, restore after checks).
 
-use framewatch_metrics::histogram::{Histogram, SubHistogram};
+use framewatch_metrics::histogram::{BinLayout, CountTotals, Histogram, SubHistogram};
 use framewatch_metrics::stats::LagMoments;
 
 use super::{FastMap, Lags, SliceState, StoreCounters, SubWindow, WindowStore};
@@ -119,8 +119,15 @@ impl WindowStore {
                 Lags::default()
             };
             let frames_total = ring.iter().map(|w| w.frames).sum();
+            let mut totals = CountTotals::new(layouts.iter().map(BinLayout::bins).sum());
+            for w in &ring {
+                for (h, offset) in w.hists.iter().zip(super::offsets(&layouts)) {
+                    totals.add_sub(offset, h);
+                }
+            }
             let state = SliceState {
                 ring,
+                totals,
                 last_seen_secs: sl.last_seen_secs,
                 layouts,
                 own_baseline,
