@@ -466,12 +466,11 @@ impl BinCounts {
     }
 }
 
-/// A compact `Histogram` for the sub-windows a sliding window is made of (a service holds 15 per metric per
-/// slice): adaptive-width bin counts and 32-bit counters. Records exactly what `Histogram::record` does, merges
-/// into a `Histogram`, and converts to and from one (checkpoints store `Histogram`s).
+/// Everything a `Histogram` holds but its bin counts, compactly (32-bit counters): a sub-window's, or a window's
+/// kept up to date as values arrive (`WindowStore` keeps one per tracked metric and slice, so a snapshot copies
+/// them instead of merging every sub-window's).
 #[derive(Debug, Clone, PartialEq)]
-pub struct SubHistogram {
-    counts: BinCounts,
+pub struct Moments {
     n: u32,
     missing: u32,
     outliers_moderate: u32,
@@ -484,10 +483,9 @@ pub struct SubHistogram {
     max: f64,
 }
 
-impl SubHistogram {
-    pub fn new(layout: &BinLayout) -> SubHistogram {
-        SubHistogram {
-            counts: BinCounts::zeros(layout.bins()),
+impl Default for Moments {
+    fn default() -> Self {
+        Moments {
             n: 0,
             missing: 0,
             outliers_moderate: 0,
@@ -499,6 +497,90 @@ impl SubHistogram {
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
         }
+    }
+}
+
+impl Moments {
+    /// Values recorded (not missing).
+    pub fn n(&self) -> u64 {
+        u64::from(self.n)
+    }
+
+    /// Records one observed value (`None`: missing), as `Histogram::record` does.
+    #[inline]
+    pub fn record(&mut self, o: Option<Observation>) {
+        let Some(o) = o else {
+            self.missing = self.missing.saturating_add(1);
+            return;
+        };
+        self.n = self.n.saturating_add(1);
+        self.sum += o.centered;
+        self.sum_sq += o.centered * o.centered;
+        self.tail_lo_dist += o.tail_lo;
+        self.tail_hi_dist += o.tail_hi;
+        self.min = self.min.min(o.value);
+        self.max = self.max.max(o.value);
+        self.outliers_moderate = self.outliers_moderate.saturating_add(u32::from(o.outlier >= 1));
+        self.outliers_severe = self.outliers_severe.saturating_add(u32::from(o.outlier >= 2));
+    }
+
+    /// Adds `other` into `self` (saturating counters).
+    pub fn merge(&mut self, other: &Moments) {
+        self.n = self.n.saturating_add(other.n);
+        self.missing = self.missing.saturating_add(other.missing);
+        self.outliers_moderate = self.outliers_moderate.saturating_add(other.outliers_moderate);
+        self.outliers_severe = self.outliers_severe.saturating_add(other.outliers_severe);
+        self.sum += other.sum;
+        self.sum_sq += other.sum_sq;
+        self.tail_lo_dist += other.tail_lo_dist;
+        self.tail_hi_dist += other.tail_hi_dist;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
+    /// Adds these moments into `into`'s (its counts untouched).
+    pub fn merge_into(&self, into: &mut Histogram) {
+        into.n += u64::from(self.n);
+        into.missing += u64::from(self.missing);
+        into.sum += self.sum;
+        into.sum_sq += self.sum_sq;
+        into.tail_lo_dist += self.tail_lo_dist;
+        into.tail_hi_dist += self.tail_hi_dist;
+        into.min = into.min.min(self.min);
+        into.max = into.max.max(self.max);
+        into.outliers_moderate += u64::from(self.outliers_moderate);
+        into.outliers_severe += u64::from(self.outliers_severe);
+    }
+
+    fn of_histogram(h: &Histogram) -> Moments {
+        let sat = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
+        Moments {
+            n: sat(h.n),
+            missing: sat(h.missing),
+            outliers_moderate: sat(h.outliers_moderate),
+            outliers_severe: sat(h.outliers_severe),
+            sum: h.sum,
+            sum_sq: h.sum_sq,
+            tail_lo_dist: h.tail_lo_dist,
+            tail_hi_dist: h.tail_hi_dist,
+            min: h.min,
+            max: h.max,
+        }
+    }
+}
+
+/// A compact `Histogram` for the sub-windows a sliding window is made of (a service holds 15 per metric per
+/// slice): adaptive-width bin counts and 32-bit counters. Records exactly what `Histogram::record` does, merges
+/// into a `Histogram`, and converts to and from one (checkpoints store `Histogram`s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubHistogram {
+    counts: BinCounts,
+    moments: Moments,
+}
+
+impl SubHistogram {
+    pub fn new(layout: &BinLayout) -> SubHistogram {
+        SubHistogram { counts: BinCounts::zeros(layout.bins()), moments: Moments::default() }
     }
 
     pub fn bins(&self) -> usize {
@@ -522,7 +604,12 @@ impl SubHistogram {
 
     /// Values recorded (not missing).
     pub fn n(&self) -> u64 {
-        u64::from(self.n)
+        self.moments.n()
+    }
+
+    /// Everything but the bin counts.
+    pub fn moments(&self) -> &Moments {
+        &self.moments
     }
 
     #[inline]
@@ -534,55 +621,22 @@ impl SubHistogram {
     /// slices that share a layout observe a frame's value once.
     #[inline]
     pub fn record_observed(&mut self, o: Option<Observation>) {
-        let Some(o) = o else {
-            self.missing = self.missing.saturating_add(1);
-            return;
-        };
-        self.counts.add(o.bin, 1);
-        self.n = self.n.saturating_add(1);
-        self.sum += o.centered;
-        self.sum_sq += o.centered * o.centered;
-        self.tail_lo_dist += o.tail_lo;
-        self.tail_hi_dist += o.tail_hi;
-        self.min = self.min.min(o.value);
-        self.max = self.max.max(o.value);
-        self.outliers_moderate = self.outliers_moderate.saturating_add(u32::from(o.outlier >= 1));
-        self.outliers_severe = self.outliers_severe.saturating_add(u32::from(o.outlier >= 2));
+        if let Some(o) = o {
+            self.counts.add(o.bin, 1);
+        }
+        self.moments.record(o);
     }
 
     pub fn clear(&mut self) {
         self.counts.clear();
-        self.n = 0;
-        self.missing = 0;
-        self.outliers_moderate = 0;
-        self.outliers_severe = 0;
-        self.sum = 0.0;
-        self.sum_sq = 0.0;
-        self.tail_lo_dist = 0.0;
-        self.tail_hi_dist = 0.0;
-        self.min = f64::INFINITY;
-        self.max = f64::NEG_INFINITY;
+        self.moments = Moments::default();
     }
 
     /// Adds this sub-window into `into` (same layout).
     pub fn merge_into(&self, into: &mut Histogram) {
         debug_assert_eq!(into.counts.len(), self.counts.len());
         self.counts.add_into(&mut into.counts);
-        self.merge_moments_into(into);
-    }
-
-    /// Adds everything but the bin counts into `into`: for a window whose counts come from `CountTotals`.
-    pub fn merge_moments_into(&self, into: &mut Histogram) {
-        into.n += u64::from(self.n);
-        into.missing += u64::from(self.missing);
-        into.sum += self.sum;
-        into.sum_sq += self.sum_sq;
-        into.tail_lo_dist += self.tail_lo_dist;
-        into.tail_hi_dist += self.tail_hi_dist;
-        into.min = into.min.min(self.min);
-        into.max = into.max.max(self.max);
-        into.outliers_moderate += u64::from(self.outliers_moderate);
-        into.outliers_severe += u64::from(self.outliers_severe);
+        self.moments.merge_into(into);
     }
 
     /// The same contents as a `Histogram`.
@@ -594,26 +648,13 @@ impl SubHistogram {
 
     /// From a `Histogram` (counters above u32::MAX saturate, which no sub-window reaches).
     pub fn from_histogram(h: &Histogram) -> SubHistogram {
-        let sat = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
         let mut counts = BinCounts::zeros(h.counts.len());
         for (i, &c) in h.counts.iter().enumerate() {
             if c > 0 {
                 counts.add(i, c);
             }
         }
-        SubHistogram {
-            counts,
-            n: sat(h.n),
-            missing: sat(h.missing),
-            outliers_moderate: sat(h.outliers_moderate),
-            outliers_severe: sat(h.outliers_severe),
-            sum: h.sum,
-            sum_sq: h.sum_sq,
-            tail_lo_dist: h.tail_lo_dist,
-            tail_hi_dist: h.tail_hi_dist,
-            min: h.min,
-            max: h.max,
-        }
+        SubHistogram { counts, moments: Moments::of_histogram(h) }
     }
 }
 
@@ -710,9 +751,7 @@ impl CountTotals {
     pub fn copy_into(&self, offset: usize, into: &mut [u32]) {
         let end = offset + into.len();
         match &self.0 {
-            Totals::U16(c) => {
-                into.iter_mut().zip(&c[offset..end]).for_each(|(a, &b)| *a = u32::from(b))
-            }
+            Totals::U16(c) => into.iter_mut().zip(&c[offset..end]).for_each(|(a, &b)| *a = u32::from(b)),
             Totals::U32(c) => into.copy_from_slice(&c[offset..end]),
         }
     }

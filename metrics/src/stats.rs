@@ -408,6 +408,13 @@ pub fn compare_to(
     }
 }
 
+/// `a.max(b)` for values that are never NaN: one `maxsd`, where `f64::max`'s NaN handling adds a compare and a
+/// blend to the loop-carried chain of a running maximum.
+#[inline(always)]
+fn larger(a: f64, b: f64) -> f64 {
+    if b > a { b } else { a }
+}
+
 /// The two distances `distances` returns.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Distances {
@@ -417,9 +424,9 @@ pub struct Distances {
 
 /// `ks_statistic`, `wasserstein` and the window's `coarse_proportions` (into `q`) in one pass over the fine bins:
 /// an evaluation runs this for every metric of every slice, and the three loops shared every load and
-/// conversion. Equal to the three definitions up to rounding (property test `one_pass_distances_match_...`):
-/// the KS difference is taken on exact integer cumulative counts, `|F_r * m - F_c * n| / (n * m)`, so one
-/// division in all instead of two per bin.
+/// conversion. The proportions and the Wasserstein distance are the definitions' to the bit, the KS statistic
+/// to rounding (the running CDF difference rather than exact cumulative counts; property test
+/// `one_pass_distances_match_the_three_definitions`).
 pub fn distances(layout: &BinLayout, reference: &Histogram, current: &Histogram, q: &mut Vec<f64>) -> Distances {
     let none = Distances { ks: 0.0, wasserstein: 0.0 };
     q.clear();
@@ -444,43 +451,44 @@ pub fn distances(layout: &BinLayout, reference: &Histogram, current: &Histogram,
     let k = edges.len() - 1;
     let mut w = (current.tail_lo_dist / m - reference.tail_lo_dist / n).abs()
         + (current.tail_hi_dist / m - reference.tail_hi_dist / n).abs();
-    // Cumulative counts (exact in f64 below 2^53) for KS; `a` is the CDF difference for Wasserstein. The PSI/JS
-    // bins are runs of fine bins, so each takes the window's cumulative count at its last fine bin (a store, not
-    // a load-add-store chain) and the differences are taken after the loop: exact, as the counts are integers.
+    // `a` is the CDF difference at the right edge of the bin so far: Wasserstein integrates |a| over the bins,
+    // and KS is its largest |a| (the same as `ks_statistic`'s exact-count difference up to rounding). The PSI/JS
+    // bins are runs of fine bins, so each takes the window's cumulative count at its last fine bin (a store, not a
+    // load-add-store chain) and the differences are taken after the loop: exact, as the counts are integers.
+    // About 15 floating-point operations a bin: the loop is bound by them, not by latency.
     let coarse = layout.coarse_map();
-    let (mut fr, mut fc, mut ks) = (f64::from(refc[0]), f64::from(cur[0]), 0.0f64);
-    ks = ks.max((fr * m - fc * n).abs());
+    let mut fc = f64::from(cur[0]);
     q[usize::from(coarse[0])] = fc;
-    let mut a = fc * inv_m - fr * inv_n;
+    let mut a = fc * inv_m - f64::from(refc[0]) * inv_n;
+    let mut abs_a = a.abs();
+    let mut ks = abs_a;
     for (((&c, &r), &j), edge) in cur[1..=k].iter().zip(&refc[1..=k]).zip(&coarse[1..=k]).zip(edges.windows(2)) {
-        let (c, r) = (f64::from(c), f64::from(r));
-        fr += r;
+        let c = f64::from(c);
         fc += c;
         q[usize::from(j)] = fc;
-        ks = ks.max((fr * m - fc * n).abs());
-        let b = a + (c * inv_m - r * inv_n);
-        // The integral of |CDF difference| over the bin: a trapezoid, or two triangles where the CDFs cross. The
-        // sign of a * b flips wherever they cross, so a branch on it mispredicts: both are computed and one is
-        // picked by mask (the crossing's 0/0, where a = b = 0, is never picked).
-        let (abs_sum, sq_sum) = (a.abs() + b.abs(), a * a + b * b);
-        let (trapezoid, crossing) = (0.5 * abs_sum, 0.5 * sq_sum / abs_sum);
-        let keep = u64::from(a * b >= 0.0).wrapping_neg();
-        let area = f64::from_bits((trapezoid.to_bits() & keep) | (crossing.to_bits() & !keep));
+        let b = a + (c * inv_m - f64::from(r) * inv_n);
+        let abs_b = b.abs();
+        ks = larger(ks, abs_b);
+        // The integral of |a| over the bin: a trapezoid, or two triangles where the CDFs cross (the division
+        // only there; where a = b = 0 the product is 0 and the trapezoid is taken).
+        let abs_sum = abs_a + abs_b;
+        let area = if a * b >= 0.0 { 0.5 * abs_sum } else { 0.5 * (a * a + b * b) / abs_sum };
         w += (edge[1] - edge[0]) * area;
-        a = b;
+        (a, abs_a) = (b, abs_b);
     }
     // The maximum's bin and the upper tail: no width, but they count for KS and the last PSI/JS bin.
     for bin in k + 1..bins {
-        fr += f64::from(refc[bin]);
-        fc += f64::from(cur[bin]);
+        let c = f64::from(cur[bin]);
+        fc += c;
         q[usize::from(coarse[bin])] = fc;
-        ks = ks.max((fr * m - fc * n).abs());
+        a += c * inv_m - f64::from(refc[bin]) * inv_n;
+        ks = larger(ks, a.abs());
     }
     for j in (1..q.len()).rev() {
         q[j] = (q[j] - q[j - 1]) / m;
     }
     q[0] /= m;
-    Distances { ks: (ks / (n * m)).min(1.0), wasserstein: w }
+    Distances { ks: ks.min(1.0), wasserstein: w }
 }
 
 #[cfg(test)]

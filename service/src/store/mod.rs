@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use framewatch_metrics::Baseline;
 use framewatch_metrics::baseline::{CONTEXT_DIMENSION, ContextSpec};
-use framewatch_metrics::histogram::{BinLayout, CountTotals, Histogram, Observation, SubHistogram};
+use framewatch_metrics::histogram::{BinLayout, CountTotals, Histogram, Moments, Observation, SubHistogram};
 use framewatch_metrics::stats::LagMoments;
 
 use crate::config::{Config, Predicate};
@@ -128,6 +128,9 @@ struct SliceState {
     /// The bin counts of every sub-window in `ring`, summed (`CountTotals`): a snapshot copies them instead of
     /// merging each sub-window's.
     totals: CountTotals,
+    /// The moments of every sub-window in `ring`, one per tracked metric: merged afresh whenever a sub-window
+    /// leaves (`rebuild_moments`), else updated with each value.
+    moments: Vec<Moments>,
     last_seen_secs: i64,
     /// Bins per tracked metric: the slice's own baseline's when it has one, else the global baseline's.
     layouts: Arc<[BinLayout]>,
@@ -466,21 +469,30 @@ impl WindowStore {
             slice.last.extend(self.values.iter().map(|v| v.unwrap_or(f64::NAN)));
         }
         let steps = self.settings.steps as i64;
-        let slot = &mut slice.ring[index.rem_euclid(steps) as usize];
+        if slice.moments.is_empty() {
+            slice.moments.resize(slice.layouts.len(), Moments::default());
+        }
+        let slot_at = index.rem_euclid(steps) as usize;
+        let slot = &mut slice.ring[slot_at];
         if slot.index != index {
             if slot.index > index {
                 // The slot already holds a newer sub-window: this frame's is gone (cannot happen within lateness).
                 return;
             }
+            // The sub-window that leaves: out of the totals (and, below, the moments), then emptied for this one.
+            let left = slot.frames > 0;
             slot.index = index;
             slot.frames = 0;
-            // The sub-window that leaves: out of the totals, then emptied for this one.
             for (h, offset) in slot.hists.iter_mut().zip(offsets(&slice.layouts)) {
                 slice.totals.subtract_sub(offset, h);
                 h.clear();
             }
             slot.classes.clear();
+            if left {
+                slice.rebuild_moments();
+            }
         }
+        let slot = &mut slice.ring[slot_at];
         if slot.hists.is_empty() {
             slot.hists = slice.layouts.iter().map(SubHistogram::new).collect();
         }
@@ -490,8 +502,12 @@ impl WindowStore {
             self.observed.extend(slice.layouts.iter().zip(&self.values).map(|(layout, &v)| layout.observe(v)));
             self.observed_for = Some(slice.layouts.clone());
         }
-        for ((h, &o), offset) in slot.hists.iter_mut().zip(&self.observed).zip(offsets(&slice.layouts)) {
+        let slot = &mut slice.ring[slot_at];
+        for (((h, &o), offset), m) in
+            slot.hists.iter_mut().zip(&self.observed).zip(offsets(&slice.layouts)).zip(&mut slice.moments)
+        {
             h.record_observed(o);
+            m.record(o);
             if let Some(o) = o {
                 slice.totals.add(offset + o.bin, 1);
             }
@@ -536,6 +552,7 @@ impl WindowStore {
             SliceState {
                 ring,
                 totals,
+                moments: Vec::new(),
                 last_seen_secs: now_secs,
                 layouts,
                 own_baseline: reference.is_some(),
@@ -612,14 +629,46 @@ impl WindowStore {
 
     /// Merges the live sub-windows of one slice (those within the window ending at `now_secs`).
     pub fn snapshot(&self, key: &str, now_secs: i64) -> Option<WindowSnapshot> {
+        let (key, slice) = self.slices.get_key_value(key)?;
         let mut snap = WindowSnapshot::empty();
-        self.snapshot_into(key, now_secs, &mut snap).then_some(snap)
+        self.fill(key, slice, now_secs, &mut snap, false);
+        Some(snap)
     }
 
     /// `snapshot` into `snap`, reusing its buffers (an evaluation walks every slice with one); false, leaving
-    /// `snap` as it was, when there is no such slice.
-    pub fn snapshot_into(&self, key: &str, now_secs: i64, snap: &mut WindowSnapshot) -> bool {
-        let Some((key, slice)) = self.slices.get_key_value(key) else { return false };
+    /// `snap` as it was, when there is no such slice. Faster than `snapshot` because it may change the slice
+    /// first: sub-windows that have left the window are dropped (they would be overwritten by the next frame in
+    /// their slot anyway), after which the slice's running totals and moments are the window's, and are copied.
+    pub fn snapshot_into(&mut self, key: &str, now_secs: i64, snap: &mut WindowSnapshot) -> bool {
+        let Some((key, _)) = self.slices.get_key_value(key) else { return false };
+        let key = key.clone();
+        let end = now_secs.div_euclid(self.settings.step_secs);
+        let start = end - self.settings.steps as i64 + 1;
+        let Some(slice) = self.slices.get_mut(&key) else { return false };
+        let mut dropped = false;
+        for sub in slice.ring.iter_mut().filter(|s| s.index != i64::MIN && (s.index < start || s.frames == 0)) {
+            for (h, offset) in sub.hists.iter_mut().zip(offsets(&slice.layouts)) {
+                slice.totals.subtract_sub(offset, h);
+                h.clear();
+            }
+            (sub.index, sub.frames) = (i64::MIN, 0);
+            sub.classes.clear();
+            dropped = true;
+        }
+        if dropped {
+            slice.rebuild_moments();
+        }
+        // Sub-windows ahead of `now_secs` (an evaluation at a time before the latest frames) stay: merge.
+        let ahead = slice.ring.iter().any(|s| s.index != i64::MIN && s.index > end);
+        let slice = &self.slices[&key];
+        self.fill(&key, slice, now_secs, snap, !ahead);
+        true
+    }
+
+    /// Fills `snap` with `slice`'s window ending at `now_secs`. `running`: every sub-window in the ring is in the
+    /// window, so the running totals and moments are the window's (else counts are the totals less the
+    /// sub-windows outside, and moments are merged from those inside).
+    fn fill(&self, key: &SliceKey, slice: &SliceState, now_secs: i64, snap: &mut WindowSnapshot, running: bool) {
         let step = self.settings.step_secs;
         let end = now_secs.div_euclid(step);
         let start = end - self.settings.steps as i64 + 1;
@@ -632,14 +681,20 @@ impl WindowStore {
                 Some(h) => *h = Histogram::new(layout),
                 None => snap.hists.push(Histogram::new(layout)),
             }
-            slice.totals.copy_into(offset, &mut snap.hists[i].counts);
+            let h = &mut snap.hists[i];
+            slice.totals.copy_into(offset, &mut h.counts);
+            if running && let Some(m) = slice.moments.get(i) {
+                m.merge_into(h);
+            }
         }
         // ... less those of the sub-windows still in the ring but not in this window (expired and not yet
         // overwritten: a camera that has not sent a frame this minute, an idle slice).
         let live = |s: &SubWindow| s.index >= start && s.index <= end && s.frames > 0;
-        for sub in slice.ring.iter().filter(|s| s.index != i64::MIN && !live(s)) {
-            for (acc, h) in snap.hists.iter_mut().zip(&sub.hists) {
-                h.subtract_counts_from(&mut acc.counts);
+        if !running {
+            for sub in slice.ring.iter().filter(|s| s.index != i64::MIN && !live(s)) {
+                for (acc, h) in snap.hists.iter_mut().zip(&sub.hists) {
+                    h.subtract_counts_from(&mut acc.counts);
+                }
             }
         }
         snap.classes.clear();
@@ -653,8 +708,10 @@ impl WindowStore {
                 continue;
             }
             frames += sub.frames;
-            for (acc, h) in snap.hists.iter_mut().zip(&sub.hists) {
-                h.merge_moments_into(acc);
+            if !running {
+                for (acc, h) in snap.hists.iter_mut().zip(&sub.hists) {
+                    h.moments().merge_into(acc);
+                }
             }
             for (c, n) in &sub.classes {
                 *snap.classes.entry(c.clone()).or_default() += n;
@@ -669,7 +726,25 @@ impl WindowStore {
         snap.own_baseline = slice.own_baseline;
         snap.reference = slice.reference.clone();
         slice.lags.merged_into(self.tracked.len(), &mut snap.lags);
-        true
+    }
+}
+
+impl SliceState {
+    /// Recomputes the running moments from the sub-windows in the ring, oldest first (after one has left: a
+    /// minimum or maximum cannot be subtracted, and a fresh sum carries no rounding from values long gone).
+    fn rebuild_moments(&mut self) {
+        self.moments.clear();
+        self.moments.resize(self.layouts.len(), Moments::default());
+        let mut after = i64::MIN;
+        // At most `steps` sub-windows, once a minute or so: a selection walk needs no scratch space.
+        while let Some(sub) =
+            self.ring.iter().filter(|s| s.index != i64::MIN && s.index > after).min_by_key(|s| s.index)
+        {
+            for (m, h) in self.moments.iter_mut().zip(&sub.hists) {
+                m.merge(h.moments());
+            }
+            after = sub.index;
+        }
     }
 }
 
@@ -942,19 +1017,34 @@ mod tests {
                 continue;
             }
             for key in [GLOBAL, "camera_id=cam-1", "camera_id=cam-2"] {
-                let Some(snap) = s.snapshot(key, now) else { continue };
-                let in_window = |&&(c, t, _): &&(&str, i64, [Option<f64>; 2])| {
-                    (key == GLOBAL || key.ends_with(c)) && t >= snap.window_start_secs && t < snap.window_end_secs
-                };
-                let frames: Vec<_> = kept.iter().filter(in_window).collect();
-                assert_eq!(snap.frames, frames.len() as u64, "{key} at {now}");
-                for (m, t) in s.tracked().iter().enumerate() {
-                    let mut want = Histogram::new(&t.layout);
-                    frames.iter().for_each(|f| want.record(&t.layout, f.2[m]));
-                    let got = &snap.hists[m];
-                    assert_eq!(got.counts, want.counts, "{key} {} at {now}", t.name);
-                    assert_eq!((got.n, got.missing, got.min, got.max), (want.n, want.missing, want.min, want.max));
-                    assert!((got.sum - want.sum).abs() <= 1e-9 * (1.0 + want.sum_sq), "{key} {}", t.name);
+                // Both ways: merged from the ring as it is, and from the running totals and moments after the
+                // sub-windows that left are dropped (what an evaluation does).
+                let Some(merged) = s.snapshot(key, now) else { continue };
+                let mut running = WindowSnapshot::empty();
+                assert!(s.snapshot_into(key, now, &mut running));
+                for snap in [&merged, &running] {
+                    let in_window = |&&(c, t, _): &&(&str, i64, [Option<f64>; 2])| {
+                        (key == GLOBAL || key.ends_with(c)) && t >= snap.window_start_secs && t < snap.window_end_secs
+                    };
+                    let frames: Vec<_> = kept.iter().filter(in_window).collect();
+                    assert_eq!(snap.frames, frames.len() as u64, "{key} at {now}");
+                    for (m, t) in s.tracked().iter().enumerate() {
+                        let mut want = Histogram::new(&t.layout);
+                        frames.iter().for_each(|f| want.record(&t.layout, f.2[m]));
+                        let got = &snap.hists[m];
+                        assert_eq!(got.counts, want.counts, "{key} {} at {now}", t.name);
+                        let ints = |h: &Histogram| (h.n, h.missing, h.outliers_moderate, h.outliers_severe);
+                        assert_eq!((ints(got), got.min, got.max), (ints(&want), want.min, want.max), "{key}");
+                        for (g, w) in
+                            [(got.sum, want.sum), (got.sum_sq, want.sum_sq), (got.tail_hi_dist, want.tail_hi_dist)]
+                        {
+                            assert!(
+                                (g - w).abs() <= 1e-9 * (1.0 + want.sum_sq + want.tail_hi_dist),
+                                "{key} {}",
+                                t.name
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -125,9 +125,10 @@ impl WindowStore {
                     totals.add_sub(offset, h);
                 }
             }
-            let state = SliceState {
+            let mut state = SliceState {
                 ring,
                 totals,
+                moments: Vec::new(),
                 last_seen_secs: sl.last_seen_secs,
                 layouts,
                 own_baseline,
@@ -136,6 +137,7 @@ impl WindowStore {
                 last: Vec::new(),
                 frames_total,
             };
+            state.rebuild_moments();
             restored.insert(SliceKey::from_canonical(&sl.key), state);
         }
         self.slices = restored;
