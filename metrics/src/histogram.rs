@@ -663,13 +663,15 @@ impl SubHistogram {
 /// than one merge per sub-window: the store adds each recorded value here as well, and subtracts a sub-window's
 /// counts when its slot is reused for a new one (and, in a snapshot, those of sub-windows that have left the window
 /// but not yet been overwritten). Counts are integers, so the subtraction is exact: the copy equals the merge.
-/// 16-bit until a bin would pass 65,535, then 32-bit (like `Histogram`, saturating at u32::MAX, which a window of
-/// one slice does not reach).
+/// Like `BinCounts`, the narrowest width that holds every count: 8 bits (a quiet camera), widened to 16 when a
+/// bin would pass 255 and to 32 past 65,535 (saturating at u32::MAX as `Histogram` does, which a window of one
+/// slice does not reach). It never narrows back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CountTotals(Totals);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Totals {
+    U8(Box<[u8]>),
     U16(Box<[u16]>),
     U32(Box<[u32]>),
 }
@@ -677,11 +679,12 @@ enum Totals {
 impl CountTotals {
     /// `len` zero counts (the sum of the tracked metrics' bins).
     pub fn new(len: usize) -> CountTotals {
-        CountTotals(Totals::U16(vec![0; len].into_boxed_slice()))
+        CountTotals(Totals::U8(vec![0; len].into_boxed_slice()))
     }
 
     pub fn len(&self) -> usize {
         match &self.0 {
+            Totals::U8(c) => c.len(),
             Totals::U16(c) => c.len(),
             Totals::U32(c) => c.len(),
         }
@@ -694,6 +697,7 @@ impl CountTotals {
     /// Heap bytes the counts take.
     pub fn heap_bytes(&self) -> usize {
         match &self.0 {
+            Totals::U8(c) => c.len(),
             Totals::U16(c) => c.len() * 2,
             Totals::U32(c) => c.len() * 4,
         }
@@ -702,19 +706,28 @@ impl CountTotals {
     /// Adds `n` to count `i`.
     #[inline]
     pub fn add(&mut self, i: usize, n: u32) {
-        if let Totals::U16(c) = &mut self.0
-            && let Some(slot) = c.get_mut(i)
-            && let Ok(v) = u16::try_from(u32::from(*slot) + n)
-        {
-            *slot = v;
-            return;
+        let fits = match &mut self.0 {
+            Totals::U8(c) => c.get_mut(i).and_then(|slot| u8::try_from(u32::from(*slot) + n).ok().map(|v| *slot = v)),
+            Totals::U16(c) => c.get_mut(i).and_then(|slot| u16::try_from(u32::from(*slot) + n).ok().map(|v| *slot = v)),
+            Totals::U32(_) => None,
+        };
+        if fits.is_none() {
+            self.add_wide(i, n);
         }
-        self.add_wide(i, n);
     }
 
+    /// `add` where the count does not fit its width: widens as far as it must (or indexes out of range, which
+    /// panics as a slice does).
     #[inline(never)]
     fn add_wide(&mut self, i: usize, n: u32) {
-        if let Totals::U16(c) = &self.0 {
+        if let Totals::U8(c) = &self.0 {
+            self.0 = Totals::U16(c.iter().map(|&x| u16::from(x)).collect());
+        }
+        if let Totals::U16(c) = &mut self.0 {
+            if let Ok(v) = u16::try_from(u32::from(c[i]) + n) {
+                c[i] = v;
+                return;
+            }
             self.0 = Totals::U32(c.iter().map(|&x| u32::from(x)).collect());
         }
         if let Totals::U32(c) = &mut self.0 {
@@ -731,19 +744,23 @@ impl CountTotals {
         });
     }
 
-    /// Takes away the counts of `sub`, whose bins start at `offset` (added before with `add`/`add_sub`).
+    /// Takes away the counts of `sub`, whose bins start at `offset` (added before with `add`/`add_sub`, so no
+    /// count goes below zero; if one would, it stops at zero).
     pub fn subtract_sub(&mut self, offset: usize, sub: &SubHistogram) {
+        fn take<T: Copy + TryFrom<u32> + Into<u32>>(c: &mut [T], offset: usize, sub: &SubHistogram) {
+            sub.counts.for_each(|i, n| {
+                let slot = &mut c[offset + i];
+                let have: u32 = (*slot).into();
+                debug_assert!(have >= n);
+                if let Ok(v) = T::try_from(have.saturating_sub(n)) {
+                    *slot = v;
+                }
+            });
+        }
         match &mut self.0 {
-            Totals::U16(c) => sub.counts.for_each(|i, n| {
-                let slot = &mut c[offset + i];
-                debug_assert!(u32::from(*slot) >= n);
-                *slot = slot.saturating_sub(n.try_into().unwrap_or(u16::MAX));
-            }),
-            Totals::U32(c) => sub.counts.for_each(|i, n| {
-                let slot = &mut c[offset + i];
-                debug_assert!(*slot >= n);
-                *slot = slot.saturating_sub(n);
-            }),
+            Totals::U8(c) => take(c, offset, sub),
+            Totals::U16(c) => take(c, offset, sub),
+            Totals::U32(c) => take(c, offset, sub),
         }
     }
 
@@ -751,6 +768,7 @@ impl CountTotals {
     pub fn copy_into(&self, offset: usize, into: &mut [u32]) {
         let end = offset + into.len();
         match &self.0 {
+            Totals::U8(c) => into.iter_mut().zip(&c[offset..end]).for_each(|(a, &b)| *a = u32::from(b)),
             Totals::U16(c) => into.iter_mut().zip(&c[offset..end]).for_each(|(a, &b)| *a = u32::from(b)),
             Totals::U32(c) => into.copy_from_slice(&c[offset..end]),
         }
@@ -822,10 +840,10 @@ mod tests {
         assert_eq!(SubHistogram::from_histogram(&full).to_histogram(), full);
     }
 
-    /// Totals of two metrics' sub-windows: a bin past 65,535 widens them to 32 bits, and subtracting a sub-window
-    /// (listed or counted) takes back exactly what adding it gave, before and after the widening.
+    /// Totals of two metrics' sub-windows: a bin past 255 widens them to 16 bits, past 65,535 to 32, and
+    /// subtracting a sub-window (listed or counted) takes back exactly what adding it gave, at every width.
     #[test]
-    fn count_totals_widen_past_16_bits_and_subtract_exactly() {
+    fn count_totals_widen_as_counts_grow_and_subtract_exactly() {
         let layout = BinLayout::new((0..10).map(f64::from).collect(), &[], [2.0, 5.0, 7.0]).expect("layout");
         let bins = layout.bins();
         let mut totals = CountTotals::new(2 * bins);
@@ -836,9 +854,14 @@ mod tests {
         }
         assert_eq!(quiet.bytes_per_bin(), None, "listed");
         totals.add_sub(bins, &quiet);
-        assert_eq!(totals.heap_bytes(), 2 * bins * 2, "16-bit");
+        assert_eq!(totals.heap_bytes(), 2 * bins, "8-bit");
+        let mut few = SubHistogram::new(&layout);
+        (0..300).for_each(|_| few.record(&layout, Some(0.5)));
+        totals.add_sub(0, &few);
+        assert_eq!(totals.heap_bytes(), 2 * bins * 2, "16-bit past 255");
+        totals.subtract_sub(0, &few);
         totals.add_sub(0, &busy);
-        assert_eq!(totals.heap_bytes(), 2 * bins * 4, "widened");
+        assert_eq!(totals.heap_bytes(), 2 * bins * 4, "32-bit past 65,535");
         let counts = |t: &CountTotals, offset| {
             let mut c = vec![0; bins];
             t.copy_into(offset, &mut c);

@@ -1,6 +1,7 @@
 //! Drift evaluation cost versus the number of active slices, and memory held per active slice.
 //!     cargo bench -p framewatch --bench evaluate
-//! Cost: each slice is a camera with 60 frames spread over its 15 one-minute sub-windows, all 34 metrics tracked.
+//! Cost: each slice is a camera with 60 frames spread over its 15 one-minute sub-windows, all 34 metrics tracked
+//! (`evaluate/N`); and 100 busy cameras, the realistic windows below (`evaluate/busy-cameras/100`).
 //! Memory: also a realistic full window, a camera at 10 frames/s (600 frames in each of the 15 sub-windows) with
 //! the scores of real synthetic-camera frames, judged against its own per-camera reference as deployed.
 
@@ -82,8 +83,9 @@ fn camera_scores(k: u64, n: usize) -> Vec<Vec<Option<f64>>> {
         .collect()
 }
 
-/// Memory per slice of `slices` cameras at 10 frames/s with full 15-minute windows, each with its own reference.
-fn realistic_memory(registry: &MetricRegistry, slices: usize) -> f64 {
+/// `slices` cameras at 10 frames/s with full 15-minute windows, each with its own reference: the store, its
+/// baseline, the time of the last frame, and the memory the store holds per slice (KiB).
+fn realistic(registry: &MetricRegistry, slices: usize) -> (WindowStore, Baseline, i64, f64) {
     const CAMERAS: u64 = 4;
     let scores: Vec<Vec<Vec<Option<f64>>>> = (0..CAMERAS).map(|k| camera_scores(k, 1200)).collect();
     let names: Vec<String> = registry.names().map(String::from).collect();
@@ -126,13 +128,12 @@ fn realistic_memory(registry: &MetricRegistry, slices: usize) -> f64 {
     }
     let held = LIVE.load(Ordering::Relaxed) - before;
     assert_eq!(store.counters().late, 0);
-    drop(store);
-    held as f64 / slices as f64 / 1024.0
+    (store, baseline, now, held as f64 / slices as f64 / 1024.0)
 }
 
 fn bench(c: &mut Criterion) {
     let registry = MetricRegistry::standard();
-    let per_slice = realistic_memory(&registry, 100);
+    let (busy, busy_baseline, busy_now, per_slice) = realistic(&registry, 100);
     eprintln!(
         "100 cameras at 10 frames/s, full 15-minute windows, own references: {per_slice:.1} KiB per slice (global slice included in the total)"
     );
@@ -140,6 +141,12 @@ fn bench(c: &mut Criterion) {
     let settings = EvaluationSettings::from(&framewatch::config::EvaluationConfig::default());
     let mut group = c.benchmark_group("evaluate");
     group.sample_size(10);
+    // The same realistic cameras: full windows (600 values in each sub-window's ~100 bins), 9,000 values a window.
+    let busy = Mutex::new(busy);
+    group.bench_function("busy-cameras/100", |b| {
+        b.iter(|| evaluate(&busy, &busy_baseline, &settings, &[], busy_now).slices.len())
+    });
+    drop(busy);
     for n in [100usize, 1000, 10_000] {
         let before = LIVE.load(Ordering::Relaxed);
         let (store, now) = filled_store(n, &baseline, &registry);
