@@ -324,6 +324,8 @@ pub struct MetricBaseline {
     pub effective_n: f64,
     /// `histogram`'s PSI/JS proportions, computed once here rather than at every comparison (`reference`).
     proportions: Vec<f64>,
+    /// `stats::psi_logs(proportions)`, likewise.
+    ln_proportions: Vec<f64>,
 }
 
 impl MetricBaseline {
@@ -337,7 +339,9 @@ impl MetricBaseline {
     ) -> Self {
         let mut proportions = Vec::new();
         histogram.coarse_proportions(&layout, &mut proportions);
-        MetricBaseline { layout, histogram, mean, std, quartiles, missing, effective_n, proportions }
+        let mut ln_proportions = Vec::new();
+        crate::stats::psi_logs(&proportions, &mut ln_proportions);
+        MetricBaseline { layout, histogram, mean, std, quartiles, missing, effective_n, proportions, ln_proportions }
     }
 
     /// This reference as `stats::compare_to` reads it.
@@ -346,6 +350,7 @@ impl MetricBaseline {
             layout: &self.layout,
             histogram: &self.histogram,
             proportions: &self.proportions,
+            ln_proportions: &self.ln_proportions,
             mean: self.mean,
             std: self.std,
         }

@@ -6,7 +6,7 @@ use framewatch_metrics::baseline::metric_from_sorted;
 use framewatch_metrics::histogram::{BinLayout, Histogram, SlidingHistogram, SubHistogram};
 use framewatch_metrics::stats::{
     Distances, LagMoments, LagSeries, distances, effective_sample_size, js_distance, kolmogorov_sf, ks_p_value,
-    ks_statistic, psi, wasserstein,
+    ks_statistic, psi, psi_js, psi_logs, wasserstein,
 };
 use proptest::prelude::*;
 
@@ -127,6 +127,38 @@ proptest! {
         prop_assert_eq!(js_distance(&p, &p), 0.0);
     }
 
+    /// The fused pass an evaluation runs (`psi_js`, the reference's logarithms cached) against the two
+    /// definitions, on windows of the baseline's bins and on arbitrary proportions with empty bins on either side.
+    #[test]
+    fn fused_psi_js_match_the_definitions(
+        base in values(),
+        cur in values(),
+        raw in prop::collection::vec((0u32..4, 0u32..4), 1..12),
+    ) {
+        let l = layout_from(base.clone());
+        let (hb, hc) = (hist(&l, &base), hist(&l, &cur));
+        let (mut p, mut q, mut ln_p) = (Vec::new(), Vec::new(), Vec::new());
+        hb.coarse_proportions(&l, &mut p);
+        hc.coarse_proportions(&l, &mut q);
+        let normalise = |v: Vec<f64>| {
+            let total: f64 = v.iter().sum();
+            v.into_iter().map(|x| if total > 0.0 { x / total } else { 0.0 }).collect::<Vec<f64>>()
+        };
+        let a = normalise(raw.iter().map(|&(x, _)| f64::from(x)).collect());
+        let b = normalise(raw.iter().map(|&(_, y)| f64::from(y)).collect());
+        for (p, q) in [(&p, &q), (&q, &p), (&p, &p), (&a, &b), (&b, &a), (&a, &a)] {
+            psi_logs(p, &mut ln_p);
+            let (fused_psi, fused_js) = psi_js(p, &ln_p, q);
+            let (def_psi, def_js) = (psi(p, q), js_distance(p, q));
+            prop_assert!((fused_psi - def_psi).abs() <= 1e-12 * (1.0 + def_psi), "psi {} vs {}", fused_psi, def_psi);
+            // The distance is a square root: compare the divergences, which rounding moves by ~1e-16.
+            prop_assert!((fused_js * fused_js - def_js * def_js).abs() <= 1e-12, "js {} vs {}", fused_js, def_js);
+            if p == q {
+                prop_assert_eq!((fused_psi, fused_js), (0.0, 0.0));
+            }
+        }
+    }
+
     #[test]
     fn ks_is_symmetric_bounded_and_zero_on_identical(base in values(), a in values(), b in values()) {
         let l = layout_from(base);
@@ -156,7 +188,8 @@ proptest! {
         prop_assert_eq!(&q, &defined);
         let d = ks_statistic(&ha, &hb);
         prop_assert!((ks - d).abs() <= 1e-12, "{} vs {}", ks, d);
-        prop_assert_eq!(w, wasserstein(&l, &ha, &hb));
+        let defined = wasserstein(&l, &ha, &hb);
+        prop_assert!((w - defined).abs() <= 1e-12 * (1.0 + defined), "{} vs {}", w, defined);
     }
 
     #[test]

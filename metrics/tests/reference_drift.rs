@@ -31,7 +31,7 @@ fn drift_statistics_match_scipy_and_numpy() {
         for &v in &current {
             cur.record(&base.layout, Some(v));
         }
-        let mut scratch = (Vec::new(), Vec::new());
+        let mut scratch = [Vec::new(), Vec::new(), Vec::new()];
         // The samples are independent draws: the p-value counts raw sizes, as scipy does.
         let raw = EffectiveN::raw(&base.histogram, &cur);
         let d = compare(&base.layout, &base.histogram, base.mean, base.std, &cur, raw, &mut scratch);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use framewatch_metrics::Baseline;
-use framewatch_metrics::baseline::CLASS_CATEGORICAL;
+use framewatch_metrics::baseline::{CLASS_CATEGORICAL, MetricBaseline};
 use framewatch_metrics::cause::{ClassShift, Evidence, Finding, Shift, Tolerances, diagnose};
 use framewatch_metrics::drift::DriftThresholds;
 use framewatch_metrics::histogram::Histogram;
@@ -128,11 +128,21 @@ pub fn evaluate(
     let mut slices = Vec::with_capacity(keys.len());
     // One snapshot's buffers serve every slice in turn (no per-slice histograms to allocate and zero).
     let mut snap = WindowSnapshot::empty();
+    // Each reference's baselines in the store's metric order (`Baseline::metric_for`), looked up by name once per
+    // evaluation rather than once per slice: keyed by the slice's own reference, `None` for the global one.
+    let mut resolved: BTreeMap<Option<&str>, Vec<Option<&MetricBaseline>>> = BTreeMap::new();
     for key in keys {
         if !lock().snapshot_into(&key, now_secs, &mut snap) {
             continue;
         }
-        let metrics = compare_metrics(baseline, &settings.thresholds, &snap, &names, &mut scratch);
+        let own = baseline.reference_for(snap.key.as_str());
+        let own = own.and_then(|k| baseline.slices.get_key_value(k)).map(|(k, s)| (k.as_str(), s));
+        let references = resolved.entry(own.map(|(k, _)| k)).or_insert_with(|| {
+            let by_name =
+                |name: &str| own.and_then(|(_, s)| s.metrics.get(name)).or_else(|| baseline.metrics.get(name));
+            names.iter().map(|name| by_name(name)).collect()
+        });
+        let metrics = compare_metrics(&settings.thresholds, &snap, &names, references, &mut scratch);
         let classes = compare_classes(baseline, &settings.thresholds, &snap);
         let camera = snap
             .key
@@ -245,18 +255,18 @@ fn compare_label_metrics(
 
 /// Every tracked metric's statistics. P-values count effective sample sizes: the baseline's (from its frames'
 /// order) and the window's (from the lag-1 autocorrelation of consecutive frames of each camera).
+/// Compares each tracked metric of `snap` with its reference in `references` (one per name, `None` where the
+/// baseline has none).
 fn compare_metrics(
-    baseline: &Baseline,
     thresholds: &DriftThresholds,
     snap: &WindowSnapshot,
     names: &[Arc<str>],
+    references: &[Option<&MetricBaseline>],
     scratch: &mut Vec<f64>,
 ) -> Vec<MetricEval> {
     let mut metrics = Vec::with_capacity(names.len());
-    // As `Baseline::metric_for`, with the slice's reference looked up once rather than once per metric.
-    let own = baseline.reference_for(snap.key.as_str()).and_then(|k| baseline.slices.get(k));
-    for (i, (name, h)) in names.iter().zip(&snap.hists).enumerate() {
-        let Some(b) = own.and_then(|s| s.metrics.get(&**name)).or_else(|| baseline.metrics.get(&**name)) else {
+    for (i, ((name, h), b)) in names.iter().zip(&snap.hists).zip(references).enumerate() {
+        let Some(b) = b else {
             continue;
         };
         let r1 = snap.lags.get(i).and_then(|l| l.lag1_autocorrelation()).unwrap_or(0.0);

@@ -113,12 +113,49 @@ struct SubWindow {
     frames: u64,
     /// One per tracked metric, allocated on first use (compact: adaptive-width counts).
     hists: Vec<SubHistogram>,
-    classes: FastMap<Arc<str>, u64>,
+    classes: ClassCounts,
 }
 
 impl SubWindow {
     fn empty() -> SubWindow {
-        SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: FastMap::default() }
+        SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: ClassCounts::default() }
+    }
+}
+
+/// A sub-window's detections per class, sorted by name: a minute holds a handful of classes (at most
+/// `max_classes` and the overflow class), so a lookup is a binary search, and a window's merge walks one small
+/// array per sub-window instead of a hash table's control bytes and buckets (most of a snapshot's time, in the
+/// evaluate bench, before).
+#[derive(Debug, Default)]
+struct ClassCounts(Vec<(Arc<str>, u64)>);
+
+impl ClassCounts {
+    fn find(&self, class: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(c, _)| (**c).cmp(class))
+    }
+
+    fn contains(&self, class: &str) -> bool {
+        self.find(class).is_ok()
+    }
+
+    /// Adds `n` detections of `class`.
+    fn add(&mut self, class: &Arc<str>, n: u64) {
+        match self.find(class) {
+            Ok(i) => self.0[i].1 += n,
+            Err(at) => self.0.insert(at, (class.clone(), n)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, u64)> {
+        self.0.iter().map(|(c, n)| (c, *n))
     }
 }
 
@@ -515,11 +552,11 @@ impl WindowStore {
         // Bounded per sub-window: the first `max_classes` classes of the minute keep their own counts, later ones
         // share one bucket, so labels invented by a client cost one map entry, not one per label.
         for c in classes {
-            let real = slot.classes.len() - usize::from(slot.classes.contains_key(&self.other_class));
-            if real < self.settings.max_classes || slot.classes.contains_key(c) {
-                *slot.classes.entry(c.clone()).or_default() += 1;
+            let real = slot.classes.len() - usize::from(slot.classes.contains(&self.other_class));
+            if real < self.settings.max_classes || slot.classes.contains(c) {
+                slot.classes.add(c, 1);
             } else {
-                *slot.classes.entry(self.other_class.clone()).or_default() += 1;
+                slot.classes.add(&self.other_class, 1);
                 self.classes_overflowed += 1;
             }
         }
@@ -713,7 +750,7 @@ impl WindowStore {
                     h.moments().merge_into(acc);
                 }
             }
-            for (c, n) in &sub.classes {
+            for (c, n) in sub.classes.iter() {
                 *snap.classes.entry(c.clone()).or_default() += n;
             }
         }

@@ -3,7 +3,7 @@
 use framewatch_metrics::histogram::{BinLayout, CountTotals, Histogram, SubHistogram};
 use framewatch_metrics::stats::LagMoments;
 
-use super::{FastMap, Lags, SliceState, StoreCounters, SubWindow, WindowStore};
+use super::{ClassCounts, FastMap, Lags, SliceState, StoreCounters, SubWindow, WindowStore};
 use crate::slice::{GLOBAL, SliceKey};
 
 /// The store's contents, owned, for checkpoints: every slice with its live sub-windows. Layouts are not included;
@@ -106,9 +106,9 @@ impl WindowStore {
                 if slot.index != i64::MIN {
                     return Err(RestoreError::DuplicateSubWindow { slice: sl.key, index: sub.index });
                 }
-                let mut classes = FastMap::with_capacity_and_hasher(sub.classes.len(), Default::default());
+                let mut classes = ClassCounts::default();
                 for (c, n) in sub.classes {
-                    classes.insert(self.intern(&c), n);
+                    classes.add(&self.intern(&c), n);
                 }
                 let hists = sub.hists.iter().map(SubHistogram::from_histogram).collect();
                 *slot = SubWindow { index: sub.index, frames: sub.frames, hists, classes };
@@ -152,8 +152,7 @@ fn saved_slice(key: &SliceKey, s: &SliceState) -> SavedSlice {
         .iter()
         .filter(|w| w.index != i64::MIN && w.frames > 0)
         .map(|w| {
-            let mut classes: Vec<(String, u64)> = w.classes.iter().map(|(c, n)| (c.to_string(), *n)).collect();
-            classes.sort();
+            let classes: Vec<(String, u64)> = w.classes.iter().map(|(c, n)| (c.to_string(), n)).collect();
             let hists = w.hists.iter().map(SubHistogram::to_histogram).collect();
             SavedSubWindow { index: w.index, frames: w.frames, hists, classes }
         })
