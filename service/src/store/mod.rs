@@ -157,6 +157,16 @@ impl ClassCounts {
     fn iter(&self) -> impl Iterator<Item = (&Arc<str>, u64)> {
         self.0.iter().map(|(c, n)| (c, *n))
     }
+
+    /// Takes away the counts of `other` (added before), dropping classes that reach zero.
+    fn subtract(&mut self, other: &ClassCounts) {
+        for (c, n) in other.iter() {
+            if let Ok(i) = self.find(c) {
+                self.0[i].1 = self.0[i].1.saturating_sub(n);
+            }
+        }
+        self.0.retain(|&(_, n)| n > 0);
+    }
 }
 
 #[derive(Debug)]
@@ -168,6 +178,8 @@ struct SliceState {
     /// The moments of every sub-window in `ring`, one per tracked metric: merged afresh whenever a sub-window
     /// leaves (`rebuild_moments`), else updated with each value.
     moments: Vec<Moments>,
+    /// The classes of every sub-window in `ring`, summed like `totals`.
+    classes: ClassCounts,
     last_seen_secs: i64,
     /// Bins per tracked metric: the slice's own baseline's when it has one, else the global baseline's.
     layouts: Arc<[BinLayout]>,
@@ -518,13 +530,8 @@ impl WindowStore {
             }
             // The sub-window that leaves: out of the totals (and, below, the moments), then emptied for this one.
             let left = slot.frames > 0;
-            slot.index = index;
-            slot.frames = 0;
-            for (h, offset) in slot.hists.iter_mut().zip(offsets(&slice.layouts)) {
-                slice.totals.subtract_sub(offset, h);
-                h.clear();
-            }
-            slot.classes.clear();
+            slice.empty_sub(slot_at);
+            slice.ring[slot_at].index = index;
             if left {
                 slice.rebuild_moments();
             }
@@ -553,12 +560,14 @@ impl WindowStore {
         // share one bucket, so labels invented by a client cost one map entry, not one per label.
         for c in classes {
             let real = slot.classes.len() - usize::from(slot.classes.contains(&self.other_class));
-            if real < self.settings.max_classes || slot.classes.contains(c) {
-                slot.classes.add(c, 1);
+            let counted = if real < self.settings.max_classes || slot.classes.contains(c) {
+                c
             } else {
-                slot.classes.add(&self.other_class, 1);
                 self.classes_overflowed += 1;
-            }
+                &self.other_class
+            };
+            slot.classes.add(counted, 1);
+            slice.classes.add(counted, 1);
         }
         if self.pairs.iter().any(|(p, c)| p.is_finite() && c.is_finite())
             && let Some(lags) = slice.lags.generation(index.div_euclid(steps), self.tracked.len())
@@ -590,6 +599,7 @@ impl WindowStore {
                 ring,
                 totals,
                 moments: Vec::new(),
+                classes: ClassCounts::default(),
                 last_seen_secs: now_secs,
                 layouts,
                 own_baseline: reference.is_some(),
@@ -683,14 +693,12 @@ impl WindowStore {
         let start = end - self.settings.steps as i64 + 1;
         let Some(slice) = self.slices.get_mut(&key) else { return false };
         let mut dropped = false;
-        for sub in slice.ring.iter_mut().filter(|s| s.index != i64::MIN && (s.index < start || s.frames == 0)) {
-            for (h, offset) in sub.hists.iter_mut().zip(offsets(&slice.layouts)) {
-                slice.totals.subtract_sub(offset, h);
-                h.clear();
+        for at in 0..slice.ring.len() {
+            let sub = &slice.ring[at];
+            if sub.index != i64::MIN && (sub.index < start || sub.frames == 0) {
+                slice.empty_sub(at);
+                dropped = true;
             }
-            (sub.index, sub.frames) = (i64::MIN, 0);
-            sub.classes.clear();
-            dropped = true;
         }
         if dropped {
             slice.rebuild_moments();
@@ -750,9 +758,15 @@ impl WindowStore {
                     h.moments().merge_into(acc);
                 }
             }
-            for (c, n) in sub.classes.iter() {
-                *snap.classes.entry(c.clone()).or_default() += n;
+            if !running {
+                for (c, n) in sub.classes.iter() {
+                    *snap.classes.entry(c.clone()).or_default() += n;
+                }
             }
+        }
+        if running {
+            // The running totals: one small array, where walking each sub-window's classes was a cache miss apiece.
+            snap.classes.extend(slice.classes.iter().map(|(c, n)| (c.clone(), n)));
         }
         fold_rare_classes(&mut snap.classes, self.settings.max_classes, &self.other_class);
         snap.key = key.clone();
@@ -767,6 +781,19 @@ impl WindowStore {
 }
 
 impl SliceState {
+    /// Empties the sub-window in slot `at`, taking its counts and classes out of the running totals (the moments
+    /// are the caller's to rebuild).
+    fn empty_sub(&mut self, at: usize) {
+        let sub = &mut self.ring[at];
+        for (h, offset) in sub.hists.iter_mut().zip(offsets(&self.layouts)) {
+            self.totals.subtract_sub(offset, h);
+            h.clear();
+        }
+        self.classes.subtract(&sub.classes);
+        sub.classes.clear();
+        (sub.index, sub.frames) = (i64::MIN, 0);
+    }
+
     /// Recomputes the running moments from the sub-windows in the ring, oldest first (after one has left: a
     /// minimum or maximum cannot be subtracted, and a fresh sum carries no rounding from values long gone).
     fn rebuild_moments(&mut self) {
@@ -1025,9 +1052,10 @@ mod tests {
 
     #[test]
     fn a_window_is_the_histogram_of_exactly_its_frames_however_time_moves() {
-        // Counts come from running totals less the sub-windows that left (store.rs, `CountTotals`): check them
-        // against a histogram built from scratch of the frames in the window, through late frames, frames too
-        // late, idle minutes (stale slots) and long gaps (everything stale), at every step.
+        // Counts and classes come from running totals less the sub-windows that left (store.rs, `CountTotals`,
+        // `ClassCounts`): check them against a histogram built from scratch of the frames in the window, through
+        // late frames, frames too late, idle minutes (stale slots) and long gaps (everything stale), at every step.
+        const CLASSES: [&[&str]; 4] = [&[], &["car"], &["car", "person", "car"], &["bus"]];
         let mut s = store(100);
         let labels = HashMap::new();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -1035,7 +1063,7 @@ mod tests {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             (seed >> 33) % m
         };
-        let mut kept: Vec<(&str, i64, [Option<f64>; 2])> = Vec::new();
+        let mut kept: Vec<(&str, i64, [Option<f64>; 2], usize)> = Vec::new();
         let mut now = 1_000_000;
         for step in 0..3000 {
             now += match next(100) {
@@ -1046,8 +1074,9 @@ mod tests {
             let cam = if next(3) == 0 { "cam-2" } else { "cam-1" };
             let capture = now - next(400) as i64; // up to 300 s late is allowed
             let v = [Some(next(1000) as f64 / 1000.0), (next(4) != 0).then(|| 0.5 + next(100) as f64 / 200.0)];
-            match s.record(&rec(cam, &labels, capture, &v), now) {
-                Recorded::Yes { .. } => kept.push((cam, capture, v)),
+            let classes = next(4) as usize;
+            match s.record(&FrameRecord { classes: CLASSES[classes], ..rec(cam, &labels, capture, &v) }, now) {
+                Recorded::Yes { .. } => kept.push((cam, capture, v, classes)),
                 Recorded::TooLate => assert!(capture < now - 300),
             }
             if step % 7 != 0 {
@@ -1060,11 +1089,15 @@ mod tests {
                 let mut running = WindowSnapshot::empty();
                 assert!(s.snapshot_into(key, now, &mut running));
                 for snap in [&merged, &running] {
-                    let in_window = |&&(c, t, _): &&(&str, i64, [Option<f64>; 2])| {
+                    let in_window = |&&(c, t, _, _): &&(&str, i64, [Option<f64>; 2], usize)| {
                         (key == GLOBAL || key.ends_with(c)) && t >= snap.window_start_secs && t < snap.window_end_secs
                     };
                     let frames: Vec<_> = kept.iter().filter(in_window).collect();
                     assert_eq!(snap.frames, frames.len() as u64, "{key} at {now}");
+                    let mut want_classes: BTreeMap<&str, u64> = BTreeMap::new();
+                    frames.iter().flat_map(|f| CLASSES[f.3]).for_each(|c| *want_classes.entry(c).or_default() += 1);
+                    let got: BTreeMap<&str, u64> = snap.classes.iter().map(|(c, n)| (&**c, *n)).collect();
+                    assert_eq!(got, want_classes, "{key} at {now}");
                     for (m, t) in s.tracked().iter().enumerate() {
                         let mut want = Histogram::new(&t.layout);
                         frames.iter().for_each(|f| want.record(&t.layout, f.2[m]));
@@ -1185,6 +1218,12 @@ mod tests {
         for key in a.slice_keys() {
             let (sa, sb) = (a.snapshot(&key, now).expect("a"), b.snapshot(&key, now).expect("b"));
             assert_eq!((sa.frames, &sa.hists, &sa.classes), (sb.frames, &sb.hists, &sb.classes), "{key}");
+            // The running totals, rebuilt on restore (moments are summed in another order: counts only).
+            let (mut ra, mut rb) = (WindowSnapshot::empty(), WindowSnapshot::empty());
+            assert!(a.snapshot_into(&key, now, &mut ra) && b.snapshot_into(&key, now, &mut rb));
+            let counts = |s: &WindowSnapshot| s.hists.iter().map(|h| h.counts.clone()).collect::<Vec<_>>();
+            assert_eq!((ra.frames, counts(&ra), &ra.classes), (sa.frames, counts(&sa), &sa.classes), "{key}");
+            assert_eq!((rb.frames, counts(&rb), &rb.classes), (sa.frames, counts(&sa), &sa.classes), "{key}");
         }
         let mut bad = state.clone();
         bad.slices[0].subs[0].hists[1].counts.pop();

@@ -120,15 +120,20 @@ impl WindowStore {
             };
             let frames_total = ring.iter().map(|w| w.frames).sum();
             let mut totals = CountTotals::new(layouts.iter().map(BinLayout::bins).sum());
+            let mut classes = ClassCounts::default();
             for w in &ring {
                 for (h, offset) in w.hists.iter().zip(super::offsets(&layouts)) {
                     totals.add_sub(offset, h);
+                }
+                for (c, n) in w.classes.iter() {
+                    classes.add(c, n);
                 }
             }
             let mut state = SliceState {
                 ring,
                 totals,
                 moments: Vec::new(),
+                classes,
                 last_seen_secs: sl.last_seen_secs,
                 layouts,
                 own_baseline,
