@@ -268,6 +268,11 @@ impl Histogram {
     /// Empties the histogram, keeping its allocation (for reusing sub-window slots).
     pub fn clear(&mut self) {
         self.counts.fill(0);
+        self.clear_moments();
+    }
+
+    /// Empties everything but the bin counts (for a caller about to overwrite every count).
+    pub fn clear_moments(&mut self) {
         self.n = 0;
         self.missing = 0;
         self.sum = 0.0;

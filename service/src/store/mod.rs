@@ -722,7 +722,8 @@ impl WindowStore {
         snap.hists.truncate(slice.layouts.len());
         for (i, (layout, offset)) in slice.layouts.iter().zip(offsets(&slice.layouts)).enumerate() {
             match snap.hists.get_mut(i) {
-                Some(h) if h.counts.len() == layout.bins() => h.clear(),
+                // Every count is overwritten below.
+                Some(h) if h.counts.len() == layout.bins() => h.clear_moments(),
                 Some(h) => *h = Histogram::new(layout),
                 None => snap.hists.push(Histogram::new(layout)),
             }
