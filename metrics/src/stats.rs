@@ -500,43 +500,82 @@ pub fn distances(layout: &BinLayout, reference: &Histogram, current: &Histogram,
     let k = edges.len() - 1;
     let mut w = (current.tail_lo_dist / m - reference.tail_lo_dist / n).abs()
         + (current.tail_hi_dist / m - reference.tail_hi_dist / n).abs();
-    // `a` is the CDF difference at the right edge of the bin so far, from the cumulative counts of both sides
-    // (sums of integers, so exact): Wasserstein integrates |a| over the bins, and KS is its largest |a| (the same
-    // as `ks_statistic`'s exact-count difference up to rounding). The integral over a bin is a trapezoid,
+    // `a` is the CDF difference at the right edge of the bin so far, from the cumulative counts of both sides:
+    // Wasserstein integrates |a| over the bins, and KS is its largest |a|. The integral over a bin is a trapezoid,
     // w (|a| + |b|) / 2, except where the CDFs cross inside it: two triangles, w (a^2 + b^2) / (2 (|a| + |b|)),
     // which is the trapezoid less w |a| |b| / (|a| + |b|). So the loop sums w (|a| + |b|) and, on the few crossing
     // bins only, that correction. The PSI/JS bins are runs of fine bins, so each takes the window's cumulative count
     // at its last fine bin (a store, not a load-add-store chain) and the differences are taken after the loop:
-    // exact, as the counts are integers. About 13 floating-point operations a bin: the loop is bound by them.
+    // exact, as the counts are integers.
     let coarse = layout.coarse_map();
-    let (mut fc, mut fr) = (f64::from(cur[0]), f64::from(refc[0]));
-    q[usize::from(coarse[0])] = fc;
-    let mut a = fc * inv_m - fr * inv_n;
-    let mut abs_a = a.abs();
-    let mut ks = abs_a;
-    let (mut twice_trapezoids, mut crossings) = (0.0, 0.0);
-    for (((&c, &r), &j), edge) in cur[1..=k].iter().zip(&refc[1..=k]).zip(&coarse[1..=k]).zip(edges.windows(2)) {
-        fc += f64::from(c);
-        fr += f64::from(r);
-        q[usize::from(j)] = fc;
-        let b = fc * inv_m - fr * inv_n;
-        let abs_b = b.abs();
-        ks = larger(ks, abs_b);
-        let width = edge[1] - edge[0];
-        twice_trapezoids += width * (abs_a + abs_b);
-        if a * b < 0.0 {
-            crossings += width * abs_a * abs_b / (abs_a + abs_b);
+    let (ks, twice_trapezoids, crossings) = match (i64::try_from(reference.n), i64::try_from(current.n)) {
+        (Ok(ni), Ok(mi)) if ni.checked_mul(mi).is_some_and(|nm| nm <= 1 << 62) => {
+            // In integers, scaled by n m: `d` = (F_cur - F_ref) n m = fc n - fr m, exact, and |d| <= n m. Most of
+            // the work moves to the integer units, leaving ~5 floating-point operations a bin (there were ~13: the
+            // loop was bound by them).
+            let (mut fc, mut fr) = (i64::from(cur[0]), i64::from(refc[0]));
+            q[usize::from(coarse[0])] = fc as f64;
+            let mut da = fc * ni - fr * mi;
+            let mut abs_a = da.abs();
+            let (mut ks, mut twice_trapezoids, mut crossings) = (abs_a, 0.0, 0.0);
+            for (((&c, &r), &j), edge) in cur[1..=k].iter().zip(&refc[1..=k]).zip(&coarse[1..=k]).zip(edges.windows(2))
+            {
+                fc += i64::from(c);
+                fr += i64::from(r);
+                q[usize::from(j)] = fc as f64;
+                let db = fc * ni - fr * mi;
+                let abs_b = db.abs();
+                ks = ks.max(abs_b);
+                let width = edge[1] - edge[0];
+                twice_trapezoids += width * (abs_a + abs_b) as f64;
+                // Opposite signs (one may be zero: then the correction is zero, and |a| + |b| > 0).
+                if (da ^ db) < 0 {
+                    crossings += width * (abs_a as f64 * abs_b as f64 / (abs_a + abs_b) as f64);
+                }
+                (da, abs_a) = (db, abs_b);
+            }
+            // The maximum's bin and the upper tail: no width, but they count for KS and the last PSI/JS bin.
+            for bin in k + 1..bins {
+                fc += i64::from(cur[bin]);
+                fr += i64::from(refc[bin]);
+                q[usize::from(coarse[bin])] = fc as f64;
+                ks = ks.max((fc * ni - fr * mi).abs());
+            }
+            let inv_nm = inv_n * inv_m;
+            (ks as f64 * inv_nm, twice_trapezoids * inv_nm, crossings * inv_nm)
         }
-        (a, abs_a) = (b, abs_b);
-    }
+        // Counts too large for that (n m past 2^62): the same sums in floating point.
+        _ => {
+            let (mut fc, mut fr) = (f64::from(cur[0]), f64::from(refc[0]));
+            q[usize::from(coarse[0])] = fc;
+            let mut a = fc * inv_m - fr * inv_n;
+            let mut abs_a = a.abs();
+            let (mut ks, mut twice_trapezoids, mut crossings) = (abs_a, 0.0, 0.0);
+            for (((&c, &r), &j), edge) in cur[1..=k].iter().zip(&refc[1..=k]).zip(&coarse[1..=k]).zip(edges.windows(2))
+            {
+                fc += f64::from(c);
+                fr += f64::from(r);
+                q[usize::from(j)] = fc;
+                let b = fc * inv_m - fr * inv_n;
+                let abs_b = b.abs();
+                ks = larger(ks, abs_b);
+                let width = edge[1] - edge[0];
+                twice_trapezoids += width * (abs_a + abs_b);
+                if a * b < 0.0 {
+                    crossings += width * abs_a * abs_b / (abs_a + abs_b);
+                }
+                (a, abs_a) = (b, abs_b);
+            }
+            for bin in k + 1..bins {
+                fc += f64::from(cur[bin]);
+                fr += f64::from(refc[bin]);
+                q[usize::from(coarse[bin])] = fc;
+                ks = larger(ks, (fc * inv_m - fr * inv_n).abs());
+            }
+            (ks, twice_trapezoids, crossings)
+        }
+    };
     w += 0.5 * twice_trapezoids - crossings;
-    // The maximum's bin and the upper tail: no width, but they count for KS and the last PSI/JS bin.
-    for bin in k + 1..bins {
-        fc += f64::from(cur[bin]);
-        fr += f64::from(refc[bin]);
-        q[usize::from(coarse[bin])] = fc;
-        ks = larger(ks, (fc * inv_m - fr * inv_n).abs());
-    }
     for j in (1..q.len()).rev() {
         q[j] = (q[j] - q[j - 1]) / m;
     }

@@ -294,3 +294,33 @@ fn ks_p_value_is_fast_and_exact_at_the_extremes() {
     assert!((kolmogorov_sf(1.0) - 0.26999967).abs() < 1e-6);
     assert!((kolmogorov_sf(0.5) - 0.96394524).abs() < 1e-6);
 }
+
+/// Counts too large for `distances`' integer path (n m past 2^62) take its floating-point one: the distances are
+/// scale-free, so scaling both histograms by a power of two must change nothing but rounding.
+#[test]
+fn huge_counts_take_the_floating_point_path_with_the_same_distances() {
+    let l = layout_from((0..500).map(|i| (f64::from(i) * 0.37).sin()).collect());
+    let a: Vec<f64> = (0..400).map(|i| (f64::from(i) * 0.11).cos() * 1.2).collect();
+    let b: Vec<f64> = (0..300).map(|i| (f64::from(i) * 0.07).sin() * 0.8 + 0.1).collect();
+    let (ha, hb) = (hist(&l, &a), hist(&l, &b));
+    let scale = |h: &Histogram| {
+        let f = 1u32 << 23;
+        let mut g = h.clone();
+        g.counts.iter_mut().for_each(|c| *c = c.checked_mul(f).expect("fits"));
+        g.n *= u64::from(f);
+        g.tail_lo_dist *= f64::from(f);
+        g.tail_hi_dist *= f64::from(f);
+        g
+    };
+    let (big_a, big_b) = (scale(&ha), scale(&hb));
+    assert!(u128::from(big_a.n) * u128::from(big_b.n) > 1 << 62, "past the integer path");
+    let (mut q_small, mut q_big) = (Vec::new(), Vec::new());
+    let small = distances(&l, &ha, &hb, &mut q_small);
+    let big = distances(&l, &big_a, &big_b, &mut q_big);
+    assert!(small.ks > 0.05 && small.wasserstein > 0.01, "{small:?}");
+    assert!((small.ks - big.ks).abs() <= 1e-12, "{small:?} vs {big:?}");
+    assert!((small.wasserstein - big.wasserstein).abs() <= 1e-12 * small.wasserstein, "{small:?} vs {big:?}");
+    assert_eq!(q_small, q_big);
+    assert!((big.ks - ks_statistic(&big_a, &big_b)).abs() <= 1e-12);
+    assert!((big.wasserstein - wasserstein(&l, &big_a, &big_b)).abs() <= 1e-12 * big.wasserstein);
+}
