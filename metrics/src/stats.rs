@@ -497,7 +497,6 @@ pub fn distances(layout: &BinLayout, reference: &Histogram, current: &Histogram,
     let (n, m) = (reference.n as f64, current.n as f64);
     let inv_n = 1.0 / n;
     let edges = layout.edges();
-    let k = edges.len() - 1;
     let mut w = (current.tail_lo_dist / m - reference.tail_lo_dist / n).abs()
         + (current.tail_hi_dist / m - reference.tail_hi_dist / n).abs();
     // `a` is the CDF difference at the right edge of the bin so far, from the cumulative counts of both sides:
@@ -508,72 +507,20 @@ pub fn distances(layout: &BinLayout, reference: &Histogram, current: &Histogram,
     // at its last fine bin (a store, not a load-add-store chain) and the differences are taken after the loop:
     // exact, as the counts are integers.
     let coarse = layout.coarse_map();
+    let fine = Bins { cur, refc, coarse, edges };
     let (ks, twice_trapezoids, crossings) = match (i64::try_from(reference.n), i64::try_from(current.n)) {
         (Ok(ni), Ok(mi)) if ni.checked_mul(mi).is_some_and(|nm| nm <= 1 << 62) => {
-            // In integers, scaled by n m: `d` = (F_cur - F_ref) n m = fc n - fr m, exact, and |d| <= n m. Most of
-            // the work moves to the integer units, leaving ~5 floating-point operations a bin (there were ~13: the
-            // loop was bound by them).
-            let (mut fc, mut fr) = (i64::from(cur[0]), i64::from(refc[0]));
-            q[usize::from(coarse[0])] = fc as f64;
-            let mut da = fc * ni - fr * mi;
-            let mut abs_a = da.abs();
-            let (mut ks, mut twice_trapezoids, mut crossings) = (abs_a, 0.0, 0.0);
-            for (((&c, &r), &j), edge) in cur[1..=k].iter().zip(&refc[1..=k]).zip(&coarse[1..=k]).zip(edges.windows(2))
-            {
-                fc += i64::from(c);
-                fr += i64::from(r);
-                q[usize::from(j)] = fc as f64;
-                let db = fc * ni - fr * mi;
-                let abs_b = db.abs();
-                ks = ks.max(abs_b);
-                let width = edge[1] - edge[0];
-                twice_trapezoids += width * (abs_a + abs_b) as f64;
-                // Opposite signs (one may be zero: then the correction is zero, and |a| + |b| > 0).
-                if (da ^ db) < 0 {
-                    crossings += width * (abs_a as f64 * abs_b as f64 / (abs_a + abs_b) as f64);
-                }
-                (da, abs_a) = (db, abs_b);
-            }
-            // The maximum's bin and the upper tail: no width, but they count for KS and the last PSI/JS bin.
-            for bin in k + 1..bins {
-                fc += i64::from(cur[bin]);
-                fr += i64::from(refc[bin]);
-                q[usize::from(coarse[bin])] = fc as f64;
-                ks = ks.max((fc * ni - fr * mi).abs());
-            }
+            // In integers, scaled by n m: (F_cur - F_ref) n m = fc n - fr m, exact, and at most n m. Most of the
+            // work moves to the integer units, leaving ~5 floating-point operations a bin (in floating point the
+            // loop takes ~13, and is bound by them).
             let inv_nm = inv_n * inv_m;
-            (ks as f64 * inv_nm, twice_trapezoids * inv_nm, crossings * inv_nm)
+            // Wrapping: only a histogram whose counts add up to more than its `n` (a crafted checkpoint) could
+            // overflow, and it gets meaningless distances rather than a panic.
+            let (ks, twice, crossings) = fine.walk(q, |fc, fr| fc.wrapping_mul(ni).wrapping_sub(fr.wrapping_mul(mi)));
+            (ks as f64 * inv_nm, twice * inv_nm, crossings * inv_nm)
         }
         // Counts too large for that (n m past 2^62): the same sums in floating point.
-        _ => {
-            let (mut fc, mut fr) = (f64::from(cur[0]), f64::from(refc[0]));
-            q[usize::from(coarse[0])] = fc;
-            let mut a = fc * inv_m - fr * inv_n;
-            let mut abs_a = a.abs();
-            let (mut ks, mut twice_trapezoids, mut crossings) = (abs_a, 0.0, 0.0);
-            for (((&c, &r), &j), edge) in cur[1..=k].iter().zip(&refc[1..=k]).zip(&coarse[1..=k]).zip(edges.windows(2))
-            {
-                fc += f64::from(c);
-                fr += f64::from(r);
-                q[usize::from(j)] = fc;
-                let b = fc * inv_m - fr * inv_n;
-                let abs_b = b.abs();
-                ks = larger(ks, abs_b);
-                let width = edge[1] - edge[0];
-                twice_trapezoids += width * (abs_a + abs_b);
-                if a * b < 0.0 {
-                    crossings += width * abs_a * abs_b / (abs_a + abs_b);
-                }
-                (a, abs_a) = (b, abs_b);
-            }
-            for bin in k + 1..bins {
-                fc += f64::from(cur[bin]);
-                fr += f64::from(refc[bin]);
-                q[usize::from(coarse[bin])] = fc;
-                ks = larger(ks, (fc * inv_m - fr * inv_n).abs());
-            }
-            (ks, twice_trapezoids, crossings)
-        }
+        _ => fine.walk(q, |fc, fr| fc as f64 * inv_m - fr as f64 * inv_n),
     };
     w += 0.5 * twice_trapezoids - crossings;
     for j in (1..q.len()).rev() {
@@ -581,6 +528,93 @@ pub fn distances(layout: &BinLayout, reference: &Histogram, current: &Histogram,
     }
     q[0] /= m;
     Distances { ks: ks.min(1.0), wasserstein: w }
+}
+
+/// The fine bins `distances` walks: the window's and the reference's counts, the PSI/JS bin of each, the edges.
+struct Bins<'a> {
+    cur: &'a [u32],
+    refc: &'a [u32],
+    coarse: &'a [u16],
+    edges: &'a [f64],
+}
+
+/// A CDF difference as `Bins::walk` carries it: exact integers scaled by n m, or a float.
+trait Gap: Copy {
+    fn abs(self) -> Self;
+    fn larger(self, other: Self) -> Self;
+    fn to_f64(self) -> f64;
+    /// Of opposite signs (one of them may be zero).
+    fn crosses(self, other: Self) -> bool;
+}
+
+impl Gap for i64 {
+    fn abs(self) -> i64 {
+        self.wrapping_abs()
+    }
+    fn larger(self, other: i64) -> i64 {
+        self.max(other)
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn crosses(self, other: i64) -> bool {
+        (self ^ other) < 0
+    }
+}
+
+impl Gap for f64 {
+    fn abs(self) -> f64 {
+        f64::abs(self)
+    }
+    fn larger(self, other: f64) -> f64 {
+        larger(self, other)
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn crosses(self, other: f64) -> bool {
+        self * other < 0.0
+    }
+}
+
+impl Bins<'_> {
+    /// One pass: the largest |gap|, the sum of w (|a| + |b|) over the bins with a width, and the crossing
+    /// bins' corrections w |a| |b| / (|a| + |b|) (in `gap`'s units), with each PSI/JS bin's cumulative window count
+    /// stored into `q`. `gap(fc, fr)` is the CDF difference from the cumulative counts (exact in i64 for any
+    /// number of 32-bit counts that fits in memory).
+    #[inline(always)]
+    fn walk<G: Gap>(&self, q: &mut [f64], gap: impl Fn(i64, i64) -> G) -> (G, f64, f64) {
+        let Bins { cur, refc, coarse, edges } = *self;
+        let k = edges.len() - 1;
+        let (mut fc, mut fr) = (i64::from(cur[0]), i64::from(refc[0]));
+        q[usize::from(coarse[0])] = fc as f64;
+        let mut a = gap(fc, fr);
+        let mut abs_a = a.abs();
+        let (mut ks, mut twice_trapezoids, mut crossings) = (abs_a, 0.0, 0.0);
+        for (((&c, &r), &j), edge) in cur[1..=k].iter().zip(&refc[1..=k]).zip(&coarse[1..=k]).zip(edges.windows(2)) {
+            fc += i64::from(c);
+            fr += i64::from(r);
+            q[usize::from(j)] = fc as f64;
+            let b = gap(fc, fr);
+            let abs_b = b.abs();
+            ks = ks.larger(abs_b);
+            let width = edge[1] - edge[0];
+            let (abs_a_f, abs_b_f) = (abs_a.to_f64(), abs_b.to_f64());
+            twice_trapezoids += width * (abs_a_f + abs_b_f);
+            if a.crosses(b) {
+                crossings += width * (abs_a_f * abs_b_f / (abs_a_f + abs_b_f));
+            }
+            (a, abs_a) = (b, abs_b);
+        }
+        // The maximum's bin and the upper tail: no width, but they count for KS and the last PSI/JS bin.
+        for bin in k + 1..cur.len() {
+            fc += i64::from(cur[bin]);
+            fr += i64::from(refc[bin]);
+            q[usize::from(coarse[bin])] = fc as f64;
+            ks = ks.larger(gap(fc, fr).abs());
+        }
+        (ks, twice_trapezoids, crossings)
+    }
 }
 
 #[cfg(test)]
