@@ -589,7 +589,8 @@ impl Bins<'_> {
         let (mut fc, mut fr) = (i64::from(cur[0]), i64::from(refc[0]));
         q[usize::from(coarse[0])] = fc as f64;
         let mut a = gap(fc, fr);
-        let mut abs_a = a.abs();
+        let abs_a = a.abs();
+        let mut abs_a_f = abs_a.to_f64();
         let (mut ks, mut twice_trapezoids, mut crossings) = (abs_a, 0.0, 0.0);
         for (((&c, &r), &j), edge) in cur[1..=k].iter().zip(&refc[1..=k]).zip(&coarse[1..=k]).zip(edges.windows(2)) {
             fc += i64::from(c);
@@ -599,12 +600,12 @@ impl Bins<'_> {
             let abs_b = b.abs();
             ks = ks.larger(abs_b);
             let width = edge[1] - edge[0];
-            let (abs_a_f, abs_b_f) = (abs_a.to_f64(), abs_b.to_f64());
+            let abs_b_f = abs_b.to_f64();
             twice_trapezoids += width * (abs_a_f + abs_b_f);
             if a.crosses(b) {
                 crossings += width * (abs_a_f * abs_b_f / (abs_a_f + abs_b_f));
             }
-            (a, abs_a) = (b, abs_b);
+            (a, abs_a_f) = (b, abs_b_f);
         }
         // The maximum's bin and the upper tail: no width, but they count for KS and the last PSI/JS bin.
         for bin in k + 1..cur.len() {
