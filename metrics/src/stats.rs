@@ -415,14 +415,9 @@ pub fn compare_to(
     effective: EffectiveN,
     q: &mut Vec<f64>,
 ) -> MetricDrift {
-    let Reference {
-        layout,
-        histogram: reference,
-        proportions: p,
-        ln_proportions: ln_p,
-        mean: baseline_mean,
-        std: baseline_std,
-    } = *reference;
+    let (layout, p, ln_p) = (reference.layout, reference.proportions, reference.ln_proportions);
+    let (baseline_mean, baseline_std) = (reference.mean, reference.std);
+    let reference = reference.histogram;
     let Distances { ks: d, wasserstein: w } = distances(layout, reference, current, q);
     let has = current.n > 0 && reference.n > 0;
     let share = |x: u64| {

@@ -135,12 +135,9 @@ pub fn evaluate(
         if !lock().snapshot_into(&key, now_secs, &mut snap) {
             continue;
         }
-        let own = baseline.reference_for(snap.key.as_str());
-        let own = own.and_then(|k| baseline.slices.get_key_value(k)).map(|(k, s)| (k.as_str(), s));
-        let references = resolved.entry(own.map(|(k, _)| k)).or_insert_with(|| {
-            let by_name =
-                |name: &str| own.and_then(|(_, s)| s.metrics.get(name)).or_else(|| baseline.metrics.get(name));
-            names.iter().map(|name| by_name(name)).collect()
+        let own = baseline.reference_for(snap.key.as_str()).and_then(|k| baseline.slices.get_key_value(k));
+        let references = resolved.entry(own.map(|(k, _)| k.as_str())).or_insert_with(|| {
+            names.iter().map(|name| baseline.metric_for(snap.key.as_str(), name).map(|(m, _)| m)).collect()
         });
         let metrics = compare_metrics(&settings.thresholds, &snap, &names, references, &mut scratch);
         let classes = compare_classes(baseline, &settings.thresholds, &snap);
@@ -253,10 +250,9 @@ fn compare_label_metrics(
     }
 }
 
-/// Every tracked metric's statistics. P-values count effective sample sizes: the baseline's (from its frames'
-/// order) and the window's (from the lag-1 autocorrelation of consecutive frames of each camera).
-/// Compares each tracked metric of `snap` with its reference in `references` (one per name, `None` where the
-/// baseline has none).
+/// Every tracked metric's statistics against its reference in `references` (one per name, `None` where the
+/// baseline has none). P-values count effective sample sizes: the baseline's (from its frames' order) and the
+/// window's (from the lag-1 autocorrelation of consecutive frames of each camera).
 fn compare_metrics(
     thresholds: &DriftThresholds,
     snap: &WindowSnapshot,
