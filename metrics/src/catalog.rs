@@ -82,7 +82,13 @@ pub struct MetricRegistry {
     index: HashMap<&'static str, usize>,
     /// Per metric, the values accepted from outside (edge-computed values): `MetricInfo::accepted`.
     accepted: Vec<(f64, f64)>,
+    /// `fingerprint()`, kept up to date by `register` (it is checked on every packed event).
+    fingerprint: u64,
 }
+
+/// FNV-1a's 64-bit offset basis and prime.
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// Largest magnitude accepted for a metric whose range has no exact numeric bound: far beyond any real value, and
 /// small enough that sums of squares over billions of values stay finite.
@@ -104,7 +110,7 @@ impl MetricInfo {
 impl MetricRegistry {
     /// An empty registry.
     pub fn empty() -> MetricRegistry {
-        MetricRegistry { metrics: Vec::new(), index: HashMap::new(), accepted: Vec::new() }
+        MetricRegistry { metrics: Vec::new(), index: HashMap::new(), accepted: Vec::new(), fingerprint: FNV_BASIS }
     }
 
     /// The built-in catalog only.
@@ -138,6 +144,10 @@ impl MetricRegistry {
         let i = self.metrics.len();
         self.index.insert(name, i);
         self.accepted.push(metric.info().accepted());
+        // FNV-1a runs byte by byte, so the catalog's hash goes on from where the previous name left it.
+        for b in name.bytes().chain(std::iter::once(b'\n')) {
+            self.fingerprint = (self.fingerprint ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+        }
         self.metrics.push(Box::new(metric));
         Ok(i)
     }
@@ -171,14 +181,7 @@ impl MetricRegistry {
     /// that sends values in catalog order (`MetricValues.packed`) sends this with them, so values are never read
     /// against another catalog (another version, other custom metrics).
     pub fn fingerprint(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for name in self.names() {
-            for b in name.bytes().chain(std::iter::once(b'\n')) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        }
-        h
+        self.fingerprint
     }
 
     /// Computes every metric into `out` (cleared first; `out[i]` belongs to metric `i`).
@@ -451,6 +454,34 @@ mod tests {
         crate::custom::register_all(&mut reg).expect("custom metrics register");
         assert_eq!(reg.len(), MetricRegistry::standard().len());
         assert_eq!(reg.register(crate::custom::Redness), Err(RegistryError::Duplicate("redness".into())));
+    }
+
+    /// The fingerprint kept up to date by `register` is the documented one: FNV-1a of the names in catalog order,
+    /// each followed by a newline; a refused registration leaves it alone, and order matters.
+    #[test]
+    fn fingerprint_is_fnv1a_of_the_names_in_order() {
+        let from_scratch = |names: &[&str]| {
+            let text: String = names.iter().map(|n| format!("{n}\n")).collect();
+            text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+        };
+        let mut reg = MetricRegistry::standard();
+        let names: Vec<&str> = reg.names().collect();
+        assert_eq!(reg.fingerprint(), from_scratch(&names));
+        assert_eq!(MetricRegistry::empty().fingerprint(), from_scratch(&[]));
+        assert!(reg.register(crate::custom::Redness).is_err());
+        assert_eq!(reg.fingerprint(), from_scratch(&names));
+        let mut builtin = MetricRegistry::builtin();
+        let custom_first = {
+            let mut r = MetricRegistry::empty();
+            crate::custom::register_all(&mut r).expect("custom metrics register");
+            for b in BUILTINS {
+                r.register(*b).expect("built-in registers");
+            }
+            r.fingerprint()
+        };
+        crate::custom::register_all(&mut builtin).expect("custom metrics register");
+        assert_eq!(builtin.fingerprint(), reg.fingerprint());
+        assert_ne!(custom_first, reg.fingerprint(), "the same names in another order are another catalog");
     }
 
     #[test]

@@ -35,8 +35,62 @@ fn repeats() -> impl Strategy<Value = usize> {
     prop_oneof![Just(1usize), Just(300), Just(70_000)]
 }
 
+/// Increasing edges of every shape a baseline gives: spread evenly, piled at one end (a heavy tail), a few, many,
+/// tiny and huge spans.
+fn edge_sets() -> impl Strategy<Value = Vec<f64>> {
+    let grow = |steps: Vec<f64>, start: f64| {
+        let mut e = Vec::with_capacity(steps.len());
+        let mut x = start;
+        for s in steps {
+            e.push(x);
+            x += s;
+        }
+        e.dedup();
+        e
+    };
+    prop_oneof![
+        (proptest::collection::vec(0.01f64..1.0, 1..300), -50.0f64..50.0).prop_map(move |(s, a)| grow(s, a)),
+        // geometric gaps: most edges crowd the first cells of a uniform grid
+        (proptest::collection::vec(1.0f64..1.3, 1..200), 1e-9f64..1e-3).prop_map(move |(r, a)| {
+            let mut g = a;
+            grow(
+                r.iter()
+                    .map(|k| {
+                        g *= k;
+                        g
+                    })
+                    .collect(),
+                0.0,
+            )
+        }),
+        (proptest::collection::vec(1e-300f64..1e-290, 1..20), 0.0f64..1.0).prop_map(move |(s, a)| grow(s, a)),
+        (proptest::collection::vec(1e290f64..1e300, 1..8), -1e305f64..0.0).prop_map(move |(s, a)| grow(s, a)),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// The bin search finds what the definition says (the tails, the maximum's bin, and otherwise the
+    /// number of edges at or below the value) for values on, next to, between and beyond the edges.
+    #[test]
+    fn bin_of_is_the_definition(edges in edge_sets(), probes in proptest::collection::vec(0.0f64..1.0, 0..200)) {
+        let k = edges.len() - 1;
+        let quartile = edges[k / 2];
+        let layout = BinLayout::new(edges.clone(), &[], [quartile; 3]).expect("layout");
+        let defined = |v: f64| {
+            if v < edges[0] { 0 } else if v > edges[k] { k + 2 } else if v == edges[k] { k + 1 }
+            else { edges.iter().filter(|&&e| e <= v).count() }
+        };
+        let (lo, hi) = (edges[0], edges[k]);
+        let mut at: Vec<f64> = edges.iter().flat_map(|&e| [e, e.next_down(), e.next_up()]).collect();
+        at.extend(probes.iter().map(|&p| lo + (hi - lo) * p));
+        at.extend(probes.iter().map(|&p| lo + (hi - lo) * p * p * p));
+        at.extend([lo - 1.0, hi + 1.0, f64::MIN, f64::MAX]);
+        for v in at.into_iter().filter(|v| v.is_finite()) {
+            prop_assert_eq!(layout.bin_of(v), defined(v), "value {:e} over {} edges {:e}..{:e}", v, edges.len(), lo, hi);
+        }
+    }
 
     /// The compact sub-window histogram records exactly what the full one does, whatever its form (a list of
     /// values while they are few, then counts; values repeated past 255 and 65,535 widen the counts), and

@@ -70,6 +70,17 @@ pub struct IncomingFrame {
     pub frame_id: Option<String>,
 }
 
+impl IncomingFrame {
+    /// Bytes of image data the frame carries (encoded or raw); 0 for edge values and detections only.
+    pub fn pixel_bytes(&self) -> usize {
+        match &self.content {
+            Content::Encoded(b) => b.len(),
+            Content::Raw { pixels, .. } => pixels.len(),
+            Content::Values { .. } | Content::Packed { .. } | Content::None => 0,
+        }
+    }
+}
+
 const MAX_ID_LEN: usize = 256;
 const MAX_LABELS: usize = 32;
 

@@ -43,6 +43,8 @@ pub type Decode = Box<dyn FnOnce() -> Result<IncomingFrame, Rejection> + Send>;
 /// answer for many small messages.
 pub enum Work {
     Frame(IncomingFrame, Option<oneshot::Sender<Outcome>>),
+    /// Frames already validated, answered with one `Outcome` each, in order (a gRPC stream's buffered frames).
+    Frames(Source, Vec<IncomingFrame>, oneshot::Sender<Vec<Outcome>>),
     Batch(Source, Vec<Decode>, oneshot::Sender<Vec<Outcome>>),
 }
 
@@ -50,6 +52,7 @@ impl std::fmt::Debug for Work {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Work::Frame(frame, _) => f.debug_tuple("Frame").field(frame).finish(),
+            Work::Frames(source, frames, _) => f.debug_tuple("Frames").field(source).field(&frames.len()).finish(),
             Work::Batch(source, b, _) => f.debug_tuple("Batch").field(source).field(&b.len()).finish(),
         }
     }
@@ -134,6 +137,7 @@ impl Job {
     pub fn frames(&self) -> usize {
         match &self.work {
             Work::Frame(..) => 1,
+            Work::Frames(_, f, _) => f.len().max(1),
             Work::Batch(_, b, _) => b.len().max(1),
         }
     }
@@ -407,6 +411,13 @@ fn worker(
                 if let (Some(reply), Some(o)) = (reply, outcome.pop()) {
                     let _ = reply.send(o);
                 }
+            }
+            Work::Frames(source, frames, reply) => {
+                let frames: Vec<Result<IncomingFrame, Rejection>> = frames.into_iter().map(Ok).collect();
+                let mut outcomes = Vec::with_capacity(frames.len());
+                process(&mut scorer, ctx, source, &frames, &mut scored, &mut outcomes);
+                drop(held);
+                let _ = reply.send(outcomes);
             }
             Work::Batch(source, batch, reply) => {
                 let frames: Vec<Result<IncomingFrame, Rejection>> = batch.into_iter().map(decode_guarded).collect();

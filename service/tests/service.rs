@@ -323,6 +323,84 @@ async fn streamed_frames_drift_is_visible_over_grpc_and_metrics_and_bad_frames_a
     );
 }
 
+/// A stream reads the frames already buffered in one go and queues them as one job: acknowledgements stay one per
+/// frame and in order, whether a frame is refused when read (a batch ends before it), refused by the worker inside
+/// a batch, or recorded; and each camera's window holds exactly its recorded frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_pre_scored_events_are_acknowledged_in_order_with_refusals_from_both_stages() {
+    let svc = Service::start(config(), Arc::new(ManualClock::at(NOW))).await.expect("start");
+    let url = format!("http://{}", svc.grpc_addr);
+    let mut ingest = IngestServiceClient::connect(url.clone()).await.expect("connect");
+    let catalog = framewatch_metrics::MetricRegistry::standard();
+    let packed = |i: usize, fingerprint: u64| {
+        let mut values = vec![f64::NAN; catalog.len()];
+        values[catalog.index_of("brightness").expect("brightness")] = 0.3 + (i % 40) as f64 / 100.0;
+        v1::MetricValues { packed: values, catalog_fingerprint: fingerprint, ..Default::default() }
+    };
+    let (n, mut expected, mut per_camera) = (600, Vec::new(), [0u64; 3]);
+    let events: Vec<Frame> = (0..n)
+        .map(|i| {
+            let camera = i % 3;
+            let mut f = Frame {
+                camera_id: format!("edge-{camera}"),
+                capture_time: Some(prost_types::Timestamp { seconds: NOW - 100 + (i / 10) as i64, nanos: 0 }),
+                content: Some(v1::frame::Content::MetricValues(packed(i, catalog.fingerprint()))),
+                ..Frame::default()
+            };
+            if i % 11 == 5 {
+                f.camera_id = String::new(); // refused when read
+                expected.push(Some("missing_camera_id"));
+            } else if i % 7 == 3 {
+                // refused by the worker, which knows the catalog
+                f.content = Some(v1::frame::Content::MetricValues(packed(i, catalog.fingerprint() ^ 1)));
+                expected.push(Some("catalog_mismatch"));
+            } else {
+                per_camera[camera] += 1;
+                expected.push(None);
+            }
+            f
+        })
+        .collect();
+    let mut acks = ingest.stream_frames(tokio_stream::iter(events)).await.expect("stream").into_inner();
+    let mut got = Vec::new();
+    while let Some(a) = acks.message().await.expect("ack") {
+        got.push(a);
+    }
+    assert_eq!(got.len(), n, "one ack per event");
+    let (mut ok, mut bad) = (0, 0);
+    for (i, (a, want)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(a.sequence, i as u64, "acknowledgements in order");
+        match want {
+            None => {
+                assert!(a.accepted, "event {i}: {} {}", a.reason, a.message);
+                ok += 1;
+            }
+            Some(r) => {
+                assert_eq!((a.accepted, a.reason.as_str()), (false, *r), "event {i}: {}", a.message);
+                bad += 1;
+            }
+        }
+        assert_eq!((a.accepted_total, a.rejected_total), (ok, bad), "running totals at event {i}");
+    }
+    svc.evaluate_now().await;
+    let mut query = QueryServiceClient::connect(url).await.expect("connect");
+    for (camera, want) in per_camera.iter().enumerate() {
+        let slice = format!("camera_id=edge-{camera}");
+        let s = query.get_slice_summary(GetSliceSummaryRequest { slice }).await.expect("summary").into_inner();
+        assert_eq!(s.frames, *want, "edge-{camera}'s window holds its recorded events");
+    }
+    let (_, body) = get(svc.http_addr, "/metrics").await;
+    assert_eq!(sample(&body, "framewatch_frames_received_total{source=\"grpc\"}"), n as f64);
+    assert_eq!(sample(&body, "framewatch_frames_accepted_total{source=\"grpc\"}"), ok as f64);
+    let refused =
+        |r: &str| sample(&body, &format!("framewatch_frames_rejected_total{{source=\"grpc\",reason=\"{r}\"}}"));
+    let by_reason = |r: &str| expected.iter().filter(|e| **e == Some(r)).count() as f64;
+    assert_eq!(refused("missing_camera_id"), by_reason("missing_camera_id"));
+    assert_eq!(refused("catalog_mismatch"), by_reason("catalog_mismatch"));
+    drop((ingest, query));
+    svc.stop().await.expect("graceful stop");
+}
+
 /// A stand-in HTTP endpoint that records POST bodies (the live Alertmanager test belongs to the operations kit).
 async fn recording_endpoint() -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::IngestConfig;
-use crate::frame::{Source, from_proto};
+use crate::frame::{IncomingFrame, Source, from_proto};
 use crate::pipeline::{Job, Outcome, PipelineHandle, Work};
 use crate::reject::{RejectReason, Rejection};
 use crate::telemetry::Telemetry;
@@ -37,36 +37,53 @@ enum Pending {
     Waiting(oneshot::Receiver<Outcome>),
 }
 
+/// Frames of one stream queued as one job: the frames already buffered when the first of them is read, up to
+/// `BATCH_FRAMES`, with at most `BATCH_PIXEL_BYTES` of image data between them (a larger image goes alone, so
+/// images still spread over the workers one by one), and no more than the queue has room for when they are read
+/// (at least one): the server reads no further ahead of a full queue than one frame, as without batches. Small
+/// pre-scored events then cost one queue slot, one worker wake-up, one store lock and one answer per batch, not
+/// per event.
+const BATCH_FRAMES: usize = 64;
+const BATCH_PIXEL_BYTES: usize = 64 << 10;
+
 impl GrpcIngest {
+    /// Checks one frame (counted as received, and as refused when it is); `Err` is its acknowledgement.
+    fn validate(&self, frame: Frame) -> Result<IncomingFrame, Rejection> {
+        self.telemetry.received.get_or_create(&[("source", Source::Grpc.as_str())]).inc();
+        from_proto(frame, Source::Grpc, self.clock.now(), &self.config).inspect_err(|r| {
+            self.telemetry.reject(Source::Grpc.as_str(), r.reason);
+        })
+    }
+
     /// Validates and queues one frame; returns what the acknowledgement will be based on.
     async fn accept(&self, frame: Frame) -> Pending {
-        self.telemetry.received.get_or_create(&[("source", Source::Grpc.as_str())]).inc();
-        match from_proto(frame, Source::Grpc, self.clock.now(), &self.config) {
-            Err(r) => {
-                self.telemetry.reject(Source::Grpc.as_str(), r.reason);
-                Pending::Ready(Err(r))
-            }
+        match self.validate(frame) {
+            Err(r) => Pending::Ready(Err(r)),
             Ok(f) => {
                 let (tx, rx) = oneshot::channel();
                 match self.pipeline.submit(Job { work: Work::Frame(f, Some(tx)) }).await {
                     Ok(()) => Pending::Waiting(rx),
-                    Err(_) => {
-                        self.telemetry.reject(Source::Grpc.as_str(), RejectReason::ShuttingDown);
-                        Pending::Ready(Err(Rejection::new(RejectReason::ShuttingDown, "framewatch is shutting down")))
-                    }
+                    Err(_) => Pending::Ready(Err(self.shutting_down())),
                 }
             }
         }
+    }
+
+    fn shutting_down(&self) -> Rejection {
+        self.telemetry.reject(Source::Grpc.as_str(), RejectReason::ShuttingDown);
+        Rejection::new(RejectReason::ShuttingDown, "framewatch is shutting down")
     }
 }
 
 async fn resolve(p: Pending) -> Outcome {
     match p {
         Pending::Ready(o) => o,
-        Pending::Waiting(rx) => {
-            rx.await.unwrap_or_else(|_| Err(Rejection::new(RejectReason::InternalError, "the scoring worker stopped")))
-        }
+        Pending::Waiting(rx) => rx.await.unwrap_or_else(|_| Err(worker_stopped())),
     }
+}
+
+fn worker_stopped() -> Rejection {
+    Rejection::new(RejectReason::InternalError, "the scoring worker stopped")
 }
 
 fn ack(sequence: u64, outcome: &Outcome, accepted_total: u64, rejected_total: u64) -> Ack {
@@ -81,7 +98,10 @@ type AckStream = Pin<Box<dyn Stream<Item = Result<Ack, Status>> + Send>>;
 
 /// What the acknowledging task hears from the reading task, in order.
 enum Next {
-    Ack(u64, Pending),
+    /// One frame's acknowledgement.
+    Ack(Pending),
+    /// A batch of `n` frames queued as one job: their acknowledgements, in order.
+    Batch(oneshot::Receiver<Vec<Outcome>>, usize),
     /// The stream cannot go on (a message over the size limit): end it with this status.
     End(Status),
 }
@@ -118,60 +138,145 @@ impl GrpcIngest {
     }
 }
 
-/// Acknowledgements in flight per stream; past this the stream stops reading frames until acks are consumed.
+/// Acknowledgements in flight per stream (a batch counts once); past this the stream stops reading frames until
+/// acks are consumed.
 const PENDING_ACKS: usize = 128;
+
+/// The reading half of one `StreamFrames` call: validates frames and queues them in batches, in order.
+struct Reader {
+    ingest: GrpcIngest,
+    pending: mpsc::Sender<Next>,
+    batch: Vec<IncomingFrame>,
+    pixel_bytes: usize,
+}
+
+/// The client stopped reading acknowledgements: reading stops too.
+struct Gone;
+
+impl Reader {
+    async fn run(mut self, mut inbound: Streaming<Frame>) {
+        let _ = self.read(&mut inbound).await;
+    }
+
+    async fn read(&mut self, inbound: &mut Streaming<Frame>) -> Result<(), Gone> {
+        let pipeline = self.ingest.pipeline.clone();
+        let limit = || BATCH_FRAMES.min(pipeline.capacity().saturating_sub(pipeline.depth())).max(1);
+        loop {
+            // Wait for one message, then take every message already buffered without waiting for more.
+            let mut message = inbound.message().await;
+            loop {
+                match message {
+                    Ok(Some(frame)) => match self.ingest.validate(frame) {
+                        Ok(f) => {
+                            let bytes = f.pixel_bytes();
+                            if self.pixel_bytes + bytes > BATCH_PIXEL_BYTES {
+                                self.flush().await?;
+                            }
+                            self.pixel_bytes += bytes;
+                            self.batch.push(f);
+                            if self.batch.len() >= limit() {
+                                self.flush().await?;
+                            }
+                        }
+                        Err(r) => {
+                            self.flush().await?;
+                            self.send(Next::Ack(Pending::Ready(Err(r)))).await?;
+                        }
+                    },
+                    Ok(None) => return self.flush().await,
+                    Err(status) => {
+                        self.flush().await?;
+                        // After the acks of the frames before it, the stream ends with this status.
+                        if let Some(status) = self.ingest.refuse_oversize(&status) {
+                            self.send(Next::End(status)).await?;
+                        } else {
+                            tracing::debug!(%status, "ingest stream ended with an error");
+                        }
+                        return Ok(());
+                    }
+                }
+                match now_or_never(inbound.message()) {
+                    Some(m) => message = m,
+                    None => break,
+                }
+            }
+            self.flush().await?;
+        }
+    }
+
+    /// Queues the frames gathered so far as one job (waiting for room in the queue).
+    async fn flush(&mut self) -> Result<(), Gone> {
+        self.pixel_bytes = 0;
+        let frames = std::mem::take(&mut self.batch);
+        let n = frames.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        match self.ingest.pipeline.submit(Job { work: Work::Frames(Source::Grpc, frames, tx) }).await {
+            Ok(()) => self.send(Next::Batch(rx, n)).await,
+            Err(_) => {
+                for _ in 0..n {
+                    let r = self.ingest.shutting_down();
+                    self.send(Next::Ack(Pending::Ready(Err(r)))).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn send(&self, next: Next) -> Result<(), Gone> {
+        self.pending.send(next).await.map_err(|_| Gone)
+    }
+}
+
+/// Polls `future` once: its output if it is ready now, without waiting. Used on a stream whose `poll_next` keeps
+/// its state in the stream, so dropping the pending future loses nothing.
+fn now_or_never<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(future).poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
 
 #[tonic::async_trait]
 impl IngestService for GrpcIngest {
     type StreamFramesStream = AckStream;
 
     async fn stream_frames(&self, request: Request<Streaming<Frame>>) -> Result<Response<AckStream>, Status> {
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
         let (pending_tx, mut pending_rx) = mpsc::channel::<Next>(PENDING_ACKS);
         let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(PENDING_ACKS);
-        let this = self.clone();
+        let reader = Reader { ingest: self.clone(), pending: pending_tx, batch: Vec::new(), pixel_bytes: 0 };
+        tokio::spawn(reader.run(inbound));
         tokio::spawn(async move {
-            let mut seq = 0u64;
-            loop {
-                match inbound.message().await {
-                    Ok(Some(frame)) => {
-                        let p = this.accept(frame).await;
-                        if pending_tx.send(Next::Ack(seq, p)).await.is_err() {
-                            break; // the client stopped reading acknowledgements
-                        }
-                        seq += 1;
-                    }
-                    Ok(None) => break,
-                    Err(status) => {
-                        // After the acks of the frames before it, the stream ends with this status.
-                        if let Some(status) = this.refuse_oversize(&status) {
-                            let _ = pending_tx.send(Next::End(status)).await;
-                        } else {
-                            tracing::debug!(%status, "ingest stream ended with an error");
-                        }
-                        break;
-                    }
-                }
-            }
-        });
-        tokio::spawn(async move {
-            let (mut ok, mut bad) = (0u64, 0u64);
+            let (mut seq, mut ok, mut bad) = (0u64, 0u64, 0u64);
+            let mut outcomes: Vec<Outcome> = Vec::with_capacity(1);
             while let Some(next) = pending_rx.recv().await {
-                let (seq, p) = match next {
-                    Next::Ack(seq, p) => (seq, p),
+                outcomes.clear();
+                match next {
+                    Next::Ack(p) => outcomes.push(resolve(p).await),
+                    Next::Batch(rx, n) => {
+                        outcomes = rx.await.unwrap_or_default();
+                        // A worker that died answered nobody: its frames are refused, never left without an ack.
+                        outcomes.resize_with(n, || Err(worker_stopped()));
+                    }
                     Next::End(status) => {
                         let _ = out_tx.send(Err(status)).await;
                         break;
                     }
-                };
-                let outcome = resolve(p).await;
-                if outcome.is_ok() {
-                    ok += 1
-                } else {
-                    bad += 1
                 }
-                if out_tx.send(Ok(ack(seq, &outcome, ok, bad))).await.is_err() {
-                    break;
+                for outcome in &outcomes {
+                    if outcome.is_ok() {
+                        ok += 1
+                    } else {
+                        bad += 1
+                    }
+                    if out_tx.send(Ok(ack(seq, outcome, ok, bad))).await.is_err() {
+                        return;
+                    }
+                    seq += 1;
                 }
             }
         });
