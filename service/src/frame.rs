@@ -109,7 +109,10 @@ pub fn from_parts(
     cfg: &IngestConfig,
 ) -> Result<IncomingFrame, Rejection> {
     debug_assert!(frame.detections.is_empty(), "detections are passed on their own");
-    let camera_id = frame.camera_id.trim().to_string();
+    // Trimmed in place (no copy for the usual id without surrounding blanks).
+    let mut camera_id = frame.camera_id;
+    camera_id.truncate(camera_id.trim_end().len());
+    camera_id.drain(..camera_id.len() - camera_id.trim_start().len());
     if camera_id.is_empty() {
         return Err(Rejection::new(RejectReason::MissingCameraId, "camera_id is empty"));
     }
@@ -285,7 +288,11 @@ mod tests {
     use super::*;
 
     fn with_class(class: &str) -> Result<IncomingFrame, Rejection> {
-        let frame = v1::Frame { camera_id: "cam-1".into(), ..Default::default() };
+        with_camera_and_class("cam-1", class)
+    }
+
+    fn with_camera_and_class(camera_id: &str, class: &str) -> Result<IncomingFrame, Rejection> {
+        let frame = v1::Frame { camera_id: camera_id.into(), ..Default::default() };
         let detection = Detection {
             x_min: 0.1,
             y_min: 0.1,
@@ -296,6 +303,16 @@ mod tests {
             class_probabilities: Vec::new(),
         };
         from_parts(frame, vec![detection], Source::Grpc, SystemTime::now(), &IngestConfig::default())
+    }
+
+    /// Blanks around a camera id go (Unicode ones too), blanks inside stay, and an id of blanks only is missing.
+    #[test]
+    fn camera_ids_are_trimmed() {
+        let id = |camera_id: &str| with_camera_and_class(camera_id, "car").map(|f| f.camera_id).map_err(|r| r.reason);
+        assert_eq!(id("cam-1"), Ok("cam-1".to_string()));
+        assert_eq!(id("  cam 1\t\n"), Ok("cam 1".to_string()));
+        assert_eq!(id("\u{3000}caméra\u{a0}"), Ok("caméra".to_string()));
+        assert_eq!(id(" \t\u{2003}"), Err(RejectReason::MissingCameraId));
     }
 
     /// Issue 12: the packed edge form is read as is (NaN: not given); mixing forms or an infinite value is refused.
