@@ -79,7 +79,9 @@ pub enum RegistryError {
 #[derive(Debug)]
 pub struct MetricRegistry {
     metrics: Vec<Box<dyn FrameMetric>>,
-    index: HashMap<&'static str, usize>,
+    /// By name, for edge values sent by name (35 lookups per such event): foldhash, not SipHash. The keys are the
+    /// catalog's own names, so a client's names are only looked up, never inserted.
+    index: HashMap<&'static str, usize, foldhash::fast::RandomState>,
     /// Per metric, the values accepted from outside (edge-computed values): `MetricInfo::accepted`.
     accepted: Vec<(f64, f64)>,
     /// `fingerprint()`, kept up to date by `register` (it is checked on every packed event).
@@ -110,7 +112,7 @@ impl MetricInfo {
 impl MetricRegistry {
     /// An empty registry.
     pub fn empty() -> MetricRegistry {
-        MetricRegistry { metrics: Vec::new(), index: HashMap::new(), accepted: Vec::new(), fingerprint: FNV_BASIS }
+        MetricRegistry { metrics: Vec::new(), index: HashMap::default(), accepted: Vec::new(), fingerprint: FNV_BASIS }
     }
 
     /// The built-in catalog only.

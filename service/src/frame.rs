@@ -169,7 +169,7 @@ pub fn from_parts(
         source,
         camera_id,
         model_version: frame.model_version,
-        labels: frame.labels.into_iter().collect(),
+        labels: frame.labels,
         capture_secs,
         content,
         detections,
