@@ -71,13 +71,18 @@ pub struct IncomingFrame {
 }
 
 impl IncomingFrame {
-    /// Bytes of image data the frame carries (encoded or raw); 0 for edge values and detections only.
-    pub fn pixel_bytes(&self) -> usize {
-        match &self.content {
+    /// About the memory the frame holds: its image, values and detections (an estimate, for bounding batches).
+    pub fn held_bytes(&self) -> usize {
+        let content = match &self.content {
             Content::Encoded(b) => b.len(),
             Content::Raw { pixels, .. } => pixels.len(),
-            Content::Values { .. } | Content::Packed { .. } | Content::None => 0,
-        }
+            Content::Values { values, .. } => values.iter().map(|(name, _)| name.len() + 32).sum(),
+            Content::Packed { values, .. } => values.len() * 8,
+            Content::None => 0,
+        };
+        let detections: usize =
+            self.detections.iter().map(|d| 64 + d.class_label.len() + 4 * d.class_probabilities.len()).sum();
+        content + detections
     }
 }
 

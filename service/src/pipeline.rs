@@ -153,6 +153,9 @@ impl PipelineHandle {
             self.frames.add_permits(n as usize);
             ShuttingDown
         });
+        if r.is_ok() {
+            self.telemetry.queue_jobs.inc();
+        }
         self.telemetry.queue_depth.set(self.depth() as i64);
         r
     }
@@ -175,6 +178,9 @@ impl PipelineHandle {
                 mpsc::error::TrySendError::Closed(j) => TrySubmitError::ShuttingDown(Box::new(j)),
             }
         });
+        if r.is_ok() {
+            self.telemetry.queue_jobs.inc();
+        }
         self.telemetry.queue_depth.set(self.depth() as i64);
         r
     }

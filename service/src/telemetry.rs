@@ -19,6 +19,8 @@ pub struct Telemetry {
     pub accepted: Family<SourceLabel, Counter>,
     pub rejected: Family<ReasonLabels, Counter>,
     pub queue_depth: Gauge,
+    /// Jobs queued: one per frame, or one per batch of frames (frames received / jobs = the mean batch).
+    pub queue_jobs: Counter,
     pub scoring_seconds: Histogram,
 }
 
@@ -30,6 +32,7 @@ impl Telemetry {
             accepted: Family::default(),
             rejected: Family::default(),
             queue_depth: Gauge::default(),
+            queue_jobs: Counter::default(),
             scoring_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
         };
         registry.register("framewatch_frames_received", "Frames received, by source", t.received.clone());
@@ -40,6 +43,12 @@ impl Telemetry {
             t.rejected.clone(),
         );
         registry.register("framewatch_queue_depth", "Frames queued or being scored", t.queue_depth.clone());
+        registry.register(
+            "framewatch_queue_jobs",
+            "Jobs queued for the scoring workers: a frame, or a batch of frames (a gRPC stream's buffered frames, a \
+             Kafka batch)",
+            t.queue_jobs.clone(),
+        );
         let capacity: Gauge = Gauge::default();
         capacity.set(queue_capacity as i64);
         registry.register("framewatch_queue_capacity", "Capacity of the scoring queue", capacity);

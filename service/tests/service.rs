@@ -397,6 +397,11 @@ async fn buffered_pre_scored_events_are_acknowledged_in_order_with_refusals_from
     let by_reason = |r: &str| expected.iter().filter(|e| **e == Some(r)).count() as f64;
     assert_eq!(refused("missing_camera_id"), by_reason("missing_camera_id"));
     assert_eq!(refused("catalog_mismatch"), by_reason("catalog_mismatch"));
+    // Batches did form: fewer jobs than the frames that reached the queue (refused-when-read frames never do).
+    let jobs = sample(&body, "framewatch_queue_jobs_total");
+    let queued = n as f64 - by_reason("missing_camera_id");
+    eprintln!("{queued} frames queued in {jobs} jobs");
+    assert!(jobs >= 1.0 && jobs < queued, "{queued} frames queued in {jobs} jobs");
     drop((ingest, query));
     svc.stop().await.expect("graceful stop");
 }

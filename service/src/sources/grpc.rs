@@ -38,13 +38,14 @@ enum Pending {
 }
 
 /// Frames of one stream queued as one job: the frames already buffered when the first of them is read, up to
-/// `BATCH_FRAMES`, with at most `BATCH_PIXEL_BYTES` of image data between them (a larger image goes alone, so
-/// images still spread over the workers one by one), and no more than the queue has room for when they are read
-/// (at least one): the server reads no further ahead of a full queue than one frame, as without batches. Small
-/// pre-scored events then cost one queue slot, one worker wake-up, one store lock and one answer per batch, not
-/// per event.
+/// `BATCH_FRAMES`, holding at most `BATCH_BYTES` between them (images, values, detections: a larger frame goes
+/// alone, so images still spread over the workers one by one), and no more than the queue had room for when each
+/// was read (at least one). One stream thus reads no further ahead of a full queue than one frame, as without
+/// batches; streams that read at the same moment can each gather what they saw room for, so the frames read and
+/// waiting for room are at most one batch per stream (64 frames, 64 KiB, or one larger frame). Small pre-scored
+/// events then cost one queue slot, one worker wake-up, one store lock and one answer per batch, not per event.
 const BATCH_FRAMES: usize = 64;
-const BATCH_PIXEL_BYTES: usize = 64 << 10;
+const BATCH_BYTES: usize = 64 << 10;
 
 impl GrpcIngest {
     /// Checks one frame (counted as received, and as refused when it is); `Err` is its acknowledgement.
@@ -75,14 +76,16 @@ impl GrpcIngest {
     }
 }
 
-async fn resolve(p: Pending) -> Outcome {
+async fn resolve(p: Pending, telemetry: &Telemetry) -> Outcome {
     match p {
         Pending::Ready(o) => o,
-        Pending::Waiting(rx) => rx.await.unwrap_or_else(|_| Err(worker_stopped())),
+        Pending::Waiting(rx) => rx.await.unwrap_or_else(|_| Err(worker_stopped(telemetry))),
     }
 }
 
-fn worker_stopped() -> Rejection {
+/// The answer for a frame whose worker died before answering (counted as refused, as the ack says).
+fn worker_stopped(telemetry: &Telemetry) -> Rejection {
+    telemetry.reject(Source::Grpc.as_str(), RejectReason::InternalError);
     Rejection::new(RejectReason::InternalError, "the scoring worker stopped")
 }
 
@@ -138,8 +141,8 @@ impl GrpcIngest {
     }
 }
 
-/// Acknowledgements in flight per stream (a batch counts once); past this the stream stops reading frames until
-/// acks are consumed.
+/// Acknowledgements in flight per stream (a batch counts once, so at most 128 x 64 small outcomes are held for a
+/// client that stops reading them); past this the stream stops reading frames until acks are consumed.
 const PENDING_ACKS: usize = 128;
 
 /// The reading half of one `StreamFrames` call: validates frames and queues them in batches, in order.
@@ -147,7 +150,8 @@ struct Reader {
     ingest: GrpcIngest,
     pending: mpsc::Sender<Next>,
     batch: Vec<IncomingFrame>,
-    pixel_bytes: usize,
+    /// What the batch holds (`IncomingFrame::held_bytes`).
+    held_bytes: usize,
 }
 
 /// The client stopped reading acknowledgements: reading stops too.
@@ -155,7 +159,11 @@ struct Gone;
 
 impl Reader {
     async fn run(mut self, mut inbound: Streaming<Frame>) {
-        let _ = self.read(&mut inbound).await;
+        if self.read(&mut inbound).await.is_err() {
+            // The client stopped reading acknowledgements: the frames already read are still queued and recorded
+            // (or counted as refused), as they would have been one by one; nobody hears of them.
+            let _ = self.flush().await;
+        }
     }
 
     async fn read(&mut self, inbound: &mut Streaming<Frame>) -> Result<(), Gone> {
@@ -168,12 +176,13 @@ impl Reader {
                 match message {
                     Ok(Some(frame)) => match self.ingest.validate(frame) {
                         Ok(f) => {
-                            let bytes = f.pixel_bytes();
-                            if self.pixel_bytes + bytes > BATCH_PIXEL_BYTES {
-                                self.flush().await?;
-                            }
-                            self.pixel_bytes += bytes;
+                            let bytes = f.held_bytes();
+                            let flushed =
+                                if self.held_bytes + bytes > BATCH_BYTES { self.flush().await } else { Ok(()) };
+                            // Kept even when the client is gone (`run` queues it).
+                            self.held_bytes += bytes;
                             self.batch.push(f);
+                            flushed?;
                             if self.batch.len() >= limit() {
                                 self.flush().await?;
                             }
@@ -186,7 +195,8 @@ impl Reader {
                     Ok(None) => return self.flush().await,
                     Err(status) => {
                         self.flush().await?;
-                        // After the acks of the frames before it, the stream ends with this status.
+                        // After the acks of the frames before it, the stream ends with this status. The stream is
+                        // not polled again after an error (tonic does not remember every error it returned).
                         if let Some(status) = self.ingest.refuse_oversize(&status) {
                             self.send(Next::End(status)).await?;
                         } else {
@@ -206,7 +216,7 @@ impl Reader {
 
     /// Queues the frames gathered so far as one job (waiting for room in the queue).
     async fn flush(&mut self) -> Result<(), Gone> {
-        self.pixel_bytes = 0;
+        self.held_bytes = 0;
         let frames = std::mem::take(&mut self.batch);
         let n = frames.len();
         if n == 0 {
@@ -216,8 +226,9 @@ impl Reader {
         match self.ingest.pipeline.submit(Job { work: Work::Frames(Source::Grpc, frames, tx) }).await {
             Ok(()) => self.send(Next::Batch(rx, n)).await,
             Err(_) => {
-                for _ in 0..n {
-                    let r = self.ingest.shutting_down();
+                // Counted first, all of them, whether or not the client still reads its acknowledgements.
+                let refused: Vec<Rejection> = (0..n).map(|_| self.ingest.shutting_down()).collect();
+                for r in refused {
                     self.send(Next::Ack(Pending::Ready(Err(r)))).await?;
                 }
                 Ok(())
@@ -248,19 +259,20 @@ impl IngestService for GrpcIngest {
         let inbound = request.into_inner();
         let (pending_tx, mut pending_rx) = mpsc::channel::<Next>(PENDING_ACKS);
         let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(PENDING_ACKS);
-        let reader = Reader { ingest: self.clone(), pending: pending_tx, batch: Vec::new(), pixel_bytes: 0 };
+        let reader = Reader { ingest: self.clone(), pending: pending_tx, batch: Vec::new(), held_bytes: 0 };
         tokio::spawn(reader.run(inbound));
+        let telemetry = self.telemetry.clone();
         tokio::spawn(async move {
             let (mut seq, mut ok, mut bad) = (0u64, 0u64, 0u64);
             let mut outcomes: Vec<Outcome> = Vec::with_capacity(1);
             while let Some(next) = pending_rx.recv().await {
                 outcomes.clear();
                 match next {
-                    Next::Ack(p) => outcomes.push(resolve(p).await),
+                    Next::Ack(p) => outcomes.push(resolve(p, &telemetry).await),
                     Next::Batch(rx, n) => {
                         outcomes = rx.await.unwrap_or_default();
                         // A worker that died answered nobody: its frames are refused, never left without an ack.
-                        outcomes.resize_with(n, || Err(worker_stopped()));
+                        outcomes.resize_with(n, || Err(worker_stopped(&telemetry)));
                     }
                     Next::End(status) => {
                         let _ = out_tx.send(Err(status)).await;
@@ -339,7 +351,7 @@ impl IngestService for GrpcIngest {
     }
 
     async fn send_frame(&self, request: Request<Frame>) -> Result<Response<Ack>, Status> {
-        let outcome = resolve(self.accept(request.into_inner()).await).await;
+        let outcome = resolve(self.accept(request.into_inner()).await, &self.telemetry).await;
         let (ok, bad) = if outcome.is_ok() { (1, 0) } else { (0, 1) };
         Ok(Response::new(ack(0, &outcome, ok, bad)))
     }
