@@ -9,18 +9,8 @@ set -euo pipefail
 before=$(realpath "$1"); after=$(realpath "$2"); rounds=${3:-3}
 cd "$(dirname "$0")/../.."
 cargo build --release --locked -q -p framewatch-loadtest
-L=$PWD/target/release/framewatch-loadtest
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-$L baseline --cameras 8 --frames 60 --width 640 --height 360 -o b360.json >/dev/null 2>&1
-cat > fw.toml <<TOML
-baseline = "$work/b360.json"
-[server]
-grpc_addr = "127.0.0.1:50951"
-http_addr = "127.0.0.1:19464"
-TOML
-tck=$(getconf CLK_TCK)
+LOADTEST=$PWD/target/release/framewatch-loadtest
+. scripts/bench/prescored_setup.sh
 for round in $(seq 1 "$rounds"); do
   for which in before after; do
     bin=$before; [ "$which" = after ] && bin=$after
@@ -29,10 +19,10 @@ for round in $(seq 1 "$rounds"); do
     for _ in $(seq 1 100); do curl -sf http://127.0.0.1:19464/readyz >/dev/null && break; sleep 0.2; done
     for form in named packed; do
       extra=""; [ "$form" = packed ] && extra="--packed"
-      c0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-      $L grpc --cameras 8 --fps 0 --duration 15 --prescored $extra --width 640 --height 360 --pool 16 \
+      c0=$(cpu $pid)
+      "$LOADTEST" grpc --cameras 8 --fps 0 --duration 15 --prescored $extra --width 640 --height 360 --pool 16 \
         --target http://127.0.0.1:50951 --json > run.json 2>/dev/null
-      c1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+      c1=$(cpu $pid)
       python3 - "$which" "$form" "$c0" "$c1" "$tck" run.json >> results.txt <<'PY'
 import json, sys
 which, form, c0, c1, tck, path = sys.argv[1:]

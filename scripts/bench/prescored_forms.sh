@@ -8,29 +8,19 @@ cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 cargo build --release --locked -q -p framewatch -p framewatch-loadtest
 R=$PWD/target/release
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-$R/framewatch-loadtest baseline --cameras 8 --frames 60 --width 640 --height 360 -o b360.json >/dev/null 2>&1
-cat > fw.toml <<TOML
-baseline = "$work/b360.json"
-[server]
-grpc_addr = "127.0.0.1:50951"
-http_addr = "127.0.0.1:19464"
-TOML
+LOADTEST=$R/framewatch-loadtest
+. scripts/bench/prescored_setup.sh
 $R/framewatch serve --config fw.toml > fw.log 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:19464/readyz >/dev/null && break; sleep 0.2; done
-cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-tck=$(getconf CLK_TCK)
 for round in $(seq 1 "$rounds"); do
   for form in named packed; do
     extra=""; [ "$form" = packed ] && extra="--packed"
-    c0=$(cpu)
+    c0=$(cpu $pid)
     $R/framewatch-loadtest grpc --cameras 8 --fps 0 --duration 15 --prescored $extra --width 640 --height 360 \
       --pool 16 --target http://127.0.0.1:50951 --json > "run.json" 2>/dev/null
-    c1=$(cpu)
+    c1=$(cpu $pid)
     python3 - "$form" "$round" "$c0" "$c1" "$tck" run.json <<'PY'
 import json, sys
 form, rnd, c0, c1, tck, path = sys.argv[1:]

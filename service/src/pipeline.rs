@@ -409,7 +409,7 @@ fn worker(
         // zero only when the store has every frame.
         let n = job.frames().min(capacity);
         let held = Permits { semaphore: permits, progress, n, capacity, telemetry: &ctx.telemetry };
-        match job.work {
+        let (source, frames, reply): (_, Vec<Result<IncomingFrame, Rejection>>, _) = match job.work {
             Work::Frame(frame, reply) => {
                 let source = frame.source;
                 process(&mut scorer, ctx, source, &[Ok(frame)], &mut scored, &mut outcome);
@@ -417,22 +417,15 @@ fn worker(
                 if let (Some(reply), Some(o)) = (reply, outcome.pop()) {
                     let _ = reply.send(o);
                 }
+                continue;
             }
-            Work::Frames(source, frames, reply) => {
-                let frames: Vec<Result<IncomingFrame, Rejection>> = frames.into_iter().map(Ok).collect();
-                let mut outcomes = Vec::with_capacity(frames.len());
-                process(&mut scorer, ctx, source, &frames, &mut scored, &mut outcomes);
-                drop(held);
-                let _ = reply.send(outcomes);
-            }
-            Work::Batch(source, batch, reply) => {
-                let frames: Vec<Result<IncomingFrame, Rejection>> = batch.into_iter().map(decode_guarded).collect();
-                let mut outcomes = Vec::with_capacity(frames.len());
-                process(&mut scorer, ctx, source, &frames, &mut scored, &mut outcomes);
-                drop(held);
-                let _ = reply.send(outcomes);
-            }
-        }
+            Work::Frames(source, frames, reply) => (source, frames.into_iter().map(Ok).collect(), reply),
+            Work::Batch(source, batch, reply) => (source, batch.into_iter().map(decode_guarded).collect(), reply),
+        };
+        let mut outcomes = Vec::with_capacity(frames.len());
+        process(&mut scorer, ctx, source, &frames, &mut scored, &mut outcomes);
+        drop(held);
+        let _ = reply.send(outcomes);
     }
 }
 
