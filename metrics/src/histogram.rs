@@ -714,7 +714,7 @@ impl CountTotals {
         let fits = match &mut self.0 {
             Totals::U8(c) => c.get_mut(i).and_then(|slot| u8::try_from(u32::from(*slot) + n).ok().map(|v| *slot = v)),
             Totals::U16(c) => c.get_mut(i).and_then(|slot| u16::try_from(u32::from(*slot) + n).ok().map(|v| *slot = v)),
-            Totals::U32(_) => None,
+            Totals::U32(c) => c.get_mut(i).map(|slot| *slot = slot.saturating_add(n)),
         };
         if fits.is_none() {
             self.add_wide(i, n);
