@@ -38,9 +38,9 @@ pub type Outcome = Result<(), Rejection>;
 /// poll loop does not decode).
 pub type Decode = Box<dyn FnOnce() -> Result<IncomingFrame, Rejection> + Send>;
 
-/// What a worker is handed: a validated frame (answered with one `Outcome`), or a batch of messages still to
-/// decode (answered with one `Outcome` per message, in order). Batches cost one queue slot, one wake-up and one
-/// answer for many small messages.
+/// What a worker is handed: a validated frame (answered with one `Outcome`), a batch of validated frames, or a
+/// batch of messages still to decode (both batches answered with one `Outcome` per frame, in order). Batches cost
+/// one queue slot, one wake-up, one store lock and one answer for many small messages.
 pub enum Work {
     Frame(IncomingFrame, Option<oneshot::Sender<Outcome>>),
     /// Frames already validated, answered with one `Outcome` each, in order (a gRPC stream's buffered frames).
