@@ -322,162 +322,13 @@ impl Histogram {
     }
 }
 
-/// Bin counts stored in the smallest form that holds them. A sub-window of a quiet slice (a camera sending a few
-/// frames a minute) holds a handful of values in ~100 bins: it lists the bin of each value, 2 bytes per value.
-/// Past half as many values as bins a byte per bin is smaller: the counts become an array of the narrowest width
-/// that holds them (a camera at 10 frames/s puts a few frames in each bin, so one byte is the common case), and a
-/// bin that passes 255 (a metric constant for the camera, or a busy slice) widens the whole array to 16 and then
-/// 32 bits.
+/// What a metric's values add up to, all of a `Histogram` but its bin counts and its two counters (values and
+/// missing): sums for the mean and variance, the tails' distances, the extremes and the outlier counts. A
+/// sub-window keeps one per tracked metric and takes its two counters from its bin counts and frames (values: the
+/// sum of the metric's bin counts; missing: the frames less that, since every frame records every tracked metric,
+/// as a value or as missing), so each costs 56 bytes, not 64.
 #[derive(Debug, Clone, PartialEq)]
-enum BinCounts {
-    /// The bin of each value recorded, in arrival order; `bins` fine bins in all. Kept exactly as long as the
-    /// values (no spare capacity): a quiet slice grows it a few times a minute.
-    Listed {
-        bins: u16,
-        values: Box<[u16]>,
-    },
-    U8(Box<[u8]>),
-    U16(Box<[u16]>),
-    U32(Box<[u32]>),
-}
-
-impl BinCounts {
-    fn zeros(bins: usize) -> BinCounts {
-        match u16::try_from(bins) {
-            Ok(bins) => BinCounts::Listed { bins, values: Box::default() },
-            // `BinLayout::new` allows at most 65,002 bins, so this is not reached; a plain array is still right.
-            Err(_) => BinCounts::U8(vec![0; bins].into_boxed_slice()),
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            BinCounts::Listed { bins, .. } => usize::from(*bins),
-            BinCounts::U8(c) => c.len(),
-            BinCounts::U16(c) => c.len(),
-            BinCounts::U32(c) => c.len(),
-        }
-    }
-
-    /// Most values a list holds: from there on an array of bytes is no larger.
-    fn list_limit(bins: usize) -> usize {
-        bins / 2
-    }
-
-    #[inline]
-    fn add(&mut self, i: usize, n: u32) {
-        // The common case first and small enough to inline into `record`: a byte count that still fits.
-        if let BinCounts::U8(c) = self
-            && let Some(slot) = c.get_mut(i)
-            && let Ok(v) = u8::try_from(u32::from(*slot) + n)
-        {
-            *slot = v;
-            return;
-        }
-        self.add_other(i, n);
-    }
-
-    /// `add` for every other case: a list, a wider array, or a byte count that must widen.
-    #[inline(never)]
-    fn add_other(&mut self, i: usize, n: u32) {
-        match self {
-            BinCounts::Listed { bins, values } => {
-                let bin = u16::try_from(i).ok().filter(|&b| b < *bins);
-                let total = values.len().saturating_add(n as usize);
-                match bin {
-                    Some(bin) if total <= Self::list_limit(usize::from(*bins)) => {
-                        let mut v = std::mem::take(values).into_vec();
-                        // Exactly: one reallocation, and the boxed slice below needs no shrinking.
-                        v.reserve_exact(n as usize);
-                        v.resize(total, bin);
-                        *values = v.into_boxed_slice();
-                    }
-                    // Too many values for a list (or a bin out of range, which indexing below reports as the
-                    // arrays do): to an array of bytes, widening from there as needed.
-                    _ => {
-                        let dense = BinCounts::U8(vec![0; usize::from(*bins)].into_boxed_slice());
-                        let listed = std::mem::replace(self, dense);
-                        if let BinCounts::Listed { values, .. } = listed {
-                            // One value may be listed more than 255 times: `add` widens as it must.
-                            values.iter().for_each(|&b| self.add(usize::from(b), 1));
-                        }
-                        self.add(i, n);
-                    }
-                }
-            }
-            BinCounts::U8(c) => match u8::try_from(u32::from(c[i]) + n) {
-                Ok(v) => c[i] = v,
-                Err(_) => {
-                    *self = BinCounts::U16(c.iter().map(|&x| u16::from(x)).collect());
-                    self.add(i, n);
-                }
-            },
-            BinCounts::U16(c) => match u16::try_from(u32::from(c[i]) + n) {
-                Ok(v) => c[i] = v,
-                Err(_) => {
-                    *self = BinCounts::U32(c.iter().map(|&x| u32::from(x)).collect());
-                    self.add(i, n);
-                }
-            },
-            BinCounts::U32(c) => c[i] = c[i].saturating_add(n),
-        }
-    }
-
-    /// Adds every count into `into` (one count per fine bin).
-    fn add_into(&self, into: &mut [u32]) {
-        match self {
-            BinCounts::Listed { values, .. } => {
-                values.iter().for_each(|&b| into[usize::from(b)] = into[usize::from(b)].saturating_add(1))
-            }
-            BinCounts::U8(c) => into.iter_mut().zip(c.iter()).for_each(|(a, &b)| *a = a.saturating_add(u32::from(b))),
-            BinCounts::U16(c) => into.iter_mut().zip(c.iter()).for_each(|(a, &b)| *a = a.saturating_add(u32::from(b))),
-            BinCounts::U32(c) => into.iter_mut().zip(c.iter()).for_each(|(a, &b)| *a = a.saturating_add(b)),
-        }
-    }
-
-    /// Calls `f(bin, count)` for every count: once per listed value (count 1), once per bin of an array.
-    #[inline]
-    fn for_each(&self, mut f: impl FnMut(usize, u32)) {
-        match self {
-            BinCounts::Listed { values, .. } => values.iter().for_each(|&b| f(usize::from(b), 1)),
-            BinCounts::U8(c) => c.iter().enumerate().for_each(|(i, &n)| f(i, u32::from(n))),
-            BinCounts::U16(c) => c.iter().enumerate().for_each(|(i, &n)| f(i, u32::from(n))),
-            BinCounts::U32(c) => c.iter().enumerate().for_each(|(i, &n)| f(i, n)),
-        }
-    }
-
-    /// Zeroes the counts and goes back to an empty list (a slot reused for a new sub-window starts small again).
-    fn clear(&mut self) {
-        *self = BinCounts::zeros(self.len());
-    }
-
-    /// Heap bytes the counts take.
-    fn heap_bytes(&self) -> usize {
-        match self {
-            BinCounts::Listed { values, .. } => values.len() * 2,
-            BinCounts::U8(c) => c.len(),
-            BinCounts::U16(c) => c.len() * 2,
-            BinCounts::U32(c) => c.len() * 4,
-        }
-    }
-
-    fn bytes_per_bin(&self) -> Option<usize> {
-        match self {
-            BinCounts::Listed { .. } => None,
-            BinCounts::U8(_) => Some(1),
-            BinCounts::U16(_) => Some(2),
-            BinCounts::U32(_) => Some(4),
-        }
-    }
-}
-
-/// Everything a `Histogram` holds but its bin counts, compactly (32-bit counters): a sub-window's, or a window's
-/// kept up to date as values arrive (`WindowStore` keeps one per tracked metric and slice, so a snapshot copies
-/// them instead of merging every sub-window's).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Moments {
-    n: u32,
-    missing: u32,
+pub struct Sums {
     outliers_moderate: u32,
     outliers_severe: u32,
     sum: f64,
@@ -488,11 +339,9 @@ pub struct Moments {
     max: f64,
 }
 
-impl Default for Moments {
+impl Default for Sums {
     fn default() -> Self {
-        Moments {
-            n: 0,
-            missing: 0,
+        Sums {
             outliers_moderate: 0,
             outliers_severe: 0,
             sum: 0.0,
@@ -505,20 +354,10 @@ impl Default for Moments {
     }
 }
 
-impl Moments {
-    /// Values recorded (not missing).
-    pub fn n(&self) -> u64 {
-        u64::from(self.n)
-    }
-
-    /// Records one observed value (`None`: missing), as `Histogram::record` does.
+impl Sums {
+    /// Adds one observed value, as `Histogram::record` does.
     #[inline]
-    pub fn record(&mut self, o: Option<Observation>) {
-        let Some(o) = o else {
-            self.missing = self.missing.saturating_add(1);
-            return;
-        };
-        self.n = self.n.saturating_add(1);
+    pub fn record(&mut self, o: &Observation) {
         self.sum += o.centered;
         self.sum_sq += o.centered * o.centered;
         self.tail_lo_dist += o.tail_lo;
@@ -530,9 +369,7 @@ impl Moments {
     }
 
     /// Adds `other` into `self` (saturating counters).
-    pub fn merge(&mut self, other: &Moments) {
-        self.n = self.n.saturating_add(other.n);
-        self.missing = self.missing.saturating_add(other.missing);
+    pub fn merge(&mut self, other: &Sums) {
         self.outliers_moderate = self.outliers_moderate.saturating_add(other.outliers_moderate);
         self.outliers_severe = self.outliers_severe.saturating_add(other.outliers_severe);
         self.sum += other.sum;
@@ -543,10 +380,8 @@ impl Moments {
         self.max = self.max.max(other.max);
     }
 
-    /// Adds these moments into `into`'s (its counts untouched).
+    /// Adds these into `into`'s (its counts and counters of values and missing untouched).
     pub fn merge_into(&self, into: &mut Histogram) {
-        into.n += u64::from(self.n);
-        into.missing += u64::from(self.missing);
         into.sum += self.sum;
         into.sum_sq += self.sum_sq;
         into.tail_lo_dist += self.tail_lo_dist;
@@ -557,11 +392,10 @@ impl Moments {
         into.outliers_severe += u64::from(self.outliers_severe);
     }
 
-    fn of_histogram(h: &Histogram) -> Moments {
+    /// The sums of `h` (counters above u32::MAX saturate, which no sub-window reaches).
+    pub fn of_histogram(h: &Histogram) -> Sums {
         let sat = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
-        Moments {
-            n: sat(h.n),
-            missing: sat(h.missing),
+        Sums {
             outliers_moderate: sat(h.outliers_moderate),
             outliers_severe: sat(h.outliers_severe),
             sum: h.sum,
@@ -574,216 +408,57 @@ impl Moments {
     }
 }
 
-/// A compact `Histogram` for the sub-windows a sliding window is made of (a service holds 15 per metric per
-/// slice): adaptive-width bin counts and 32-bit counters. Records exactly what `Histogram::record` does, merges
-/// into a `Histogram`, and converts to and from one (checkpoints store `Histogram`s).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SubHistogram {
-    counts: BinCounts,
-    moments: Moments,
+/// Everything a `Histogram` holds but its bin counts, compactly (32-bit counters): a window's, kept up to date as
+/// values arrive (`WindowStore` keeps one per tracked metric and slice, so a snapshot copies them instead of
+/// merging every sub-window's).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Moments {
+    n: u32,
+    missing: u32,
+    sums: Sums,
 }
 
-impl SubHistogram {
-    pub fn new(layout: &BinLayout) -> SubHistogram {
-        SubHistogram { counts: BinCounts::zeros(layout.bins()), moments: Moments::default() }
-    }
-
-    pub fn bins(&self) -> usize {
-        self.counts.len()
-    }
-
-    /// Bytes per bin count right now (1, 2 or 4), or `None` while the values are listed one by one (few values).
-    pub fn bytes_per_bin(&self) -> Option<usize> {
-        self.counts.bytes_per_bin()
-    }
-
-    /// Heap bytes the bin counts take right now (2 per value while listed, else bins x bytes per bin).
-    pub fn count_bytes(&self) -> usize {
-        self.counts.heap_bytes()
-    }
-
-    /// Most values a sub-histogram of `bins` bins lists one by one before it switches to an array of counts.
-    pub fn list_limit(bins: usize) -> usize {
-        BinCounts::list_limit(bins)
-    }
-
+impl Moments {
     /// Values recorded (not missing).
     pub fn n(&self) -> u64 {
-        self.moments.n()
+        u64::from(self.n)
     }
 
-    /// Everything but the bin counts.
-    pub fn moments(&self) -> &Moments {
-        &self.moments
-    }
-
+    /// Records one observed value (`None`: missing), as `Histogram::record` does.
     #[inline]
-    pub fn record(&mut self, layout: &BinLayout, v: Option<f64>) {
-        self.record_observed(layout.observe(v));
-    }
-
-    /// Records a value already observed against this histogram's layout (`BinLayout::observe`; `None`: missing):
-    /// slices that share a layout observe a frame's value once.
-    #[inline]
-    pub fn record_observed(&mut self, o: Option<Observation>) {
-        if let Some(o) = o {
-            self.counts.add(o.bin, 1);
+    pub fn record(&mut self, o: Option<Observation>) {
+        match o {
+            Some(o) => {
+                self.n = self.n.saturating_add(1);
+                self.sums.record(&o);
+            }
+            None => self.missing = self.missing.saturating_add(1),
         }
-        self.moments.record(o);
     }
 
-    pub fn clear(&mut self) {
-        self.counts.clear();
-        self.moments = Moments::default();
+    /// Adds `other` into `self` (saturating counters).
+    pub fn merge(&mut self, other: &Moments) {
+        self.add_counts(u64::from(other.n), u64::from(other.missing));
+        self.sums.merge(&other.sums);
     }
 
-    /// Adds this sub-window into `into` (same layout).
+    /// Adds `n` values and `missing` missing ones (saturating), their sums added apart (`merge_sums`).
+    pub fn add_counts(&mut self, n: u64, missing: u64) {
+        let sat = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
+        self.n = self.n.saturating_add(sat(n));
+        self.missing = self.missing.saturating_add(sat(missing));
+    }
+
+    /// Adds a sub-window's sums (its counters added apart, `add_counts`).
+    pub fn merge_sums(&mut self, sums: &Sums) {
+        self.sums.merge(sums);
+    }
+
+    /// Adds these moments into `into`'s (its counts untouched).
     pub fn merge_into(&self, into: &mut Histogram) {
-        debug_assert_eq!(into.counts.len(), self.counts.len());
-        self.counts.add_into(&mut into.counts);
-        self.moments.merge_into(into);
-    }
-
-    /// The same contents as a `Histogram`.
-    pub fn to_histogram(&self) -> Histogram {
-        let mut h = Histogram::with_bins(self.counts.len());
-        self.merge_into(&mut h);
-        h
-    }
-
-    /// From a `Histogram` (counters above u32::MAX saturate, which no sub-window reaches).
-    pub fn from_histogram(h: &Histogram) -> SubHistogram {
-        let mut counts = BinCounts::zeros(h.counts.len());
-        for (i, &c) in h.counts.iter().enumerate() {
-            if c > 0 {
-                counts.add(i, c);
-            }
-        }
-        SubHistogram { counts, moments: Moments::of_histogram(h) }
-    }
-}
-
-/// The bin counts of a window's sub-windows, summed as they are recorded, for every tracked metric of a slice in
-/// one flat array (metric after metric, each over its layout's bins). A window's counts are then one copy rather
-/// than one merge per sub-window: the store adds each recorded value here as well, and subtracts a sub-window's
-/// counts when its slot is reused for a new one (and, in a snapshot, those of sub-windows that have left the window
-/// but not yet been overwritten). Counts are integers, so the subtraction is exact: the copy equals the merge.
-/// Like `BinCounts`, the narrowest width that holds every count: 8 bits (a quiet camera), widened to 16 when a
-/// bin would pass 255 and to 32 past 65,535 (saturating at u32::MAX as `Histogram` does, which a window of one
-/// slice does not reach). It never narrows back.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CountTotals(Totals);
-
-#[derive(Debug, Clone, PartialEq)]
-enum Totals {
-    U8(Box<[u8]>),
-    U16(Box<[u16]>),
-    U32(Box<[u32]>),
-}
-
-impl CountTotals {
-    /// `len` zero counts (the sum of the tracked metrics' bins).
-    pub fn new(len: usize) -> CountTotals {
-        CountTotals(Totals::U8(vec![0; len].into_boxed_slice()))
-    }
-
-    pub fn len(&self) -> usize {
-        match &self.0 {
-            Totals::U8(c) => c.len(),
-            Totals::U16(c) => c.len(),
-            Totals::U32(c) => c.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Heap bytes the counts take.
-    pub fn heap_bytes(&self) -> usize {
-        match &self.0 {
-            Totals::U8(c) => c.len(),
-            Totals::U16(c) => c.len() * 2,
-            Totals::U32(c) => c.len() * 4,
-        }
-    }
-
-    /// Adds `n` to count `i`.
-    #[inline]
-    pub fn add(&mut self, i: usize, n: u32) {
-        let fits = match &mut self.0 {
-            Totals::U8(c) => c.get_mut(i).and_then(|slot| u8::try_from(u32::from(*slot) + n).ok().map(|v| *slot = v)),
-            Totals::U16(c) => c.get_mut(i).and_then(|slot| u16::try_from(u32::from(*slot) + n).ok().map(|v| *slot = v)),
-            Totals::U32(c) => c.get_mut(i).map(|slot| *slot = slot.saturating_add(n)),
-        };
-        if fits.is_none() {
-            self.add_wide(i, n);
-        }
-    }
-
-    /// `add` where the count does not fit its width: widens as far as it must (or indexes out of range, which
-    /// panics as a slice does).
-    #[inline(never)]
-    fn add_wide(&mut self, i: usize, n: u32) {
-        if let Totals::U8(c) = &self.0 {
-            self.0 = Totals::U16(c.iter().map(|&x| u16::from(x)).collect());
-        }
-        if let Totals::U16(c) = &mut self.0 {
-            if let Ok(v) = u16::try_from(u32::from(c[i]) + n) {
-                c[i] = v;
-                return;
-            }
-            self.0 = Totals::U32(c.iter().map(|&x| u32::from(x)).collect());
-        }
-        if let Totals::U32(c) = &mut self.0 {
-            c[i] = c[i].saturating_add(n);
-        }
-    }
-
-    /// Adds the counts of `sub`, whose bins start at `offset`.
-    pub fn add_sub(&mut self, offset: usize, sub: &SubHistogram) {
-        sub.counts.for_each(|i, n| {
-            if n > 0 {
-                self.add(offset + i, n);
-            }
-        });
-    }
-
-    /// Takes away the counts of `sub`, whose bins start at `offset` (added before with `add`/`add_sub`, so no
-    /// count goes below zero; if one would, it stops at zero).
-    pub fn subtract_sub(&mut self, offset: usize, sub: &SubHistogram) {
-        fn take<T: Copy + TryFrom<u32> + Into<u32>>(c: &mut [T], offset: usize, sub: &SubHistogram) {
-            sub.counts.for_each(|i, n| {
-                let slot = &mut c[offset + i];
-                let have: u32 = (*slot).into();
-                debug_assert!(have >= n);
-                if let Ok(v) = T::try_from(have.saturating_sub(n)) {
-                    *slot = v;
-                }
-            });
-        }
-        match &mut self.0 {
-            Totals::U8(c) => take(c, offset, sub),
-            Totals::U16(c) => take(c, offset, sub),
-            Totals::U32(c) => take(c, offset, sub),
-        }
-    }
-
-    /// Writes the counts from `offset` on into `into` (as many as it holds).
-    pub fn copy_into(&self, offset: usize, into: &mut [u32]) {
-        let end = offset + into.len();
-        match &self.0 {
-            Totals::U8(c) => into.iter_mut().zip(&c[offset..end]).for_each(|(a, &b)| *a = u32::from(b)),
-            Totals::U16(c) => into.iter_mut().zip(&c[offset..end]).for_each(|(a, &b)| *a = u32::from(b)),
-            Totals::U32(c) => into.copy_from_slice(&c[offset..end]),
-        }
-    }
-}
-
-impl SubHistogram {
-    /// Takes this sub-window's counts away from `counts` (same layout; they were added to it before).
-    pub fn subtract_counts_from(&self, counts: &mut [u32]) {
-        self.counts.for_each(|i, n| counts[i] = counts[i].saturating_sub(n));
+        into.n += u64::from(self.n);
+        into.missing += u64::from(self.missing);
+        self.sums.merge_into(into);
     }
 }
 
@@ -818,70 +493,5 @@ impl SlidingHistogram {
         for i in 1..=k {
             out.merge(&self.slots[(self.head + i) % k]);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A wide layout lists up to 500 values; if they all fall in one bin, the switch to an array must widen that
-    /// bin past a byte instead of wrapping.
-    #[test]
-    fn a_list_of_one_repeated_bin_becomes_wide_counts() {
-        let edges: Vec<f64> = (0..1000).map(f64::from).collect();
-        let layout = BinLayout::new(edges, &[], [250.0, 500.0, 750.0]).expect("layout");
-        let mut sub = SubHistogram::new(&layout);
-        let mut full = Histogram::new(&layout);
-        for _ in 0..SubHistogram::list_limit(layout.bins()) {
-            sub.record(&layout, Some(7.5));
-            full.record(&layout, Some(7.5));
-        }
-        assert_eq!(sub.bytes_per_bin(), None, "still a list");
-        sub.record(&layout, Some(9.5));
-        full.record(&layout, Some(9.5));
-        assert_eq!(sub.bytes_per_bin(), Some(2));
-        assert_eq!(sub.to_histogram(), full);
-        assert_eq!(SubHistogram::from_histogram(&full).to_histogram(), full);
-    }
-
-    /// Totals of two metrics' sub-windows: a bin past 255 widens them to 16 bits, past 65,535 to 32, and
-    /// subtracting a sub-window (listed or counted) takes back exactly what adding it gave, at every width.
-    #[test]
-    fn count_totals_widen_as_counts_grow_and_subtract_exactly() {
-        let layout = BinLayout::new((0..10).map(f64::from).collect(), &[], [2.0, 5.0, 7.0]).expect("layout");
-        let bins = layout.bins();
-        let mut totals = CountTotals::new(2 * bins);
-        let (mut quiet, mut busy) = (SubHistogram::new(&layout), SubHistogram::new(&layout));
-        quiet.record(&layout, Some(3.5));
-        for i in 0..80_000 {
-            busy.record(&layout, Some(if i % 10 == 0 { 4.5 } else { 0.5 }));
-        }
-        assert_eq!(quiet.bytes_per_bin(), None, "listed");
-        totals.add_sub(bins, &quiet);
-        assert_eq!(totals.heap_bytes(), 2 * bins, "8-bit");
-        let mut few = SubHistogram::new(&layout);
-        (0..300).for_each(|_| few.record(&layout, Some(0.5)));
-        totals.add_sub(0, &few);
-        assert_eq!(totals.heap_bytes(), 2 * bins * 2, "16-bit past 255");
-        totals.subtract_sub(0, &few);
-        totals.add_sub(0, &busy);
-        assert_eq!(totals.heap_bytes(), 2 * bins * 4, "32-bit past 65,535");
-        let counts = |t: &CountTotals, offset| {
-            let mut c = vec![0; bins];
-            t.copy_into(offset, &mut c);
-            c
-        };
-        assert_eq!(counts(&totals, 0), busy.to_histogram().counts);
-        assert_eq!(counts(&totals, bins), quiet.to_histogram().counts);
-        totals.subtract_sub(0, &busy);
-        assert_eq!(counts(&totals, 0), vec![0; bins]);
-        totals.subtract_sub(bins, &quiet);
-        assert_eq!(counts(&totals, bins), vec![0; bins]);
-        let mut merged = busy.to_histogram();
-        merged.merge(&quiet.to_histogram());
-        quiet.subtract_counts_from(&mut merged.counts);
-        busy.subtract_counts_from(&mut merged.counts);
-        assert!(merged.counts.iter().all(|&c| c == 0));
     }
 }

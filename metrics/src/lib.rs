@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod baseline;
 pub mod catalog;
 pub mod cause;
+pub mod counts;
 pub mod custom;
 pub mod decode;
 pub mod drift;

@@ -3,7 +3,8 @@
 //! merged from pieces equal those of the whole series.
 
 use framewatch_metrics::baseline::metric_from_sorted;
-use framewatch_metrics::histogram::{BinLayout, Histogram, SlidingHistogram, SubHistogram};
+use framewatch_metrics::counts::{Layouts, MetricCounts, SubCounts};
+use framewatch_metrics::histogram::{BinLayout, Histogram, SlidingHistogram};
 use framewatch_metrics::stats::{
     Distances, LagMoments, LagSeries, distances, effective_sample_size, js_distance, kolmogorov_sf, ks_p_value,
     ks_statistic, psi, psi_js, psi_logs, wasserstein,
@@ -92,45 +93,113 @@ proptest! {
         }
     }
 
-    /// The compact sub-window histogram records exactly what the full one does, whatever its form (a list of
-    /// values while they are few, then counts; values repeated past 255 and 65,535 widen the counts), and
-    /// converts back and forth losslessly.
+    /// A sub-window's counts of several metrics hold exactly what one `Histogram` per metric does, whatever
+    /// their form: rows of bins while few frames (one byte a bin, two where a layout has more than 255 bins),
+    /// then packed cells (a first frame repeated 300 or 70,000 times spills past 4 and 8 bits). Restoring them
+    /// from the histograms' counts gives the same counts, in the form the rule picks.
     #[test]
-    fn sub_histograms_equal_histograms(base in values(), v in values(), repeat in repeats()) {
-        let l = layout_from(base);
-        let mut sub = SubHistogram::new(&l);
-        let mut full = Histogram::new(&l);
-        for (i, &x) in v.iter().enumerate() {
+    fn sub_counts_equal_histograms(
+        base_a in values(),
+        base_b in values(),
+        wide in any::<bool>(),
+        frames in proptest::collection::vec((-1e3f64..1e3, 0u8..8), 1..120),
+        repeat in repeats(),
+    ) {
+        let mut layouts = vec![layout_from(base_a), layout_from(base_b)];
+        if wide {
+            layouts.push(BinLayout::new((0..400).map(f64::from).collect(), &[], [100.0, 200.0, 300.0]).expect("layout"));
+        }
+        let shape: Layouts = layouts.iter().cloned().collect();
+        let mut sub = SubCounts::default();
+        let mut full: Vec<Histogram> = layouts.iter().map(Histogram::new).collect();
+        let mut rows = 0usize;
+        for (i, &(x, missing)) in frames.iter().enumerate() {
             let times = if i == 0 { repeat } else { 1 };
+            // metric m is missing in this frame when bit m of `missing` is set
+            let v: Vec<Option<f64>> = (0..layouts.len()).map(|m| (missing & (1 << m) == 0).then_some(x * (m as f64 + 1.0))).collect();
+            let observed: Vec<_> = layouts.iter().zip(&v).map(|(l, &v)| l.observe(v)).collect();
             for _ in 0..times {
-                sub.record(&l, Some(x));
-                full.record(&l, Some(x));
+                sub.record(&shape, &observed);
+                for ((h, l), &v) in full.iter_mut().zip(&layouts).zip(&v) {
+                    h.record(l, v);
+                }
+                rows += 1;
             }
         }
-        sub.record(&l, None);
-        full.record(&l, None);
-        prop_assert_eq!(sub.to_histogram(), full.clone());
-        prop_assert_eq!(SubHistogram::from_histogram(&full).to_histogram(), full.clone());
-        let most = full.counts.iter().copied().max().unwrap_or(0);
-        let width = if most <= 255 { 1 } else if most <= 65_535 { 2 } else { 4 };
-        if full.n as usize <= SubHistogram::list_limit(l.bins()) {
-            // few values: listed one by one, 2 bytes each, fewer bytes than an array of counts
-            prop_assert_eq!(sub.bytes_per_bin(), None);
-            prop_assert_eq!(sub.count_bytes(), 2 * full.n as usize);
-            prop_assert!(sub.count_bytes() <= l.bins());
+        let counts_of = |sub: &SubCounts| {
+            let mut c: Vec<Vec<u32>> = layouts.iter().map(|l| vec![0; l.bins()]).collect();
+            sub.for_each(&shape, |m, bin, n| c[m][bin] += n);
+            c
+        };
+        let expected: Vec<Vec<u32>> = full.iter().map(|h| h.counts.clone()).collect();
+        prop_assert_eq!(counts_of(&sub), expected.clone());
+        let entry = if wide { 2 } else { 1 };
+        let limit = shape.total_bins().div_ceil(2);
+        if rows * layouts.len() * entry <= limit {
+            prop_assert!(sub.packed().is_none(), "{} rows of {} bytes fit in {}", rows, layouts.len() * entry, limit);
+            prop_assert!(sub.heap_bytes() >= rows * layouts.len() * entry);
         } else {
-            prop_assert_eq!(sub.bytes_per_bin(), Some(width), "narrowest width that holds {}", most);
-            prop_assert_eq!(sub.count_bytes(), width * l.bins());
+            let p = sub.packed().expect("packed past the rows' limit");
+            for (m, counts) in expected.iter().enumerate() {
+                let most = counts.iter().copied().max().unwrap_or(0);
+                if most < 15 {
+                    prop_assert_eq!(p.bits(m), 4, "no count of metric {} reaches a 4-bit cell's escape", m);
+                }
+            }
         }
-        let mut merged = Histogram::new(&l);
-        sub.merge_into(&mut merged);
-        sub.merge_into(&mut merged);
-        let mut twice = full.clone();
-        twice.merge(&full);
-        prop_assert_eq!(merged, twice);
+        let slices: Vec<&[u32]> = expected.iter().map(Vec::as_slice).collect();
+        let restored = SubCounts::from_counts(&shape, &slices);
+        prop_assert_eq!(counts_of(&restored), expected.clone());
+        let most_values = full.iter().map(|h| h.n as usize).max().unwrap_or(0);
+        prop_assert_eq!(restored.packed().is_none(), most_values * layouts.len() * entry <= limit);
         sub.clear();
-        prop_assert_eq!(sub.count_bytes(), 0, "a cleared sub-window starts as an empty list");
-        prop_assert_eq!(sub.to_histogram(), Histogram::new(&l));
+        prop_assert_eq!(sub.heap_bytes(), 0, "a cleared sub-window starts as empty rows");
+        prop_assert_eq!(counts_of(&sub), layouts.iter().map(|l| vec![0; l.bins()]).collect::<Vec<_>>());
+    }
+
+    /// Metric counts are plain arrays of counts under any mix of adds and takes, at any starting width: counts
+    /// that outgrow their cells spill to the side list, a metric's entries never take more bytes than its cells
+    /// (they widen first, one metric at a time), and widths only grow.
+    #[test]
+    fn metric_counts_are_arrays_of_counts(
+        bins in proptest::collection::vec(1usize..300, 1..5),
+        start in prop_oneof![Just(4u32), Just(8), Just(16)],
+        ops in proptest::collection::vec((0usize..5, 0usize..300, prop_oneof![Just(1u32), Just(3), Just(14), Just(300), Just(70_000)], any::<bool>()), 0..400),
+    ) {
+        let layouts: Layouts = bins
+            .iter()
+            .map(|&k| BinLayout::new((0..k - 1).map(|e| e as f64).collect::<Vec<_>>().into_iter().chain([1e9]).collect(), &[], [0.0; 3]).expect("layout"))
+            .collect();
+        let mut p = MetricCounts::new(&layouts, start);
+        let mut model: Vec<Vec<u32>> = (0..layouts.len()).map(|m| vec![0u32; layouts.bins(m)]).collect();
+        let mut widths: Vec<u32> = (0..layouts.len()).map(|m| p.bits(m)).collect();
+        for (m, b, n, take) in ops {
+            let m = m % layouts.len();
+            let b = b % layouts.bins(m);
+            if take {
+                let n = n.min(model[m][b]);
+                p.sub(&layouts, m, b, n);
+                model[m][b] -= n;
+            } else {
+                p.add(&layouts, m, b, n);
+                model[m][b] = model[m][b].saturating_add(n);
+            }
+            prop_assert_eq!(p.get(&layouts, m, b), model[m][b]);
+            for (k, w) in widths.iter_mut().enumerate() {
+                prop_assert!(p.bits(k) >= *w, "widths only grow");
+                *w = p.bits(k);
+                let cells = (layouts.bins(k) * *w as usize).div_ceil(8);
+                prop_assert!(p.spilled_in(&layouts, k) * 8 <= cells, "metric {}: {} spilled, {} bytes of {}-bit cells", k, p.spilled_in(&layouts, k), cells, *w);
+            }
+        }
+        for (m, want) in model.iter().enumerate() {
+            let mut copied = vec![u32::MAX; want.len()];
+            p.copy_into(&layouts, m, &mut copied);
+            prop_assert_eq!(&copied, want);
+        }
+        let mut seen: Vec<Vec<u32>> = model.iter().map(|c| vec![0; c.len()]).collect();
+        p.for_each(&layouts, |m, b, n| seen[m][b] = n);
+        prop_assert_eq!(&seen, &model);
     }
 
     #[test]

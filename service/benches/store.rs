@@ -6,6 +6,10 @@
 //! as in a live service. For instruction counts (repeatable on a noisy machine), run the bench binary once in
 //! test mode under callgrind and collect only inside `record_batch`:
 //!     valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*record_batch*' <bench binary> --test
+//! The 8 cameras' windows fit in the CPU's caches. A fleet whose windows do not (memory-bound, as in a large
+//! deployment): `FRAMEWATCH_BENCH_CAMERAS=1000 cargo bench -p framewatch --bench store` (each camera replays the
+//! scores of one of the 8; at most ~1,990 cameras, under the default `slices.max_slices` of 2,000 with the site,
+//! model and global slices; the warm-up then records 15 minutes of the fleet, ~2 minutes).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -16,7 +20,8 @@ use framewatch::config::Config;
 use framewatch::store::{FrameRecord, StoreSettings, WindowStore};
 use framewatch_metrics::{BaselineBuilder, ComparableSettings, FramePixels, MetricRegistry, ScoreSettings, Scorer};
 
-const CAMERAS: usize = 8;
+/// Cameras whose frames are scored; a larger fleet replays them.
+const SCORED_CAMERAS: usize = 8;
 const POOL: usize = 64;
 const BATCH: usize = 1000;
 
@@ -28,11 +33,20 @@ struct Event {
     classes: Vec<String>,
 }
 
+/// Cameras in the fleet: `FRAMEWATCH_BENCH_CAMERAS`, else 8.
+fn cameras() -> usize {
+    std::env::var("FRAMEWATCH_BENCH_CAMERAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(SCORED_CAMERAS)
+}
+
 fn events(registry: &Arc<MetricRegistry>) -> Vec<Event> {
     let mut scorer = Scorer::new(registry.clone(), ScoreSettings::default());
     let mut buf = Vec::new();
     let mut out = Vec::new();
-    for k in 0..CAMERAS {
+    for k in 0..SCORED_CAMERAS {
         let mut cam = framewatch_synth::Camera::new(&format!("cam-{k}"), 320, 180, 1000 + k as u64);
         for _ in 0..POOL {
             let dets: Vec<_> = cam.next_frame(&mut buf).iter().map(|d| d.to_detection()).collect();
@@ -45,7 +59,16 @@ fn events(registry: &Arc<MetricRegistry>) -> Vec<Event> {
             });
         }
     }
-    out
+    (0..cameras())
+        .flat_map(|k| {
+            out[(k % SCORED_CAMERAS) * POOL..][..POOL].iter().map(move |e| Event {
+                camera_id: format!("cam-{k}"),
+                labels: e.labels.clone(),
+                values: e.values.clone(),
+                classes: e.classes.clone(),
+            })
+        })
+        .collect()
 }
 
 fn store(registry: &MetricRegistry, events: &[Event]) -> WindowStore {
@@ -73,9 +96,10 @@ fn record_batch(store: &mut WindowStore, events: &[Event], tenths: &mut i64) -> 
 fn record_events(store: &mut WindowStore, events: &[Event], tenths: &mut i64) -> usize {
     const START: i64 = 1_800_000_000;
     let mut slices = 0;
+    let cameras = events.len() / POOL;
     for i in 0..BATCH {
-        let cam = i % CAMERAS;
-        let e = &events[cam * POOL + (*tenths as usize + i / CAMERAS) % POOL];
+        let cam = i % cameras;
+        let e = &events[cam * POOL + (*tenths as usize + i / cameras) % POOL];
         let classes: Vec<&str> = e.classes.iter().map(String::as_str).collect();
         let t = START + *tenths / 10;
         let rec = FrameRecord {
@@ -89,7 +113,7 @@ fn record_events(store: &mut WindowStore, events: &[Event], tenths: &mut i64) ->
         if let framewatch::store::Recorded::Yes { slices: n } = store.record(&rec, t) {
             slices += n;
         }
-        if cam == CAMERAS - 1 {
+        if cam == cameras - 1 {
             *tenths += 1;
         }
     }

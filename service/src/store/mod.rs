@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use framewatch_metrics::Baseline;
 use framewatch_metrics::baseline::{CONTEXT_DIMENSION, ContextSpec};
-use framewatch_metrics::histogram::{BinLayout, CountTotals, Histogram, Moments, Observation, SubHistogram};
+use framewatch_metrics::counts::{Layouts, MetricCounts, SubCounts};
+use framewatch_metrics::histogram::{BinLayout, Histogram, Moments, Observation, Sums};
 use framewatch_metrics::stats::LagMoments;
 
 use crate::config::{Config, Predicate};
@@ -111,14 +112,23 @@ struct SubWindow {
     /// Sub-window number (capture_secs / step); i64::MIN when the slot is empty.
     index: i64,
     frames: u64,
-    /// One per tracked metric, allocated on first use (compact: adaptive-width counts).
-    hists: Vec<SubHistogram>,
+    /// Bin counts of every tracked metric (listed frame by frame while few, then packed).
+    counts: SubCounts,
+    /// The sums of each tracked metric's values, allocated on first use. Its counts of values and missing ones
+    /// come from `counts` and `frames`.
+    sums: Box<[Sums]>,
     classes: ClassCounts,
 }
 
 impl SubWindow {
     fn empty() -> SubWindow {
-        SubWindow { index: i64::MIN, frames: 0, hists: Vec::new(), classes: ClassCounts::default() }
+        SubWindow {
+            index: i64::MIN,
+            frames: 0,
+            counts: SubCounts::default(),
+            sums: Box::default(),
+            classes: ClassCounts::default(),
+        }
     }
 }
 
@@ -172,9 +182,9 @@ impl ClassCounts {
 #[derive(Debug)]
 struct SliceState {
     ring: Vec<SubWindow>,
-    /// The bin counts of every sub-window in `ring`, summed (`CountTotals`): a snapshot copies them instead of
-    /// merging each sub-window's.
-    totals: CountTotals,
+    /// The bin counts of every sub-window in `ring`, summed (8-bit cells to start with): a snapshot copies them
+    /// instead of merging each sub-window's.
+    totals: MetricCounts,
     /// The moments of every sub-window in `ring`, one per tracked metric: merged afresh whenever a sub-window
     /// leaves (`rebuild_moments`), else updated with each value.
     moments: Vec<Moments>,
@@ -182,7 +192,7 @@ struct SliceState {
     classes: ClassCounts,
     last_seen_secs: i64,
     /// Bins per tracked metric: the slice's own baseline's when it has one, else the global baseline's.
-    layouts: Arc<[BinLayout]>,
+    layouts: Arc<Layouts>,
     own_baseline: bool,
     /// The baseline slice whose reference judges this slice (its own key, or its context-free key as a
     /// fallback); `None`: the global reference.
@@ -256,9 +266,9 @@ impl WindowSnapshot {
 pub struct WindowStore {
     settings: StoreSettings,
     tracked: Vec<Tracked>,
-    global_layouts: Arc<[BinLayout]>,
+    global_layouts: Arc<Layouts>,
     /// Layouts of the slices that have their own baseline.
-    slice_layouts: FastMap<String, Arc<[BinLayout]>>,
+    slice_layouts: FastMap<String, Arc<Layouts>>,
     slices: FastMap<SliceKey, SliceState>,
     /// Interned class labels, so sub-windows share one allocation per label.
     class_names: FastMap<String, Arc<str>>,
@@ -278,7 +288,7 @@ pub struct WindowStore {
     /// Reused per frame: its values observed against `observed_for`, which most slices share (the global
     /// layouts), so that each value is binned once per layout rather than once per slice.
     observed: Vec<Option<Observation>>,
-    observed_for: Option<Arc<[BinLayout]>>,
+    observed_for: Option<Arc<Layouts>>,
     /// Reused per frame: (previous, current) value per tracked metric for the frame's camera (NaN: no pair).
     pairs: Vec<(f64, f64)>,
     /// Whether `camera_id` alone is a slice dimension (then camera slices carry the last values for pairs).
@@ -345,15 +355,16 @@ impl WindowStore {
                 })
             })
             .collect();
-        let global_layouts: Arc<[BinLayout]> = tracked.iter().map(|t| t.layout.clone()).collect();
+        let global_layouts: Arc<Layouts> = Arc::new(tracked.iter().map(|t| t.layout.clone()).collect());
         let slice_layouts = baseline
             .slices
             .iter()
             .map(|(key, sl)| {
-                let layouts: Arc<[BinLayout]> = tracked
+                let layouts: Layouts = tracked
                     .iter()
                     .map(|t| sl.metrics.get(&*t.name).map_or_else(|| t.layout.clone(), |m| m.layout.clone()))
                     .collect();
+                let layouts = Arc::new(layouts);
                 (key.clone(), layouts)
             })
             .collect::<FastMap<_, _>>();
@@ -386,7 +397,7 @@ impl WindowStore {
 
     /// The reference that judges slice `key` (the same choice as `Baseline::reference_for`, so windows are
     /// binned as their reference is): its own, else its context-free one, else the global one.
-    fn layouts_for(&self, key: &str) -> (Arc<[BinLayout]>, Option<Arc<str>>) {
+    fn layouts_for(&self, key: &str) -> (Arc<Layouts>, Option<Arc<str>>) {
         let own = self.slice_layouts.get_key_value(key).or_else(|| {
             framewatch_metrics::baseline::without_context(key).and_then(|p| self.slice_layouts.get_key_value(p))
         });
@@ -537,8 +548,8 @@ impl WindowStore {
             }
         }
         let slot = &mut slice.ring[slot_at];
-        if slot.hists.is_empty() {
-            slot.hists = slice.layouts.iter().map(SubHistogram::new).collect();
+        if slot.sums.is_empty() {
+            slot.sums = vec![Sums::default(); slice.layouts.len()].into_boxed_slice();
         }
         slot.frames += 1;
         if !self.observed_for.as_ref().is_some_and(|l| Arc::ptr_eq(l, &slice.layouts)) {
@@ -547,14 +558,12 @@ impl WindowStore {
             self.observed_for = Some(slice.layouts.clone());
         }
         let slot = &mut slice.ring[slot_at];
-        for (((h, &o), offset), m) in
-            slot.hists.iter_mut().zip(&self.observed).zip(offsets(&slice.layouts)).zip(&mut slice.moments)
-        {
-            h.record_observed(o);
-            m.record(o);
-            if let Some(o) = o {
-                slice.totals.add(offset + o.bin, 1);
+        slot.counts.record_with(&mut slice.totals, &slice.layouts, &self.observed);
+        for ((sums, &o), m) in slot.sums.iter_mut().zip(&self.observed).zip(&mut slice.moments) {
+            if let Some(o) = &o {
+                sums.record(o);
             }
+            m.record(o);
         }
         // Bounded per sub-window: the first `max_classes` classes of the minute keep their own counts, later ones
         // share one bucket, so labels invented by a client cost one map entry, not one per label.
@@ -592,7 +601,7 @@ impl WindowStore {
         }
         let ring = (0..self.settings.steps).map(|_| SubWindow::empty()).collect();
         let (layouts, reference) = self.layouts_for(key);
-        let totals = CountTotals::new(layouts.iter().map(BinLayout::bins).sum());
+        let totals = MetricCounts::new(&layouts, 8);
         self.slices.insert(
             SliceKey::from_canonical(key),
             SliceState {
@@ -720,7 +729,7 @@ impl WindowStore {
         // The histograms are reused when their bins fit the slice's layouts (the usual case: slices judged
         // against one reference share its layouts). Their counts are the slice's totals ...
         snap.hists.truncate(slice.layouts.len());
-        for (i, (layout, offset)) in slice.layouts.iter().zip(offsets(&slice.layouts)).enumerate() {
+        for (i, layout) in slice.layouts.iter().enumerate() {
             match snap.hists.get_mut(i) {
                 // Every count is overwritten below.
                 Some(h) if h.counts.len() == layout.bins() => h.clear_moments(),
@@ -728,7 +737,7 @@ impl WindowStore {
                 None => snap.hists.push(Histogram::new(layout)),
             }
             let h = &mut snap.hists[i];
-            slice.totals.copy_into(offset, &mut h.counts);
+            slice.totals.copy_into(&slice.layouts, i, &mut h.counts);
             if running && let Some(m) = slice.moments.get(i) {
                 m.merge_into(h);
             }
@@ -738,9 +747,11 @@ impl WindowStore {
         let live = |s: &SubWindow| s.index >= start && s.index <= end && s.frames > 0;
         if !running {
             for sub in slice.ring.iter().filter(|s| s.index != i64::MIN && !live(s)) {
-                for (acc, h) in snap.hists.iter_mut().zip(&sub.hists) {
-                    h.subtract_counts_from(&mut acc.counts);
-                }
+                sub.counts.for_each(&slice.layouts, |m, bin, n| {
+                    if let Some(c) = snap.hists.get_mut(m).and_then(|h| h.counts.get_mut(bin)) {
+                        *c = c.saturating_sub(n);
+                    }
+                });
             }
         }
         snap.classes.clear();
@@ -755,14 +766,21 @@ impl WindowStore {
             }
             frames += sub.frames;
             if !running {
-                for (acc, h) in snap.hists.iter_mut().zip(&sub.hists) {
-                    h.moments().merge_into(acc);
+                for (acc, s) in snap.hists.iter_mut().zip(&sub.sums) {
+                    s.merge_into(acc);
                 }
             }
             if !running {
                 for (c, n) in sub.classes.iter() {
                     *snap.classes.entry(c.clone()).or_default() += n;
                 }
+            }
+        }
+        if !running {
+            // Values and missing ones, which sub-windows do not keep apart: the counts, and the frames less those.
+            for h in &mut snap.hists {
+                h.n = h.counts.iter().map(|&c| u64::from(c)).sum();
+                h.missing = frames.saturating_sub(h.n);
             }
         }
         if running {
@@ -786,10 +804,9 @@ impl SliceState {
     /// are the caller's to rebuild).
     fn empty_sub(&mut self, at: usize) {
         let sub = &mut self.ring[at];
-        for (h, offset) in sub.hists.iter_mut().zip(offsets(&self.layouts)) {
-            self.totals.subtract_sub(offset, h);
-            h.clear();
-        }
+        self.totals.sub_all(&self.layouts, &sub.counts);
+        sub.counts.clear();
+        sub.sums.fill(Sums::default());
         self.classes.subtract(&sub.classes);
         sub.classes.clear();
         (sub.index, sub.frames) = (i64::MIN, 0);
@@ -801,25 +818,24 @@ impl SliceState {
         self.moments.clear();
         self.moments.resize(self.layouts.len(), Moments::default());
         let mut after = i64::MIN;
+        let mut frames = 0;
         // At most `steps` sub-windows, once a minute or so: a selection walk needs no scratch space.
         while let Some(sub) =
             self.ring.iter().filter(|s| s.index != i64::MIN && s.index > after).min_by_key(|s| s.index)
         {
-            for (m, h) in self.moments.iter_mut().zip(&sub.hists) {
-                m.merge(h.moments());
+            for (m, s) in self.moments.iter_mut().zip(&sub.sums) {
+                m.merge_sums(s);
             }
+            let moments = &mut self.moments;
+            sub.counts.for_each(&self.layouts, |m, _, n| moments[m].add_counts(u64::from(n), 0));
+            frames += sub.frames;
             after = sub.index;
         }
+        // Every frame recorded each metric, as a value or as missing.
+        for m in &mut self.moments {
+            m.add_counts(0, frames.saturating_sub(m.n()));
+        }
     }
-}
-
-/// Where each layout's bins start in a slice's `CountTotals`.
-fn offsets(layouts: &[BinLayout]) -> impl Iterator<Item = usize> + '_ {
-    layouts.iter().scan(0, |next, l| {
-        let at = *next;
-        *next += l.bins();
-        Some(at)
-    })
 }
 
 /// Keeps the `max` most frequent classes of a merged window (ties by name, so the choice is repeatable) and
@@ -1053,9 +1069,10 @@ mod tests {
 
     #[test]
     fn a_window_is_the_histogram_of_exactly_its_frames_however_time_moves() {
-        // Counts and classes come from running totals less the sub-windows that left (store.rs, `CountTotals`,
+        // Counts and classes come from running totals less the sub-windows that left (`PackedCounts`,
         // `ClassCounts`): check them against a histogram built from scratch of the frames in the window, through
-        // late frames, frames too late, idle minutes (stale slots) and long gaps (everything stale), at every step.
+        // late frames, frames too late, idle minutes (stale slots) and long gaps (everything stale), at every step,
+        // with sub-windows both listed as rows (few frames) and packed (~60 frames a minute in `global`).
         const CLASSES: [&[&str]; 4] = [&[], &["car"], &["car", "person", "car"], &["bus"]];
         let mut s = store(100);
         let labels = HashMap::new();
@@ -1065,12 +1082,13 @@ mod tests {
             (seed >> 33) % m
         };
         let mut kept: Vec<(&str, i64, [Option<f64>; 2], usize)> = Vec::new();
+        let mut forms = [0usize; 2];
         let mut now = 1_000_000;
         for step in 0..3000 {
-            now += match next(100) {
-                0 => 1200 + next(600) as i64, // a long gap: the whole window goes stale
-                1..=10 => 61 + next(200) as i64,
-                _ => next(8) as i64,
+            now += match next(1000) {
+                0..3 => 1200 + next(600) as i64, // a long gap: the whole window goes stale
+                3..12 => 61 + next(200) as i64,
+                _ => next(3) as i64,
             };
             let cam = if next(3) == 0 { "cam-2" } else { "cam-1" };
             let capture = now - next(400) as i64; // up to 300 s late is allowed
@@ -1082,6 +1100,9 @@ mod tests {
             }
             if step % 7 != 0 {
                 continue;
+            }
+            for sub in s.slices.values().flat_map(|sl| &sl.ring).filter(|sub| sub.frames > 0) {
+                forms[usize::from(sub.counts.packed().is_some())] += 1;
             }
             for key in [GLOBAL, "camera_id=cam-1", "camera_id=cam-2"] {
                 // Both ways: merged from the ring as it is, and from the running totals and moments after the
@@ -1120,6 +1141,7 @@ mod tests {
             }
         }
         assert!(kept.len() > 2000 && s.counters().late > 50, "the walk exercised late frames");
+        assert!(forms[0] > 100 && forms[1] > 100, "both forms of sub-window counts were checked: {forms:?}");
     }
 
     #[test]

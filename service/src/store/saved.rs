@@ -1,6 +1,7 @@
 //! The store's contents as plain data for checkpoints (export under the caller's lock, restore after checks).
 
-use framewatch_metrics::histogram::{BinLayout, CountTotals, Histogram, SubHistogram};
+use framewatch_metrics::counts::{Layouts, MetricCounts, SubCounts};
+use framewatch_metrics::histogram::{Histogram, Sums};
 use framewatch_metrics::stats::LagMoments;
 
 use super::{ClassCounts, FastMap, Lags, SliceState, StoreCounters, SubWindow, WindowStore};
@@ -110,8 +111,10 @@ impl WindowStore {
                 for (c, n) in sub.classes {
                     classes.add(&self.intern(&c), n);
                 }
-                let hists = sub.hists.iter().map(SubHistogram::from_histogram).collect();
-                *slot = SubWindow { index: sub.index, frames: sub.frames, hists, classes };
+                let counts: Vec<&[u32]> = sub.hists.iter().map(|h| h.counts.as_slice()).collect();
+                let counts = SubCounts::from_counts(&layouts, &counts);
+                let sums = sub.hists.iter().map(Sums::of_histogram).collect();
+                *slot = SubWindow { index: sub.index, frames: sub.frames, counts, sums, classes };
             }
             let lags = if sl.lags_current.len() == self.tracked.len() && sl.lags_previous.len() == self.tracked.len() {
                 Lags { epoch: sl.lag_epoch, current: sl.lags_current, previous: sl.lags_previous }
@@ -119,12 +122,10 @@ impl WindowStore {
                 Lags::default()
             };
             let frames_total = ring.iter().map(|w| w.frames).sum();
-            let mut totals = CountTotals::new(layouts.iter().map(BinLayout::bins).sum());
+            let mut totals = MetricCounts::new(&layouts, 8);
             let mut classes = ClassCounts::default();
             for w in &ring {
-                for (h, offset) in w.hists.iter().zip(super::offsets(&layouts)) {
-                    totals.add_sub(offset, h);
-                }
+                totals.add_all(&layouts, &w.counts);
                 for (c, n) in w.classes.iter() {
                     classes.add(c, n);
                 }
@@ -158,8 +159,7 @@ fn saved_slice(key: &SliceKey, s: &SliceState) -> SavedSlice {
         .filter(|w| w.index != i64::MIN && w.frames > 0)
         .map(|w| {
             let classes: Vec<(String, u64)> = w.classes.iter().map(|(c, n)| (c.to_string(), n)).collect();
-            let hists = w.hists.iter().map(SubHistogram::to_histogram).collect();
-            SavedSubWindow { index: w.index, frames: w.frames, hists, classes }
+            SavedSubWindow { index: w.index, frames: w.frames, hists: sub_histograms(&s.layouts, w), classes }
         })
         .collect();
     subs.sort_by_key(|w| w.index);
@@ -171,4 +171,19 @@ fn saved_slice(key: &SliceKey, s: &SliceState) -> SavedSlice {
         lags_current: s.lags.current.clone(),
         lags_previous: s.lags.previous.clone(),
     }
+}
+
+/// A sub-window's counts and sums as one `Histogram` per tracked metric (values: the metric's counts; missing:
+/// the frames less those).
+fn sub_histograms(layouts: &Layouts, w: &SubWindow) -> Vec<Histogram> {
+    let mut hists: Vec<Histogram> = layouts.iter().map(Histogram::new).collect();
+    w.counts.for_each(layouts, |m, bin, n| {
+        hists[m].counts[bin] += n;
+        hists[m].n += u64::from(n);
+    });
+    for (h, s) in hists.iter_mut().zip(&w.sums) {
+        s.merge_into(h);
+        h.missing = w.frames.saturating_sub(h.n);
+    }
+    hists
 }
