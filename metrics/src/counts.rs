@@ -435,8 +435,10 @@ impl MetricCounts {
 /// A sub-window's bin counts of every tracked metric, in the smaller of two forms. While the sub-window has few
 /// frames, one row per frame lists each metric's bin (a byte per bin when every layout has at most 255 bins, else
 /// two, little-endian; the largest value marks a missing one): a quiet camera's minute of a few frames takes a few
-/// dozen bytes a frame. Once the rows would outgrow 4-bit counts of every bin (~44 frames at ~100 bins a metric),
-/// they become `MetricCounts`, starting at 4 bits a cell. A cleared sub-window starts as rows again.
+/// dozen bytes a frame. Once the rows would outgrow 4-bit counts of every bin (after half as many frames as a
+/// metric has bins on average: ~50 at ~100 bins), they become `MetricCounts`, starting at 4 bits a cell. The rows
+/// grow a whole number of rows at a time, doubling, but never past that limit. A cleared sub-window starts as rows
+/// again.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SubCounts(SubForm);
 
@@ -475,7 +477,13 @@ impl SubCounts {
     pub fn record(&mut self, layouts: &Layouts, observed: &[Option<Observation>]) {
         if let SubForm::Rows(rows) = &mut self.0 {
             let w = layouts.entry_bytes();
-            if rows.len() + layouts.len() * w <= rows_limit(layouts) {
+            let (row, limit) = (layouts.len() * w, rows_limit(layouts));
+            if rows.len() + row <= limit {
+                if rows.capacity() - rows.len() < row {
+                    // Room for as many rows again as there are (at least one), within the limit.
+                    let want = (rows.len() * 2).clamp(rows.len() + row, limit);
+                    rows.reserve_exact(want.div_ceil(row) * row - rows.len());
+                }
                 for m in 0..layouts.len() {
                     let bin = observed.get(m).copied().flatten().map(|o| o.bin);
                     if w == 1 {
@@ -543,6 +551,7 @@ impl SubCounts {
             let missing = if w == 1 { u16::from(u8::MAX) } else { u16::MAX };
             let mut grid = vec![missing; most as usize * metrics];
             for (m, c) in counts.iter().enumerate().take(metrics) {
+                let c = &c[..c.len().min(layouts.bins(m))];
                 let bins = c.iter().enumerate().flat_map(|(b, &n)| std::iter::repeat_n(b as u16, n as usize));
                 for (row, b) in bins.enumerate() {
                     grid[row * metrics + m] = b;

@@ -755,7 +755,7 @@ impl WindowStore {
             }
         }
         snap.classes.clear();
-        let mut frames = 0;
+        let mut frames = 0u64;
         // Oldest first, so float sums are added in the same order every time: sub-window `i` lives in slot
         // `i mod steps`, so the window's `steps` indices are one slot each, walked in order.
         let steps = slice.ring.len() as i64;
@@ -764,7 +764,7 @@ impl WindowStore {
             if sub.index != index || !live(sub) {
                 continue;
             }
-            frames += sub.frames;
+            frames = frames.saturating_add(sub.frames);
             if !running {
                 for (acc, s) in snap.hists.iter_mut().zip(&sub.sums) {
                     s.merge_into(acc);
@@ -818,7 +818,7 @@ impl SliceState {
         self.moments.clear();
         self.moments.resize(self.layouts.len(), Moments::default());
         let mut after = i64::MIN;
-        let mut frames = 0;
+        let mut frames = 0u64;
         // At most `steps` sub-windows, once a minute or so: a selection walk needs no scratch space.
         while let Some(sub) =
             self.ring.iter().filter(|s| s.index != i64::MIN && s.index > after).min_by_key(|s| s.index)
@@ -828,7 +828,7 @@ impl SliceState {
             }
             let moments = &mut self.moments;
             sub.counts.for_each(&self.layouts, |m, _, n| moments[m].add_counts(u64::from(n), 0));
-            frames += sub.frames;
+            frames = frames.saturating_add(sub.frames);
             after = sub.index;
         }
         // Every frame recorded each metric, as a value or as missing.
@@ -1069,8 +1069,8 @@ mod tests {
 
     #[test]
     fn a_window_is_the_histogram_of_exactly_its_frames_however_time_moves() {
-        // Counts and classes come from running totals less the sub-windows that left (`PackedCounts`,
-        // `ClassCounts`): check them against a histogram built from scratch of the frames in the window, through
+        // Counts and classes come from running totals less the sub-windows that left (`MetricCounts`,
+        // `SubCounts`, `ClassCounts`): check them against a histogram built from scratch of the frames in the window, through
         // late frames, frames too late, idle minutes (stale slots) and long gaps (everything stale), at every step,
         // with sub-windows both listed as rows (few frames) and packed (~60 frames a minute in `global`).
         const CLASSES: [&[&str]; 4] = [&[], &["car"], &["car", "person", "car"], &["bus"]];

@@ -121,7 +121,8 @@ impl WindowStore {
             } else {
                 Lags::default()
             };
-            let frames_total = ring.iter().map(|w| w.frames).sum();
+            // Saturating: a checkpoint's frame counts are outside input.
+            let frames_total = ring.iter().map(|w| w.frames).fold(0u64, u64::saturating_add);
             let mut totals = MetricCounts::new(&layouts, 8);
             let mut classes = ClassCounts::default();
             for w in &ring {
