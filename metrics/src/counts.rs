@@ -20,6 +20,8 @@ pub struct Layouts {
     /// `starts[m]`: the flat index of metric `m`'s first bin; one more entry, the total. 32 bits: a layout has at
     /// most 65,002 bins and a registry a few dozen metrics.
     starts: Box<[u32]>,
+    /// Whether some metric has more than 255 bins (a listed bin then takes two bytes).
+    wide: bool,
 }
 
 impl FromIterator<BinLayout> for Layouts {
@@ -31,7 +33,8 @@ impl FromIterator<BinLayout> for Layouts {
                 Some(*next)
             }))
             .collect();
-        Layouts { layouts, starts }
+        let wide = layouts.iter().any(|l| l.bins() > 255);
+        Layouts { layouts, starts, wide }
     }
 }
 
@@ -69,7 +72,7 @@ impl Layouts {
     /// Bytes a listed bin takes in `SubCounts`: one when every metric has at most 255 bins (so that bin numbers
     /// stop at 254 and 255 can mark a missing value), else two.
     fn entry_bytes(&self) -> usize {
-        if self.layouts.iter().all(|l| l.bins() <= 255) { 1 } else { 2 }
+        if self.wide { 2 } else { 1 }
     }
 }
 
