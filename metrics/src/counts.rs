@@ -158,11 +158,6 @@ impl MetricCounts {
         u32::from(self.data[m])
     }
 
-    /// Counts held in the side list, of every metric.
-    pub fn spilled(&self) -> usize {
-        self.spill.len()
-    }
-
     /// Counts of metric `m` held in the side list.
     pub fn spilled_in(&self, layouts: &Layouts, m: usize) -> usize {
         let (lo, hi) = self.spill_range(layouts, m);

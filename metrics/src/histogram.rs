@@ -436,12 +436,6 @@ impl Moments {
         }
     }
 
-    /// Adds `other` into `self` (saturating counters).
-    pub fn merge(&mut self, other: &Moments) {
-        self.add_counts(u64::from(other.n), u64::from(other.missing));
-        self.sums.merge(&other.sums);
-    }
-
     /// Adds `n` values and `missing` missing ones (saturating), their sums added apart (`merge_sums`).
     pub fn add_counts(&mut self, n: u64, missing: u64) {
         let sat = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);

@@ -1,6 +1,7 @@
 //! The slice/window store: every scored frame lands, by capture time, in the sub-window of each slice it belongs
-//! to (global, label dimensions, metric predicates). A window is the ring of its last `steps` sub-windows, merged on
-//! demand, so late frames go where they were captured and nothing is ever subtracted.
+//! to (global, label dimensions, metric predicates). A window is the ring of its last `steps` sub-windows, so late
+//! frames go where they were captured; its bin counts are also kept as running totals, to which each frame adds and
+//! from which a sub-window's counts are taken when it leaves (integers: exact), so an evaluation copies them.
 //! With a context baseline every label-dimension key also carries the frame's context value
 //! (`camera_id=cam-1,context=night`): each (camera, context) has its own window, judged against its own reference.
 
@@ -813,7 +814,9 @@ impl SliceState {
     }
 
     /// Recomputes the running moments from the sub-windows in the ring, oldest first (after one has left: a
-    /// minimum or maximum cannot be subtracted, and a fresh sum carries no rounding from values long gone).
+    /// minimum or maximum cannot be subtracted, and a fresh sum carries no rounding from values long gone). Their
+    /// counts of values come from the totals, which already hold exactly the ring's sub-windows (one walk over
+    /// the window's bins instead of one per sub-window).
     fn rebuild_moments(&mut self) {
         self.moments.clear();
         self.moments.resize(self.layouts.len(), Moments::default());
@@ -826,11 +829,11 @@ impl SliceState {
             for (m, s) in self.moments.iter_mut().zip(&sub.sums) {
                 m.merge_sums(s);
             }
-            let moments = &mut self.moments;
-            sub.counts.for_each(&self.layouts, |m, _, n| moments[m].add_counts(u64::from(n), 0));
             frames = frames.saturating_add(sub.frames);
             after = sub.index;
         }
+        let moments = &mut self.moments;
+        self.totals.for_each(&self.layouts, |m, _, n| moments[m].add_counts(u64::from(n), 0));
         // Every frame recorded each metric, as a value or as missing.
         for m in &mut self.moments {
             m.add_counts(0, frames.saturating_sub(m.n()));
