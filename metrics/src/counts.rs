@@ -10,7 +10,7 @@
 
 use std::ops::{Deref, Range};
 
-use crate::histogram::{BinLayout, Observation};
+use crate::histogram::{BinLayout, Observation, Sums};
 
 /// The bin layouts of a slice's tracked metrics, and where each one's bins start in the slice's flat count
 /// arrays (metric after metric, each over its layout's bins, tails included).
@@ -593,6 +593,89 @@ impl SubCounts {
         match &self.0 {
             SubForm::Rows(_) => None,
             SubForm::Packed(p) => Some(p),
+        }
+    }
+}
+
+/// A sub-window's sums of every tracked metric (`Sums`), in one of two forms. Open: one `Sums` per metric (56
+/// bytes each), which values are added to. Packed: each metric's `Sums::pack_into` bytes, one after another, in
+/// one allocation (~38 bytes a metric on real frames). A sub-window that no longer receives frames is packed
+/// (`pack`); one that does again is opened (`open`). Both forms hold the same bits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubSums {
+    /// Empty until the sub-window's first frame.
+    Open(Box<[Sums]>),
+    Packed(Box<[u8]>),
+}
+
+impl Default for SubSums {
+    fn default() -> Self {
+        SubSums::Open(Box::default())
+    }
+}
+
+impl SubSums {
+    /// One `Sums` per metric of `layouts`, to add values to: unpacked if packed, allocated if empty.
+    pub fn open(&mut self, layouts: &Layouts) -> &mut [Sums] {
+        let opened = match &*self {
+            SubSums::Open(s) if !s.is_empty() => None,
+            SubSums::Open(_) => Some(vec![Sums::default(); layouts.len()].into_boxed_slice()),
+            SubSums::Packed(_) => {
+                let mut sums = Vec::with_capacity(layouts.len());
+                self.for_each(layouts, |_, s| sums.push(s.clone()));
+                Some(sums.into_boxed_slice())
+            }
+        };
+        if let Some(sums) = opened {
+            *self = SubSums::Open(sums);
+        }
+        match self {
+            SubSums::Open(s) => &mut s[..],
+            SubSums::Packed(_) => unreachable!("opened above"),
+        }
+    }
+
+    /// Packs open sums (nothing to do when empty or packed already).
+    pub fn pack(&mut self, layouts: &Layouts) {
+        if let SubSums::Open(sums) = self
+            && !sums.is_empty()
+        {
+            let mut out = Vec::with_capacity(sums.len() * 40);
+            for (s, layout) in sums.iter().zip(layouts.iter()) {
+                s.pack_into(layout, &mut out);
+            }
+            *self = SubSums::Packed(out.into_boxed_slice());
+        }
+    }
+
+    /// Whether the sums are packed.
+    pub fn is_packed(&self) -> bool {
+        matches!(self, SubSums::Packed(_))
+    }
+
+    /// Calls `f(metric, sums)` for every metric of `layouts` (none while empty).
+    pub fn for_each(&self, layouts: &Layouts, mut f: impl FnMut(usize, &Sums)) {
+        match self {
+            SubSums::Open(sums) => sums.iter().enumerate().for_each(|(m, s)| f(m, s)),
+            SubSums::Packed(bytes) => {
+                let mut at = 0;
+                for (m, layout) in layouts.iter().enumerate() {
+                    f(m, &Sums::unpack(layout, bytes, &mut at));
+                }
+            }
+        }
+    }
+
+    /// Back to empty, freeing the sums.
+    pub fn clear(&mut self) {
+        *self = SubSums::default();
+    }
+
+    /// Heap bytes the sums take.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            SubSums::Open(sums) => std::mem::size_of_val(&**sums),
+            SubSums::Packed(bytes) => bytes.len(),
         }
     }
 }

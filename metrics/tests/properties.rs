@@ -3,8 +3,8 @@
 //! merged from pieces equal those of the whole series.
 
 use framewatch_metrics::baseline::metric_from_sorted;
-use framewatch_metrics::counts::{Layouts, MetricCounts, SubCounts};
-use framewatch_metrics::histogram::{BinLayout, Histogram, SlidingHistogram};
+use framewatch_metrics::counts::{Layouts, MetricCounts, SubCounts, SubSums};
+use framewatch_metrics::histogram::{BinLayout, Histogram, SlidingHistogram, Sums};
 use framewatch_metrics::stats::{
     Distances, LagMoments, LagSeries, distances, effective_sample_size, js_distance, kolmogorov_sf, ks_p_value,
     ks_statistic, psi, psi_js, psi_logs, wasserstein,
@@ -155,6 +155,56 @@ proptest! {
         sub.clear();
         prop_assert_eq!(sub.heap_bytes(), 0, "a cleared sub-window starts as empty rows");
         prop_assert_eq!(counts_of(&sub), layouts.iter().map(|l| vec![0; l.bins()]).collect::<Vec<_>>());
+    }
+
+    /// Packed sums give back the very bits they were given: sums recorded from values (tails of one value or
+    /// many, constant values, values on the median, none at all) and sums of any floats (NaN, infinities, -0.0,
+    /// the extremes swapped) with any counters; through `SubSums`' pack, walk and open.
+    #[test]
+    fn packed_sums_give_back_the_same_bits(
+        base_a in values(),
+        base_b in values(),
+        frames in proptest::collection::vec((prop_oneof![-1e3f64..1e3, (0u8..6).prop_map(f64::from)], 0u8..4), 0..40),
+        floats in proptest::collection::vec(prop_oneof![any::<f64>(), Just(0.0), Just(-0.0), Just(f64::INFINITY)], 6),
+        counters in (any::<u64>(), prop_oneof![Just(0u64), 0u64..200, any::<u64>()]),
+    ) {
+        let layouts = vec![layout_from(base_a), layout_from(base_b)];
+        let shape: Layouts = layouts.iter().chain(&layouts).cloned().collect();
+        let mut sums = vec![Sums::default(); 2];
+        for &(x, missing) in &frames {
+            for (m, (s, l)) in sums.iter_mut().zip(&layouts).enumerate() {
+                if missing & (1 << m) == 0 && let Some(o) = l.observe(Some(x)) {
+                    s.record(&o);
+                }
+            }
+        }
+        // Any floats and counters, through a checkpoint's histogram.
+        let mut h = Histogram::new(&layouts[0]);
+        [h.sum, h.sum_sq, h.tail_lo_dist, h.tail_hi_dist, h.min, h.max] = std::array::from_fn(|i| floats[i]);
+        (h.outliers_moderate, h.outliers_severe) = counters;
+        sums.push(Sums::of_histogram(&h));
+        sums.push(Sums::default());
+        let bits = |s: &Sums| format!("{s:?}");
+        let expected: Vec<String> = sums.iter().map(bits).collect();
+        for (s, l) in sums.iter().zip(shape.iter()) {
+            let mut out = Vec::new();
+            s.pack_into(l, &mut out);
+            let mut at = 0;
+            prop_assert_eq!(bits(&Sums::unpack(l, &out, &mut at)), bits(s));
+            prop_assert_eq!(at, out.len(), "unpack reads exactly what pack wrote");
+        }
+        let mut sub = SubSums::Open(sums.into_boxed_slice());
+        sub.pack(&shape);
+        prop_assert!(sub.is_packed());
+        let mut walked = Vec::new();
+        sub.for_each(&shape, |m, s| walked.push((m, bits(s))));
+        prop_assert_eq!(walked, expected.iter().cloned().enumerate().collect::<Vec<_>>());
+        let opened: Vec<String> = sub.open(&shape).iter().map(bits).collect();
+        prop_assert_eq!(opened, expected);
+        prop_assert!(!sub.is_packed());
+        sub.clear();
+        prop_assert_eq!(sub.heap_bytes(), 0);
+        prop_assert_eq!(sub.open(&shape).iter().map(bits).collect::<Vec<_>>(), vec![bits(&Sums::default()); 4]);
     }
 
     /// Metric counts are plain arrays of counts under any mix of adds and takes, at any starting width: counts

@@ -2,6 +2,8 @@
 //! to (global, label dimensions, metric predicates). A window is the ring of its last `steps` sub-windows, so late
 //! frames go where they were captured; its bin counts are also kept as running totals, to which each frame adds and
 //! from which a sub-window's counts are taken when it leaves (integers: exact), so an evaluation copies them.
+//! Only the newest sub-window of a slice (and one a late frame came to) keeps its sums open for adding; the others'
+//! are packed (`SubSums`, bit for bit), as they are read only when a sub-window leaves or a window is merged.
 //! With a context baseline every label-dimension key also carries the frame's context value
 //! (`camera_id=cam-1,context=night`): each (camera, context) has its own window, judged against its own reference.
 
@@ -10,8 +12,8 @@ use std::sync::Arc;
 
 use framewatch_metrics::Baseline;
 use framewatch_metrics::baseline::{CONTEXT_DIMENSION, ContextSpec};
-use framewatch_metrics::counts::{Layouts, MetricCounts, SubCounts};
-use framewatch_metrics::histogram::{BinLayout, Histogram, Moments, Observation, Sums};
+use framewatch_metrics::counts::{Layouts, MetricCounts, SubCounts, SubSums};
+use framewatch_metrics::histogram::{BinLayout, Histogram, Moments, Observation};
 use framewatch_metrics::stats::LagMoments;
 
 use crate::config::{Config, Predicate};
@@ -115,9 +117,10 @@ struct SubWindow {
     frames: u64,
     /// Bin counts of every tracked metric (listed frame by frame while few, then packed).
     counts: SubCounts,
-    /// The sums of each tracked metric's values, allocated on first use. Its counts of values and missing ones
-    /// come from `counts` and `frames`.
-    sums: Box<[Sums]>,
+    /// The sums of each tracked metric's values, allocated on first use, packed once a newer sub-window of the
+    /// slice has opened (opened again if a late frame comes). Its counts of values and missing ones come from
+    /// `counts` and `frames`.
+    sums: SubSums,
     classes: ClassCounts,
 }
 
@@ -127,7 +130,7 @@ impl SubWindow {
             index: i64::MIN,
             frames: 0,
             counts: SubCounts::default(),
-            sums: Box::default(),
+            sums: SubSums::default(),
             classes: ClassCounts::default(),
         }
     }
@@ -547,11 +550,13 @@ impl WindowStore {
             if left {
                 slice.rebuild_moments();
             }
+            // A new sub-window: those before it are (nearly always) done with, so their sums are packed (a late
+            // frame opens them again). A late frame's new sub-window leaves the newer ones open.
+            for sub in slice.ring.iter_mut().filter(|sub| sub.index < index) {
+                sub.sums.pack(&slice.layouts);
+            }
         }
         let slot = &mut slice.ring[slot_at];
-        if slot.sums.is_empty() {
-            slot.sums = vec![Sums::default(); slice.layouts.len()].into_boxed_slice();
-        }
         slot.frames += 1;
         if !self.observed_for.as_ref().is_some_and(|l| Arc::ptr_eq(l, &slice.layouts)) {
             self.observed.clear();
@@ -560,7 +565,7 @@ impl WindowStore {
         }
         let slot = &mut slice.ring[slot_at];
         slot.counts.record_with(&mut slice.totals, &slice.layouts, &self.observed);
-        for ((sums, &o), m) in slot.sums.iter_mut().zip(&self.observed).zip(&mut slice.moments) {
+        for ((sums, &o), m) in slot.sums.open(&slice.layouts).iter_mut().zip(&self.observed).zip(&mut slice.moments) {
             if let Some(o) = &o {
                 sums.record(o);
             }
@@ -767,9 +772,11 @@ impl WindowStore {
             }
             frames = frames.saturating_add(sub.frames);
             if !running {
-                for (acc, s) in snap.hists.iter_mut().zip(&sub.sums) {
-                    s.merge_into(acc);
-                }
+                sub.sums.for_each(&slice.layouts, |m, s| {
+                    if let Some(acc) = snap.hists.get_mut(m) {
+                        s.merge_into(acc);
+                    }
+                });
             }
             if !running {
                 for (c, n) in sub.classes.iter() {
@@ -807,7 +814,7 @@ impl SliceState {
         let sub = &mut self.ring[at];
         self.totals.sub_all(&self.layouts, &sub.counts);
         sub.counts.clear();
-        sub.sums.fill(Sums::default());
+        sub.sums.clear();
         self.classes.subtract(&sub.classes);
         sub.classes.clear();
         (sub.index, sub.frames) = (i64::MIN, 0);
@@ -826,9 +833,12 @@ impl SliceState {
         while let Some(sub) =
             self.ring.iter().filter(|s| s.index != i64::MIN && s.index > after).min_by_key(|s| s.index)
         {
-            for (m, s) in self.moments.iter_mut().zip(&sub.sums) {
-                m.merge_sums(s);
-            }
+            let moments = &mut self.moments;
+            sub.sums.for_each(&self.layouts, |m, s| {
+                if let Some(m) = moments.get_mut(m) {
+                    m.merge_sums(s);
+                }
+            });
             frames = frames.saturating_add(sub.frames);
             after = sub.index;
         }
@@ -1075,7 +1085,8 @@ mod tests {
         // Counts and classes come from running totals less the sub-windows that left (`MetricCounts`,
         // `SubCounts`, `ClassCounts`): check them against a histogram built from scratch of the frames in the window, through
         // late frames, frames too late, idle minutes (stale slots) and long gaps (everything stale), at every step,
-        // with sub-windows both listed as rows (few frames) and packed (~60 frames a minute in `global`).
+        // with sub-windows both listed as rows (few frames) and packed (~60 frames a minute in `global`), and their
+        // sums packed (a newer sub-window opened) and opened again (a late frame came).
         const CLASSES: [&[&str]; 4] = [&[], &["car"], &["car", "person", "car"], &["bus"]];
         let mut s = store(100);
         let labels = HashMap::new();
@@ -1086,6 +1097,8 @@ mod tests {
         };
         let mut kept: Vec<(&str, i64, [Option<f64>; 2], usize)> = Vec::new();
         let mut forms = [0usize; 2];
+        // Sub-windows with frames whose sums were seen packed, and seen open behind a newer sub-window (reopened).
+        let mut sums_forms = [0usize; 2];
         let mut now = 1_000_000;
         for step in 0..3000 {
             now += match next(1000) {
@@ -1104,8 +1117,16 @@ mod tests {
             if step % 7 != 0 {
                 continue;
             }
-            for sub in s.slices.values().flat_map(|sl| &sl.ring).filter(|sub| sub.frames > 0) {
-                forms[usize::from(sub.counts.packed().is_some())] += 1;
+            for sl in s.slices.values() {
+                let newest = sl.ring.iter().map(|sub| sub.index).max().unwrap_or(i64::MIN);
+                for sub in sl.ring.iter().filter(|sub| sub.frames > 0) {
+                    forms[usize::from(sub.counts.packed().is_some())] += 1;
+                    if sub.sums.is_packed() {
+                        sums_forms[0] += 1;
+                    } else if sub.index < newest {
+                        sums_forms[1] += 1;
+                    }
+                }
             }
             for key in [GLOBAL, "camera_id=cam-1", "camera_id=cam-2"] {
                 // Both ways: merged from the ring as it is, and from the running totals and moments after the
@@ -1145,6 +1166,7 @@ mod tests {
         }
         assert!(kept.len() > 2000 && s.counters().late > 50, "the walk exercised late frames");
         assert!(forms[0] > 100 && forms[1] > 100, "both forms of sub-window counts were checked: {forms:?}");
+        assert!(sums_forms[0] > 100 && sums_forms[1] > 100, "sums packed and reopened were checked: {sums_forms:?}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The store's contents as plain data for checkpoints (export under the caller's lock, restore after checks).
 
-use framewatch_metrics::counts::{Layouts, MetricCounts, SubCounts};
+use framewatch_metrics::counts::{Layouts, MetricCounts, SubCounts, SubSums};
 use framewatch_metrics::histogram::{Histogram, Sums};
 use framewatch_metrics::stats::LagMoments;
 
@@ -113,7 +113,8 @@ impl WindowStore {
                 }
                 let counts: Vec<&[u32]> = sub.hists.iter().map(|h| h.counts.as_slice()).collect();
                 let counts = SubCounts::from_counts(&layouts, &counts);
-                let sums = sub.hists.iter().map(Sums::of_histogram).collect();
+                let mut sums = SubSums::Open(sub.hists.iter().map(Sums::of_histogram).collect());
+                sums.pack(&layouts);
                 *slot = SubWindow { index: sub.index, frames: sub.frames, counts, sums, classes };
             }
             let lags = if sl.lags_current.len() == self.tracked.len() && sl.lags_previous.len() == self.tracked.len() {
@@ -182,8 +183,12 @@ fn sub_histograms(layouts: &Layouts, w: &SubWindow) -> Vec<Histogram> {
         hists[m].counts[bin] += n;
         hists[m].n += u64::from(n);
     });
-    for (h, s) in hists.iter_mut().zip(&w.sums) {
-        s.merge_into(h);
+    w.sums.for_each(layouts, |m, s| {
+        if let Some(h) = hists.get_mut(m) {
+            s.merge_into(h);
+        }
+    });
+    for h in &mut hists {
         h.missing = w.frames.saturating_sub(h.n);
     }
     hists
