@@ -599,7 +599,7 @@ impl SubCounts {
 
 /// A sub-window's sums of every tracked metric (`Sums`), in one of two forms. Open: one `Sums` per metric (56
 /// bytes each), which values are added to. Packed: each metric's `Sums::pack_into` bytes, one after another, in
-/// one allocation (~38 bytes a metric on real frames). A sub-window that no longer receives frames is packed
+/// one allocation (~34 bytes a metric on real frames). A sub-window that no longer receives frames is packed
 /// (`pack`); one that does again is opened (`open`). Both forms hold the same bits.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SubSums {

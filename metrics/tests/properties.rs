@@ -158,15 +158,23 @@ proptest! {
     }
 
     /// Packed sums give back the very bits they were given: sums recorded from values (tails of one value or
-    /// many, constant values, values on the median, none at all) and sums of any floats (NaN, infinities, -0.0,
-    /// the extremes swapped) with any counters; through `SubSums`' pack, walk and open.
+    /// many, constant values, values on the median, none at all) and sums of any floats (NaNs of either sign and
+    /// any payload, signalling ones, infinities, -0.0, the extremes swapped) with any counters; through
+    /// `SubSums`' pack, walk and open. Compared field by field, bit for bit (`Sums::bits`).
     #[test]
     fn packed_sums_give_back_the_same_bits(
         base_a in values(),
         base_b in values(),
         frames in proptest::collection::vec((prop_oneof![-1e3f64..1e3, (0u8..6).prop_map(f64::from)], 0u8..4), 0..40),
-        floats in proptest::collection::vec(prop_oneof![any::<f64>(), Just(0.0), Just(-0.0), Just(f64::INFINITY)], 6),
-        counters in (any::<u64>(), prop_oneof![Just(0u64), 0u64..200, any::<u64>()]),
+        floats in proptest::collection::vec(prop_oneof![
+            any::<f64>(),
+            Just(0.0),
+            Just(-0.0),
+            Just(f64::INFINITY),
+            // NaNs: signalling, negative, with a payload in the low bits.
+            any::<u64>().prop_map(|b| f64::from_bits(0x7ff0_0000_0000_0001 | (b & 0x8007_ffff_ffff_ffff))),
+        ], 6),
+        counters in (prop_oneof![Just(0u64), 0u64..200, any::<u64>()], prop_oneof![Just(0u64), 0u64..200, any::<u64>()]),
     ) {
         let layouts = vec![layout_from(base_a), layout_from(base_b)];
         let shape: Layouts = layouts.iter().chain(&layouts).cloned().collect();
@@ -184,8 +192,8 @@ proptest! {
         (h.outliers_moderate, h.outliers_severe) = counters;
         sums.push(Sums::of_histogram(&h));
         sums.push(Sums::default());
-        let bits = |s: &Sums| format!("{s:?}");
-        let expected: Vec<String> = sums.iter().map(bits).collect();
+        let bits = |s: &Sums| s.bits();
+        let expected: Vec<[u64; 8]> = sums.iter().map(bits).collect();
         for (s, l) in sums.iter().zip(shape.iter()) {
             let mut out = Vec::new();
             s.pack_into(l, &mut out);
@@ -199,7 +207,7 @@ proptest! {
         let mut walked = Vec::new();
         sub.for_each(&shape, |m, s| walked.push((m, bits(s))));
         prop_assert_eq!(walked, expected.iter().cloned().enumerate().collect::<Vec<_>>());
-        let opened: Vec<String> = sub.open(&shape).iter().map(bits).collect();
+        let opened: Vec<[u64; 8]> = sub.open(&shape).iter().map(bits).collect();
         prop_assert_eq!(opened, expected);
         prop_assert!(!sub.is_packed());
         sub.clear();

@@ -2,8 +2,9 @@
 //! to (global, label dimensions, metric predicates). A window is the ring of its last `steps` sub-windows, so late
 //! frames go where they were captured; its bin counts are also kept as running totals, to which each frame adds and
 //! from which a sub-window's counts are taken when it leaves (integers: exact), so an evaluation copies them.
-//! Only the newest sub-window of a slice (and one a late frame came to) keeps its sums open for adding; the others'
-//! are packed (`SubSums`, bit for bit), as they are read only when a sub-window leaves or a window is merged.
+//! When a sub-window opens, the sums of those before it in its slice are packed (`SubSums`, bit for bit): they are
+//! only read from then on (when a sub-window leaves, a window is merged, or a checkpoint is written), unless a late
+//! frame comes for one, which opens it again. A restore packs every sub-window.
 //! With a context baseline every label-dimension key also carries the frame's context value
 //! (`camera_id=cam-1,context=night`): each (camera, context) has its own window, judged against its own reference.
 
@@ -920,7 +921,7 @@ fn slice_keys(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, HashSet};
 
     use super::*;
     use framewatch_metrics::{BaselineBuilder, ComparableSettings};
@@ -1097,8 +1098,10 @@ mod tests {
         };
         let mut kept: Vec<(&str, i64, [Option<f64>; 2], usize)> = Vec::new();
         let mut forms = [0usize; 2];
-        // Sub-windows with frames whose sums were seen packed, and seen open behind a newer sub-window (reopened).
+        // Sub-windows with frames whose sums were seen packed, and seen open after having been seen packed (opened
+        // again by a late frame).
         let mut sums_forms = [0usize; 2];
+        let mut seen_packed: HashSet<(SliceKey, i64)> = HashSet::new();
         let mut now = 1_000_000;
         for step in 0..3000 {
             now += match next(1000) {
@@ -1117,13 +1120,13 @@ mod tests {
             if step % 7 != 0 {
                 continue;
             }
-            for sl in s.slices.values() {
-                let newest = sl.ring.iter().map(|sub| sub.index).max().unwrap_or(i64::MIN);
+            for (key, sl) in &s.slices {
                 for sub in sl.ring.iter().filter(|sub| sub.frames > 0) {
                     forms[usize::from(sub.counts.packed().is_some())] += 1;
                     if sub.sums.is_packed() {
                         sums_forms[0] += 1;
-                    } else if sub.index < newest {
+                        seen_packed.insert((key.clone(), sub.index));
+                    } else if seen_packed.contains(&(key.clone(), sub.index)) {
                         sums_forms[1] += 1;
                     }
                 }
