@@ -341,6 +341,30 @@ mod tests {
         assert_eq!(reason(with(both)), RejectReason::InvalidMetricValue);
     }
 
+    /// Edge values by name are read in name order (`MetricValues.values` is a B-tree, proto/build.rs), so a frame
+    /// with several bad values is refused for the same one every time.
+    #[test]
+    fn named_metric_values_are_read_in_name_order() {
+        let with = |values: &[(&str, f64)]| {
+            let values = values.iter().map(|&(k, v)| (k.to_string(), v)).collect();
+            let frame = v1::Frame {
+                camera_id: "cam-1".into(),
+                content: Some(v1::frame::Content::MetricValues(v1::MetricValues { values, ..Default::default() })),
+                ..Default::default()
+            };
+            from_proto(frame, Source::Grpc, SystemTime::now(), &IngestConfig::default())
+        };
+        let names = ["sharpness", "area", "zeta", "brightness", "blue_ratio"];
+        let ok = with(&names.map(|n| (n, 0.5))).expect("named values");
+        let Content::Values { values, .. } = ok.content else { panic!("named values") };
+        let mut sorted = names.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(values.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), sorted);
+        let bad = with(&[("zeta", f64::NAN), ("sharpness", f64::INFINITY), ("brightness", 0.5), ("area", f64::NAN)]);
+        let message = bad.expect_err("refused").message;
+        assert!(message.starts_with("metric \"area\""), "{message}");
+    }
+
     #[test]
     fn class_labels_are_bounded_in_length_and_charset() {
         assert!(with_class("car").is_ok());

@@ -13,7 +13,7 @@
 //! value per catalog metric in catalog order (`null`: not given), as `MetricValues.packed` does.
 //! Every refusal is a `Rejection` with a stable reason, like gRPC's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use framewatch_metrics::Detection;
@@ -38,8 +38,9 @@ struct JsonFrame {
     #[serde(default)]
     model_version: String,
     capture_time: Option<JsonTime>,
+    /// A B-tree, as `MetricValues.values` is (proto/build.rs): no hashing per name, and the same order every time.
     #[serde(default)]
-    metrics: HashMap<String, f64>,
+    metrics: BTreeMap<String, f64>,
     /// `MetricValues.packed`: JSON has no NaN, so `null` marks a value not given.
     packed: Option<Vec<Option<f64>>>,
     catalog_fingerprint: Option<JsonFingerprint>,
