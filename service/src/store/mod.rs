@@ -290,10 +290,12 @@ pub struct WindowStore {
     values: Vec<Option<f64>>,
     /// Reused per frame: its camera's slice key.
     camera_key: String,
-    /// Reused per frame: its values observed against `observed_for`, which most slices share (the global
-    /// layouts), so that each value is binned once per layout rather than once per slice.
-    observed: Vec<Option<Observation>>,
-    observed_for: Option<Arc<Layouts>>,
+    /// Reused per frame: its values observed against each distinct set of layouts among its slices (the first
+    /// `observed_sets`; most slices share the global layouts, a camera's and a site's slice have their own), so
+    /// that each value is binned once per set of layouts rather than once per slice, in whatever order the slices
+    /// come. At most one entry per slice a frame can land in (a number the config bounds).
+    observed: Vec<ObservedSet>,
+    observed_sets: usize,
     /// Reused per frame: (previous, current) value per tracked metric for the frame's camera (NaN: no pair).
     pairs: Vec<(f64, f64)>,
     /// Whether `camera_id` alone is a slice dimension (then camera slices carry the last values for pairs).
@@ -311,6 +313,9 @@ pub struct WindowStore {
     unlogged: (u64, u64),
     last_logged_secs: (i64, i64),
 }
+
+/// A frame's values observed against one set of layouts (`WindowStore::observed`).
+type ObservedSet = (Option<Arc<Layouts>>, Vec<Option<Observation>>);
 
 /// Most slice keys remembered as evicted between two evaluations; past it the oldest are forgotten (their alerts
 /// then resolve as `slice_gone`, as before).
@@ -388,7 +393,7 @@ impl WindowStore {
             values: Vec::new(),
             camera_key: String::new(),
             observed: Vec::new(),
-            observed_for: None,
+            observed_sets: 0,
             pairs: Vec::new(),
             camera_slices,
             context: baseline.context.clone(),
@@ -461,7 +466,7 @@ impl WindowStore {
         classes.extend(frame.classes.iter().map(|c| self.intern(c)));
         self.values.clear();
         self.values.extend(self.tracked.iter().map(|t| frame.values.get(t.registry_index).copied().flatten()));
-        self.observed_for = None;
+        self.observed_sets = 0;
         let camera = self.camera_pairs(frame.camera_id, context, &keys[..n]);
         for (i, key) in keys[..n].iter().enumerate() {
             self.record_in(key, index, &classes, now_secs, camera == Some(i));
@@ -559,14 +564,25 @@ impl WindowStore {
         }
         let slot = &mut slice.ring[slot_at];
         slot.frames += 1;
-        if !self.observed_for.as_ref().is_some_and(|l| Arc::ptr_eq(l, &slice.layouts)) {
-            self.observed.clear();
-            self.observed.extend(slice.layouts.iter().zip(&self.values).map(|(layout, &v)| layout.observe(v)));
-            self.observed_for = Some(slice.layouts.clone());
-        }
+        let same = |(l, _): &ObservedSet| l.as_ref().is_some_and(|l| Arc::ptr_eq(l, &slice.layouts));
+        let set = match self.observed[..self.observed_sets].iter().position(same) {
+            Some(set) => set,
+            None => {
+                if self.observed_sets == self.observed.len() {
+                    self.observed.push((None, Vec::new()));
+                }
+                let (for_layouts, observed) = &mut self.observed[self.observed_sets];
+                observed.clear();
+                observed.extend(slice.layouts.iter().zip(&self.values).map(|(layout, &v)| layout.observe(v)));
+                *for_layouts = Some(slice.layouts.clone());
+                self.observed_sets += 1;
+                self.observed_sets - 1
+            }
+        };
+        let observed = &self.observed[set].1;
         let slot = &mut slice.ring[slot_at];
-        slot.counts.record_with(&mut slice.totals, &slice.layouts, &self.observed);
-        for ((sums, &o), m) in slot.sums.open(&slice.layouts).iter_mut().zip(&self.observed).zip(&mut slice.moments) {
+        slot.counts.record_with(&mut slice.totals, &slice.layouts, observed);
+        for ((sums, &o), m) in slot.sums.open(&slice.layouts).iter_mut().zip(observed).zip(&mut slice.moments) {
             if let Some(o) = &o {
                 sums.record(o);
             }
