@@ -1023,6 +1023,59 @@ mod tests {
         assert!(e.to_string().contains("\"nope\""), "{e}");
     }
 
+    /// A frame's values are binned once per set of layouts, not once per slice: the global slice, a camera with
+    /// its own reference in between, then a site slice on the global layouts again. Each slice's counts are those
+    /// of its own layouts, whatever the order.
+    #[test]
+    fn each_slice_counts_against_its_own_layouts_whatever_the_order_of_slices() {
+        let mut b = BaselineBuilder::new(
+            vec!["brightness".into(), "confidence_mean".into()],
+            ComparableSettings::default(),
+            100,
+        );
+        for i in 0..1000 {
+            let v = [Some(0.3 + (i % 100) as f64 / 250.0), Some(0.9)];
+            b.add(&v, ["car"]);
+            // cam-1's own reference: a narrower range, so its bins differ from the global ones.
+            let own = [Some(0.45 + (i % 100) as f64 / 1000.0), Some(0.5 + (i % 10) as f64 / 50.0)];
+            b.add_to_slices(&["camera_id=cam-1"], &own, ["car"]);
+        }
+        let baseline = b.finish("t".into(), "v".into(), "s".into()).expect("baseline");
+        let cfg = Config {
+            slices: crate::config::SliceConfig {
+                dimensions: vec!["camera_id".into(), "site".into()],
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let index = |n: &str| ["brightness", "confidence_mean"].iter().position(|m| *m == n);
+        let mut s = WindowStore::new(StoreSettings::from_config(&cfg, index).expect("settings"), &baseline, index);
+        let labels: HashMap<String, String> = [("site".to_string(), "lot-7".to_string())].into();
+        let now = 1_000_000;
+        let frames: Vec<[Option<f64>; 2]> =
+            (0..40).map(|i| [Some(0.3 + i as f64 / 100.0), (i % 3 != 0).then(|| 0.4 + i as f64 / 80.0)]).collect();
+        for v in &frames {
+            assert_eq!(s.record(&rec("cam-1", &labels, now, v), now), Recorded::Yes { slices: 3 });
+        }
+        let own = baseline.slices.get("camera_id=cam-1").expect("own reference");
+        for key in [GLOBAL, "camera_id=cam-1", "site=lot-7"] {
+            let snap = s.snapshot(key, now).expect("slice");
+            for (m, t) in s.tracked().iter().enumerate() {
+                let layout =
+                    if key == GLOBAL || key.starts_with("site") { &t.layout } else { &own.metrics[&*t.name].layout };
+                let mut want = Histogram::new(layout);
+                frames.iter().for_each(|v| want.record(layout, v[m]));
+                assert_eq!(snap.hists[m].counts, want.counts, "{key} {}", t.name);
+                assert_eq!(snap.hists[m].tail_hi_dist.to_bits(), want.tail_hi_dist.to_bits(), "{key} {}", t.name);
+            }
+        }
+        assert_ne!(
+            own.metrics["brightness"].layout.edges(),
+            s.tracked()[0].layout.edges(),
+            "the camera's bins differ from the global ones"
+        );
+    }
+
     #[test]
     fn context_baselines_key_label_slices_by_context_and_pick_their_reference() {
         use framewatch_metrics::baseline::{ContextSpec, context_key};
