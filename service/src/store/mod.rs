@@ -1056,6 +1056,7 @@ mod tests {
             (0..40).map(|i| [Some(0.3 + i as f64 / 100.0), (i % 3 != 0).then(|| 0.4 + i as f64 / 80.0)]).collect();
         for v in &frames {
             assert_eq!(s.record(&rec("cam-1", &labels, now, v), now), Recorded::Yes { slices: 3 });
+            assert_eq!(s.observed_sets, 2, "three slices, two sets of layouts: each value binned twice, not thrice");
         }
         let own = baseline.slices.get("camera_id=cam-1").expect("own reference");
         for key in [GLOBAL, "camera_id=cam-1", "site=lot-7"] {

@@ -216,14 +216,13 @@ fn from_json(j: JsonFrame) -> Result<(v1::Frame, Vec<Detection>), Rejection> {
             "the message has both `packed` and `metrics`: send one form",
         ));
     }
-    let content = (!j.metrics.is_empty() || !packed.is_empty() || perceptual_hash.is_some()).then(|| {
-        v1::frame::Content::MetricValues(v1::MetricValues {
-            values: j.metrics.into_iter().collect(),
-            perceptual_hash,
-            packed,
-            catalog_fingerprint,
-        })
-    });
+    let given = !j.metrics.is_empty() || !packed.is_empty() || perceptual_hash.is_some();
+    let content = given.then_some(v1::frame::Content::MetricValues(v1::MetricValues {
+        values: j.metrics,
+        perceptual_hash,
+        packed,
+        catalog_fingerprint,
+    }));
     let frame = v1::Frame {
         camera_id: j.camera_id,
         labels: j.labels,
