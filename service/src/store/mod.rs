@@ -942,12 +942,13 @@ mod tests {
     use super::*;
     use framewatch_metrics::{BaselineBuilder, ComparableSettings};
 
+    /// A baseline of the two metrics these tests track, 100 bins each.
+    fn builder() -> BaselineBuilder {
+        BaselineBuilder::new(vec!["brightness".into(), "confidence_mean".into()], ComparableSettings::default(), 100)
+    }
+
     fn baseline() -> Baseline {
-        let mut b = BaselineBuilder::new(
-            vec!["brightness".into(), "confidence_mean".into()],
-            ComparableSettings::default(),
-            100,
-        );
+        let mut b = builder();
         for i in 0..1000 {
             b.add(&[Some(0.3 + (i % 100) as f64 / 250.0), Some(0.9)], ["car"]);
         }
@@ -1028,11 +1029,7 @@ mod tests {
     /// of its own layouts, whatever the order.
     #[test]
     fn each_slice_counts_against_its_own_layouts_whatever_the_order_of_slices() {
-        let mut b = BaselineBuilder::new(
-            vec!["brightness".into(), "confidence_mean".into()],
-            ComparableSettings::default(),
-            100,
-        );
+        let mut b = builder();
         for i in 0..1000 {
             let v = [Some(0.3 + (i % 100) as f64 / 250.0), Some(0.9)];
             b.add(&v, ["car"]);
@@ -1080,12 +1077,7 @@ mod tests {
     #[test]
     fn context_baselines_key_label_slices_by_context_and_pick_their_reference() {
         use framewatch_metrics::baseline::{ContextSpec, context_key};
-        let mut b = BaselineBuilder::new(
-            vec!["brightness".into(), "confidence_mean".into()],
-            ComparableSettings::default(),
-            100,
-        )
-        .with_context(ContextSpec::Label("illumination".into()));
+        let mut b = builder().with_context(ContextSpec::Label("illumination".into()));
         let night = context_key("camera_id=cam-1", "night");
         for i in 0..200 {
             let v = [Some(0.1 + (i % 50) as f64 / 1000.0), Some(0.9)];
