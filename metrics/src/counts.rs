@@ -10,7 +10,7 @@
 
 use std::ops::{Deref, Range};
 
-use crate::histogram::{BinLayout, Observation, Sums};
+use crate::histogram::{BinLayout, Histogram, Observation, Sums};
 
 /// The bin layouts of a slice's tracked metrics, and where each one's bins start in the slice's flat count
 /// arrays (metric after metric, each over its layout's bins, tails included).
@@ -664,6 +664,15 @@ impl SubSums {
                 }
             }
         }
+    }
+
+    /// Adds each metric's sums into `hists[metric]` (`Sums::merge_into`).
+    pub fn merge_into(&self, layouts: &Layouts, hists: &mut [Histogram]) {
+        self.for_each(layouts, |m, s| {
+            if let Some(h) = hists.get_mut(m) {
+                s.merge_into(h);
+            }
+        });
     }
 
     /// Back to empty, freeing the sums.

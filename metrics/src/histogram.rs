@@ -457,14 +457,7 @@ impl Sums {
     pub fn pack_into(&self, layout: &BinLayout, out: &mut Vec<u8>) {
         use packed::*;
         let same = |a: f64, b: f64| a.to_bits() == b.to_bits();
-        let empty = Sums::default();
-        if self.outliers_moderate == 0
-            && self.outliers_severe == 0
-            && [self.sum, self.sum_sq, self.tail_lo_dist, self.tail_hi_dist, self.min, self.max]
-                .iter()
-                .zip([empty.sum, empty.sum_sq, empty.tail_lo_dist, empty.tail_hi_dist, empty.min, empty.max])
-                .all(|(&a, b)| same(a, b))
-        {
+        if self.bits() == Sums::default().bits() {
             out.push(EMPTY);
             return;
         }

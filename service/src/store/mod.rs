@@ -789,11 +789,7 @@ impl WindowStore {
             }
             frames = frames.saturating_add(sub.frames);
             if !running {
-                sub.sums.for_each(&slice.layouts, |m, s| {
-                    if let Some(acc) = snap.hists.get_mut(m) {
-                        s.merge_into(acc);
-                    }
-                });
+                sub.sums.merge_into(&slice.layouts, &mut snap.hists);
             }
             if !running {
                 for (c, n) in sub.classes.iter() {

@@ -183,11 +183,7 @@ fn sub_histograms(layouts: &Layouts, w: &SubWindow) -> Vec<Histogram> {
         hists[m].counts[bin] += n;
         hists[m].n += u64::from(n);
     });
-    w.sums.for_each(layouts, |m, s| {
-        if let Some(h) = hists.get_mut(m) {
-            s.merge_into(h);
-        }
-    });
+    w.sums.merge_into(layouts, &mut hists);
     for h in &mut hists {
         h.missing = w.frames.saturating_sub(h.n);
     }
