@@ -401,10 +401,19 @@ impl MetricCounts {
         }
     }
 
-    /// Writes metric `m`'s counts into `into` (as many as it holds).
-    pub fn copy_into(&self, layouts: &Layouts, m: usize, into: &mut [u32]) {
+    /// Writes each metric's counts into its histogram in `hists` (as many as each holds), walking the cells once
+    /// (a snapshot copies every metric's; seeking each from the first took a step per metric before it).
+    pub fn copy_into(&self, layouts: &Layouts, hists: &mut [Histogram]) {
         let mut at = Self::first(layouts);
-        self.seek(layouts, &mut at, m);
+        for (m, h) in hists.iter_mut().enumerate().take(layouts.len()) {
+            self.seek(layouts, &mut at, m);
+            self.copy_metric(layouts, at, &mut h.counts);
+        }
+    }
+
+    /// The counts of the metric at `at` into `into`.
+    fn copy_metric(&self, layouts: &Layouts, at: At, into: &mut [u32]) {
+        let m = at.m;
         let bits = self.bits(m);
         let n = into.len().min(layouts.bins(m));
         let cells = &self.data[at.off..at.off + cell_bytes(n, bits)];

@@ -3,6 +3,7 @@
 //! merge of its sub-windows. Values beyond the baseline's range land in open tail bins whose distance to the range
 //! is summed, so the Wasserstein distance stays exact in the tails.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -33,9 +34,10 @@ pub struct BinLayout {
     edges: Arc<[f64]>,
     /// PSI/JS bins ("coarse"): the baseline deciles, the first and last open-ended (the standard PSI bins: a value
     /// below the baseline minimum counts in the first decile, above the maximum in the last; the out-of-range share
-    /// is its own statistic). `coarse_of[bin]` maps every fine bin, tails included.
+    /// is its own statistic). PSI/JS bin `j` is the run of fine bins `coarse_ends[j - 1]..coarse_ends[j]` (from 0
+    /// for the first), tails included: the last end is `bins()`.
     coarse_cuts: Arc<[f64]>,
-    coarse_of: Arc<[u16]>,
+    coarse_ends: Arc<[u32]>,
     /// Subtracted from values before summing squares, for numerically stable variance of large values.
     center: f64,
     /// Encord's IQR fences: [severe_lo, moderate_lo, moderate_hi, severe_hi].
@@ -91,18 +93,18 @@ impl BinLayout {
         }
         let iqr = q3 - q1;
         let fences = [q1 - 2.5 * iqr, q1 - 1.5 * iqr, q3 + 1.5 * iqr, q3 + 2.5 * iqr];
-        let k = edges.len() - 1;
-        let mut coarse_of = Vec::with_capacity(k + 3);
-        // The lower tail joins the first decile bin, the upper tail the last one.
-        coarse_of.push(0u16);
-        for i in 1..=k + 1 {
-            // Fine bin i starts at edges[i-1] (bin K+1, the maximum's, starts at edges[K]); no cut lies strictly
-            // inside a fine bin because cuts are edges.
-            let left = edges[i - 1];
-            coarse_of.push(cuts.iter().filter(|&&c| c <= left).count() as u16);
-        }
-        coarse_of.push(cuts.len() as u16);
-        Ok(BinLayout { edges: edges.into(), coarse_cuts: cuts.into(), coarse_of: coarse_of.into(), center: q2, fences })
+        // The lower tail joins the first decile bin, the upper tail and the maximum's bin the last one. Fine bin
+        // i (1..=K) starts at edges[i - 1], and no cut lies strictly inside a fine bin because cuts are edges: the
+        // PSI/JS bin that starts at a cut starts at the fine bin after that edge's index.
+        let mut coarse_ends: Vec<u32> = cuts.iter().map(|&c| (edges.partition_point(|&e| e < c) + 1) as u32).collect();
+        coarse_ends.push((edges.len() + 2) as u32);
+        Ok(BinLayout {
+            edges: edges.into(),
+            coarse_cuts: cuts.into(),
+            coarse_ends: coarse_ends.into(),
+            center: q2,
+            fences,
+        })
     }
 
     pub fn edges(&self) -> &[f64] {
@@ -164,15 +166,22 @@ impl BinLayout {
         })
     }
 
+    /// The fine bins of each PSI/JS bin, in order: runs that cover `0..bins()`, none empty.
     #[inline]
-    pub fn coarse_of(&self, bin: usize) -> usize {
-        usize::from(self.coarse_of[bin])
+    pub fn coarse_ranges(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        let mut start = 0;
+        self.coarse_ends.iter().map(move |&end| {
+            let range = start..end as usize;
+            start = end as usize;
+            range
+        })
     }
+}
 
-    /// `coarse_of` for every fine bin: non-decreasing from 0 to `coarse_bins() - 1`, taking every value between.
-    pub fn coarse_map(&self) -> &[u16] {
-        &self.coarse_of
-    }
+/// The values in a run of bins, as a float: exact, as any sum of fewer than 2^21 32-bit counts is below 2^53.
+#[inline]
+pub(crate) fn coarse_count(counts: &[u32]) -> f64 {
+    counts.iter().map(|&c| u64::from(c)).sum::<u64>() as f64
 }
 
 /// One value as a histogram records it (`BinLayout::observe`).
@@ -319,8 +328,8 @@ impl Histogram {
         if self.n == 0 {
             return;
         }
-        for (bin, &c) in self.counts.iter().enumerate() {
-            out[layout.coarse_of(bin)] += c as f64;
+        for (p, bins) in out.iter_mut().zip(layout.coarse_ranges()) {
+            *p = coarse_count(self.counts.get(bins).unwrap_or_default());
         }
         let n = self.n as f64;
         out.iter_mut().for_each(|p| *p /= n);

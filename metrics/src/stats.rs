@@ -3,7 +3,7 @@
 //! homogeneity for categoricals; plus the lag-1 moments that turn autocorrelated frames into an effective sample
 //! size for the p-value. Pure functions; definitions and choices are documented in METRICS.md.
 
-use crate::histogram::{BinLayout, Histogram};
+use crate::histogram::{BinLayout, Histogram, coarse_count};
 
 /// Proportion that replaces an empty bin in PSI (Evidently's choice), so ln(0) never appears. Not renormalised:
 /// an empty bin contributes (c - 1e-4) ln(c / 1e-4), finite and large when the current window fills it.
@@ -30,19 +30,46 @@ pub fn psi_logs(p: &[f64], out: &mut Vec<f64>) {
     out.extend(p.iter().map(|&r| if r > 0.0 { r } else { PSI_EPSILON }.ln()));
 }
 
-/// `psi(p, q)` and `js_distance(p, q)` in one pass, given `ln_p` from `psi_logs(p)`: two logarithms a bin (the
-/// window's proportion and the mixture's) instead of three, as ln(c / r) = ln c - ln r and log2(a / m) =
-/// (ln a - ln m) / ln 2. The logarithms were a fifth of an evaluation's time. Equal to the two definitions up to
-/// rounding, and exactly 0 for equal proportions (property test `fused_psi_js_match_the_definitions`).
-pub fn psi_js(p: &[f64], ln_p: &[f64], q: &[f64]) -> (f64, f64) {
+/// How many small counts `psi_js` takes the logarithm of from a table.
+const LN_TABLE_LEN: usize = 1024;
+
+/// ln k for k < `LN_TABLE_LEN` (ln 0 is never read), filled on first use.
+fn ln_table() -> &'static [f64; LN_TABLE_LEN] {
+    static TABLE: std::sync::LazyLock<Box<[f64; LN_TABLE_LEN]>> = std::sync::LazyLock::new(|| {
+        let mut t = Box::new([f64::NEG_INFINITY; LN_TABLE_LEN]);
+        for (k, ln) in t.iter_mut().enumerate().skip(1) {
+            *ln = (k as f64).ln();
+        }
+        t
+    });
+    &TABLE
+}
+
+/// `psi(p, q)` and `js_distance(p, q)` in one pass, where the window's proportions q are `counts` (each PSI/JS bin's
+/// count of values, integers) over `n`, given `ln_p` from `psi_logs(p)`. Two logarithms a bin at most instead of
+/// three: ln(c / r) = ln c - ln r and log2(a / m) = (ln a - ln m) / ln 2, and ln c of a count below 1024 is
+/// ln count - ln n, from a table, which leaves one logarithm a bin (the mixture's). The logarithms were a fifth of
+/// an evaluation's time. Equal to the two definitions up to rounding, and exactly 0 for equal proportions (property
+/// test `fused_psi_js_match_the_definitions`). No values (`n` 0): every proportion 0.
+pub fn psi_js(p: &[f64], ln_p: &[f64], counts: &[f64], n: u64) -> (f64, f64) {
     let (mut psi, mut js) = (0.0, 0.0);
-    for ((&r, &lr), &c) in p.iter().zip(ln_p).zip(q) {
-        let c_psi = if c > 0.0 { c } else { PSI_EPSILON };
+    let table = ln_table();
+    let total = n as f64;
+    let (ln_total, ln_epsilon) = (total.ln(), PSI_EPSILON.ln());
+    for ((&r, &lr), &count) in p.iter().zip(ln_p).zip(counts) {
+        let c = if n > 0 { count / total } else { 0.0 };
+        let (c_psi, lc) = if c > 0.0 {
+            // In range, so the cast is exact: a count is a whole number.
+            let ln = if count < LN_TABLE_LEN as f64 { table[count as usize] - ln_total } else { c.ln() };
+            (c, ln)
+        } else {
+            (PSI_EPSILON, ln_epsilon)
+        };
         let r_psi = if r > 0.0 { r } else { PSI_EPSILON };
-        let lc = c_psi.ln();
         psi += (c_psi - r_psi) * (lc - lr);
-        let m = 0.5 * (r + c);
-        if m > 0.0 {
+        // An equal pair adds nothing to the divergence (and the table's ln c may differ from ln r by rounding).
+        if c != r {
+            let m = 0.5 * (r + c);
             let lm = m.ln();
             if r > 0.0 {
                 js += r * (lr - lm);
@@ -408,7 +435,8 @@ pub fn compare(
     compare_to(&reference, current, effective, q)
 }
 
-/// `compare` against a reference whose proportions are already known; `q` holds the window's between calls.
+/// `compare` against a reference whose proportions are already known; `q` holds the window's PSI/JS counts between
+/// calls.
 pub fn compare_to(
     reference: &Reference<'_>,
     current: &Histogram,
@@ -425,7 +453,7 @@ pub fn compare_to(
     };
     let n_ref = sane_effective(effective.reference, reference.n);
     let n_cur = sane_effective(effective.current, current.n);
-    let (psi, js_distance) = if has { psi_js(p, ln_p, q) } else { (0.0, 0.0) };
+    let (psi, js_distance) = if has { psi_js(p, ln_p, q, current.n) } else { (0.0, 0.0) };
     MetricDrift {
         n: current.n,
         n_effective: n_cur,
@@ -467,30 +495,28 @@ pub struct Distances {
     pub wasserstein: f64,
 }
 
-/// `ks_statistic`, `wasserstein` and the window's `coarse_proportions` (into `q`) in one pass over the fine bins:
-/// an evaluation runs this for every metric of every slice, and the three loops shared every load and
-/// conversion. The proportions are the definitions' to the bit, KS and Wasserstein to rounding (the integral is
-/// summed in another order; property test `one_pass_distances_match_the_three_definitions`).
-pub fn distances(layout: &BinLayout, reference: &Histogram, current: &Histogram, q: &mut Vec<f64>) -> Distances {
+/// `ks_statistic` and `wasserstein` in one pass over the fine bins, and the window's count of values in each PSI/JS
+/// bin (into `counts`: `coarse_proportions` times `current.n`, exact): an evaluation runs this for every metric of
+/// every slice. KS and Wasserstein equal the definitions up to rounding (the integral is summed in another order;
+/// property test `one_pass_distances_match_the_three_definitions`).
+pub fn distances(layout: &BinLayout, reference: &Histogram, current: &Histogram, counts: &mut Vec<f64>) -> Distances {
     let none = Distances { ks: 0.0, wasserstein: 0.0 };
-    q.clear();
-    q.resize(layout.coarse_bins(), 0.0);
+    counts.clear();
+    counts.resize(layout.coarse_bins(), 0.0);
     let bins = layout.bins();
     let cur = &current.counts[..bins];
     if current.n == 0 {
         return none;
     }
-    let inv_m = 1.0 / current.n as f64;
+    for (count, bins) in counts.iter_mut().zip(layout.coarse_ranges()) {
+        *count = coarse_count(&cur[bins]);
+    }
     if reference.n == 0 {
-        for (bin, &c) in cur.iter().enumerate() {
-            q[layout.coarse_of(bin)] += f64::from(c);
-        }
-        q.iter_mut().for_each(|x| *x /= current.n as f64);
         return none;
     }
     let refc = &reference.counts[..bins];
     let (n, m) = (reference.n as f64, current.n as f64);
-    let inv_n = 1.0 / n;
+    let (inv_n, inv_m) = (1.0 / n, 1.0 / m);
     let edges = layout.edges();
     let mut w = (current.tail_lo_dist / m - reference.tail_lo_dist / n).abs()
         + (current.tail_hi_dist / m - reference.tail_hi_dist / n).abs();
@@ -498,11 +524,8 @@ pub fn distances(layout: &BinLayout, reference: &Histogram, current: &Histogram,
     // Wasserstein integrates |a| over the bins, and KS is its largest |a|. The integral over a bin is a trapezoid,
     // w (|a| + |b|) / 2, except where the CDFs cross inside it: two triangles, w (a^2 + b^2) / (2 (|a| + |b|)),
     // which is the trapezoid less w |a| |b| / (|a| + |b|). So the loop sums w (|a| + |b|) and, on the few crossing
-    // bins only, that correction. The PSI/JS bins are runs of fine bins, so each takes the window's cumulative count
-    // at its last fine bin (a store, not a load-add-store chain) and the differences are taken after the loop:
-    // exact, as the counts are integers.
-    let coarse = layout.coarse_map();
-    let fine = Bins { cur, refc, coarse, edges };
+    // bins only, that correction. The PSI/JS proportions are sums of runs of the window's counts, taken above.
+    let fine = Bins { cur, refc, edges };
     let (ks, twice_trapezoids, crossings) = match (i64::try_from(reference.n), i64::try_from(current.n)) {
         (Ok(ni), Ok(mi)) if ni.checked_mul(mi).is_some_and(|nm| nm <= 1 << 62) => {
             // In integers, scaled by n m: (F_cur - F_ref) n m = fc n - fr m, exact, and at most n m. Most of the
@@ -511,25 +534,20 @@ pub fn distances(layout: &BinLayout, reference: &Histogram, current: &Histogram,
             let inv_nm = inv_n * inv_m;
             // Wrapping: only a histogram whose counts add up to more than its `n` (a crafted checkpoint) could
             // overflow, and it gets meaningless distances rather than a panic.
-            let (ks, twice, crossings) = fine.walk(q, |fc, fr| fc.wrapping_mul(ni).wrapping_sub(fr.wrapping_mul(mi)));
+            let (ks, twice, crossings) = fine.walk(|fc, fr| fc.wrapping_mul(ni).wrapping_sub(fr.wrapping_mul(mi)));
             (ks as f64 * inv_nm, twice * inv_nm, crossings * inv_nm)
         }
         // Counts too large for that (n m past 2^62): the same sums in floating point.
-        _ => fine.walk(q, |fc, fr| fc as f64 * inv_m - fr as f64 * inv_n),
+        _ => fine.walk(|fc, fr| fc as f64 * inv_m - fr as f64 * inv_n),
     };
     w += 0.5 * twice_trapezoids - crossings;
-    for j in (1..q.len()).rev() {
-        q[j] = (q[j] - q[j - 1]) / m;
-    }
-    q[0] /= m;
     Distances { ks: ks.min(1.0), wasserstein: w }
 }
 
-/// The fine bins `distances` walks: the window's and the reference's counts, the PSI/JS bin of each, the edges.
+/// The fine bins `distances` walks: the window's and the reference's counts, the edges.
 struct Bins<'a> {
     cur: &'a [u32],
     refc: &'a [u32],
-    coarse: &'a [u16],
     edges: &'a [f64],
 }
 
@@ -574,27 +592,28 @@ impl Gap for f64 {
 
 impl Bins<'_> {
     /// One pass: the largest |gap|, the sum of w (|a| + |b|) over the bins with a width, and the crossing
-    /// bins' corrections w |a| |b| / (|a| + |b|) (in `gap`'s units), with each PSI/JS bin's cumulative window count
-    /// stored into `q`. `gap(fc, fr)` is the CDF difference from the cumulative counts (exact in i64 for any
-    /// number of 32-bit counts that fits in memory).
+    /// bins' corrections w |a| |b| / (|a| + |b|) (in `gap`'s units). `gap(fc, fr)` is the CDF difference from the
+    /// cumulative counts (exact in i64 for any number of 32-bit counts that fits in memory).
     #[inline(always)]
-    fn walk<G: Gap>(&self, q: &mut [f64], gap: impl Fn(i64, i64) -> G) -> (G, f64, f64) {
-        let Bins { cur, refc, coarse, edges } = *self;
+    fn walk<G: Gap>(&self, gap: impl Fn(i64, i64) -> G) -> (G, f64, f64) {
+        let Bins { cur, refc, edges } = *self;
         let k = edges.len() - 1;
         let (mut fc, mut fr) = (i64::from(cur[0]), i64::from(refc[0]));
-        q[usize::from(coarse[0])] = fc as f64;
         let mut a = gap(fc, fr);
         let abs_a = a.abs();
         let mut abs_a_f = abs_a.to_f64();
-        let (mut ks, mut twice_trapezoids, mut crossings) = (abs_a, 0.0, 0.0);
-        for (((&c, &r), &j), edge) in cur[1..=k].iter().zip(&refc[1..=k]).zip(&coarse[1..=k]).zip(edges.windows(2)) {
+        let mut ks = abs_a;
+        let mut crossings = 0.0;
+        let mut twice_trapezoids = 0.0;
+        let mut left = edges[0];
+        for ((&c, &r), &right) in cur[1..=k].iter().zip(&refc[1..=k]).zip(&edges[1..]) {
             fc += i64::from(c);
             fr += i64::from(r);
-            q[usize::from(j)] = fc as f64;
             let b = gap(fc, fr);
             let abs_b = b.abs();
             ks = ks.larger(abs_b);
-            let width = edge[1] - edge[0];
+            let width = right - left;
+            left = right;
             let abs_b_f = abs_b.to_f64();
             twice_trapezoids += width * (abs_a_f + abs_b_f);
             if a.crosses(b) {
@@ -602,11 +621,10 @@ impl Bins<'_> {
             }
             (a, abs_a_f) = (b, abs_b_f);
         }
-        // The maximum's bin and the upper tail: no width, but they count for KS and the last PSI/JS bin.
+        // The maximum's bin and the upper tail: no width, but they count for KS.
         for bin in k + 1..cur.len() {
             fc += i64::from(cur[bin]);
             fr += i64::from(refc[bin]);
-            q[usize::from(coarse[bin])] = fc as f64;
             ks = ks.larger(gap(fc, fr).abs());
         }
         (ks, twice_trapezoids, crossings)

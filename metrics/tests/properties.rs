@@ -250,10 +250,11 @@ proptest! {
                 prop_assert!(p.spilled_in(&layouts, k) * 8 <= cells, "metric {}: {} spilled, {} bytes of {}-bit cells", k, p.spilled_in(&layouts, k), cells, *w);
             }
         }
-        for (m, want) in model.iter().enumerate() {
-            let mut copied = vec![u32::MAX; want.len()];
-            p.copy_into(&layouts, m, &mut copied);
-            prop_assert_eq!(&copied, want);
+        let mut copied: Vec<Histogram> = layouts.iter().map(Histogram::new).collect();
+        copied.iter_mut().for_each(|h| h.counts.fill(u32::MAX));
+        p.copy_into(&layouts, &mut copied);
+        for (h, want) in copied.iter().zip(&model) {
+            prop_assert_eq!(&h.counts, want);
         }
         let mut seen: Vec<Vec<u32>> = model.iter().map(|c| vec![0; c.len()]).collect();
         p.for_each(&layouts, |m, b, n| seen[m][b] = n);
@@ -308,29 +309,37 @@ proptest! {
         prop_assert_eq!(js_distance(&p, &p), 0.0);
     }
 
-    /// The fused pass an evaluation runs (`psi_js`, the reference's logarithms cached) against the two
-    /// definitions, on windows of the baseline's bins and on arbitrary proportions with empty bins on either side.
+    /// The fused pass an evaluation runs (`psi_js`, the reference's logarithms cached, the window's as counts)
+    /// against the two definitions, on windows of the baseline's bins and on arbitrary counts with empty bins on
+    /// either side, small (the table's logarithms) and large (past the table).
     #[test]
     fn fused_psi_js_match_the_definitions(
         base in values(),
         cur in values(),
         raw in prop::collection::vec((0u32..4, 0u32..4), 1..12),
+        scale in prop_oneof![Just(1u32), Just(300), Just(1_000_003)],
     ) {
         let l = layout_from(base.clone());
         let (hb, hc) = (hist(&l, &base), hist(&l, &cur));
-        let (mut p, mut q, mut ln_p) = (Vec::new(), Vec::new(), Vec::new());
-        hb.coarse_proportions(&l, &mut p);
-        hc.coarse_proportions(&l, &mut q);
-        let normalise = |v: Vec<f64>| {
-            let total: f64 = v.iter().sum();
-            v.into_iter().map(|x| if total > 0.0 { x / total } else { 0.0 }).collect::<Vec<f64>>()
+        let coarse = |h: &Histogram| -> (Vec<f64>, u64) {
+            (l.coarse_ranges().map(|r| h.counts[r].iter().map(|&c| f64::from(c)).sum()).collect(), h.n)
         };
-        let a = normalise(raw.iter().map(|&(x, _)| f64::from(x)).collect());
-        let b = normalise(raw.iter().map(|&(_, y)| f64::from(y)).collect());
-        for (p, q) in [(&p, &q), (&q, &p), (&p, &p), (&a, &b), (&b, &a), (&a, &a)] {
-            psi_logs(p, &mut ln_p);
-            let (fused_psi, fused_js) = psi_js(p, &ln_p, q);
-            let (def_psi, def_js) = (psi(p, q), js_distance(p, q));
+        let shares = |(counts, n): &(Vec<f64>, u64)| -> Vec<f64> {
+            counts.iter().map(|&c| if *n > 0 { c / *n as f64 } else { 0.0 }).collect()
+        };
+        let raw_counts = |pick: fn(&(u32, u32)) -> u32| -> (Vec<f64>, u64) {
+            let counts: Vec<f64> = raw.iter().map(|x| f64::from(pick(x) * scale)).collect();
+            let n = counts.iter().sum::<f64>() as u64;
+            (counts, n)
+        };
+        let (wb, wc) = (coarse(&hb), coarse(&hc));
+        let (wa, wz) = (raw_counts(|x| x.0), raw_counts(|x| x.1));
+        let mut ln_p = Vec::new();
+        for (p, window) in [(&wb, &wc), (&wc, &wb), (&wb, &wb), (&wa, &wz), (&wz, &wa), (&wa, &wa)] {
+            let (p, q) = (shares(p), shares(window));
+            psi_logs(&p, &mut ln_p);
+            let (fused_psi, fused_js) = psi_js(&p, &ln_p, &window.0, window.1);
+            let (def_psi, def_js) = (psi(&p, &q), js_distance(&p, &q));
             prop_assert!((fused_psi - def_psi).abs() <= 1e-12 * (1.0 + def_psi), "psi {} vs {}", fused_psi, def_psi);
             // The distance is a square root: compare the divergences, which rounding moves by ~1e-16.
             prop_assert!((fused_js * fused_js - def_js * def_js).abs() <= 1e-12, "js {} vs {}", fused_js, def_js);
@@ -338,6 +347,28 @@ proptest! {
                 prop_assert_eq!((fused_psi, fused_js), (0.0, 0.0));
             }
         }
+    }
+
+    /// The PSI/JS bins by their definition: a value's bin is the number of cut points at or below it, so the tails
+    /// join the first and last deciles.
+    #[test]
+    fn coarse_proportions_count_the_values_between_the_cuts(base in values(), cur in values()) {
+        let l = layout_from(base);
+        let h = hist(&l, &cur);
+        let mut defined = vec![0u64; l.coarse_bins()];
+        for &v in &cur {
+            defined[l.coarse_cuts().iter().filter(|&&c| c <= v).count()] += 1;
+        }
+        let mut shares = Vec::new();
+        h.coarse_proportions(&l, &mut shares);
+        let defined: Vec<f64> = defined.iter().map(|&k| k as f64 / cur.len() as f64).collect();
+        prop_assert_eq!(shares, defined);
+        // Runs of fine bins that cover them all, in order, none empty.
+        let ranges: Vec<_> = l.coarse_ranges().collect();
+        prop_assert_eq!(ranges.len(), l.coarse_bins());
+        prop_assert_eq!(ranges[0].start, 0);
+        prop_assert_eq!(ranges[ranges.len() - 1].end, l.bins());
+        prop_assert!(ranges.windows(2).all(|w| w[0].end == w[1].start && w[0].start < w[0].end));
     }
 
     #[test]
@@ -366,7 +397,8 @@ proptest! {
         let (mut q, mut defined) = (vec![7.0], Vec::new());
         let Distances { ks, wasserstein: w } = distances(&l, &ha, &hb, &mut q);
         hb.coarse_proportions(&l, &mut defined);
-        prop_assert_eq!(&q, &defined);
+        let shares: Vec<f64> = q.iter().map(|&c| if hb.n > 0 { c / hb.n as f64 } else { c }).collect();
+        prop_assert_eq!(&shares, &defined);
         let d = ks_statistic(&ha, &hb);
         prop_assert!((ks - d).abs() <= 1e-12, "{} vs {}", ks, d);
         let defined = wasserstein(&l, &ha, &hb);
@@ -525,7 +557,8 @@ fn huge_counts_take_the_floating_point_path_with_the_same_distances() {
     assert!(small.ks > 0.05 && small.wasserstein > 0.01, "{small:?}");
     assert!((small.ks - big.ks).abs() <= 1e-12, "{small:?} vs {big:?}");
     assert!((small.wasserstein - big.wasserstein).abs() <= 1e-12 * small.wasserstein, "{small:?} vs {big:?}");
-    assert_eq!(q_small, q_big);
+    let scaled: Vec<f64> = q_small.iter().map(|&c| c * f64::from(1u32 << 23)).collect();
+    assert_eq!(scaled, q_big);
     assert!((big.ks - ks_statistic(&big_a, &big_b)).abs() <= 1e-12);
     assert!((big.wasserstein - wasserstein(&l, &big_a, &big_b)).abs() <= 1e-12 * big.wasserstein);
 }

@@ -759,9 +759,10 @@ impl WindowStore {
                 Some(h) => *h = Histogram::new(layout),
                 None => snap.hists.push(Histogram::new(layout)),
             }
-            let h = &mut snap.hists[i];
-            slice.totals.copy_into(&slice.layouts, i, &mut h.counts);
-            if running && let Some(m) = slice.moments.get(i) {
+        }
+        slice.totals.copy_into(&slice.layouts, &mut snap.hists);
+        if running {
+            for (m, h) in slice.moments.iter().zip(&mut snap.hists) {
                 m.merge_into(h);
             }
         }
