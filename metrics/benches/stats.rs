@@ -1,5 +1,5 @@
 //! Cost of one metric's comparison as an evaluation runs it for every metric of every slice: the one-pass
-//! distances (KS, Wasserstein, the window's PSI/JS proportions) over 100 fine bins, the fused PSI/JS with the
+//! distances (KS, Wasserstein, and the window's count in each PSI/JS bin) over 100 fine bins, the fused PSI/JS with the
 //! reference's logarithms cached, and all of `compare_to` (those plus both p-values). Windows of 60 values (a quiet
 //! camera, as the service's evaluate bench lays out) and of 9,000 (10 frames/s over 15 minutes), drawn from a
 //! slightly shifted distribution, so the CDFs cross here and there as they do on a live camera.
